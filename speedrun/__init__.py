@@ -1,0 +1,1 @@
+"""speed-run: fast-model first pass, tests, surgical fixes, judged parallel runs."""

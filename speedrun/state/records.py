@@ -1,0 +1,100 @@
+"""Records that cross a boundary (graph state, MCP results, reports): pydantic models with documented fields."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+FileAction = Literal["created", "modified", "unchanged"]
+
+
+class GeneratedFile(BaseModel):
+    """One file parsed out of a model reply, before it is written."""
+
+    path: str = Field(description="Relative path as the model wrote it.")
+    content: str = Field(description="Exact file content, ending with a newline.")
+
+
+class WrittenFile(BaseModel):
+    """Metadata about a file that reached disk (never its content)."""
+
+    path: str = Field(description="Normalized path relative to the output directory.")
+    filename: str = Field(description="Last path component.")
+    lines: int = Field(description="Number of lines in the written file.")
+    action: FileAction = Field(description="created, modified (old copy backed up) or unchanged.")
+    backup: str | None = Field(None, description="Where the previous version was saved, for modified files.")
+
+
+class FileError(BaseModel):
+    """A file that was refused or could not be written, and why."""
+
+    path: str = Field(description="The path as the model gave it (may be unsafe; shown for diagnosis).")
+    error: str = Field(description="Why it was refused, in words a user can act on.")
+
+
+class WriteReport(BaseModel):
+    """Everything a write pass did."""
+
+    files_written: list[WrittenFile] = Field(default_factory=list)
+    errors: list[FileError] = Field(default_factory=list)
+
+
+class LedgerEntry(BaseModel):
+    """One model call, as recorded by the gateway."""
+
+    role: str = Field(description="generator, planner, fixer, reviewer or judge.")
+    provider: str = Field(description="Provider preset that served the call.")
+    model: str = Field(description="Model name sent to the provider.")
+    duration_ms: int = Field(description="Wall-clock time of the call, queueing on the rate budget excluded.")
+    queued_ms: int = Field(0, description="Time spent waiting for the shared rate budget.")
+    prompt_tokens: int = Field(0, description="Input tokens as reported by the provider (estimated if absent).")
+    completion_tokens: int = Field(0, description="Output tokens as reported by the provider (estimated if absent).")
+    finish_reason: str | None = Field(None, description="stop, length, tool_calls, ... as reported.")
+    fallback: bool = Field(False, description="True when the role's fallback provider served this call.")
+
+
+class Usage(BaseModel):
+    """Token totals over one or more calls."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def of(cls, entries: list[LedgerEntry]) -> "Usage":
+        """Sum a ledger."""
+        p = sum(e.prompt_tokens for e in entries)
+        c = sum(e.completion_tokens for e in entries)
+        return cls(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
+
+
+class TestFailure(BaseModel):
+    """One failing test and what it said."""
+
+    __test__ = False  # not a pytest class
+    name: str = Field(description="Test id, e.g. tests/test_x.py::test_y.")
+    message: str = Field(description="Failure message, trimmed.")
+    file: str | None = Field(None, description="File the failure points at, when known.")
+    line: int | None = Field(None, description="Line the failure points at, when known.")
+
+
+class TestReport(BaseModel):
+    """The outcome of one test command run."""
+
+    __test__ = False
+    command: str = Field(description="The command that ran.")
+    exit_code: int | None = Field(description="Process exit code; None when it was killed on timeout.")
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    skipped: int = 0
+    failures: list[TestFailure] = Field(default_factory=list, description="Failing tests, capped in number.")
+    output_tail: str = Field("", description="Last lines of combined output, capped.")
+    duration_ms: int = 0
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when the command succeeded and nothing failed."""
+        return self.exit_code == 0 and self.failed == 0 and self.errors == 0 and not self.timed_out
