@@ -1,1 +1,1 @@
-"""mcp_bridge."""
+"""The MCP server exposing speed-run's tools and graphs."""

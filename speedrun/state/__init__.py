@@ -3,6 +3,9 @@
 from speedrun.state.records import (
     FileAction,
     FileError,
+    GenerateResult,
+    StatusResult,
+    WriteFilesResult,
     GeneratedFile,
     LedgerEntry,
     TestFailure,
@@ -13,4 +16,4 @@ from speedrun.state.records import (
 )
 
 __all__ = ["FileAction", "FileError", "GeneratedFile", "LedgerEntry", "TestFailure", "TestReport", "Usage",
-           "WriteReport", "WrittenFile"]
+           "WriteReport", "WrittenFile", "GenerateResult", "StatusResult", "WriteFilesResult"]

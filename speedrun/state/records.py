@@ -98,3 +98,40 @@ class TestReport(BaseModel):
     def ok(self) -> bool:
         """True when the command succeeded and nothing failed."""
         return self.exit_code == 0 and self.failed == 0 and self.errors == 0 and not self.timed_out
+
+
+class GenerateResult(BaseModel):
+    """Result of the `generate` tool: raw model text plus metadata."""
+
+    status: Literal["ok"] = "ok"
+    response: str = Field(description="The model's answer text (reasoning removed).")
+    model: str = Field(description="provider:model that answered.")
+    total_duration_ms: int
+    finish_reason: str | None = None
+    usage: Usage
+
+
+class WriteFilesResult(BaseModel):
+    """Result of `generate_and_write_files`: metadata only, never file contents."""
+
+    status: Literal["ok", "partial", "error"] = Field(
+        description="ok: every file written; partial: some refused; error: none written.")
+    output_dir: str = Field(description="Absolute directory the files were written under.")
+    model: str
+    generation_time_ms: int
+    files_written: list[WrittenFile]
+    total_files: int
+    total_lines: int
+    errors: list[FileError]
+    usage: Usage
+
+
+class StatusResult(BaseModel):
+    """Result of `check_status`: is a key set and does the endpoint answer. Never contains the key."""
+
+    status: Literal["ok", "error"]
+    url: str | None = None
+    model: str | None = None
+    available_models: list[str] = Field(default_factory=list)
+    error: str | None = None
+    setup_hint: str | None = None

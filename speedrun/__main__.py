@@ -1,0 +1,3 @@
+from speedrun.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,116 @@
+"""Stream a generator reply straight to disk, file by file, asking once more if the token limit cut it short."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from speedrun import prompts
+from speedrun.config import Role, Settings
+from speedrun.errors import InputError
+from speedrun.files import FileStreamParser, SafeWriter
+from speedrun.llm import Messages, complete
+from speedrun.state import FileError, GeneratedFile, LedgerEntry, WriteReport, WrittenFile
+
+CONTEXT_FILE_CAP = 100_000  # characters per context file sent to the model
+CONTEXT_TOTAL_CAP = 400_000
+
+
+@dataclass
+class CodegenResult:
+    """What a generate-and-write pass did, without any file content."""
+
+    report: WriteReport
+    entries: list[LedgerEntry] = field(default_factory=list)
+    generation_time_ms: int = 0
+
+    @property
+    def status(self) -> str:
+        """ok: all written; partial: some refused; error: nothing written."""
+        if not self.report.files_written:
+            return "error"
+        return "partial" if self.report.errors else "ok"
+
+
+def read_context_files(paths: list[str], base: Path, allowed: list[Path]) -> str:
+    """Render context files for the prompt; each must resolve inside an allowed root (no reading ~/.ssh)."""
+    blocks: list[str] = []
+    total = 0
+    for raw in paths:
+        path = (base / raw).resolve() if not Path(raw).is_absolute() else Path(raw).resolve()
+        if not any(path.is_relative_to(root) for root in allowed):
+            raise InputError(f"context file {raw!r} is outside the allowed roots "
+                             f"({', '.join(map(str, allowed))}); copy it into the project or allow its directory.")
+        if not path.is_file():
+            raise InputError(f"context file {raw!r} does not exist (looked at {path}).")
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if len(text) > CONTEXT_FILE_CAP:
+            text = text[:CONTEXT_FILE_CAP] + "\n... (truncated)"
+        total += len(text)
+        if total > CONTEXT_TOTAL_CAP:
+            raise InputError(f"context files exceed {CONTEXT_TOTAL_CAP} characters; pass fewer or smaller files.")
+        shown = path.relative_to(base) if path.is_relative_to(base) else path.name
+        blocks.append(prompts.CONTEXT_FILE.format(path=shown, content=text))
+    return prompts.CONTEXT_INTRO + "\n".join(blocks) + "\n" if blocks else ""
+
+
+async def generate_and_write(
+    settings: Settings,
+    prompt: str,
+    output_dir: Path,
+    *,
+    system_prompt: str | None = None,
+    context: str = "",
+    max_tokens: int | None = None,
+    role: Role = "generator",
+    on_file: Callable[[WrittenFile | FileError], Awaitable[None]] | None = None,
+) -> CodegenResult:
+    """Generate files for `prompt` and write each one under `output_dir` as soon as it is complete."""
+    if not prompt.strip():
+        raise InputError("prompt is empty; describe the files to generate (ideally as a contract).")
+    writer = SafeWriter(output_dir, max_file_bytes=settings.max_file_bytes)
+    system = prompts.CODEGEN_SYSTEM + (f"\n{system_prompt}" if system_prompt else "")
+    messages: Messages = [("system", system), ("user", prompts.CODEGEN_USER.format(context=context, prompt=prompt))]
+    result = CodegenResult(report=writer.report)
+    started = time.monotonic()
+    written: set[str] = set()
+
+    async def emit(files: list[GeneratedFile]) -> None:
+        for f in files:
+            if f.path in written:
+                continue  # the model re-sent a file it had already finished; keep the first copy quietly
+            outcome = writer.write(f)
+            if not isinstance(outcome, FileError):
+                written.add(outcome.path)
+            if on_file:
+                await on_file(outcome)
+
+    unfinished: str | None = None
+    for attempt in range(2):
+        parser = FileStreamParser()
+
+        async def sink(text: str, parser: FileStreamParser = parser) -> None:
+            await emit(parser.feed(text))
+
+        reply = await complete(settings, role, messages, max_tokens=max_tokens, on_text=sink)
+        result.entries.append(reply.entry)
+        truncated = reply.finish_reason == "length"
+        await emit(parser.finish(truncated=truncated))
+        unfinished = parser.open_path if truncated else None
+        if not truncated:
+            break
+        if attempt == 0:
+            messages = [*messages, ("assistant", reply.text), ("user", prompts.CONTINUE_TRUNCATED.format(
+                done=", ".join(sorted(written)) or "(none)", unfinished=unfinished or "(none)"))]
+    if unfinished:
+        err = FileError(path=unfinished, error=(
+            "the reply hit the output token limit twice before this file was complete, so it was not written; "
+            "raise max_tokens (or SPEEDRUN_MAX_TOKENS) or split the task"))
+        writer.report.errors.append(err)
+        if on_file:
+            await on_file(err)
+    result.generation_time_ms = int((time.monotonic() - started) * 1000)
+    result.report = writer.report
+    return result

@@ -1,0 +1,218 @@
+"""The MCP server: thin tools over the gateway and graphs. Heavy libraries are imported inside tools."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+from urllib.parse import unquote, urlparse
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import Field
+
+from speedrun.config import SETUP_HINT, Settings, load_settings
+from speedrun.errors import ConfigError, InputError, SpeedRunError
+from speedrun.state import GenerateResult, StatusResult, Usage, WriteFilesResult
+
+log = logging.getLogger("speedrun.mcp")
+R = TypeVar("R")
+
+INSTRUCTIONS = (
+    "speed-run hands first-pass code generation to a fast hosted model and returns only metadata. "
+    "Write a contract prompt (DATA CONTRACT, API CONTRACT, ALGORITHM, RULES), call generate_and_write_files, "
+    "run the tests, and fix failures with small edits instead of regenerating. check_status diagnoses setup."
+)
+
+
+class _Redactor(logging.Filter):
+    """Scrubs secret values from every log record the server emits."""
+
+    def __init__(self, secrets: list[str]):
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        for secret in self.secrets:
+            message = message.replace(secret, "***")
+        record.msg, record.args = message, ()
+        if record.exc_info:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            for secret in self.secrets:
+                record.exc_text = record.exc_text.replace(secret, "***")
+            record.exc_info = None
+        return True
+
+
+def _uri_to_path(uri: str) -> Path | None:
+    parsed = urlparse(str(uri))
+    return Path(unquote(parsed.path)).resolve() if parsed.scheme == "file" else None
+
+
+async def allowed_roots(ctx: Context | None, settings: Settings) -> list[Path]:
+    """The client's MCP roots if it offers them, else SPEEDRUN_ROOTS, else the server's working directory."""
+    if ctx is not None:
+        caps = ctx.session.client_capabilities
+        if caps is not None and caps.roots is not None:
+            try:
+                listed = await ctx.session.list_roots()
+                roots = [p for p in (_uri_to_path(r.uri) for r in listed.roots) if p is not None]
+                if roots:
+                    return roots
+            except Exception as exc:  # a client may declare roots and still fail to answer
+                log.warning("client declared roots but roots/list failed: %s", exc)
+    return settings.allowed_roots() or [Path.cwd().resolve()]
+
+
+def resolve_output_dir(output_dir: str, roots: list[Path]) -> Path:
+    """A relative output_dir resolves against the first root; the result must lie inside some root."""
+    if not output_dir or not output_dir.strip():
+        raise InputError("output_dir is empty; pass a directory (relative to the project root, or absolute).")
+    if "\x00" in output_dir:
+        raise InputError("output_dir contains a NUL byte.")
+    path = Path(output_dir).expanduser()
+    path = (path if path.is_absolute() else roots[0] / path).resolve()
+    if not any(path == root or path.is_relative_to(root) for root in roots):
+        raise InputError(
+            f"output_dir {output_dir!r} resolves to {path}, outside the allowed roots "
+            f"({', '.join(map(str, roots))}). Pass a directory inside them, or allow it: add it to SPEEDRUN_ROOTS "
+            "(os.pathsep-separated) in the MCP server's env, or open the client in that directory.")
+    return path
+
+
+def create_server(settings: Settings | None = None) -> MCPServer:
+    """Build the speed-run MCP server. Settings are read once here (or passed in by a test)."""
+    config_error: str | None = None
+    if settings is None:
+        try:
+            settings = load_settings()
+        except ConfigError as exc:
+            config_error, settings = str(exc), Settings.model_construct()
+    secrets = settings.secrets()
+    redactor = _Redactor(secrets)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redactor)
+
+    def redact(text: str) -> str:
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    async def guarded(call: Callable[[], Awaitable[R]]) -> R:
+        """Translate our errors into tool errors; nothing crashes the server, no secret leaves it."""
+        if config_error:
+            raise ToolError(config_error)
+        try:
+            return await call()
+        except SpeedRunError as exc:
+            raise ToolError(redact(str(exc))) from None
+        except ToolError:
+            raise
+        except Exception as exc:
+            log.exception("unexpected error in a tool")
+            raise ToolError(redact(f"internal error ({type(exc).__name__}): {exc}")) from None
+
+    server = MCPServer("speed-run", instructions=INSTRUCTIONS, version=_version())
+
+    @server.tool()
+    async def generate(
+        prompt: Annotated[str, Field(description="What to generate; a contract prompt works best.")],
+        system_prompt: Annotated[str | None, Field(description="Optional system prompt.")] = None,
+        max_tokens: Annotated[int | None, Field(description="Output token limit; sized to the prompt if omitted.",
+                                                gt=0)] = None,
+    ) -> GenerateResult:
+        """Send a prompt to the fast generator model and return its raw text answer."""
+        from speedrun.llm import complete
+
+        async def run() -> GenerateResult:
+            if not prompt.strip():
+                raise InputError("prompt is empty.")
+            messages = ([("system", system_prompt)] if system_prompt else []) + [("user", prompt)]
+            reply = await complete(settings, "generator", messages, max_tokens=max_tokens)
+            e = reply.entry
+            return GenerateResult(response=reply.text, model=f"{e.provider}:{e.model}", total_duration_ms=e.duration_ms,
+                                  finish_reason=e.finish_reason, usage=reply.usage)
+
+        return await guarded(run)
+
+    @server.tool()
+    async def generate_and_write_files(
+        prompt: Annotated[str, Field(description="Contract prompt describing the files to write.")],
+        output_dir: Annotated[str, Field(description="Directory to write into, relative to the project root or "
+                                                     "absolute inside an allowed root.")],
+        ctx: Context,
+        system_prompt: Annotated[str | None, Field(description="Optional extra system instructions.")] = None,
+        context_files: Annotated[list[str] | None, Field(description="Existing files to show the model "
+                                                                     "(paths relative to output_dir).")] = None,
+        max_tokens: Annotated[int | None, Field(description="Output token limit; sized to the prompt if omitted.",
+                                                gt=0)] = None,
+    ) -> WriteFilesResult:
+        """Generate files with the fast model and write them to disk; returns metadata only, never the code."""
+        from speedrun.codegen import generate_and_write, read_context_files
+
+        async def run() -> WriteFilesResult:
+            settings.role("generator")  # fail fast with the setup hint before touching the disk
+            roots = await allowed_roots(ctx, settings)
+            out = resolve_output_dir(output_dir, roots)
+            context = read_context_files(context_files or [], out, roots)
+            count = 0
+
+            async def progress(outcome: Any) -> None:
+                nonlocal count
+                count += 1
+                await ctx.report_progress(count, None, f"{getattr(outcome, 'action', 'refused')}: {outcome.path}")
+
+            result = await generate_and_write(settings, prompt, out, system_prompt=system_prompt, context=context,
+                                              max_tokens=max_tokens, on_file=progress)
+            files = result.report.files_written
+            model = result.entries[-1] if result.entries else None
+            return WriteFilesResult(
+                status=result.status, output_dir=str(out),
+                model=f"{model.provider}:{model.model}" if model else "", generation_time_ms=result.generation_time_ms,
+                files_written=files, total_files=len(files), total_lines=sum(f.lines for f in files),
+                errors=result.report.errors, usage=Usage.of(result.entries))
+
+        return await guarded(run)
+
+    @server.tool()
+    async def check_status() -> StatusResult:
+        """Check that an API key is set and the generator endpoint answers. Never reveals the key."""
+        from speedrun.llm import list_models
+
+        if config_error:
+            return StatusResult(status="error", error=config_error, setup_hint=SETUP_HINT)
+        try:
+            spec = settings.role("generator").primary
+        except ConfigError as exc:
+            return StatusResult(status="error", url=settings.cerebras_url, model=settings.cerebras_model,
+                                error=redact(str(exc)), setup_hint=SETUP_HINT)
+        try:
+            models = await list_models(spec, settings)
+        except SpeedRunError as exc:
+            return StatusResult(status="error", url=spec.base_url, model=spec.model, error=redact(str(exc)),
+                                setup_hint="Check the URL, the key and the network; the endpoint must answer GET /models.")
+        warning = None if not models or spec.model in models else (
+            f"model {spec.model!r} is not in the endpoint's model list; set CEREBRAS_MODEL (or SPEEDRUN_GENERATOR) "
+            "to one of available_models.")
+        return StatusResult(status="error" if warning else "ok", url=spec.base_url, model=spec.model,
+                            available_models=models, error=warning)
+
+    return server
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("speed-run")
+    except Exception:
+        return "0"
+
+
+def main() -> None:
+    """Run the server on stdio; logs go to stderr because stdout carries the protocol."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="speed-run %(levelname)s %(message)s")
+    create_server().run()
