@@ -32,3 +32,55 @@ Your reply was cut off by the output token limit. These files were received comp
 The file {unfinished} was cut off. Send it again in full, then any remaining files you had not written yet, \
 in the same <FILE path="..."> format, and nothing else.
 """
+
+CONTRACT_SYSTEM = """\
+You are a senior engineer writing a precise implementation contract for a fast code-generation model. \
+The contract must be concrete enough that pattern-following code written from it passes the tests.
+"""
+
+CONTRACT_USER = """\
+Task:
+{task}
+
+Output directory layout and test command: tests run with `{test_command}` from the project root.
+
+Write the contract in four parts:
+- data_contract: the data types, fields, invariants and units.
+- api_contract: every public function/class with exact signatures, return values and raised errors.
+- algorithm: step by step, including edge cases.
+- rules: the exact files to create (source AND tests, with paths), language and allowed libraries \
+(standard library unless the task says otherwise), and what the tests must check.
+"""
+
+GENERATE_FROM_CONTRACT = """\
+Implement this contract. Write every source file and the test files it lists.
+
+{contract}
+"""
+
+FIX_SYSTEM = """\
+You repair code with minimal, surgical search/replace edits. Never rewrite a whole file. \
+Each edit's `search` must be copied EXACTLY from the numbered excerpts (without the line-number prefix) and be \
+long enough to occur only once in the file. Change only what the failures require; if a test itself is wrong \
+according to the contract, fix the test.
+"""
+
+FIX_USER = """\
+The tests failed. Command: `{test_command}`; {summary}.
+
+Failures:
+{failures}
+
+Contract the code must meet:
+{contract}
+
+Relevant code (line-numbered excerpts; `  12| ` is a prefix, not part of the code):
+{excerpts}
+"""
+
+FIX_RETRY = """\
+Some edits could not be applied:
+{problems}
+Send corrected edits for those only (the others were applied already). Copy `search` text exactly from the \
+excerpts shown.
+"""

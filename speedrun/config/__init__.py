@@ -209,5 +209,21 @@ def _summarize_validation(exc: Exception) -> str:
     return "; ".join(parts)
 
 
-__all__ = ["ROLES", "SETUP_HINT", "ModelSpec", "ProviderLimits", "Role", "RoleSpec", "Settings", "load_settings",
-           "PRESETS"]
+class RunContext:
+    """Run-scoped context passed to graphs (`context=`): the settings object, never checkpointed."""
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings
+
+
+def with_roles(settings: Settings, overrides: dict[str, str] | None) -> Settings:
+    """A copy of settings with per-run role overrides ({'fixer': 'client', 'generator': 'groq:model'})."""
+    if not overrides:
+        return settings
+    unknown = sorted(set(overrides) - set(ROLES) - {f"{r}_fallback" for r in ROLES})
+    if unknown:
+        raise ConfigError(f"roles has unknown keys {unknown}; use {', '.join(ROLES)} (or <role>_fallback).")
+    for key, value in overrides.items():
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"roles[{key!r}] must be 'provider[:model]' (or 'client' for fixer), got {value!r}.")
+    return settings.model_copy(update=dict(overrides))

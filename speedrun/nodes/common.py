@@ -1,0 +1,21 @@
+"""Small helpers every node shares: the run's settings and progress events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from speedrun.config import RunContext, Settings, load_settings, with_roles
+
+
+def run_settings(runtime: Any, roles: dict[str, str] | None = None) -> Settings:
+    """Settings from the run context (edges pass them), else the environment; then per-run role overrides."""
+    context = getattr(runtime, "context", None)
+    base = context.settings if isinstance(context, RunContext) and context.settings else load_settings()
+    return with_roles(base, roles)
+
+
+def progress(runtime: Any, step: str, message: str, **data: Any) -> None:
+    """Emit a custom stream event; a no-op when nobody streams."""
+    writer = getattr(runtime, "stream_writer", None)
+    if writer is not None:
+        writer({"step": step, "message": message, **data})

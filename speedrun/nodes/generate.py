@@ -1,0 +1,29 @@
+"""generate: the generator writes the files for the contract, streamed straight to disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from langgraph.runtime import Runtime
+
+from speedrun import prompts
+from speedrun.codegen import generate_and_write, read_context_files
+from speedrun.config import RunContext
+from speedrun.nodes.common import progress, run_settings
+from speedrun.state.turbo import TurboState
+
+
+async def generate(state: TurboState, runtime: Runtime[RunContext]) -> dict:
+    """Write the first pass of every file named by the contract."""
+    settings = run_settings(runtime, state.roles)
+    out = Path(state.output_dir)
+    context = read_context_files(state.context_files, out, [out.resolve()])
+    progress(runtime, "generate", "generator is writing files")
+
+    async def on_file(outcome) -> None:
+        action = getattr(outcome, "action", "refused")
+        progress(runtime, "generate", f"{action} {outcome.path}", path=outcome.path, action=action)
+
+    result = await generate_and_write(settings, prompts.GENERATE_FROM_CONTRACT.format(contract=state.spec.render()),
+                                      out, context=context, on_file=on_file)
+    return {"files": result.report.files_written, "file_errors": result.report.errors, "ledger": result.entries}

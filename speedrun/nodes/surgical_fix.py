@@ -1,0 +1,159 @@
+"""surgical_fix: failures → small search/replace edits, applied exactly; or the caller fixes (fixer = client)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from langgraph.runtime import Runtime
+from langgraph.types import interrupt
+
+from speedrun import prompts
+from speedrun.config import RunContext
+from speedrun.edits import apply_edits, numbered
+from speedrun.errors import InputError
+from speedrun.llm import structured
+from speedrun.nodes.common import progress, run_settings
+from speedrun.state.edits import Edit, EditOutcome, FixPlan
+from speedrun.state.turbo import AppliedEdit, ClientFixRequest, FixCycle, TurboState
+
+WHOLE_FILE_LINES = 200  # files up to this size are shown whole; larger ones as windows around cited lines
+WINDOW = 25
+EXCERPT_BUDGET = 60_000  # characters of code shown to the fixer
+_CITE = re.compile(r"([\w./-]+\.\w+):(\d+)")
+
+
+async def surgical_fix(state: TurboState, runtime: Runtime[RunContext]) -> dict:
+    """One fix cycle: ask the fixer (model or caller) for edits and apply them; never regenerate a file."""
+    settings = run_settings(runtime, state.roles)
+    cycle = len(state.cycles) + 1
+    report = state.tests
+    failures_before = (report.failed + report.errors) if report else 0
+    if settings.fixer_is_client:
+        return _client_fix(state, cycle, failures_before)
+    progress(runtime, "surgical_fix", f"cycle {cycle}: fixer is reading {failures_before} failure(s)")
+    root = Path(state.output_dir)
+    messages = [("system", prompts.FIX_SYSTEM), ("user", prompts.FIX_USER.format(
+        test_command=state.test_command, summary=_summary(state), failures=_failures_text(state),
+        contract=state.spec.render() if state.spec else "(none)", excerpts=_excerpts(root, state)))]
+    plan, ledger = await structured(settings, "fixer", FixPlan, messages)
+    outcomes = apply_edits(root, plan.edits, max_file_bytes=settings.max_file_bytes)
+    retry = [o for o in outcomes if o.status in ("not_found", "ambiguous")]
+    if retry:  # one retry, showing the closest match with line numbers
+        progress(runtime, "surgical_fix", f"cycle {cycle}: {len(retry)} edit(s) did not match; asking once more")
+        messages += [("assistant", plan.model_dump_json()),
+                     ("user", prompts.FIX_RETRY.format(problems=_problems(retry)))]
+        second, more = await structured(settings, "fixer", FixPlan, messages)
+        ledger += more
+        outcomes = [o for o in outcomes if o not in retry] + apply_edits(
+            root, second.edits, max_file_bytes=settings.max_file_bytes)
+    applied = sum(o.status == "applied" for o in outcomes)
+    progress(runtime, "surgical_fix", f"cycle {cycle}: applied {applied} of {len(outcomes)} edit(s)")
+    fix = FixCycle(cycle=cycle, source="model", diagnosis=plan.diagnosis, failures_before=failures_before,
+                   edits=[_applied(o) for o in outcomes])
+    return {"cycles": [fix], "ledger": ledger}
+
+
+def _client_fix(state: TurboState, cycle: int, failures_before: int) -> dict:
+    report = state.tests
+    request = ClientFixRequest(
+        cycle=cycle, output_dir=state.output_dir, files=[f.path for f in state.files],
+        failures=[f.model_dump(exclude_none=True) for f in (report.failures if report else [])])
+    answer = interrupt(request.model_dump())  # the graph pauses here until resume_run / `speedrun resume`
+    action, edits = _parse_resume(answer)
+    fix = FixCycle(cycle=cycle, source="client", failures_before=failures_before,
+                   diagnosis={"retest": "caller fixed the files", "stop": "caller stopped the run",
+                              "edits": "caller sent edits"}[action])
+    if action == "stop":
+        return {"cycles": [fix], "stopped": True}
+    if action == "edits":
+        fix.edits = [_applied(o) for o in apply_edits(Path(state.output_dir), edits)]
+    return {"cycles": [fix]}
+
+
+def _parse_resume(answer: object) -> tuple[str, list[Edit]]:
+    if isinstance(answer, str):
+        answer = {"action": answer}
+    if not isinstance(answer, dict) or answer.get("action") not in ("retest", "stop", "edits"):
+        raise InputError(f"resume value must be 'retest', 'stop' or {{'action': 'edits', 'edits': [...]}}; "
+                         f"got {answer!r}.")
+    edits = [Edit.model_validate(e) for e in answer.get("edits") or []]
+    if answer["action"] == "edits" and not edits:
+        raise InputError("action 'edits' needs a non-empty `edits` list of {path, search, replace}.")
+    return answer["action"], edits
+
+
+def _applied(outcome: EditOutcome) -> AppliedEdit:
+    e = outcome.edit
+    return AppliedEdit(path=e.path, status=outcome.status, message=outcome.message,
+                       lines_removed=len(e.search.splitlines()), lines_added=len(e.replace.splitlines()))
+
+
+def _summary(state: TurboState) -> str:
+    r = state.tests
+    return f"{r.passed} passed, {r.failed} failed, {r.errors} errors" + (" (timed out)" if r.timed_out else "")
+
+
+def _failures_text(state: TurboState) -> str:
+    r = state.tests
+    if not r.failures:
+        return r.output_tail[-4000:] or "(no output)"
+    return "\n\n".join(f"- {f.name}" + (f" ({f.file}:{f.line})" if f.file else "") + f"\n{f.message}"
+                       for f in r.failures)
+
+
+def _cited(state: TurboState) -> dict[str, set[int]]:
+    """Files named by the failures (and the lines they point at), restricted to files we wrote."""
+    known = {f.path for f in state.files}
+    cited: dict[str, set[int]] = {}
+    r = state.tests
+    texts = [r.output_tail] + [f"{f.name}\n{f.message}" for f in r.failures]
+    for f in r.failures:
+        if f.file and f.file in known:
+            cited.setdefault(f.file, set()).update({f.line} if f.line else set())
+        test_file = f.name.split("::")[0]
+        if test_file in known:
+            cited.setdefault(test_file, set())
+    for text in texts:
+        for path, line in _CITE.findall(text):
+            match = next((k for k in known if k == path or k.endswith("/" + path) or path.endswith("/" + k)), None)
+            if match:
+                cited.setdefault(match, set()).add(int(line))
+    return cited
+
+
+def _excerpts(root: Path, state: TurboState) -> str:
+    cited = _cited(state)
+    # Source files the failing tests exercise are often not in the traceback text; show small ones too.
+    order = list(cited) + [f.path for f in state.files if f.path not in cited]
+    parts: list[str] = []
+    used = 0
+    for path in order:
+        target = root / path
+        if not target.is_file():
+            continue
+        text = target.read_text(encoding="utf-8", errors="replace")
+        lines = text.splitlines()
+        if len(lines) <= WHOLE_FILE_LINES:
+            body = numbered(text)
+        elif path in cited and cited[path]:
+            body = "\n...\n".join(numbered(text, max(1, n - WINDOW), min(len(lines), n + WINDOW))
+                                  for n in sorted(cited[path]))
+        else:
+            continue
+        block = f"--- {path}\n{body}\n"
+        if used + len(block) > EXCERPT_BUDGET:
+            break
+        parts.append(block)
+        used += len(block)
+    return "\n".join(parts) or "(no readable files)"
+
+
+def _problems(outcomes: list[EditOutcome]) -> str:
+    out = []
+    for o in outcomes:
+        text = f"- {o.edit.path}: {o.status}: {o.message}"
+        if o.closest:
+            text += f"\n  closest match in the file:\n{o.closest}"
+        out.append(text)
+    return "\n".join(out)

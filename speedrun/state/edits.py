@@ -1,0 +1,48 @@
+"""Search/replace edits proposed by the fixer model, and what became of each one when applied."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+EditStatus = Literal["applied", "not_found", "ambiguous", "refused", "error"]
+
+
+class Edit(BaseModel):
+    """One exact search/replace on one file. Also an LLM output schema, so no defaults."""
+
+    path: str = Field(description="File path relative to the workspace root, e.g. src/app.py.")
+    search: str = Field(
+        description=(
+            "Exact text currently in the file, copied character for character including indentation, "
+            "with enough surrounding lines to occur exactly once. Empty only to create a new file."
+        )
+    )
+    replace: str = Field(description="The text that replaces the search text (the whole content for a new file).")
+
+
+class FixPlan(BaseModel):
+    """The fixer's answer: what is wrong, and the smallest edits that fix it. Also an LLM output schema."""
+
+    diagnosis: str = Field(description="One or two sentences: what is wrong and why the tests fail.")
+    edits: list[Edit] = Field(
+        description="Small search/replace edits, applied in order; never rewrite a whole file."
+    )
+
+
+class EditOutcome(BaseModel):
+    """What happened to one edit."""
+
+    edit: Edit = Field(description="The edit as proposed.")
+    status: EditStatus = Field(
+        description=(
+            "applied; not_found (search text absent); ambiguous (occurs more than once); "
+            "refused (unsafe path, whole-file rewrite, no-op); error (could not read or write the file)."
+        )
+    )
+    message: str = Field("", description="For applied: where; otherwise what to do differently, in actionable words.")
+    closest: str | None = Field(
+        None, description="For not_found: the most similar region of the file, with line numbers ('  12| code')."
+    )
+    backup: str | None = Field(None, description="For applied edits to an existing file: where the old version was saved.")
