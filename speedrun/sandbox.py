@@ -215,20 +215,57 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+# Note: asyncio's ``Process.wait()`` only returns once the process has exited AND its pipes are
+# closed, so a background grandchild holding stdout would block it. Exit is therefore detected by
+# polling ``Process.returncode`` (set as soon as the child is reaped).
+_POLL_S = 0.05
+
+
+async def _wait_exit(proc: asyncio.subprocess.Process, seconds: float) -> bool:
+    """Wait up to ``seconds`` for the leader to exit; True when it did."""
+    deadline = time.monotonic() + seconds
+    while proc.returncode is None and time.monotonic() < deadline:
+        await asyncio.sleep(_POLL_S)
+    return proc.returncode is not None
+
+
 async def _terminate_group(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM the group, wait up to ``_TERM_GRACE_S`` for it to go, then SIGKILL; reap the leader."""
+    """SIGTERM the group, wait up to ``_TERM_GRACE_S`` for it to go, then SIGKILL it."""
     pgid = proc.pid
     _signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + _TERM_GRACE_S
     while time.monotonic() < deadline:
         if proc.returncode is not None and not _group_alive(pgid):
             break
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(_POLL_S)
     _signal_group(pgid, signal.SIGKILL)
+    await _wait_exit(proc, 5)
+
+
+def _close_transport(proc: asyncio.subprocess.Process) -> None:
+    """Release the pipes once the leader is reaped (asyncio has no public call for this)."""
+    transport = getattr(proc, "_transport", None)
+    if transport is not None and proc.returncode is not None:
+        transport.close()
+
+
+_cleanups: set[asyncio.Task] = set()
+
+
+async def _close_when_reaped(proc: asyncio.subprocess.Process) -> None:
+    await _wait_exit(proc, 10)
+    _close_transport(proc)
+
+
+def _kill_now(proc: asyncio.subprocess.Process) -> None:
+    """Synchronous SIGKILL of the group (cancellation path); the pipes are released in the background."""
+    _signal_group(proc.pid, signal.SIGKILL)
     try:
-        await asyncio.wait_for(proc.wait(), 5)
-    except asyncio.TimeoutError:
-        pass
+        task = asyncio.get_running_loop().create_task(_close_when_reaped(proc))
+    except RuntimeError:
+        return
+    _cleanups.add(task)
+    task.add_done_callback(_cleanups.discard)
 
 
 async def _pump(stream: asyncio.StreamReader, tail: _Tail) -> None:
@@ -236,11 +273,20 @@ async def _pump(stream: asyncio.StreamReader, tail: _Tail) -> None:
         tail.feed(chunk)
 
 
-async def _drain(stream: asyncio.StreamReader, tail: _Tail, seconds: float) -> None:
-    """Read what is left, but give up after ``seconds`` (a process outside the group may hold the pipe)."""
+async def _finish_reader(reader: asyncio.Future, seconds: float) -> None:
+    """Give ``reader`` up to ``seconds`` to reach EOF, then stop it (a process that escaped the
+    group may hold the pipe open forever)."""
+    if not reader.done():
+        await asyncio.wait({reader}, timeout=seconds)
+    if not reader.done():
+        reader.cancel()
     try:
-        await asyncio.wait_for(_pump(stream, tail), seconds)
-    except (asyncio.TimeoutError, OSError):
+        await reader
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # we are being cancelled ourselves, not just the reader
+    except Exception:  # noqa: BLE001 - a failed read keeps the output gathered so far
         pass
 
 
@@ -249,20 +295,15 @@ async def _supervise(proc: asyncio.subprocess.Process, tail: _Tail) -> None:
     assert proc.stdout is not None
     reader = asyncio.ensure_future(_pump(proc.stdout, tail))
     try:
-        await proc.wait()
+        while proc.returncode is None:
+            if reader.done():
+                await asyncio.sleep(_POLL_S)
+            else:
+                await asyncio.wait({reader}, timeout=_POLL_S)
         # Background children of a finished command must not outlive it (nor hold the pipe open).
         _signal_group(proc.pid, signal.SIGKILL)
-        try:
-            await asyncio.wait_for(reader, _DRAIN_GRACE_S)
-        except asyncio.TimeoutError:
-            pass
     finally:
-        if not reader.done():
-            reader.cancel()
-            try:
-                await reader
-            except BaseException:  # noqa: BLE001 - cancelled or failed reader; output so far is kept
-                pass
+        await _finish_reader(reader, _DRAIN_GRACE_S if proc.returncode is not None else 0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -432,11 +473,12 @@ async def run_tests(
                 timed_out = True
                 await _terminate_group(proc)
                 assert proc.stdout is not None
-                await _drain(proc.stdout, tail, _DRAIN_GRACE_S)
+                await _finish_reader(asyncio.ensure_future(_pump(proc.stdout, tail)), _DRAIN_GRACE_S)
         except BaseException:
             # Cancelled (or anything unexpected): nothing of the test run may survive us.
-            _signal_group(proc.pid, signal.SIGKILL)
+            _kill_now(proc)
             raise
+        _close_transport(proc)
         duration_ms = int((time.monotonic() - started) * 1000)
         exit_code = None if timed_out else proc.returncode
         parsed = _parse_junit(junit, cwd, max_failures) if is_pytest and not timed_out else None

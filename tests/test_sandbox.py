@@ -387,15 +387,19 @@ def test_tail_render_small_and_exact() -> None:
     tail = _Tail(50)
     tail.feed(b"short\n")
     assert tail.render() == "short\n"
-    tail = _Tail(60)
+    tail = _Tail(120)
     tail.feed("".join(f"line {i}\n" for i in range(1000)).encode())
     out = tail.render("\n[end]")
-    assert len(out) <= 60
+    assert len(out) <= 120
     assert out.endswith("line 999\n\n[end]")
     header, first = out.splitlines()[:2]
     assert first.startswith("line ")  # cut at a line start
     dropped = int(header.split()[1])
     assert dropped == len("".join(f"line {i}\n" for i in range(1000))) - len(out) + len(header) + 1 + len("\n[end]")
+    # a cap too small for the header still honours the cap
+    tail = _Tail(10)
+    tail.feed(b"0123456789abcdef")
+    assert tail.render() == "6789abcdef"
     # multi-byte characters split across chunks decode cleanly
     tail = _Tail(100)
     data = "é€".encode()
