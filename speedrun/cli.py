@@ -88,6 +88,98 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if result.status == "ok" else 1
 
 
+async def _follow(runs: Any, run_id: str) -> int:
+    """Print progress until the run ends, then a summary; Ctrl-C cancels but keeps the run resumable."""
+    _print_err(f"run {run_id}")
+    try:
+        status = await runs.wait(run_id, 1e9, on_progress=lambda line: _print_err(f"  · {line}"))
+    except asyncio.CancelledError:
+        await runs.cancel(run_id)
+        _print_err(f"cancelled; continue later with: speedrun resume {run_id}")
+        return 130
+    return _print_status(status)
+
+
+def _print_status(status: Any) -> int:
+    if status.status == "needs_input":
+        for need in status.needs or []:
+            _print_err(f"tests failed in {need.get('output_dir')} (cycle {need.get('cycle')}):")
+            for f in need.get("failures", []):
+                _print_err(f"  - {f.get('name')}: {str(f.get('message', '')).splitlines()[:1]}")
+        _print_err(f"fix the files, then: speedrun resume {status.run_id} --action retest   (or --action stop)")
+        return 3
+    if status.result is None:
+        _print_err(f"run {status.run_id} is {status.status}" + (f": {status.error}" if status.error else ""))
+        if status.next:
+            _print_err(status.next.replace("resume_run(", "speedrun resume (").replace(", 'continue')", ")"))
+        return 1
+    r = status.result
+    if r.get("files"):
+        print(_table([[f["path"], f["lines"], f["action"]] for f in r["files"]], ["file", "lines", "action"]))
+    for err in r.get("file_errors", []):
+        print(f"refused: {err['path']}: {err['error']}")
+    tests = r.get("tests") or {}
+    print()
+    rows = [[role, u["calls"], u["prompt_tokens"], u["completion_tokens"], u["duration_ms"]]
+            for role, u in r.get("ledger", {}).items()]
+    if rows:
+        print(_table(rows, ["role", "calls", "prompt tok", "completion tok", "ms"]))
+    for w in r.get("warnings", []):
+        print(f"warning: {w}")
+    for f in tests.get("failures", []):
+        print(f"FAILED {f['name']}: {f['message'].splitlines()[0] if f['message'] else ''}")
+    print(f"\n{r['status'].upper()}: {tests.get('passed', 0)} passed, {tests.get('failed', 0)} failed, "
+          f"{tests.get('errors', 0)} errors after {len(r.get('cycles', []))} fix cycle(s); run {status.run_id}")
+    return 0 if r["status"] == "passed" else 1
+
+
+async def cmd_turbo(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the turbo workflow in the foreground with live progress."""
+    from speedrun.config import with_roles
+    from speedrun.runs import RunManager
+    from speedrun.state.turbo import TurboInput
+
+    contract = None
+    if args.contract:
+        path = Path(args.contract)
+        if not path.is_file():
+            raise InputError(f"--contract {args.contract!r} does not exist; pass a text file with DATA CONTRACT, "
+                             "API CONTRACT, ALGORITHM and RULES sections.")
+        contract = path.read_text(encoding="utf-8")
+    roles = {"fixer": "client"} if args.client_fix else {}
+    run_settings = with_roles(settings, roles)
+    run_settings.role("generator")
+    out = Path(args.out).expanduser().resolve()
+    inputs = TurboInput(task=args.task, contract=contract, output_dir=str(out), test_command=args.test_cmd,
+                        max_fix_cycles=args.max_fix_cycles, context_files=args.context or [], roles=roles)
+    async with RunManager.open(settings) as runs:
+        run_id = await runs.start("turbo", inputs.model_dump())
+        return await _follow(runs, run_id)
+
+
+async def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
+    """Continue a run: after a crash, a cancel, or when it waits for the caller's fix."""
+    from speedrun.runs import RunManager
+
+    answer: Any = None
+    if args.action not in (None, "continue"):
+        edits = json.loads(Path(args.edits).read_text()) if args.edits else []
+        answer = {"action": args.action, "edits": edits}
+    async with RunManager.open(settings) as runs:
+        await runs.resume(args.run_id, answer)
+        return await _follow(runs, args.run_id)
+
+
+async def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
+    """List recent runs."""
+    from speedrun.runs import RunManager
+
+    async with RunManager.open(settings) as runs:
+        rows = [[r.run_id, r.status, r.created_at, r.output_dir or ""] for r in await runs.list(args.limit)]
+    print(_table(rows, ["run", "status", "created", "output"]) if rows else "no runs yet")
+    return 0
+
+
 def cmd_mcp(args: argparse.Namespace) -> int:
     """Run the MCP server on stdio."""
     from speedrun.mcp_bridge.server import main as serve
@@ -110,10 +202,27 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-tokens", type=int, help="output token limit (default: sized to the prompt)")
     gen.add_argument("--json", action="store_true", help="print the result as JSON")
     sub.add_parser("mcp", help="run the MCP server on stdio (for Claude Code and other MCP clients)")
+    tur = sub.add_parser("turbo", help="contract → generate → test → surgical fixes, in the foreground")
+    what = tur.add_mutually_exclusive_group(required=True)
+    what.add_argument("--task", help="the job in plain words (the planner writes the contract)")
+    what.add_argument("--contract", help="file with DATA CONTRACT / API CONTRACT / ALGORITHM / RULES")
+    tur.add_argument("--out", required=True, help="workspace directory to write into and test in")
+    tur.add_argument("--test-cmd", default="pytest -q", help="test command run in --out (default: pytest -q)")
+    tur.add_argument("--max-fix-cycles", type=int, default=3, help="surgical fix rounds (default 3)")
+    tur.add_argument("--context", action="append", help="existing file in --out to show the generator")
+    tur.add_argument("--client-fix", action="store_true", help="pause on failures so you fix them yourself")
+    res = sub.add_parser("resume", help="continue a run (after a crash, cancel, or your own fix)")
+    res.add_argument("run_id")
+    res.add_argument("--action", choices=["continue", "retest", "stop", "edits"],
+                     help="retest/stop/edits answer a run waiting for your fix; continue picks up a dead run")
+    res.add_argument("--edits", help="JSON file with [{path, search, replace}] for --action edits")
+    runs = sub.add_parser("runs", help="list recent runs")
+    runs.add_argument("--limit", type=int, default=20)
     return parser
 
 
-COMMANDS = {"check": cmd_check, "generate": cmd_generate}
+COMMANDS = {"check": cmd_check, "generate": cmd_generate, "turbo": cmd_turbo, "resume": cmd_resume,
+            "runs": cmd_runs}
 
 
 def main(argv: list[str] | None = None) -> int:

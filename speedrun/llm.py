@@ -292,9 +292,9 @@ async def _call(settings: Settings, spec: ModelSpec, messages: Messages, max_tok
     budget = budget_for(spec)
     queued = time.monotonic()
     async with budget.hold(prompt_est + max_tokens):
-        started = time.monotonic()
         model = chat_model(spec, settings, max_tokens=max_tokens, streaming=on_text is not None)
         lc_messages = _to_messages(messages)
+        started = time.monotonic()
         async with asyncio.timeout(_wall_clock_limit(settings)):
             if on_text is None:
                 message = await model.ainvoke(lc_messages)

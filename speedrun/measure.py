@@ -180,7 +180,7 @@ def measure_tree(
         loc_by_language[result.language] = loc_by_language.get(result.language, 0) + result.loc
         files_by_language[result.language] = files_by_language.get(result.language, 0) + 1
         violations.extend(result.violations)
-    violations.sort(key=lambda v: (v.file, v.line, v.kind, v.detail))
+    violations.sort(key=lambda v: (v.file, v.line, v.kind))  # stable: source order within a line
 
     languages = sorted(loc_by_language)
     return Measurement(
@@ -241,34 +241,32 @@ def _describe(languages: list[str], files_by_language: dict[str, int], results: 
 
 def _generic_loc(lines: list[str], style: str) -> int:
     """Count non-blank, non-comment lines by per-line rules for the given comment style."""
-    hash_comments = style in (_HASH_STYLE, _PHP_STYLE)
-    c_comments = style in (_C_STYLE, _PHP_STYLE)
     loc = 0
     in_block = False
     for raw in lines:
-        line = raw.strip()
-        if in_block:
-            end = line.find("*/")
-            if end < 0:
-                continue
-            in_block = False
-            line = line[end + 2:].strip()
-        if not line:
-            continue
-        if hash_comments and line.startswith("#"):
-            continue
-        if c_comments:
-            if line.startswith("//"):
-                continue
-            if line.startswith("/*"):
-                end = line.find("*/", 2)
-                if end < 0:
-                    in_block = True
-                    continue
-                if not line[end + 2:].strip():
-                    continue
-        loc += 1
+        code, in_block = _code_part(raw.strip(), style, in_block)
+        if code:
+            loc += 1
     return loc
+
+
+def _code_part(line: str, style: str, in_block: bool) -> tuple[str, bool]:
+    """The code left on a stripped line, and whether a ``/* */`` block is still open after it."""
+    if in_block:
+        end = line.find("*/")
+        if end < 0:
+            return "", True
+        line = line[end + 2:].strip()
+    if not line:
+        return "", False
+    if style in (_HASH_STYLE, _PHP_STYLE) and line.startswith("#"):
+        return "", False
+    if style in (_C_STYLE, _PHP_STYLE):
+        if line.startswith("//"):
+            return "", False
+        if line.startswith("/*"):
+            return _code_part(line[2:], style, True)
+    return line, False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -440,18 +438,9 @@ class _PythonChecker:
         children: list[ast.AST] = []
         for node in _scope_nodes(scope):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                kind = "class" if isinstance(node, ast.ClassDef) else "function"
-                report(node.name, node.lineno, f"names a {kind}")
                 children.append(node)
-            elif isinstance(node, ast.Assign):
-                for target in node.targets:
-                    for name in _bound_names(target):
-                        report(name.id, name.lineno, "is assigned")
-            elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
-                for name in _bound_names(node.target):
-                    report(name.id, name.lineno, "is assigned")
-            elif isinstance(node, ast.NamedExpr):
-                report(node.target.id, node.target.lineno, "is assigned")
+            for name, line, how in _bindings(node):
+                report(name, line, how)
         for child in children:
             self._check_names(child, getattr(child, "name", scope_name))
 
@@ -478,6 +467,32 @@ class _PythonChecker:
             if value in ALLOWED_NUMBERS:
                 continue
             self._add("magic_number", node.lineno, f"literal {_format_number(node)}")
+
+
+def _bindings(node: ast.AST) -> Iterable[tuple[str, int, str]]:
+    """(name, line, how) for every name ``node`` binds under the single-letter rule.
+
+    Loop and comprehension targets, ``with``/``except`` aliases and imports are not included, nor are
+    type variables (``T = TypeVar("T")``), whose one-letter names are the convention.
+    """
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        kind = "class" if isinstance(node, ast.ClassDef) else "function"
+        yield node.name, node.lineno, f"names a {kind}"
+    elif isinstance(node, ast.Assign) and not _is_type_variable(node.value):
+        for target in node.targets:
+            yield from ((name.id, name.lineno, "is assigned") for name in _bound_names(target))
+    elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+        yield from ((name.id, name.lineno, "is assigned") for name in _bound_names(node.target))
+    elif isinstance(node, ast.NamedExpr):
+        yield node.target.id, node.target.lineno, "is assigned"
+
+
+def _is_type_variable(value: ast.AST) -> bool:
+    if not isinstance(value, ast.Call):
+        return False
+    func = value.func
+    called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+    return called in ("TypeVar", "ParamSpec", "TypeVarTuple")
 
 
 def _scope_nodes(scope: ast.AST) -> Iterable[ast.AST]:
@@ -547,44 +562,44 @@ _NOT_A_FUNCTION = re.compile(r"^\s*(?:}\s*)?(?:if|for|while|switch|catch|return|
 
 
 def _blank_strings_and_comments(text: str) -> list[str]:
-    """The text split into lines, with string/char literals and comments replaced by spaces."""
-    out: list[str] = []
-    i = 0
-    length = len(text)
-    buf: list[str] = []
-    while i < length:
-        char = text[i]
-        nxt = text[i + 1] if i + 1 < length else ""
-        if char == "/" and nxt == "/":
-            end = text.find("\n", i)
-            end = length if end < 0 else end
-            buf.append(" " * (end - i))
-            i = end
-        elif char == "/" and nxt == "*":
-            end = text.find("*/", i + 2)
-            end = length if end < 0 else end + 2
-            buf.append("".join("\n" if c == "\n" else " " for c in text[i:end]))
-            i = end
-        elif char in "\"'`":
-            j = i + 1
-            while j < length:
-                if text[j] == "\\":
-                    j += 2
-                    continue
-                if text[j] == char or (text[j] == "\n" and char != "`"):
-                    break
-                j += 1
-            if j >= length or text[j] != char:
-                buf.append(char)  # unterminated on this line (e.g. a Rust lifetime): leave it alone
-                i += 1
-                continue
-            buf.append(char + "".join("\n" if c == "\n" else " " for c in text[i + 1:j]) + char)
-            i = j + 1
-        else:
-            buf.append(char)
-            i += 1
-    out = "".join(buf).split("\n")
-    return out
+    """The text split into lines, with string/char literals and comments replaced by spaces.
+
+    Line breaks are kept, so line numbers do not move. A quote with no closing quote on its line (a Rust
+    lifetime, a stray apostrophe) is left as it is; backtick strings may span lines.
+    """
+    pieces: list[str] = []
+    pos = 0
+    while pos < len(text):
+        end = _literal_end(text, pos)
+        if end is None:
+            pieces.append(text[pos])
+            pos += 1
+            continue
+        keep_quotes = text[pos] in "\"'`"
+        inner = "".join("\n" if char == "\n" else " " for char in text[pos:end])
+        pieces.append(text[pos] + inner[1:-1] + text[end - 1] if keep_quotes else inner)
+        pos = end
+    return "".join(pieces).split("\n")
+
+
+def _literal_end(text: str, pos: int) -> int | None:
+    """End index (exclusive) of the comment or string literal starting at ``pos``, or None."""
+    opener = text[pos:pos + 2]
+    if opener == "//":
+        end = text.find("\n", pos)
+        return len(text) if end < 0 else end
+    if opener == "/*":
+        end = text.find("*/", pos + 2)
+        return len(text) if end < 0 else end + 2
+    quote = text[pos]
+    if quote not in "\"'`":
+        return None
+    scan = pos + 1
+    while scan < len(text) and text[scan] != quote:
+        if text[scan] == "\n" and quote != "`":
+            return None
+        scan += 2 if text[scan] == "\\" else 1
+    return scan + 1 if scan < len(text) else None
 
 
 @dataclass
@@ -633,15 +648,10 @@ def _brace_violations(text: str, rel: str) -> list[Violation]:
         segment_start = 0
         for col, char in enumerate(line):
             if char == "{":
-                header = line[segment_start:col]
-                header_line = number
-                if not header.strip():  # brace on its own line: the header is the previous code line
-                    header_line = next((n for n in range(number - 1, 0, -1) if lines[n - 1].strip()), number)
-                    header = lines[header_line - 1] if header_line != number else ""
+                header, header_line = _header(lines, number, line[segment_start:col])
                 kind, name = _classify(header)
                 block = _Block(kind=kind, line=header_line if kind == "function" else number, name=name)
-                if kind == "control":
-                    _note_depth(stack, block)
+                _note_depth(stack, block)
                 stack.append(block)
                 segment_start = col + 1
             elif char == "}":
@@ -653,7 +663,31 @@ def _brace_violations(text: str, rel: str) -> list[Violation]:
     return violations
 
 
+_MAX_HEADER_LINES = 20  # how far back a multi-line signature is followed
+
+
+def _header(lines: list[str], number: int, before_brace: str) -> tuple[str, int]:
+    """The text that introduces a brace and the line it starts on.
+
+    A brace on its own line takes the previous code line; a header with unbalanced ``)`` (a signature
+    split over lines) is extended upwards until its parentheses balance.
+    """
+    header, start = before_brace, number
+    if not header.strip():
+        previous = next((n for n in range(number - 1, 0, -1) if lines[n - 1].strip()), None)
+        if previous is None:
+            return "", number
+        header, start = lines[previous - 1], previous
+    while header.count(")") > header.count("(") and start > 1 and number - start < _MAX_HEADER_LINES:
+        start -= 1
+        header = lines[start - 1] + " " + header
+    return header, start
+
+
 def _note_depth(stack: list[_Block], block: _Block) -> None:
+    """Record a control block's depth on the innermost enclosing function."""
+    if block.kind != "control":
+        return
     depth = 1
     for outer in reversed(stack):
         if outer.kind == "function":

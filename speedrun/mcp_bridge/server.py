@@ -6,7 +6,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import unquote, urlparse
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -116,6 +116,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
             raise ToolError(redact(f"internal error ({type(exc).__name__}): {exc}")) from None
 
     server = MCPServer("speed-run", instructions=INSTRUCTIONS, version=_version())
+    register_run_tools(server, settings, guarded)
 
     @server.tool()
     async def generate(
@@ -201,6 +202,127 @@ def create_server(settings: Settings | None = None) -> MCPServer:
                             available_models=models, error=warning)
 
     return server
+
+
+def register_run_tools(server: MCPServer, settings: Settings,
+                       guarded: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]) -> None:
+    """Tools that start and steer durable graph runs (turbo, status, resume, cancel, list)."""
+    from contextlib import AsyncExitStack
+
+    holder: dict[str, Any] = {}
+
+    async def manager() -> Any:
+        # Opened on first use so start-up stays light; lives as long as the server.
+        if "manager" not in holder:
+            from speedrun.runs import RunManager
+
+            stack = AsyncExitStack()
+            holder["manager"] = await stack.enter_async_context(RunManager.open(settings))
+            holder["stack"] = stack
+        return holder["manager"]
+
+    async def wait_and_report(run_id: str, wait_seconds: float, ctx: Context | None) -> dict[str, Any]:
+        runs = await manager()
+        count = 0
+
+        async def forward(line: str) -> None:
+            nonlocal count
+            count += 1
+            if ctx is not None:
+                await ctx.report_progress(count, None, line)
+
+        status = await runs.wait(run_id, wait_seconds, on_progress=forward)
+        return status.model_dump(mode="json", exclude_none=True)
+
+    @server.tool()
+    async def turbo(
+        output_dir: Annotated[str, Field(description="Workspace to write into and run tests in (inside the "
+                                                     "allowed roots).")],
+        ctx: Context,
+        task: Annotated[str | None, Field(description="The job in plain words; the planner writes a contract.")] = None,
+        contract: Annotated[str | None, Field(description="DATA CONTRACT / API CONTRACT / ALGORITHM / RULES text "
+                                                          "(preferred over task).")] = None,
+        test_command: Annotated[str, Field(description="Shell command that runs the tests in output_dir.")] = "pytest -q",
+        max_fix_cycles: Annotated[int, Field(description="Surgical fix rounds before giving up.", ge=0, le=20)] = 3,
+        context_files: Annotated[list[str] | None, Field(description="Existing files (relative to output_dir) "
+                                                                     "to show the generator.")] = None,
+        roles: Annotated[dict[str, str] | None, Field(description="Per-run role overrides, e.g. "
+                                                                  "{'fixer': 'client'} to fix failures yourself.")] = None,
+        wait_seconds: Annotated[float, Field(description="How long to wait for the result before returning "
+                                                         "a run_id to poll.", ge=0, le=600)] = 45,
+    ) -> dict[str, Any]:
+        """Run the turbo workflow: contract → generate → test → surgical fixes. Returns metadata, never code."""
+        from speedrun.config import with_roles
+        from speedrun.state.turbo import TurboInput
+
+        async def run() -> dict[str, Any]:
+            if not (task or contract):
+                raise InputError("give `task` (plain words) or `contract` (DATA CONTRACT / API CONTRACT / "
+                                 "ALGORITHM / RULES).")
+            run_settings = with_roles(settings, roles)
+            run_settings.role("generator")
+            if not run_settings.fixer_is_client:
+                run_settings.role("fixer")
+            out = resolve_output_dir(output_dir, await allowed_roots(ctx, settings))
+            inputs = TurboInput(task=task, contract=contract, output_dir=str(out), test_command=test_command,
+                                max_fix_cycles=max_fix_cycles, context_files=context_files or [], roles=roles or {})
+            runs = await manager()
+            run_id = await runs.start("turbo", inputs.model_dump())
+            return await wait_and_report(run_id, wait_seconds, ctx)
+
+        return await guarded(run)
+
+    @server.tool()
+    async def run_status(
+        run_id: Annotated[str, Field(description="The run_id a workflow tool returned.")],
+        ctx: Context,
+        wait_seconds: Annotated[float, Field(description="Wait up to this long for the run to finish.",
+                                             ge=0, le=600)] = 0,
+    ) -> dict[str, Any]:
+        """Status of a run: running (with progress), needs_input, or its final compact result."""
+        return await guarded(lambda: wait_and_report(run_id, wait_seconds, ctx))
+
+    @server.tool()
+    async def resume_run(
+        run_id: Annotated[str, Field(description="The run to continue.")],
+        action: Annotated[Literal["retest", "stop", "edits", "continue"], Field(
+            description="retest: you fixed the files, run the tests again; stop: end the run; edits: apply "
+                        "`edits` then retest; continue: pick up a run whose process died or was cancelled.")],
+        ctx: Context,
+        edits: Annotated[list[dict[str, str]] | None, Field(
+            description="For action 'edits': [{path, search, replace}], search copied exactly from the file.")] = None,
+        wait_seconds: Annotated[float, Field(ge=0, le=600, description="How long to wait for the result.")] = 45,
+    ) -> dict[str, Any]:
+        """Continue a run that needs input or was interrupted."""
+
+        async def run() -> dict[str, Any]:
+            runs = await manager()
+            answer = None if action == "continue" else {"action": action, "edits": edits or []}
+            await runs.resume(run_id, answer)
+            return await wait_and_report(run_id, wait_seconds, ctx)
+
+        return await guarded(run)
+
+    @server.tool()
+    async def cancel_run(run_id: Annotated[str, Field(description="The run to stop.")]) -> dict[str, Any]:
+        """Stop a running run. Its progress is kept; resume_run with 'continue' picks it up later."""
+
+        async def run() -> dict[str, Any]:
+            return (await (await manager()).cancel(run_id)).model_dump(mode="json", exclude_none=True)
+
+        return await guarded(run)
+
+    @server.tool()
+    async def list_runs(limit: Annotated[int, Field(ge=1, le=200, description="How many, newest first.")] = 20
+                        ) -> dict[str, Any]:
+        """Recent runs with their status (no results; use run_status for one run's details)."""
+
+        async def run() -> dict[str, Any]:
+            runs = await (await manager()).list(limit)
+            return {"runs": [{"run_id": r.run_id, "workflow": r.workflow, "status": r.status,
+                              "created_at": r.created_at, "output_dir": r.output_dir} for r in runs]}
+
+        return await guarded(run)
 
 
 def _version() -> str:
