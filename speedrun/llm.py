@@ -342,9 +342,13 @@ async def _stream(model: "ChatOpenAI", messages: list[Any], on_text: TextSink):
 
 
 async def structured(
-    settings: Settings, role: Role, schema: type[T], messages: Messages, *, max_tokens: int | None = None
+    settings: Settings, role: Role, schema: type[T], messages: Messages, *, max_tokens: int | None = None,
+    check: Callable[[T], str | None] | None = None,
 ) -> tuple[T, list[LedgerEntry]]:
-    """Ask for a typed answer (JSON matching `schema`); one retry with the validation error, then ProviderError."""
+    """Ask for a typed answer (JSON matching `schema`); one retry with the validation error, then ProviderError.
+
+    `check` may reject a well-formed answer (e.g. wrong labels) by returning the problem; that counts as malformed.
+    """
     import json
 
     from pydantic import ValidationError
@@ -354,16 +358,19 @@ async def structured(
                     f"(no prose, no markdown fence):\n{schema_json}")
     convo = [*messages[:-1], (messages[-1][0], f"{messages[-1][1]}\n\n{instructions}")]
     entries: list[LedgerEntry] = []
-    problem = ""
+    problem: str | None = None
     for _attempt in range(2):
         result = await complete(settings, role, convo, max_tokens=max_tokens)
         entries.append(result.entry)
         try:
-            return schema.model_validate_json(_json_payload(result.text)), entries
+            answer = schema.model_validate_json(_json_payload(result.text))
+            problem = check(answer) if check else None
         except ValidationError as exc:
             problem = _short_validation(exc)
-            convo = [*convo, ("assistant", result.text),
-                     ("user", f"That answer was not valid: {problem}. Reply again with only the corrected JSON.")]
+        if not problem:
+            return answer, entries
+        convo = [*convo, ("assistant", result.text),
+                 ("user", f"That answer was not valid: {problem}. Reply again with only the corrected JSON.")]
     raise ProviderError(f"The {role} model returned malformed {schema.__name__} twice ({problem}). "
                         f"No result was made up; try again or use a stronger model for SPEEDRUN_{role.upper()}.")
 

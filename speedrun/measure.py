@@ -66,6 +66,7 @@ __all__ = [
     "MAX_NESTING",
     "is_test_file",
     "measure_tree",
+    "source_files",
 ]
 
 #: A function longer than this many lines is a ``long_function``.
@@ -154,6 +155,15 @@ def _iter_source_files(root: Path, exclude_dirs: Iterable[str]) -> tuple[list[tu
             found.append((path, rel))
     found.sort(key=lambda item: item[1])
     return found, too_big
+
+
+def source_files(root: Path, exclude_dirs: Iterable[str] = DEFAULT_EXCLUDE_DIRS) -> list[tuple[Path, str]]:
+    """(path, relative POSIX path) of every file :func:`measure_tree` measures, sorted by relative path.
+
+    Same rules: recognised extensions only, excluded directories pruned, symlinks and files over
+    :data:`MAX_FILE_BYTES` skipped.
+    """
+    return _iter_source_files(Path(root), exclude_dirs)[0]
 
 
 def measure_tree(
@@ -654,9 +664,8 @@ def _brace_violations(text: str, rel: str) -> list[Violation]:
                 _note_depth(stack, block)
                 stack.append(block)
                 segment_start = col + 1
-            elif char == "}":
-                if stack:
-                    _close(stack.pop(), number, rel, violations)
+            elif char == "}" and stack:  # a stray } (unbalanced source) is ignored
+                _close(stack.pop(), number, rel, violations)
                 segment_start = col + 1
     for block in stack:  # unbalanced: close at end of file
         _close(block, len(lines), rel, violations)

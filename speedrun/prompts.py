@@ -84,3 +84,51 @@ Some edits could not be applied:
 Send corrected edits for those only (the others were applied already). Copy `search` text exactly from the \
 excerpts shown.
 """
+
+REVIEW_SYSTEM = """\
+You are a fresh-eyes code reviewer. You have not seen this code before. Find real problems: security holes, \
+logic errors, unhandled edge cases, performance traps, maintainability hazards. Do not report style nits. \
+Cite the file and line from the excerpt.
+"""
+
+REVIEW_USER = """\
+Design the code is meant to implement:
+{design}
+
+Implementation {label}:
+{sources}
+"""
+
+JUDGE_SYSTEM = """\
+You are an impartial judge comparing implementations of the same problem. Answer every checklist item with \
+yes (true) or no (false) and a short piece of evidence (a quote or a concrete observation). You do not give \
+scores: they are computed from your answers. Judge only what is in front of you.
+"""
+
+JUDGE_USER = """\
+Mode: {mode_text}
+
+Design:
+{design}
+
+Checklists — answer every item, in this order, copying the item text verbatim:
+FITNESS (8):
+{fitness}
+ROBUSTNESS (12):
+{robustness}
+MAINTAINABILITY (6):
+{maintainability}
+Also give: complexity_justified, complexity_evidence, estimated_necessary_loc (lines a lean complete solution \
+needs), bad_names (misleading or empty identifiers).
+
+Answer for exactly these labels: {labels}.
+
+{implementations}
+"""
+
+JUDGE_IMPLEMENTATION = """\
+=== Implementation {label} ===
+Measured: {loc} lines of code in {files} files; readability violations: {violations}; tests: {tests}.
+Fresh-eyes findings: {findings}
+{sources}
+"""

@@ -27,6 +27,8 @@ __all__ = [
     "Checklists",
     "CriterionScores",
     "Decision",
+    "MAX_SCORE",
+    "MIN_SCORE",
     "Measurement",
     "Scorecard",
     "Violation",
@@ -99,14 +101,19 @@ class Checklists(BaseModel):
                                              "'do_stuff'); empty when none.")
 
 
+#: Lowest and highest score of one criterion.
+MIN_SCORE = 1
+MAX_SCORE = 5
+
+
 class CriterionScores(BaseModel):
     """The five criteria of the seed, each scored 1-5."""
 
-    fitness: int = Field(ge=1, le=5, description="Fitness for purpose: does it do what was asked.")
-    complexity: int = Field(ge=1, le=5, description="Justified complexity: is its size earned.")
-    readability: int = Field(ge=1, le=5, description="Readability: violations per 100 LOC.")
-    robustness: int = Field(ge=1, le=5, description="Robustness and scale: will it hold up.")
-    maintainability: int = Field(ge=1, le=5, description="Maintainability: can it evolve.")
+    fitness: int = Field(ge=MIN_SCORE, le=MAX_SCORE, description="Fitness for purpose: does it do what was asked.")
+    complexity: int = Field(ge=MIN_SCORE, le=MAX_SCORE, description="Justified complexity: is its size earned.")
+    readability: int = Field(ge=MIN_SCORE, le=MAX_SCORE, description="Readability: violations per 100 LOC.")
+    robustness: int = Field(ge=MIN_SCORE, le=MAX_SCORE, description="Robustness and scale: will it hold up.")
+    maintainability: int = Field(ge=MIN_SCORE, le=MAX_SCORE, description="Maintainability: can it evolve.")
 
     @property
     def total(self) -> int:
