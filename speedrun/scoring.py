@@ -192,7 +192,7 @@ SCORE_TABLES: dict[str, ScoreTable] = {
     ),
     "readability": ScoreTable(
         criterion="readability",
-        measures="(violations + bad names) per 100 LOC",
+        measures="(violations + bad names) per 100 LOC (at least 100 LOC assumed)",
         direction="lower is better",
         bands=(Band(5, at_most=1), Band(4, at_most=3), Band(3, at_most=6), Band(2, at_most=10), Band(1)),
         note="each name the judge lists as misleading counts as one violation",
@@ -243,8 +243,12 @@ def tally(answers: list[ChecklistAnswer]) -> int:
 
 
 def readability_rate(measurement: Measurement, bad_names: int = 0) -> float:
-    """(violations + bad names) per 100 lines of code; an empty tree counts as 1 LOC."""
-    return (len(measurement.violations) + bad_names) * _PER_LINES / max(measurement.loc, 1)
+    """(violations + bad names) per 100 lines of code.
+
+    Code shorter than 100 lines is rated as if it had 100: two short names in a 5-line function are two
+    violations, not a rate of 40 per 100 lines.
+    """
+    return (len(measurement.violations) + bad_names) * _PER_LINES / max(measurement.loc, _PER_LINES)
 
 
 def complexity_ratio(loc: int, estimated_necessary_loc: int) -> float:

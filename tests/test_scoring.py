@@ -262,3 +262,9 @@ def test_decide_rejects_empty_and_duplicates() -> None:
         decide([])
     with pytest.raises(ValueError, match="unique"):
         decide([_card("A", (3, 3, 3, 3, 3)), _card("A", (4, 4, 4, 4, 4))])
+
+
+def test_short_code_is_rated_per_100_lines_not_per_its_own_length() -> None:
+    # Two violations in 5 lines are two violations, not a rate of 40 per 100 lines (which would eliminate).
+    assert score(_measurement(loc=5, violations=2), _checklists(estimate=5)).readability == 4
+    assert score(_measurement(loc=200, violations=8), _checklists(estimate=200)).readability == 3
