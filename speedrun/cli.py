@@ -180,6 +180,43 @@ async def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_judge(settings: Settings, args: argparse.Namespace) -> int:
+    """Judge implementation directories against a design; print the scorecard and write the worksheet."""
+    from speedrun.runs import RunManager
+    from speedrun.state.judging import JudgeInput
+
+    design = Path(args.design)
+    if not design.is_file():
+        raise InputError(f"--design {args.design!r} does not exist; pass the design or plan as a text file.")
+    dirs = [Path(d).expanduser().resolve() for d in args.dirs]
+    for d in dirs:
+        if not d.is_dir():
+            raise InputError(f"{d} is not a directory; pass the implementation directories to judge.")
+    if len({d.name for d in dirs}) != len(dirs):
+        raise InputError("implementation directories must have distinct names (they label the scorecard).")
+    for role in ("reviewer", "judge"):
+        settings.role(role)
+    inputs = JudgeInput(
+        implementations=[{"name": d.name, "path": str(d), "test_command": args.test_cmd} for d in dirs],
+        design=design.read_text(encoding="utf-8"), mode=args.mode,
+        worksheet_dir=str(Path(args.out).expanduser().resolve()))
+    async with RunManager.open(settings) as runs:
+        run_id = await runs.start("judge", inputs.model_dump())
+        _print_err(f"run {run_id}")
+        status = await runs.wait(run_id, 1e9, on_progress=lambda line: _print_err(f"  · {line}"))
+    if status.result is None:
+        return _print_status(status)
+    r = status.result
+    rows = [[c["name"], *c["scores"].values(), c["total"], "eliminated" if c["eliminated"] else ""]
+            for c in r["scorecards"]]
+    print(_table(rows, ["implementation", "fitness", "complexity", "readability", "robustness", "maintain.",
+                        "total", "gate"]))
+    print(f"\nwinner: {r['winner'] or 'none'}  ({r['decision']['gate_applied'] or 'clear lead'})")
+    print(r["decision"]["rationale"])
+    print(f"worksheet: {r['worksheet_path']}\nscorecard: {r['scorecard_path']}")
+    return 0 if r["winner"] else 1
+
+
 def cmd_mcp(args: argparse.Namespace) -> int:
     """Run the MCP server on stdio."""
     from speedrun.mcp_bridge.server import main as serve
@@ -216,13 +253,19 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--action", choices=["continue", "retest", "stop", "edits"],
                      help="retest/stop/edits answer a run waiting for your fix; continue picks up a dead run")
     res.add_argument("--edits", help="JSON file with [{path, search, replace}] for --action edits")
+    jud = sub.add_parser("judge", help="score implementation directories and pick a winner")
+    jud.add_argument("dirs", nargs="+", help="implementation directories (their names label the scorecard)")
+    jud.add_argument("--design", required=True, help="the design or plan they implement (text file)")
+    jud.add_argument("--mode", choices=["showdown", "any_percent"], default="showdown")
+    jud.add_argument("--test-cmd", default="pytest -q", help="test command run in each directory")
+    jud.add_argument("--out", default=".", help="directory for judge-worksheet.md and scorecard.json")
     runs = sub.add_parser("runs", help="list recent runs")
     runs.add_argument("--limit", type=int, default=20)
     return parser
 
 
 COMMANDS = {"check": cmd_check, "generate": cmd_generate, "turbo": cmd_turbo, "resume": cmd_resume,
-            "runs": cmd_runs}
+            "runs": cmd_runs, "judge": cmd_judge}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,8 @@ from pydantic import BaseModel, Field
 from speedrun.config import RunContext, Settings
 from speedrun.errors import InputError, RunNotFoundError, SpeedRunError
 
-RunState = Literal["running", "passed", "failed", "stopped", "needs_input", "interrupted", "cancelled", "error"]
+RunState = Literal["running", "passed", "failed", "stopped", "done", "needs_input", "interrupted", "cancelled",
+                   "error"]
 PROGRESS_KEEP = 30
 
 
@@ -24,7 +25,8 @@ class RunStatus(BaseModel):
 
     run_id: str
     workflow: str
-    status: RunState = Field(description="running, passed, failed, stopped, needs_input (the caller must act), "
+    status: RunState = Field(description="running, passed, failed, stopped, done (judge), needs_input (the caller "
+                                         "must act), "
                                          "interrupted (the process died: resume it), cancelled or error.")
     created_at: str
     output_dir: str | None = None
@@ -43,9 +45,9 @@ class _Live:
 
 
 def _graph_builders() -> dict[str, Any]:
-    from speedrun.graphs import turbo
+    from speedrun.graphs import judge, turbo
 
-    return {"turbo": turbo.builder}
+    return {"turbo": turbo.builder, "judge": judge.builder}
 
 
 def new_run_id(workflow: str) -> str:
@@ -208,7 +210,7 @@ class RunManager:
         if result is not None:
             status.result = result.model_dump(mode="json") if hasattr(result, "model_dump") else dict(result)
             status.result["run_id"] = run_id
-            status.status = status.result.get("status", "failed")
+            status.status = status.result.get("status", "done")  # the judge has a verdict, not pass/fail
         elif snapshot.interrupts:
             status.status = "needs_input"
             status.needs = [i.value for i in snapshot.interrupts]

@@ -273,6 +273,40 @@ def register_run_tools(server: MCPServer, settings: Settings,
         return await guarded(run)
 
     @server.tool()
+    async def judge(
+        implementations: Annotated[list[dict[str, Any]], Field(
+            description="2–5 (or 1) implementations: [{name, path, test_command?, metrics?: {llm_calls, "
+                        "fix_cycles, generation_ms}}]; paths inside the allowed roots.")],
+        design: Annotated[str, Field(description="The design or plan the implementations follow.")],
+        ctx: Context,
+        mode: Annotated[Literal["showdown", "any_percent"], Field(
+            description="showdown: same design; any_percent: different approaches.")] = "showdown",
+        wait_seconds: Annotated[float, Field(ge=0, le=600, description="How long to wait for the verdict.")] = 45,
+    ) -> dict[str, Any]:
+        """Score implementations on 5 criteria from measured evidence and typed checklists; pick a winner."""
+        from speedrun.state.judging import JudgeInput
+
+        async def run() -> dict[str, Any]:
+            for role in ("reviewer", "judge"):
+                settings.role(role)
+            roots = await allowed_roots(ctx, settings)
+            impls = []
+            for i, impl in enumerate(implementations):
+                if not isinstance(impl, dict) or not impl.get("path"):
+                    raise InputError(f"implementations[{i}] needs at least a 'path' (and a 'name').")
+                path = resolve_output_dir(str(impl["path"]), roots)
+                impls.append({**impl, "name": impl.get("name") or path.name, "path": str(path)})
+            try:
+                inputs = JudgeInput(implementations=impls, design=design, mode=mode)
+            except ValueError as exc:
+                raise InputError(f"invalid judge input: {exc}") from None
+            runs = await manager()
+            run_id = await runs.start("judge", inputs.model_dump())
+            return await wait_and_report(run_id, wait_seconds, ctx)
+
+        return await guarded(run)
+
+    @server.tool()
     async def run_status(
         run_id: Annotated[str, Field(description="The run_id a workflow tool returned.")],
         ctx: Context,
