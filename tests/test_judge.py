@@ -1,0 +1,195 @@
+"""The judge graph end to end against the scripted server: winner, worksheet, blinding, malformed answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from speedrun.config import RunContext, Settings
+from speedrun.errors import ProviderError
+from speedrun.graphs.judge import graph
+from speedrun.scoring import FITNESS_ITEMS, MAINTAINABILITY_ITEMS, ROBUSTNESS_ITEMS
+from tests.fake_llm import FakeLLM
+
+PYTEST = f"{sys.executable} -m pytest -q -p no:cacheprovider -p no:langsmith_plugin -p no:anyio"
+SECTIONS = ["## Gate Check", "## Feasibility Check", "## Scoring Worksheet", "## Speed-Run Metrics",
+            "## Judge Scorecard", "## Hard Gates", "## Winner Selection"]
+
+
+def _project(root: Path, body: str) -> Path:
+    root.mkdir(parents=True)
+    (root / "calc.py").write_text(body)
+    (root / "test_calc.py").write_text("from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n")
+    return root
+
+
+def _answers(items: tuple[str, ...], yes: int) -> list[dict]:
+    return [{"item": text, "answer": i < yes, "evidence": "observed"} for i, text in enumerate(items)]
+
+
+def _checklists(label: str, fitness_yes: int, robust_yes: int = 10, maintain_yes: int = 5) -> dict:
+    return {"label": label, "fitness": _answers(FITNESS_ITEMS, fitness_yes),
+            "robustness": _answers(ROBUSTNESS_ITEMS, robust_yes),
+            "maintainability": _answers(MAINTAINABILITY_ITEMS, maintain_yes),
+            "complexity_justified": True, "complexity_evidence": "lean", "estimated_necessary_loc": 3,
+            "bad_names": []}
+
+
+def _text(body: dict) -> str:
+    return "\n".join(m["content"] for m in body["messages"] if isinstance(m.get("content"), str))
+
+
+class Script:
+    """Answers reviews with one finding; gives the implementation holding `strong_marker` full fitness.
+
+    The other one gets `weak_fitness` but full robustness and maintainability, so its total can still tie.
+    """
+
+    def __init__(self, strong_marker: str, weak_fitness: int = 5):
+        self.strong_marker = strong_marker
+        self.weak_fitness = weak_fitness
+
+    def __call__(self, body: dict) -> str:
+        text = _text(body)
+        if "fresh-eyes" in text:
+            return json.dumps({"findings": [{"severity": "minor", "category": "edge case", "file": "calc.py",
+                                             "line": 1, "message": "no input validation"}]})
+        labels = re.search(r"exactly these labels: ([A-E, ]+)\.", text).group(1).split(", ")
+        blocks = re.split(r"=== Implementation ([A-E]) ===", text)
+        strong = {blocks[i] for i in range(1, len(blocks), 2) if self.strong_marker in blocks[i + 1]}
+        return json.dumps({"implementations": [
+            _checklists(label, 8) if label in strong else _checklists(label, self.weak_fitness, 12, 6)
+            for label in labels]})
+
+
+@pytest.fixture
+def settings(fake_llm: FakeLLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for name, value in {"CEREBRAS_API_KEY": "sk-judge-secret", "CEREBRAS_URL": fake_llm.base_url,
+                        "CEREBRAS_MODEL": "fake-model", "SPEEDRUN_HOME": str(tmp_path / "home")}.items():
+        monkeypatch.setenv(name, value)
+    return Settings()
+
+
+@pytest.fixture
+def two_impls(tmp_path: Path) -> list[dict]:
+    good = _project(tmp_path / "alpha-impl", "def add(first, second):\n    return first + second\n")
+    bad = _project(tmp_path / "beta-impl", "def add(first, second):\n    return first - second  # STRONG? no\n")
+    return [{"name": "alpha-impl", "path": str(good), "test_command": PYTEST,
+             "metrics": {"llm_calls": 2, "fix_cycles": 1, "generation_ms": 900}},
+            {"name": "beta-impl", "path": str(bad), "test_command": PYTEST}]
+
+
+@pytest.mark.anyio
+async def test_fitness_gap_picks_the_winner_and_the_worksheet_has_every_section(
+        fake_llm: FakeLLM, settings: Settings, two_impls: list[dict], tmp_path: Path) -> None:
+    fake_llm.responder = Script(strong_marker="first + second", weak_fitness=5)
+    out = await graph.ainvoke({"implementations": two_impls, "design": "add two integers", "mode": "showdown",
+                               "worksheet_dir": str(tmp_path / "ws")}, context=RunContext(settings))
+    result = out["result"]
+    assert result.winner == "alpha-impl"
+    assert result.decision.gate_applied == "fitness gap"
+    cards = {c["name"]: c for c in result.scorecards}
+    assert cards["alpha-impl"]["scores"]["fitness"] == 5 and cards["beta-impl"]["scores"]["fitness"] == 3
+    assert cards["beta-impl"]["total"] >= cards["alpha-impl"]["total"] - 1  # only the gate separates them
+    assert cards["alpha-impl"]["metrics"] == {"llm_calls": 2, "fix_cycles": 1, "generation_ms": 900}
+
+    worksheet = Path(result.worksheet_path).read_text()
+    positions = [worksheet.index(s) for s in SECTIONS]
+    assert positions == sorted(positions), "worksheet sections out of the seed's order"
+    assert "Rationale:" in worksheet and "Trade-offs acknowledged:" in worksheet and "Token efficiency:" in worksheet
+    assert re.search(r"\| beta-impl \| [AB] \| 0 passed, 1 failed, 0 errors \|", worksheet)  # tests really ran
+    scorecard = json.loads(Path(result.scorecard_path).read_text())
+    assert scorecard["decision"]["winner"] == "alpha-impl"
+    assert {c["name"] for c in scorecard["scorecards"]} == {"alpha-impl", "beta-impl"}
+    # 2 reviews + 1 judge call; nothing else.
+    assert len(fake_llm.chat_requests()) == 3
+
+
+@pytest.mark.anyio
+async def test_prompts_are_blinded(fake_llm: FakeLLM, settings: Settings, two_impls: list[dict],
+                                   tmp_path: Path) -> None:
+    fake_llm.responder = Script(strong_marker="first + second")
+    await graph.ainvoke({"implementations": two_impls, "design": "add two integers", "mode": "showdown",
+                         "worksheet_dir": str(tmp_path / "ws")}, context=RunContext(settings))
+    bodies = [json.dumps(r.body) for r in fake_llm.chat_requests()]
+    assert len(bodies) == 3
+    for body in bodies:
+        for leak in ("alpha-impl", "beta-impl", str(tmp_path)):
+            assert leak not in body
+    judge_prompt = _text(fake_llm.chat_requests()[-1].body)
+    assert "=== Implementation A ===" in judge_prompt and "=== Implementation B ===" in judge_prompt
+
+
+@pytest.mark.anyio
+async def test_a_tie_is_broken_by_fix_cycles(fake_llm: FakeLLM, settings: Settings, two_impls: list[dict],
+                                             tmp_path: Path) -> None:
+    # Same answers for both; beta's tests fail but the judge is only asked checklists, so totals tie.
+    fake_llm.responder = Script(strong_marker="no such text", weak_fitness=8)
+    out = await graph.ainvoke({"implementations": two_impls, "design": "add", "mode": "any_percent",
+                               "worksheet_dir": str(tmp_path / "ws")}, context=RunContext(settings))
+    result = out["result"]
+    assert result.winner == "beta-impl"  # 0 fix cycles beats alpha's 1
+    assert result.decision.gate_applied == "tiebreak: fix cycles"
+    assert "Any-percent" in Path(result.worksheet_path).read_text()
+
+
+@pytest.mark.anyio
+async def test_malformed_answer_is_retried_once_then_a_clear_error(
+        fake_llm: FakeLLM, settings: Settings, two_impls: list[dict], tmp_path: Path) -> None:
+    calls = {"judge": 0}
+
+    def responder(body: dict) -> str:
+        text = _text(body)
+        if "fresh-eyes" in text:
+            return json.dumps({"findings": []})
+        calls["judge"] += 1
+        return json.dumps({"implementations": [{"label": "A", "fitness": "lots"}]})
+
+    fake_llm.responder = responder
+    with pytest.raises(ProviderError, match="malformed Verdict twice"):
+        await graph.ainvoke({"implementations": two_impls, "design": "add", "mode": "showdown",
+                             "worksheet_dir": str(tmp_path / "ws")}, context=RunContext(settings))
+    assert calls["judge"] == 2
+    assert not (tmp_path / "ws").exists(), "no worksheet may be written from made-up scores"
+
+
+@pytest.mark.anyio
+async def test_wrong_labels_count_as_malformed_and_the_retry_can_fix_them(
+        fake_llm: FakeLLM, settings: Settings, two_impls: list[dict], tmp_path: Path) -> None:
+    answers = iter(["wrong", "right"])
+    script = Script(strong_marker="first + second")
+
+    def responder(body: dict) -> str:
+        text = _text(body)
+        if "fresh-eyes" in text or next(answers) == "right":
+            return script(body)
+        return json.dumps({"implementations": [_checklists("Z", 8)]})
+
+    fake_llm.responder = responder
+    out = await graph.ainvoke({"implementations": two_impls, "design": "add two integers", "mode": "showdown",
+                               "worksheet_dir": str(tmp_path / "ws")}, context=RunContext(settings))
+    assert out["result"].winner == "alpha-impl"
+    retry_prompt = _text(fake_llm.chat_requests()[-1].body)
+    assert "That answer was not valid" in retry_prompt and "['A', 'B']" in retry_prompt
+
+
+def test_cli_judge_on_two_directories(fake_llm: FakeLLM, two_impls: list[dict], tmp_path: Path) -> None:
+    fake_llm.responder = Script(strong_marker="first + second")
+    design = tmp_path / "design.md"
+    design.write_text("add two integers")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "CEREBRAS_API_KEY": "sk-judge-secret",
+           "CEREBRAS_URL": fake_llm.base_url, "CEREBRAS_MODEL": "fake-model", "SPEEDRUN_HOME": str(tmp_path / "h")}
+    proc = subprocess.run([sys.executable, "-m", "speedrun", "judge", two_impls[0]["path"], two_impls[1]["path"],
+                           "--design", str(design), "--test-cmd", PYTEST, "--out", str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^alpha-impl\s+5\s", proc.stdout, re.M), proc.stdout
+    assert "winner: alpha-impl" in proc.stdout
+    assert (tmp_path / "out" / "judge-worksheet.md").is_file()
+    assert "sk-judge-secret" not in proc.stdout + proc.stderr
