@@ -171,6 +171,7 @@ class _Pending:
     original: str | None  # None: the file did not exist
     text: str
     applied: list[int] = field(default_factory=list)  # indexes into the outcomes list
+    replaced: int = 0  # non-blank lines replaced so far; many small edits must not add up to a rewrite
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -310,17 +311,21 @@ def _apply_one(
     file_lines = _lines(text)
     total = _non_blank(file_lines)
     covered = _non_blank(file_lines[first_line - 1 : last_line])
-    if total > _SMALL_FILE_LINES and covered > max_share * total:
+    if state.original is not None:  # judge the share against the file as it was before this batch
+        total = max(total, _non_blank(_lines(state.original)))
+    if total > _SMALL_FILE_LINES and state.replaced + covered > max_share * total:
+        so_far = f", {state.replaced} already replaced by earlier edits" if state.replaced else ""
         return out(
             "refused",
-            f"this edit would replace most of {rel} ({covered} of {total} lines); we never regenerate a whole "
-            "file: send smaller edits that change only the broken lines",
+            f"this edit would replace most of {rel} ({covered} of {total} lines{so_far}); we never regenerate a "
+            "whole file: send smaller edits that change only the broken lines",
         )
 
     new_text = text[:start] + _match_line_ending(edit.replace, _uses_crlf(text)) + text[end:]
     if new_text == text:
         return out("refused", "this edit changes nothing in the file; drop it or fix replace")
     state.text = new_text
+    state.replaced += covered
     how = " (matched ignoring trailing whitespace and line endings)" if tolerant else ""
     span = f"line {first_line}" if first_line == last_line else f"lines {first_line}-{last_line}"
     return out("applied", f"applied to {rel} at {span}{how}")

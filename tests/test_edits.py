@@ -267,3 +267,14 @@ def test_fixplan_schema_has_descriptions_and_no_defaults() -> None:
     edit = schema["$defs"]["Edit"]
     assert set(edit["required"]) == {"path", "search", "replace"}
     assert all("description" in f and "default" not in f for f in edit["properties"].values())
+
+
+def test_many_small_edits_cannot_add_up_to_a_rewrite(tmp_path: Path) -> None:
+    original = "".join(f"line_{n} = {n}\n" for n in range(20))
+    (tmp_path / "big.py").write_text(original)
+    edits = [Edit(path="big.py", search=f"line_{n} = {n}\n", replace=f"line_{n} = -{n}\n") for n in range(20)]
+    outcomes = apply_edits(tmp_path, edits)
+    statuses = [o.status for o in outcomes]
+    assert statuses[:12] == ["applied"] * 12  # 12 of 20 lines is the 60 % share
+    assert set(statuses[12:]) == {"refused"}
+    assert "already replaced by earlier edits" in outcomes[12].message
