@@ -105,7 +105,7 @@ def _print_status(status: Any) -> int:
         for need in status.needs or []:
             _print_err(f"tests failed in {need.get('output_dir')} (cycle {need.get('cycle')}):")
             for f in need.get("failures", []):
-                _print_err(f"  - {f.get('name')}: {str(f.get('message', '')).splitlines()[:1]}")
+                _print_err(f"  - {f.get('name')}: {(str(f.get('message') or '').splitlines() or [''])[0]}")
         _print_err(f"fix the files, then: speedrun resume {status.run_id} --action retest   (or --action stop)")
         return 3
     if status.result is None:
@@ -163,7 +163,11 @@ async def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
 
     answer: Any = None
     if args.action not in (None, "continue"):
-        edits = json.loads(Path(args.edits).read_text()) if args.edits else []
+        try:
+            edits = json.loads(Path(args.edits).read_text(encoding="utf-8")) if args.edits else []
+        except (OSError, ValueError) as exc:
+            raise InputError(f"--edits {args.edits!r} is not a readable JSON file ({exc}); it must hold "
+                             "[{\"path\": ..., \"search\": ..., \"replace\": ...}].") from None
         answer = {"action": args.action, "edits": edits}
     async with RunManager.open(settings) as runs:
         await runs.resume(args.run_id, answer)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -50,6 +52,44 @@ def _graph_builders() -> dict[str, Any]:
     return {"turbo": turbo.builder, "judge": judge.builder}
 
 
+def _answer_checks() -> dict[str, Callable[[Any], Any]]:
+    """Validators of the caller's resume answer, by the `kind` of the interrupt payload."""
+    from speedrun.nodes.surgical_fix import parse_resume
+
+    return {"fix_needed": parse_resume}
+
+
+def process_tag(pid: int | None = None) -> str | None:
+    """'pid:start-time' of a process (None if it is gone or a zombie), so a recycled pid is not its owner."""
+    pid = pid or os.getpid()
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:  # no /proc (macOS): the pid alone
+        return str(pid) if _pid_exists(pid) else None
+    fields = stat[stat.rfind(")") + 2:].split()
+    return None if fields[0] in ("Z", "X") else f"{pid}:{fields[19]}"
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def owner_alive(tag: str | None) -> bool:
+    """True while the process that tagged a run still runs; this process never counts (its tasks say)."""
+    if not tag:
+        return False
+    pid = int(tag.split(":")[0])
+    return pid != os.getpid() and process_tag(pid) == tag
+
+
 def new_run_id(workflow: str) -> str:
     """Readable, sortable, unique: turbo-20261123-223000-3f9a."""
     return f"{workflow}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
@@ -85,7 +125,10 @@ class RunManager:
             await saver.setup()
             await saver.conn.execute(
                 "CREATE TABLE IF NOT EXISTS speedrun_runs (run_id TEXT PRIMARY KEY, workflow TEXT, created_at TEXT, "
-                "output_dir TEXT, state TEXT, error TEXT)")
+                "output_dir TEXT, state TEXT, error TEXT, owner TEXT)")
+            async with saver.conn.execute("PRAGMA table_info(speedrun_runs)") as cur:
+                if "owner" not in {row[1] for row in await cur.fetchall()}:  # a database from before `owner`
+                    await saver.conn.execute("ALTER TABLE speedrun_runs ADD COLUMN owner TEXT")
             await saver.conn.commit()
             manager = cls(settings, saver)
             try:
@@ -106,9 +149,17 @@ class RunManager:
         return row
 
     async def _mark(self, run_id: str, state: str, error: str | None = None) -> None:
-        await self.saver.conn.execute("UPDATE speedrun_runs SET state = ?, error = ? WHERE run_id = ?",
-                                      (state, error, run_id))
+        owner = process_tag() if state == "running" else None
+        await self.saver.conn.execute("UPDATE speedrun_runs SET state = ?, error = ?, owner = ? WHERE run_id = ?",
+                                      (state, error, owner, run_id))
         await self.saver.conn.commit()
+
+    async def _driven_elsewhere(self, run_id: str) -> bool:
+        """True when another live process (a CLI, another MCP server) is driving this run right now."""
+        async with self.saver.conn.execute("SELECT state, owner FROM speedrun_runs WHERE run_id = ?",
+                                           (run_id,)) as cur:
+            row = await cur.fetchone()
+        return bool(row) and row[0] == "running" and owner_alive(row[1])
 
     # --- lifecycle ---------------------------------------------------------------------------------
     async def start(self, workflow: str, inputs: dict[str, Any], *, run_id: str | None = None) -> str:
@@ -117,8 +168,10 @@ class RunManager:
             raise InputError(f"unknown workflow {workflow!r}; expected one of {', '.join(self.graphs)}.")
         run_id = run_id or new_run_id(workflow)
         await self.saver.conn.execute(
-            "INSERT INTO speedrun_runs VALUES (?, ?, ?, ?, 'running', NULL)",
-            (run_id, workflow, datetime.now(timezone.utc).isoformat(timespec="seconds"), inputs.get("output_dir")))
+            "INSERT INTO speedrun_runs (run_id, workflow, created_at, output_dir, state, owner) "
+            "VALUES (?, ?, ?, ?, 'running', ?)",
+            (run_id, workflow, datetime.now(timezone.utc).isoformat(timespec="seconds"), inputs.get("output_dir"),
+             process_tag()))
         await self.saver.conn.commit()
         self._launch(run_id, workflow, inputs)
         return run_id
@@ -131,7 +184,10 @@ class RunManager:
         if run_id in self.live and not self.live[run_id].task.done():
             raise InputError(f"run {run_id} is still running; wait for it or cancel it first.")
         status = await self.status(run_id)
-        if status.status in ("passed", "failed", "stopped"):
+        if status.status == "running":  # driven by another process: two drivers would repeat its LLM calls
+            raise InputError(f"run {run_id} is running in another speedrun process; wait for it, or stop that "
+                             "process first (Ctrl-C) and resume then.")
+        if status.status in ("passed", "failed", "stopped", "done"):
             raise InputError(f"run {run_id} already finished ({status.status}); start a new run instead.")
         if status.status == "needs_input" and resume is None:
             raise InputError(f"run {run_id} is waiting for the caller: resume it with an action "
@@ -139,6 +195,11 @@ class RunManager:
         if status.status != "needs_input" and resume is not None:
             raise InputError(f"run {run_id} is not waiting for input (it is {status.status}); resume it without "
                              "an action.")
+        for need in status.needs or []:
+            # Reject a bad answer now, while the caller waits; in the graph it would fail the run after we returned.
+            check = _answer_checks().get(need.get("kind") if isinstance(need, dict) else None)
+            if check is not None:
+                check(resume)
         await self._mark(run_id, "running")
         self._launch(run_id, workflow, Command(resume=resume) if resume is not None else None)
 
@@ -146,7 +207,11 @@ class RunManager:
         """Stop a running run; its checkpoints stay, so it can still be resumed later."""
         await self._row(run_id)
         live = self.live.get(run_id)
-        if live and not live.task.done():
+        running_here = live is not None and not live.task.done()
+        if not running_here and await self._driven_elsewhere(run_id):
+            raise InputError(f"run {run_id} is running in another speedrun process; stop it there (Ctrl-C keeps "
+                             "it resumable).")
+        if running_here:
             live.task.cancel()
             await asyncio.gather(live.task, return_exceptions=True)
         await self._mark(run_id, "cancelled")
@@ -214,6 +279,7 @@ class RunManager:
         elif snapshot.interrupts:
             status.status = "needs_input"
             status.needs = [i.value for i in snapshot.interrupts]
+            status.error = error if state == "error" else None  # e.g. why the last answer was rejected
             status.next = (f"fix the files, then resume_run('{run_id}', 'retest'); or resume_run with "
                            "action 'edits' and edits, or 'stop'.")
         elif state == "cancelled":
@@ -222,6 +288,8 @@ class RunManager:
         elif state == "error":
             status.status, status.error = "error", error
             status.next = f"fix the cause, then resume_run('{run_id}', 'continue') retries from the failed step."
+        elif await self._driven_elsewhere(run_id):
+            status.next = "another speedrun process is running it; poll run_status or watch that process."
         else:
             status.status = "interrupted"
             status.next = f"the process running it stopped; resume_run('{run_id}', 'continue') picks it up."

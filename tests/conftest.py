@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -23,3 +25,33 @@ def fake_llm() -> Iterator[FakeLLM]:
         yield server
     finally:
         server.close()
+
+
+# Variables speed-run's Settings reads; a developer's real key or overrides must never reach a test.
+_SETTINGS_ENV_PREFIXES = ("CEREBRAS_", "SPEEDRUN_", "GROQ_", "OPENROUTER_", "OPENAI_")
+_SETTINGS_ENV_NAMES = ("GENERATION_TIMEOUT", "XDG_STATE_HOME")
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """Remove every settings variable from the environment and point SPEEDRUN_HOME at a temp dir."""
+    for name in list(os.environ):
+        if name.startswith(_SETTINGS_ENV_PREFIXES) or name in _SETTINGS_ENV_NAMES:
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("SPEEDRUN_HOME", str(tmp_path / "speedrun-home"))
+    return monkeypatch
+
+
+@pytest.fixture
+def speedrun_env(fake_llm: FakeLLM, tmp_path: Path, clean_env: pytest.MonkeyPatch) -> dict[str, str]:
+    """Point speed-run at ``fake_llm`` with its state under tmp_path, on top of ``clean_env``.
+
+    Sets the variables in ``os.environ`` (for in-process graphs and RunManager) and returns the explicit
+    environment to hand to subprocesses (CLI, MCP server).
+    """
+    values = {"CEREBRAS_API_KEY": "sk-test-not-a-real-key", "CEREBRAS_URL": fake_llm.base_url,
+              "CEREBRAS_MODEL": "fake-model", "SPEEDRUN_HOME": str(tmp_path / "speedrun-home"),
+              "SPEEDRUN_ROOTS": str(tmp_path)}
+    for name, value in values.items():
+        clean_env.setenv(name, value)
+    return {**values, "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", str(tmp_path))}

@@ -60,7 +60,7 @@ def _client_fix(state: TurboState, cycle: int, failures_before: int) -> dict:
         cycle=cycle, output_dir=state.output_dir, files=[f.path for f in state.files],
         failures=[f.model_dump(exclude_none=True) for f in (report.failures if report else [])])
     answer = interrupt(request.model_dump())  # the graph pauses here until resume_run / `speedrun resume`
-    action, edits = _parse_resume(answer)
+    action, edits = parse_resume(answer)
     fix = FixCycle(cycle=cycle, source="client", failures_before=failures_before,
                    diagnosis={"retest": "caller fixed the files", "stop": "caller stopped the run",
                               "edits": "caller sent edits"}[action])
@@ -71,13 +71,17 @@ def _client_fix(state: TurboState, cycle: int, failures_before: int) -> dict:
     return {"cycles": [fix]}
 
 
-def _parse_resume(answer: object) -> tuple[str, list[Edit]]:
+def parse_resume(answer: object) -> tuple[str, list[Edit]]:
+    """Validate the caller's answer to a fix request: ('retest' | 'stop' | 'edits', edits); InputError if bad."""
     if isinstance(answer, str):
         answer = {"action": answer}
     if not isinstance(answer, dict) or answer.get("action") not in ("retest", "stop", "edits"):
         raise InputError(f"resume value must be 'retest', 'stop' or {{'action': 'edits', 'edits': [...]}}; "
                          f"got {answer!r}.")
-    edits = [Edit.model_validate(e) for e in answer.get("edits") or []]
+    try:
+        edits = [Edit.model_validate(e) for e in answer.get("edits") or []]
+    except ValueError as exc:  # pydantic's ValidationError: name the bad edit instead of an internal error
+        raise InputError(f"each edit needs string `path`, `search` and `replace`: {exc}") from None
     if answer["action"] == "edits" and not edits:
         raise InputError("action 'edits' needs a non-empty `edits` list of {path, search, replace}.")
     return answer["action"], edits

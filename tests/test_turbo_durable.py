@@ -1,0 +1,162 @@
+"""Durable turbo runs: a killed CLI resumes from a new process without a new generate call; wait, cancel, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from speedrun.config import Settings
+from speedrun.errors import InputError
+from speedrun.runs import RunManager, RunStatus
+from tests.fake_llm import FakeLLM
+from tests.test_turbo import FIXED_CALC, PYTEST, TEST_CALC, file_blocks, role_of
+
+CONTRACT_TEXT = ("DATA CONTRACT:\nints\n\nAPI CONTRACT:\nadd(a, b) -> int in calc.py\n\nALGORITHM:\nsum\n\n"
+                 "RULES:\ncalc.py and test_calc.py\n")
+
+# First run of the tests: record the test process group (the sandbox gives it its own session, so $$ is the
+# group id) and hang. Every later run: the real tests.
+HANG_ONCE = f"test -f .pid || {{ echo $$ > .pid.tmp && mv .pid.tmp .pid; sleep 60; }}; {PYTEST}"
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def group_gone(pgid: int) -> bool:
+    """True when no live (non-zombie) process is left in process group ``pgid``."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2:].split()
+        if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return False
+    return True
+
+
+def speedrun_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "speedrun", *args], env=env, capture_output=True, text=True,
+                          check=False, timeout=timeout)
+
+
+async def look_and_cancel(run_id: str) -> tuple[RunStatus, str]:
+    """This process's view of a run another process drives, and what cancelling it from here says."""
+    async with RunManager.open(Settings()) as runs:
+        status = await runs.status(run_id)
+        with pytest.raises(InputError) as refused:
+            await runs.cancel(run_id)
+    return status, str(refused.value)
+
+
+def test_killed_after_generate_resumes_in_a_new_process_without_regenerating(speedrun_env, fake_llm: FakeLLM,
+                                                                               tmp_path):
+    fake_llm.script(file_blocks({"calc.py": FIXED_CALC, "test_calc.py": TEST_CALC}))
+    contract = tmp_path / "contract.txt"
+    contract.write_text(CONTRACT_TEXT)
+    out = tmp_path / "ws"
+    stderr_path = tmp_path / "turbo.stderr"
+    with open(stderr_path, "w") as stderr:
+        cli = subprocess.Popen([sys.executable, "-m", "speedrun", "turbo", "--contract", str(contract),
+                                "--out", str(out), "--test-cmd", HANG_ONCE],
+                               env=speedrun_env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    try:
+        wait_for(lambda: (out / ".pid").is_file(), 30, "the first test run to start")
+        run_id = stderr_path.read_text().splitlines()[0].removeprefix("run ")
+        # While that process drives the run, others see it running and may not drive it a second time.
+        listed = speedrun_cli("runs", env=speedrun_env)
+        [row] = [line for line in listed.stdout.splitlines() if line.startswith(run_id)]
+        assert row.split()[1] == "running"
+        refused = speedrun_cli("resume", run_id, env=speedrun_env)
+        assert refused.returncode == 2
+        assert "running in another speedrun process" in refused.stderr
+        status, cancel_error = asyncio.run(look_and_cancel(run_id))
+        assert status.status == "running" and "another speedrun process" in status.next
+        assert "stop it there" in cancel_error
+    finally:
+        os.killpg(cli.pid, signal.SIGKILL)
+        cli.wait(10)
+    test_group = int((out / ".pid").read_text())
+    os.killpg(test_group, signal.SIGKILL)  # the orphaned test run would otherwise sleep on
+    wait_for(lambda: group_gone(test_group), 10, "the orphaned test process group to die")
+    assert [role_of(r) for r in fake_llm.chat_requests()] == ["generator"]
+    assert run_id.startswith("turbo-")
+
+    listed = speedrun_cli("runs", env=speedrun_env)
+    assert listed.returncode == 0
+    [row] = [line for line in listed.stdout.splitlines() if line.startswith(run_id)]
+    assert row.split()[1] == "interrupted"  # the process died; nobody finished it
+
+    resumed = speedrun_cli("resume", run_id, env=speedrun_env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"PASSED: 1 passed, 0 failed, 0 errors after 0 fix cycle(s); run {run_id}" in resumed.stdout
+    assert "sk-test-not-a-real-key" not in resumed.stdout + resumed.stderr
+    # The tests ran in the new process, and the generator was not asked again.
+    assert [role_of(r) for r in fake_llm.chat_requests()] == ["generator"]
+    assert (out / "calc.py").read_text() == FIXED_CALC
+    # The key never lands in a checkpoint: the settings travel in the run context, not in the state.
+    state_files = list(Path(speedrun_env["SPEEDRUN_HOME"]).rglob("*"))
+    assert any(f.name == "runs.sqlite" for f in state_files)
+    assert not any(b"sk-test-not-a-real-key" in f.read_bytes() for f in state_files if f.is_file())
+
+
+@pytest.mark.anyio
+async def test_wait_seconds_expires_then_run_status_returns_the_final_result(speedrun_env, fake_llm, tmp_path):
+    fake_llm.script(file_blocks({"calc.py": FIXED_CALC, "test_calc.py": TEST_CALC}))
+    out = tmp_path / "ws"
+    with anyio.fail_after(60):
+        async with RunManager.open(Settings()) as runs:
+            run_id = await runs.start("turbo", {"contract": CONTRACT_TEXT, "output_dir": str(out),
+                                                "test_command": f"sleep 2; {PYTEST}"})
+            early = await runs.wait(run_id, 0.5)
+            assert early.status == "running"
+            assert early.result is None
+            assert any(line.startswith("generate:") for line in early.progress)
+
+            final = await runs.wait(run_id, 30)
+    assert final.status == "passed"
+    assert final.result["status"] == "passed"
+    assert final.result["run_id"] == run_id
+    assert final.result["tests"]["passed"] == 1
+    assert final.progress[-1].startswith("report: passed")
+
+
+@pytest.mark.anyio
+async def test_cancel_marks_the_run_cancelled_and_continue_finishes_it(speedrun_env, fake_llm, tmp_path):
+    fake_llm.script(file_blocks({"calc.py": FIXED_CALC, "test_calc.py": TEST_CALC}))
+    out = tmp_path / "ws"
+    with anyio.fail_after(60):
+        async with RunManager.open(Settings()) as runs:
+            run_id = await runs.start("turbo", {"contract": CONTRACT_TEXT, "output_dir": str(out),
+                                                "test_command": HANG_ONCE})
+            while not (out / ".pid").is_file():
+                await anyio.sleep(0.05)
+            test_group = int((out / ".pid").read_text())
+
+            cancelled = await runs.cancel(run_id)
+            assert cancelled.status == "cancelled"
+            assert "continue" in cancelled.next
+            with anyio.fail_after(5):  # cancelling kills the hanging test run too
+                while not group_gone(test_group):
+                    await anyio.sleep(0.05)
+            assert (await runs.status(run_id)).status == "cancelled"
+            assert [r.status for r in await runs.list()] == ["cancelled"]
+
+            await runs.resume(run_id)
+            final = await runs.wait(run_id, 30)
+    assert final.status == "passed"
+    assert final.result["tests"]["passed"] == 1
+    assert [role_of(r) for r in fake_llm.chat_requests()] == ["generator"]
