@@ -10,9 +10,6 @@ from speedrun.nodes.common import progress
 from speedrun.state.turbo import TurboResult, TurboState, ledger_by_role
 
 GENERATING_ROLES = ("generator", "fixer", "planner")
-RESULT_TAIL = 2_000  # characters of test output in the result
-RESULT_FAILURES = 10
-RESULT_MESSAGE = 600
 
 
 async def report(state: TurboState, runtime: Runtime[RunContext]) -> dict:
@@ -27,11 +24,8 @@ async def report(state: TurboState, runtime: Runtime[RunContext]) -> dict:
     warnings = list(state.warnings)
     if not state.files:
         warnings.append("the generator wrote no files; see file_errors and the ledger's finish reasons")
-    if tests is not None:  # keep the caller's copy compact: the summary is at the end of the output
-        tests = tests.model_copy(update={
-            "output_tail": tests.output_tail[-RESULT_TAIL:],
-            "failures": [f.model_copy(update={"message": f.message[:RESULT_MESSAGE]})
-                         for f in tests.failures[:RESULT_FAILURES]]})
+    if tests is not None:
+        tests = tests.compact()  # the caller's copy; the full report stays in the checkpoint
     run_id = getattr(getattr(runtime, "execution_info", None), "thread_id", None)
     result = TurboResult(run_id=run_id, status=status, output_dir=state.output_dir, files=state.files,
                          file_errors=state.file_errors, tests=tests, cycles=state.cycles,

@@ -58,7 +58,7 @@ def _client_fix(state: TurboState, cycle: int, failures_before: int) -> dict:
     report = state.tests
     request = ClientFixRequest(
         cycle=cycle, output_dir=state.output_dir, files=[f.path for f in state.files],
-        failures=[f.model_dump(exclude_none=True) for f in (report.failures if report else [])])
+        failures=[f.model_dump(exclude_none=True) for f in (report.compact().failures if report else [])])
     answer = interrupt(request.model_dump())  # the graph pauses here until resume_run / `speedrun resume`
     action, edits = parse_resume(answer)
     fix = FixCycle(cycle=cycle, source="client", failures_before=failures_before,

@@ -99,6 +99,12 @@ class TestReport(BaseModel):
         """True when the command succeeded and nothing failed."""
         return self.exit_code == 0 and self.failed == 0 and self.errors == 0 and not self.timed_out
 
+    def compact(self, *, tail: int = 2_000, failures: int = 10, message: int = 600) -> "TestReport":
+        """A copy small enough for a caller's context: the output's end (where the summary is), fewer failures."""
+        return self.model_copy(update={
+            "output_tail": self.output_tail[-tail:],
+            "failures": [f.model_copy(update={"message": f.message[:message]}) for f in self.failures[:failures]]})
+
 
 class GenerateResult(BaseModel):
     """Result of the `generate` tool: raw model text plus metadata."""
