@@ -9,10 +9,14 @@ from pathlib import Path
 
 from speedrun import prompts
 from speedrun.config import Role, Settings
-from speedrun.errors import InputError
-from speedrun.files import FileStreamParser, SafeWriter
+from speedrun.errors import FileProtocolError, InputError
+from speedrun.files import FileStreamParser, SafeWriter, normalize_relpath
 from speedrun.llm import Messages, complete
 from speedrun.state import FileError, GeneratedFile, LedgerEntry, WriteReport, WrittenFile
+
+TRUNCATED_ERROR = ("the reply hit the output token limit before this file was complete, and the follow-up request "
+                   "did not complete it, so it was not written; raise max_tokens (or SPEEDRUN_MAX_TOKENS) "
+                   "or split the task")
 
 CONTEXT_FILE_CAP = 100_000  # characters per context file sent to the model
 CONTEXT_TOTAL_CAP = 400_000
@@ -76,18 +80,19 @@ async def generate_and_write(
     result = CodegenResult(report=writer.report)
     started = time.monotonic()
     written: set[str] = set()
+    earlier: set[str] = set()  # finished before the follow-up request; a resend of one of these is not a duplicate
 
     async def emit(files: list[GeneratedFile]) -> None:
         for f in files:
-            if f.path in written:
-                continue  # the model re-sent a file it had already finished; keep the first copy quietly
+            if _normalized(f.path) in earlier:
+                continue  # the follow-up re-sent a file the first reply had finished; keep the first copy quietly
             outcome = writer.write(f)
             if not isinstance(outcome, FileError):
                 written.add(outcome.path)
             if on_file:
                 await on_file(outcome)
 
-    unfinished: str | None = None
+    cut_off: list[str] = []  # paths the token limit cut short, in either reply
     for attempt in range(2):
         parser = FileStreamParser()
 
@@ -99,18 +104,29 @@ async def generate_and_write(
         truncated = reply.finish_reason == "length"
         await emit(parser.finish(truncated=truncated))
         unfinished = parser.open_path if truncated else None
+        if unfinished and unfinished not in cut_off:
+            cut_off.append(unfinished)
         if not truncated:
             break
         if attempt == 0:
+            earlier.update(written)
             messages = [*messages, ("assistant", reply.text), ("user", prompts.CONTINUE_TRUNCATED.format(
                 done=", ".join(sorted(written)) or "(none)", unfinished=unfinished or "(none)"))]
-    if unfinished:
-        err = FileError(path=unfinished, error=(
-            "the reply hit the output token limit twice before this file was complete, so it was not written; "
-            "raise max_tokens (or SPEEDRUN_MAX_TOKENS) or split the task"))
-        writer.report.errors.append(err)
+    # A cut-off file that the follow-up did not complete, or did not resend at all, is an error, never a silent gap.
+    refused = {e.path for e in writer.report.errors}
+    lost = [FileError(path=p, error=TRUNCATED_ERROR) for p in cut_off
+            if _normalized(p) not in written and p not in refused]
+    for err in lost:
         if on_file:
             await on_file(err)
     result.generation_time_ms = int((time.monotonic() - started) * 1000)
-    result.report = writer.report
+    report = writer.report  # a fresh copy on every access: build the final one, don't append to it
+    result.report = WriteReport(files_written=report.files_written, errors=[*report.errors, *lost])
     return result
+
+
+def _normalized(path: str) -> str:
+    try:
+        return normalize_relpath(path)
+    except FileProtocolError:
+        return path

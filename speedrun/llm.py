@@ -8,7 +8,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -36,7 +36,8 @@ def size_max_tokens(prompt_tokens: int, settings: Settings, requested: int | Non
     """max_tokens sized to the task: Cerebras charges the whole budget up front, so never ask for more than needed."""
     if requested is not None:
         return max(1, requested)
-    return max(4096, min(settings.max_tokens_cap, 3 * prompt_tokens + 2048))
+    # The floor keeps small prompts from starving their answer; the cap is the user's and always wins.
+    return min(settings.max_tokens_cap, max(4096, 3 * prompt_tokens + 2048))
 
 
 # --- shared rate budget ---------------------------------------------------------------------------------
@@ -279,11 +280,24 @@ async def complete(
     budget_tokens = size_max_tokens(prompt_tokens, settings, max_tokens)
     candidates = [(spec.primary, False)] + ([(spec.fallback, True)] if spec.fallback else [])
     errors: list[str] = []
+    streamed = False
+
+    async def sink(piece: str) -> None:
+        nonlocal streamed
+        streamed = True
+        await on_text(piece)
+
     for model_spec, is_fallback in candidates:
         try:
-            return await _call(settings, model_spec, messages, budget_tokens, prompt_tokens, on_text, is_fallback)
+            return await _call(settings, model_spec, messages, budget_tokens, prompt_tokens,
+                               sink if on_text else None, is_fallback)
         except _provider_errors() as exc:
             errors.append(_explain(exc, model_spec, settings))
+        if streamed:
+            # on_text already holds part of this reply; a fallback's answer would be spliced onto it (half a file
+            # from one model, the rest from another), so stop here and let the caller see the error.
+            errors[-1] += " The reply broke off mid-stream, so the fallback was not tried."
+            break
     raise ProviderError(" Then the fallback: ".join(errors))
 
 
@@ -301,7 +315,7 @@ async def _call(settings: Settings, spec: ModelSpec, messages: Messages, max_tok
                 text, meta, usage = message.content, message.response_metadata, message.usage_metadata
                 text = _ThinkFilter().feed(text) if isinstance(text, str) else str(text)
             else:
-                text, meta, usage = await _stream(model, lc_messages, on_text)
+                text, meta, usage = await _stream(model, lc_messages, on_text, settings.generation_timeout_s)
         headers = dict(meta.get("headers") or {})
         budget.observe(headers)
     entry = LedgerEntry(
@@ -319,21 +333,32 @@ def _wall_clock_limit(settings: Settings) -> float:
     return settings.generation_timeout_s * (settings.max_retries + 1) + 5
 
 
-async def _stream(model: "ChatOpenAI", messages: list[Any], on_text: TextSink):
+async def _stream(model: "ChatOpenAI", messages: list[Any], on_text: TextSink, limit_s: float):
     think = _ThinkFilter()
     parts: list[str] = []
     meta: dict[str, Any] = {}
     usage: dict[str, Any] | None = None
-    async for chunk in model.astream(messages):
-        for key, value in (chunk.response_metadata or {}).items():
-            meta.setdefault(key, value) if key == "headers" else meta.__setitem__(key, value)
-        if chunk.usage_metadata:
-            usage = dict(chunk.usage_metadata)
-        if isinstance(chunk.content, str) and chunk.content:
-            piece = think.feed(chunk.content)
-            if piece:
-                parts.append(piece)
-                await on_text(piece)
+    deadline: float | None = None
+    # aclosing: a stream cut by the deadline closes its HTTP response now, not whenever it is collected.
+    async with aclosing(model.astream(messages)) as stream:
+        async for chunk in stream:
+            # The HTTP timeout only bounds each read, so a trickling stream could run on for minutes. Retries end
+            # once the stream is open: from its first chunk this attempt gets GENERATION_TIMEOUT in total. Checked
+            # here rather than with asyncio.timeout, whose cancellation the anyio-based HTTP stack can swallow.
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + limit_s
+            elif now > deadline:
+                raise TimeoutError("the stream outlasted GENERATION_TIMEOUT")
+            for key, value in (chunk.response_metadata or {}).items():
+                meta.setdefault(key, value) if key == "headers" else meta.__setitem__(key, value)
+            if chunk.usage_metadata:
+                usage = dict(chunk.usage_metadata)
+            if isinstance(chunk.content, str) and chunk.content:
+                piece = think.feed(chunk.content)
+                if piece:
+                    parts.append(piece)
+                    await on_text(piece)
     tail = think.flush()
     if tail:
         parts.append(tail)

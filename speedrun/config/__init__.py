@@ -57,7 +57,7 @@ class RoleSpec(BaseModel):
 
 
 class Settings(BaseSettings):
-    """Everything configurable, from the environment (and `.env` if present in the working directory)."""
+    """Everything configurable, read from the environment."""
 
     model_config = SettingsConfigDict(env_nested_delimiter="__", extra="ignore")
 

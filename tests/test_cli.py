@@ -1,0 +1,107 @@
+"""The `speedrun` command as a user runs it: a subprocess with an explicit environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fake_llm import FakeLLM, Reply
+
+KEY = "csk-cli-SECRET-7777"
+
+
+def run_cli(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m speedrun ARGS` in tmp_path with only PATH, a temp HOME and the given variables."""
+    base = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path / "home"),
+            "SPEEDRUN_HOME": str(tmp_path / "state")}
+    return subprocess.run([sys.executable, "-m", "speedrun", *args], cwd=tmp_path, env={**base, **env},
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def fake_env(fake: FakeLLM) -> dict[str, str]:
+    return {"CEREBRAS_API_KEY": KEY, "CEREBRAS_URL": fake.base_url, "CEREBRAS_MODEL": "fake-model"}
+
+
+@pytest.mark.parametrize("args", [["generate", "write hello.py", "--out", "out"], ["check"]])
+def test_no_key_stops_with_one_clear_message(tmp_path: Path, args: list[str]) -> None:
+    proc = run_cli(args, tmp_path)
+
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    for needle in ("CEREBRAS_API_KEY", "settings.json", "Ollama"):
+        assert needle in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()  # stopped before touching the disk
+
+
+def test_generate_writes_files_and_prints_a_table(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    fake_llm.script(Reply(content='<FILE path="app/main.py">\ndef main():\n    return "UNIQUE_CODE_7"\n</FILE>\n'
+                                  '<FILE path="app/__init__.py">\n</FILE>\n', chunk_size=12))
+
+    proc = run_cli(["generate", "a tiny app", "--out", "out"], tmp_path, **fake_env(fake_llm))
+
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "app" / "main.py").read_text() == 'def main():\n    return "UNIQUE_CODE_7"\n'
+    assert (tmp_path / "out" / "app" / "__init__.py").read_text() == ""
+    header, rule, *rows = proc.stdout.splitlines()
+    assert header.split() == ["file", "lines", "action", "backup"]
+    assert set(rule) <= {"-", " "}
+    assert rows[0].split() == ["app/main.py", "2", "created"]
+    assert rows[1].split() == ["app/__init__.py", "0", "created"]
+    assert "ok: 2 files, 2 lines" in proc.stdout
+    assert "UNIQUE_CODE_7" not in proc.stdout + proc.stderr  # metadata only, never the code
+    assert KEY not in proc.stdout + proc.stderr
+    assert fake_llm.chat_requests()[0].body["messages"][-1]["content"].strip() == "a tiny app"
+
+
+def test_generate_json_reports_refused_files_and_exits_nonzero(clean_env, tmp_path: Path, fake_llm: FakeLLM,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # In-process (same entry point as the console script) to keep the suite fast.
+    from speedrun.cli import main
+    from speedrun.config import load_settings
+
+    for name, value in fake_env(fake_llm).items():
+        clean_env.setenv(name, value)
+    fake_llm.script('<FILE path="../outside.py">\nX = 1\n</FILE>\n<FILE path="inside.py">\nY = 2\n</FILE>\n')
+    load_settings.cache_clear()
+    try:
+        code = main(["generate", "x", "--out", str(tmp_path / "out"), "--json"])
+    finally:
+        load_settings.cache_clear()
+
+    result = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert result["status"] == "partial"
+    assert [f["path"] for f in result["files_written"]] == ["inside.py"]
+    assert [e["path"] for e in result["errors"]] == ["../outside.py"]
+    assert (tmp_path / "out" / "inside.py").read_text() == "Y = 2\n"
+    assert not (tmp_path / "outside.py").exists()
+
+
+def test_check_against_the_endpoint(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    proc = run_cli(["check"], tmp_path, **fake_env(fake_llm))
+
+    assert proc.returncode == 0, proc.stderr
+    assert "status    ok" in proc.stdout
+    assert "fake-model" in proc.stdout
+    assert KEY not in proc.stdout + proc.stderr
+    assert fake_llm.requests[0].path == "/v1/models"
+    assert fake_llm.requests[0].headers["authorization"] == f"Bearer {KEY}"
+
+
+def test_check_with_a_rejected_key_fails_cleanly(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    fake_llm.models_status = 401
+
+    proc = run_cli(["check"], tmp_path, **fake_env(fake_llm))
+
+    assert proc.returncode == 1
+    assert "rejected the API key" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert KEY not in proc.stdout + proc.stderr

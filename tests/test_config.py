@@ -1,0 +1,224 @@
+"""Settings (speedrun.config): seed defaults, provider presets, roles, limits and the setup hint."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from speedrun.config import ROLES, SETUP_HINT, Settings, load_settings, with_roles
+from speedrun.errors import ConfigError
+
+KEY = "csk-config-SECRET-0042"
+
+
+@pytest.fixture
+def fresh_load_settings() -> Iterator[None]:
+    """load_settings() caches per process; clear it around tests that call it."""
+    load_settings.cache_clear()
+    yield
+    load_settings.cache_clear()
+
+
+def test_seed_defaults(clean_env) -> None:
+    s = Settings()
+    assert s.cerebras_model == "gpt-oss-120b"
+    assert s.cerebras_url == "https://api.cerebras.ai/v1"
+    assert s.generation_timeout_ms == 30_000
+    assert s.generation_timeout_s == 30.0
+    assert s.cerebras_api_key is None
+
+
+def test_every_role_defaults_to_cerebras_with_the_seed_variables(clean_env) -> None:
+    clean_env.setenv("CEREBRAS_API_KEY", KEY)
+    clean_env.setenv("CEREBRAS_MODEL", "llama-4-scout-17b-16e-instruct")
+    clean_env.setenv("CEREBRAS_URL", "http://127.0.0.1:9999/v1/")
+    clean_env.setenv("GENERATION_TIMEOUT", "1234")
+    s = Settings()
+    for role in ROLES:
+        spec = s.role(role)
+        assert spec.fallback is None
+        assert (spec.primary.provider, spec.primary.model) == ("cerebras", "llama-4-scout-17b-16e-instruct")
+        assert spec.primary.base_url == "http://127.0.0.1:9999/v1"
+        assert spec.primary.api_key.get_secret_value() == KEY
+    assert s.generation_timeout_s == pytest.approx(1.234)
+
+
+def test_missing_key_gives_the_setup_hint(clean_env) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings().role("generator")
+    message = str(info.value)
+    assert message == SETUP_HINT
+    for needle in ("CEREBRAS_API_KEY", "settings.json", "shell profile", "Ollama", "SPEEDRUN_GENERATOR=ollama:"):
+        assert needle in message
+
+
+def test_blank_key_counts_as_missing(clean_env) -> None:
+    clean_env.setenv("CEREBRAS_API_KEY", "   ")
+    with pytest.raises(ConfigError, match="CEREBRAS_API_KEY"):
+        Settings().role("generator")
+
+
+def test_ollama_needs_no_key_and_keeps_colons_in_the_model_name(clean_env) -> None:
+    clean_env.setenv("SPEEDRUN_GENERATOR", "ollama:qwen2.5-coder:7b")
+    spec = Settings().role("generator").primary
+    assert (spec.provider, spec.model) == ("ollama", "qwen2.5-coder:7b")
+    assert spec.base_url == "http://localhost:11434/v1"
+    assert spec.api_key is None
+
+
+def test_ollama_url_and_default_model(clean_env) -> None:
+    clean_env.setenv("SPEEDRUN_GENERATOR", " Ollama ")
+    clean_env.setenv("SPEEDRUN_OLLAMA_URL", "http://gpu-box:11434/v1")
+    spec = Settings().role("generator").primary
+    assert (spec.provider, spec.model, spec.base_url) == ("ollama", "qwen2.5-coder", "http://gpu-box:11434/v1")
+
+
+@pytest.mark.parametrize(("provider", "key_env", "url"), [
+    ("groq", "GROQ_API_KEY", "https://api.groq.com/openai/v1"),
+    ("openrouter", "OPENROUTER_API_KEY", "https://openrouter.ai/api/v1"),
+    ("openai", "OPENAI_API_KEY", "https://api.openai.com/v1"),
+])
+def test_hosted_presets_use_their_key_variable(clean_env, provider: str, key_env: str, url: str) -> None:
+    clean_env.setenv("SPEEDRUN_PLANNER", f"{provider}:vendor/model:free")
+    with pytest.raises(ConfigError) as info:
+        Settings().role("planner")
+    assert key_env in str(info.value) and "SPEEDRUN_PLANNER" in str(info.value)
+
+    clean_env.setenv(key_env, "k-" + provider)
+    spec = Settings().role("planner").primary
+    assert (spec.provider, spec.model, spec.base_url) == (provider, "vendor/model:free", url)
+    assert spec.api_key.get_secret_value() == "k-" + provider
+
+
+def test_openai_compatible_needs_a_url(clean_env) -> None:
+    clean_env.setenv("SPEEDRUN_GENERATOR", "openai-compatible:my-model")
+    with pytest.raises(ConfigError, match="SPEEDRUN_OPENAI_COMPATIBLE_URL"):
+        Settings().role("generator")
+    clean_env.setenv("SPEEDRUN_OPENAI_COMPATIBLE_URL", "http://127.0.0.1:8000/v1")
+    spec = Settings().role("generator").primary
+    assert (spec.model, spec.base_url, spec.api_key) == ("my-model", "http://127.0.0.1:8000/v1", None)
+
+
+def test_openai_compatible_needs_a_model_name(clean_env) -> None:
+    clean_env.setenv("SPEEDRUN_GENERATOR", "openai-compatible")
+    clean_env.setenv("SPEEDRUN_OPENAI_COMPATIBLE_URL", "http://127.0.0.1:8000/v1")
+    with pytest.raises(ConfigError, match="openai-compatible:<model>"):
+        Settings().role("generator")
+
+
+def test_unknown_provider_names_the_variable(clean_env) -> None:
+    clean_env.setenv("CEREBRAS_API_KEY", KEY)
+    clean_env.setenv("SPEEDRUN_REVIEWER", "cerebrus:gpt-oss-120b")
+    with pytest.raises(ConfigError) as info:
+        Settings().role("reviewer")
+    message = str(info.value)
+    assert "SPEEDRUN_REVIEWER" in message and "'cerebrus'" in message
+    assert "cerebras" in message and "ollama" in message  # lists the valid ones
+    Settings().role("generator")  # other roles are unaffected
+
+
+def test_fallback_is_only_used_when_configured(clean_env) -> None:
+    clean_env.setenv("CEREBRAS_API_KEY", KEY)
+    assert Settings().role("generator").fallback is None
+    clean_env.setenv("SPEEDRUN_GENERATOR_FALLBACK", "groq:llama-3.3-70b")
+    clean_env.setenv("GROQ_API_KEY", "gsk-test")
+    spec = Settings().role("generator")
+    assert spec.primary.provider == "cerebras"
+    assert (spec.fallback.provider, spec.fallback.model) == ("groq", "llama-3.3-70b")
+    assert Settings().role("judge").fallback is None
+
+
+def test_fixer_client(clean_env) -> None:
+    clean_env.setenv("CEREBRAS_API_KEY", KEY)
+    clean_env.setenv("SPEEDRUN_FIXER", "client")
+    s = Settings()
+    assert s.fixer_is_client
+    with pytest.raises(ConfigError, match="client"):
+        s.role("fixer")
+
+
+def test_limit_overrides_merge_with_preset_defaults(clean_env) -> None:
+    clean_env.setenv("CEREBRAS_API_KEY", KEY)
+    clean_env.setenv("SPEEDRUN_LIMITS__CEREBRAS__RPM", "5")
+    clean_env.setenv("SPEEDRUN_LIMITS__OPENAI_COMPATIBLE__CONCURRENCY", "2")
+    clean_env.setenv("SPEEDRUN_JUDGE", "openai-compatible:m")
+    clean_env.setenv("SPEEDRUN_OPENAI_COMPATIBLE_URL", "http://127.0.0.1:8000/v1")
+    s = Settings()
+    cerebras = s.role("generator").primary.limits
+    assert (cerebras.concurrency, cerebras.rpm, cerebras.tpm) == (4, 5, 60_000)
+    other = s.role("judge").primary.limits
+    assert (other.concurrency, other.rpm, other.tpm) == (2, 1_000, 10_000_000)
+
+
+def test_cerebras_preset_defaults_to_free_tier_limits(clean_env) -> None:
+    clean_env.setenv("CEREBRAS_API_KEY", KEY)
+    limits = Settings().role("generator").primary.limits
+    assert (limits.rpm, limits.tpm) == (30, 60_000)
+
+
+def test_invalid_limit_is_a_config_error(clean_env) -> None:
+    clean_env.setenv("CEREBRAS_API_KEY", KEY)
+    clean_env.setenv("SPEEDRUN_LIMITS__CEREBRAS__RPM", "0")
+    with pytest.raises(ConfigError, match="SPEEDRUN_LIMITS"):
+        Settings().role("generator")
+
+
+def test_home_env_var_does_not_leak_into_settings_home(clean_env, tmp_path: Path) -> None:
+    clean_env.delenv("SPEEDRUN_HOME")
+    clean_env.setenv("HOME", str(tmp_path / "user"))
+    assert Settings().home == tmp_path / "user" / ".local" / "state" / "speed-run"
+    clean_env.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert Settings().home == tmp_path / "xdg" / "speed-run"
+    clean_env.setenv("SPEEDRUN_HOME", str(tmp_path / "explicit"))
+    assert Settings().home == tmp_path / "explicit"
+
+
+def test_roots_are_split_and_resolved(clean_env, tmp_path: Path) -> None:
+    import os
+
+    clean_env.setenv("SPEEDRUN_ROOTS", os.pathsep.join([str(tmp_path / "a"), "", str(tmp_path / "b" / "..")]))
+    assert Settings().allowed_roots() == [tmp_path / "a", tmp_path]
+    clean_env.delenv("SPEEDRUN_ROOTS")
+    assert Settings().allowed_roots() == []
+
+
+def test_budget_identity_never_contains_the_key(clean_env) -> None:
+    clean_env.setenv("CEREBRAS_API_KEY", KEY)
+    one = Settings().role("generator").primary
+    clean_env.setenv("CEREBRAS_API_KEY", KEY + "-other")
+    two = Settings().role("generator").primary
+    assert one.budget_key != two.budget_key  # different keys get different budgets
+    assert Settings().role("planner").primary.budget_key == two.budget_key  # roles share one
+    for shown in (one.budget_key, repr(one), one.describe(), one.model_dump_json()):
+        assert KEY not in shown
+
+
+def test_with_roles_overrides_and_rejects_unknown_keys(clean_env) -> None:
+    clean_env.setenv("CEREBRAS_API_KEY", KEY)
+    s = Settings()
+    changed = with_roles(s, {"fixer": "client", "generator": "ollama:qwen"})
+    assert changed.fixer_is_client and changed.role("generator").primary.provider == "ollama"
+    assert not s.fixer_is_client  # the original is untouched
+    with pytest.raises(ConfigError, match="unknown keys"):
+        with_roles(s, {"writer": "ollama:x"})
+    with pytest.raises(ConfigError, match="provider"):
+        with_roles(s, {"planner": " "})
+
+
+def test_load_settings_names_the_bad_variable_and_hides_secrets(clean_env, fresh_load_settings) -> None:
+    clean_env.setenv("CEREBRAS_API_KEY", KEY)
+    clean_env.setenv("GENERATION_TIMEOUT", "soon")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "GENERATION_TIMEOUT" in str(info.value)
+    assert KEY not in str(info.value)
+
+
+def test_load_settings_reads_the_environment_once(clean_env, fresh_load_settings) -> None:
+    clean_env.setenv("CEREBRAS_MODEL", "first")
+    assert load_settings().cerebras_model == "first"
+    clean_env.setenv("CEREBRAS_MODEL", "second")
+    assert load_settings() is load_settings()
+    assert load_settings().cerebras_model == "first"

@@ -1,0 +1,425 @@
+"""The LLM gateway (speedrun.llm) against the scripted server: answers, ledger, retries, budgets, secrets."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+from pydantic import BaseModel
+
+from speedrun import llm
+from speedrun.config import Settings
+from speedrun.errors import ProviderError
+from speedrun.llm import complete, list_models, structured
+from tests.fake_llm import FakeLLM, Reply
+
+KEY = "csk-test-SECRET-4f8a1b9c"
+FAST_RETRY = {"retry-after-ms": "10"}  # the openai client honours it exactly, keeping retry tests fast
+
+
+def make_settings(env: pytest.MonkeyPatch, fake: FakeLLM, **extra: object) -> Settings:
+    """Settings pointing the Cerebras preset at the fake server, plus any extra variables."""
+    env.setenv("CEREBRAS_API_KEY", KEY)
+    env.setenv("CEREBRAS_URL", fake.base_url)
+    env.setenv("CEREBRAS_MODEL", "fake-model")
+    for name, value in extra.items():
+        env.setenv(name, str(value))
+    return Settings()
+
+
+def sent_max_tokens(body: dict) -> int | None:
+    return body.get("max_completion_tokens", body.get("max_tokens"))
+
+
+USER = [("user", "say something")]
+
+
+# --- answers and the ledger ------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_non_stream_returns_content_and_records_ledger(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm)
+    fake_llm.script(Reply(content="hello world", delay=0.2,
+                          usage={"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}))
+
+    result = await complete(settings, "generator", [("system", "be brief"), ("user", "greet me")])
+
+    assert result.text == "hello world"
+    e = result.entry
+    assert (e.role, e.provider, e.model) == ("generator", "cerebras", "fake-model")
+    assert (e.prompt_tokens, e.completion_tokens) == (11, 5)
+    assert e.finish_reason == "stop"
+    assert e.fallback is False
+    assert 200 <= e.duration_ms < 3000
+    assert result.usage.total_tokens == 16
+    (req,) = fake_llm.chat_requests()
+    assert req.body["model"] == "fake-model"
+    assert not req.body.get("stream")
+    assert [m["role"] for m in req.body["messages"]] == ["system", "user"]
+    assert req.body["messages"][1]["content"] == "greet me"
+
+
+@pytest.mark.anyio
+async def test_stream_passes_pieces_to_sink_and_records_usage(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm)
+    text = "alpha beta gamma delta epsilon"
+    fake_llm.script(Reply(content=text, chunk_size=4, finish_reason="length",
+                          usage={"prompt_tokens": 21, "completion_tokens": 9, "total_tokens": 30}))
+    pieces: list[str] = []
+
+    async def sink(piece: str) -> None:
+        pieces.append(piece)
+
+    result = await complete(settings, "generator", USER, on_text=sink)
+
+    assert result.text == text
+    assert "".join(pieces) == text
+    assert len(pieces) > 3  # really streamed, not delivered in one piece at the end
+    assert (result.entry.prompt_tokens, result.entry.completion_tokens) == (21, 9)
+    assert result.finish_reason == "length"
+    assert fake_llm.chat_requests()[0].body["stream"] is True
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_reasoning_never_reaches_the_answer(clean_env, fake_llm: FakeLLM, streamed: bool) -> None:
+    settings = make_settings(clean_env, fake_llm)
+    fake_llm.script(Reply(content="the answer is 42", reasoning="PRIVATE-CHAIN-OF-THOUGHT " * 5, chunk_size=7))
+    pieces: list[str] = []
+
+    async def sink(piece: str) -> None:
+        pieces.append(piece)
+
+    result = await complete(settings, "generator", USER, on_text=sink if streamed else None)
+
+    assert result.text == "the answer is 42"
+    assert "PRIVATE" not in "".join(pieces)
+    assert "PRIVATE" not in repr(result)
+    if streamed:
+        assert "".join(pieces) == "the answer is 42"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_leading_think_block_is_stripped(clean_env, fake_llm: FakeLLM, streamed: bool) -> None:
+    settings = make_settings(clean_env, fake_llm)
+    fake_llm.script(Reply(content="<think>hidden plan, step by step</think>\nfinal answer\n", chunk_size=3))
+    pieces: list[str] = []
+
+    async def sink(piece: str) -> None:
+        pieces.append(piece)
+
+    result = await complete(settings, "generator", USER, on_text=sink if streamed else None)
+
+    assert result.text == "final answer\n"
+    assert "hidden" not in "".join(pieces)
+    if streamed:
+        assert "".join(pieces) == "final answer\n"
+
+
+@pytest.mark.anyio
+async def test_think_tag_later_in_the_answer_is_kept(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm)
+    fake_llm.script('print("<think>x</think>")\n')
+    result = await complete(settings, "generator", USER)
+    assert result.text == 'print("<think>x</think>")\n'
+
+
+# --- retries, errors, fallback --------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_429_with_retry_after_is_honoured_then_succeeds(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm)
+    fake_llm.script(Reply(status=429, headers={"Retry-After": "1"}), "after the wait")
+
+    result = await complete(settings, "generator", USER)
+
+    assert result.text == "after the wait"
+    first, second = fake_llm.chat_requests()
+    assert 0.9 <= second.started - first.started < 2.5
+
+
+@pytest.mark.anyio
+async def test_500_is_retried(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm)
+    fake_llm.script(Reply(status=500, headers=FAST_RETRY), "recovered")
+
+    result = await complete(settings, "generator", USER)
+
+    assert result.text == "recovered"
+    assert len(fake_llm.chat_requests()) == 2
+
+
+@pytest.mark.anyio
+async def test_rate_limit_after_retries_is_a_clear_error(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm, SPEEDRUN_MAX_RETRIES=1)
+    fake_llm.script(*[Reply(status=429, headers=FAST_RETRY)] * 3)
+
+    with pytest.raises(ProviderError) as info:
+        await complete(settings, "generator", USER)
+
+    message = str(info.value)
+    assert "rate-limit" in message and "429" in message
+    assert "SPEEDRUN_LIMITS__CEREBRAS__RPM" in message  # how to fix it
+    assert "SPEEDRUN_GENERATOR_FALLBACK" in message
+    assert KEY not in message
+    assert len(fake_llm.chat_requests()) == 2  # one try + SPEEDRUN_MAX_RETRIES=1
+    assert fake_llm.pending == 1
+
+
+@pytest.mark.anyio
+async def test_fallback_answers_when_primary_keeps_failing(clean_env, fake_llm: FakeLLM) -> None:
+    with FakeLLM() as backup:
+        settings = make_settings(clean_env, fake_llm, SPEEDRUN_MAX_RETRIES=1,
+                                 SPEEDRUN_GENERATOR_FALLBACK="openai-compatible:fake-model",
+                                 SPEEDRUN_OPENAI_COMPATIBLE_URL=backup.base_url)
+        fake_llm.default = Reply(status=500, headers=FAST_RETRY)
+        backup.script("from the fallback")
+
+        result = await complete(settings, "generator", USER)
+
+        assert result.text == "from the fallback"
+        assert result.entry.fallback is True
+        assert result.entry.provider == "openai-compatible"
+        assert len(fake_llm.chat_requests()) == 2
+        assert len(backup.chat_requests()) == 1
+        # The fallback is another provider: the Cerebras key is not sent to it.
+        assert KEY not in backup.chat_requests()[0].headers.get("authorization", "")
+
+
+@pytest.mark.anyio
+async def test_no_fallback_configured_gives_clear_error(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm, SPEEDRUN_MAX_RETRIES=1)
+    fake_llm.default = Reply(status=500, headers=FAST_RETRY, error_message="upstream exploded")
+
+    with pytest.raises(ProviderError) as info:
+        await complete(settings, "generator", USER)
+
+    message = str(info.value)
+    assert "HTTP 500" in message
+    assert "cerebras:fake-model" in message
+    assert "upstream exploded" in message
+    assert len(fake_llm.chat_requests()) == 2
+
+
+@pytest.mark.anyio
+async def test_generation_timeout_is_enforced(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm, GENERATION_TIMEOUT=300, SPEEDRUN_MAX_RETRIES=0)
+    fake_llm.script(Reply(content="too late", delay=3))
+
+    started = time.monotonic()
+    with pytest.raises(ProviderError) as info:
+        await complete(settings, "generator", USER)
+
+    assert time.monotonic() - started < 1.5
+    assert "GENERATION_TIMEOUT=300" in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_generation_timeout_bounds_a_trickling_stream(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm, GENERATION_TIMEOUT=500, SPEEDRUN_MAX_RETRIES=0)
+    # Each chunk arrives well within the timeout, but the whole reply would take ~4 s.
+    fake_llm.script(Reply(content="x" * 40, chunk_size=1, chunk_delay=0.1))
+
+    async def sink(piece: str) -> None:
+        pass
+
+    started = time.monotonic()
+    with pytest.raises(ProviderError) as info:
+        await complete(settings, "generator", USER, on_text=sink)
+
+    assert time.monotonic() - started < 2.0
+    assert "GENERATION_TIMEOUT=500" in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_key_is_sent_but_never_returned(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm, SPEEDRUN_MAX_RETRIES=0)
+    fake_llm.script("fine", Reply(status=401, error_message="bad key"), Reply(status=429))
+
+    result = await complete(settings, "generator", USER)
+    errors = []
+    for _ in range(2):
+        with pytest.raises(ProviderError) as info:
+            await complete(settings, "generator", USER)
+        errors.append(str(info.value))
+
+    assert fake_llm.chat_requests()[0].headers["authorization"] == f"Bearer {KEY}"
+    spec = settings.role("generator").primary
+    shown = [repr(result), result.entry.model_dump_json(), *errors, repr(spec), spec.budget_key, spec.describe()]
+    assert not [s for s in shown if KEY in s]
+    assert "rejected the API key" in errors[0]
+
+
+# --- shared rate budget ---------------------------------------------------------------------------------
+
+
+async def _warm_up(env: pytest.MonkeyPatch, fake: FakeLLM) -> None:
+    # The first call in an event loop builds the HTTP client; keep that out of the timings that follow.
+    await complete(make_settings(env, fake), "generator", USER)
+
+
+@pytest.mark.anyio
+async def test_concurrency_is_held_to_the_shared_budget(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm, SPEEDRUN_LIMITS__CEREBRAS__CONCURRENCY=2)
+    fake_llm.default = Reply(content="slow answer", delay=0.3)
+    answers: list[str] = []
+
+    async def one() -> None:
+        answers.append((await complete(settings, "generator", USER)).text)
+
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        for _ in range(6):
+            tg.start_soon(one)
+
+    assert answers == ["slow answer"] * 6
+    assert fake_llm.max_in_flight == 2
+    assert time.monotonic() - started >= 0.85  # three waves of two
+
+
+@pytest.mark.anyio
+async def test_requests_per_minute_budget_queues_the_extra_call(clean_env, fake_llm: FakeLLM) -> None:
+    await _warm_up(clean_env, fake_llm)
+    settings = make_settings(clean_env, fake_llm, SPEEDRUN_LIMITS__CEREBRAS__RPM=2)
+    clean_env.setattr(llm, "WINDOW_S", 0.5)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(complete, settings, "generator", USER)
+
+    starts = sorted(r.started for r in fake_llm.chat_requests()[1:])
+    assert len(starts) == 3
+    assert starts[1] - starts[0] < 0.3  # two fit in the window at once
+    assert starts[2] - starts[0] >= 0.4
+
+
+@pytest.mark.anyio
+async def test_tokens_per_minute_budget_counts_max_tokens_up_front(clean_env, fake_llm: FakeLLM) -> None:
+    await _warm_up(clean_env, fake_llm)
+    settings = make_settings(clean_env, fake_llm, SPEEDRUN_LIMITS__CEREBRAS__TPM=10_000)
+    clean_env.setattr(llm, "WINDOW_S", 0.5)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):  # 3 x (prompt + 4000) does not fit in 10,000 tokens; 2 do
+            tg.start_soon(lambda: complete(settings, "generator", USER, max_tokens=4000))
+
+    starts = sorted(r.started for r in fake_llm.chat_requests()[1:])
+    assert starts[1] - starts[0] < 0.3
+    assert starts[2] - starts[0] >= 0.4
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_exhausted_ratelimit_headers_pause_the_next_call(clean_env, fake_llm: FakeLLM, streamed: bool) -> None:
+    settings = make_settings(clean_env, fake_llm)
+    fake_llm.script(Reply(content="first", headers={"x-ratelimit-remaining-tokens-minute": "0",
+                                                    "x-ratelimit-reset-tokens-minute": "0.5"}), "second")
+
+    async def sink(piece: str) -> None:
+        pass
+
+    await complete(settings, "generator", USER, on_text=sink if streamed else None)
+    result = await complete(settings, "generator", USER)
+
+    first, second = fake_llm.chat_requests()
+    assert second.started - first.finished >= 0.4
+    assert result.text == "second"
+    assert result.entry.queued_ms >= 350
+
+
+# --- structured answers ---------------------------------------------------------------------------------
+
+
+class Verdict(BaseModel):
+    winner: str
+    score: int
+
+
+@pytest.mark.anyio
+async def test_structured_parses_valid_json(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm)
+    fake_llm.script('```json\n{"winner": "runner-2", "score": 4}\n```')
+
+    answer, entries = await structured(settings, "judge", Verdict, [("user", "pick one")])
+
+    assert answer == Verdict(winner="runner-2", score=4)
+    assert len(entries) == 1
+    (req,) = fake_llm.chat_requests()
+    assert '"winner"' in req.body["messages"][-1]["content"]  # the schema was shown to the model
+
+
+@pytest.mark.anyio
+async def test_structured_retries_once_on_malformed_json(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm)
+    fake_llm.script('{"winner": "runner-1"}', '{"winner": "runner-1", "score": 5}')
+
+    answer, entries = await structured(settings, "judge", Verdict, [("user", "pick one")])
+
+    assert answer == Verdict(winner="runner-1", score=5)
+    assert len(entries) == 2
+    first, second = fake_llm.chat_requests()
+    assert len(second.body["messages"]) == len(first.body["messages"]) + 2
+    assert "score" in second.body["messages"][-1]["content"]  # the problem is named in the retry
+
+
+@pytest.mark.anyio
+async def test_structured_gives_up_after_two_malformed_answers(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm)
+    fake_llm.script("I think runner-1 wins.", "{not json}", '{"winner": "late", "score": 1}')
+
+    with pytest.raises(ProviderError) as info:
+        await structured(settings, "judge", Verdict, [("user", "pick one")])
+
+    assert "malformed Verdict twice" in str(info.value)
+    assert len(fake_llm.chat_requests()) == 2
+    assert fake_llm.pending == 1
+
+
+# --- max_tokens -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_max_tokens_is_sized_under_the_cap_and_explicit_value_passes(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm, SPEEDRUN_MAX_TOKENS=1000)
+
+    await complete(settings, "generator", USER)
+    await complete(settings, "generator", [("user", "x" * 40_000)])
+    await complete(settings, "generator", USER, max_tokens=123)
+
+    sent = [sent_max_tokens(r.body) for r in fake_llm.chat_requests()]
+    assert all(isinstance(n, int) and 0 < n <= 1000 for n in sent[:2]), sent
+    assert sent[2] == 123
+
+
+@pytest.mark.anyio
+async def test_max_tokens_grows_with_the_prompt(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm)  # default cap 16,384
+
+    await complete(settings, "generator", USER)
+    await complete(settings, "generator", [("user", "x" * 40_000)])
+
+    small, large = (sent_max_tokens(r.body) for r in fake_llm.chat_requests())
+    assert small < large <= settings.max_tokens_cap
+
+
+# --- list_models ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_list_models_and_rejected_key(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm)
+    fake_llm.models = ["fake-model", "other-model"]
+    spec = settings.role("generator").primary
+
+    assert await list_models(spec, settings) == ["fake-model", "other-model"]
+    assert fake_llm.requests[0].headers["authorization"] == f"Bearer {KEY}"
+
+    fake_llm.models_status = 401
+    with pytest.raises(ProviderError) as info:
+        await list_models(spec, settings)
+    assert "rejected the API key" in str(info.value)
+    assert KEY not in str(info.value)

@@ -1,0 +1,311 @@
+"""`speedrun mcp` driven through a real stdio session with the MCP SDK client, env passed explicitly."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import ClientSession, StdioServerParameters, stdio_client, types
+
+from tests.fake_llm import FakeLLM, Reply
+
+KEY = "csk-mcp-SECRET-31337abc"
+SERVER_CMD = [sys.executable, "-m", "speedrun", "mcp"]
+
+
+def server_env(tmp_path: Path, fake: FakeLLM | None, **extra: str) -> dict[str, str]:
+    """Only what the server needs: no inherited key can sneak in (stdio_client whitelists the rest)."""
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path / "home"),
+           "SPEEDRUN_HOME": str(tmp_path / "state"), "SPEEDRUN_ROOTS": str(tmp_path / "root")}
+    if fake is not None:
+        env.update(CEREBRAS_API_KEY=KEY, CEREBRAS_URL=fake.base_url, CEREBRAS_MODEL="fake-model")
+    env.update(extra)
+    return env
+
+
+@asynccontextmanager
+async def mcp_session(tmp_path: Path, env: dict[str, str], command: list[str] = SERVER_CMD,
+                      client_roots: list[Path] | None = None) -> AsyncIterator[ClientSession]:
+    """An initialized client session over stdio; the server's stderr goes to tmp_path/server-stderr.log.
+
+    With `client_roots`, the client declares the roots capability and answers roots/list with them.
+    """
+    (tmp_path / "root").mkdir(exist_ok=True)
+    params = StdioServerParameters(command=command[0], args=command[1:], env=env, cwd=str(tmp_path))
+
+    async def list_roots(context: Any) -> types.ListRootsResult:
+        return types.ListRootsResult(roots=[types.Root(uri=p.as_uri()) for p in client_roots or []])
+
+    roots_kw = {"list_roots_callback": list_roots} if client_roots is not None else {}
+    with open(tmp_path / "server-stderr.log", "a") as errlog:
+        async with stdio_client(params, errlog=errlog) as (read, write), \
+                ClientSession(read, write, **roots_kw) as session:
+            await session.initialize()
+            yield session
+
+
+class Transcript:
+    """Every tool result of a session, so a test can check that no secret appears in any of them."""
+
+    def __init__(self, session: ClientSession):
+        self.session = session
+        self.results: list[Any] = []
+
+    async def call(self, name: str, args: dict[str, Any] | None = None, **kw: Any) -> Any:
+        result = await self.session.call_tool(name, args or {}, **kw)
+        self.results.append(result)
+        return result
+
+    def text(self) -> str:
+        return "\n".join(json.dumps(r.model_dump(mode="json")) for r in self.results)
+
+
+def error_text(result: Any) -> str:
+    assert result.is_error, result
+    return " ".join(c.text for c in result.content if getattr(c, "text", None))
+
+
+def assert_no_secret(tmp_path: Path, transcript: Transcript) -> None:
+    assert KEY not in transcript.text()
+    assert KEY not in (tmp_path / "server-stderr.log").read_text()
+
+
+# --- tools, generate, check_status ------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_tools_generate_and_check_status(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    env = server_env(tmp_path, fake_llm, SPEEDRUN_LIMITS__CEREBRAS__CONCURRENCY="2")
+    async with mcp_session(tmp_path, env) as session:
+        t = Transcript(session)
+
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+        assert {"generate", "generate_and_write_files", "check_status"} <= set(tools)
+        for name in ("generate", "generate_and_write_files", "check_status"):
+            assert tools[name].description
+        gen_props = tools["generate"].input_schema["properties"]
+        assert gen_props["prompt"]["description"] and gen_props["max_tokens"]["description"]
+        write_props = tools["generate_and_write_files"].input_schema["properties"]
+        assert write_props["output_dir"]["description"] and write_props["context_files"]["description"]
+        assert tools["generate_and_write_files"].input_schema["required"] == ["prompt", "output_dir"]
+
+        status = (await t.call("check_status")).structured_content
+        assert status["status"] == "ok"
+        assert status["url"] == fake_llm.base_url and status["model"] == "fake-model"
+        assert status["available_models"] == ["fake-model"]
+
+        fake_llm.script(Reply(content="the generated answer", reasoning="HIDDEN-REASONING",
+                              usage={"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16}))
+        result = await t.call("generate", {"prompt": "answer me", "system_prompt": "be terse", "max_tokens": 77})
+        assert not result.is_error
+        out = result.structured_content
+        assert out["status"] == "ok"
+        assert out["response"] == "the generated answer"
+        assert out["model"] == "cerebras:fake-model"
+        assert isinstance(out["total_duration_ms"], int) and out["total_duration_ms"] >= 0
+        assert out["usage"] == {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16}
+        assert "HIDDEN" not in t.text()
+        body = fake_llm.chat_requests()[-1].body
+        assert body.get("max_completion_tokens", body.get("max_tokens")) == 77
+        assert [m["role"] for m in body["messages"]] == ["system", "user"]
+        assert fake_llm.chat_requests()[-1].headers["authorization"] == f"Bearer {KEY}"
+
+        # Six calls at once over one session queue on the shared budget: never more than 2 in flight.
+        fake_llm.default = Reply(content="slow", delay=0.3)
+        fake_llm.max_in_flight = 0
+        results: list[Any] = []
+
+        async def one(i: int) -> None:
+            results.append(await t.call("generate", {"prompt": f"call {i}"}))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(6):
+                tg.start_soon(one, i)
+        assert [r.structured_content["response"] for r in results] == ["slow"] * 6
+        assert fake_llm.max_in_flight == 2
+
+        # A provider failure is a tool error with a clear text, and the server keeps serving.
+        fake_llm.script(Reply(status=401, error_message="invalid key"))
+        assert "rejected the API key" in error_text(await t.call("generate", {"prompt": "x"}))
+        assert "empty" in error_text(await t.call("generate", {"prompt": "   "}))
+        fake_llm.script("still alive")
+        assert (await t.call("generate", {"prompt": "x"})).structured_content["response"] == "still alive"
+
+        fake_llm.models_status = 401
+        status = (await t.call("check_status")).structured_content
+        assert status["status"] == "error" and "rejected the API key" in status["error"]
+    assert_no_secret(tmp_path, t)
+
+
+# --- generate_and_write_files ---------------------------------------------------------------------------
+
+APP_V1 = 'def greet(name):\n    return f"hello {name} DISTINCTIVE_CODE_v1"\n'
+APP_V2 = 'def greet(name):\n    return f"hi {name} DISTINCTIVE_CODE_v2"\n'
+TEST_FILE = "from src.app import greet\n\n\ndef test_greet():\n    assert greet('x')\n"
+
+
+def reply_for(app: str) -> Reply:
+    files = f'<FILE path="src/app.py">\n{app}</FILE>\n<FILE path="tests/test_app.py">\n{TEST_FILE}</FILE>\n'
+    return Reply(content=files, chunk_size=24, chunk_delay=0.005)
+
+
+@pytest.mark.anyio
+async def test_generate_and_write_files(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    root = tmp_path / "root"
+    async with mcp_session(tmp_path, server_env(tmp_path, fake_llm)) as session:
+        t = Transcript(session)
+        progress: list[tuple[float, str | None]] = []
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            progress.append((done, message))
+
+        fake_llm.script(reply_for(APP_V1))
+        result = await t.call("generate_and_write_files", {"prompt": "greeter", "output_dir": "proj"},
+                              progress_callback=on_progress)
+        out = result.structured_content
+        assert not result.is_error
+        assert out["status"] == "ok"
+        assert out["output_dir"] == str(root / "proj")  # relative output_dir resolves under SPEEDRUN_ROOTS
+        assert (root / "proj" / "src" / "app.py").read_text() == APP_V1
+        assert (root / "proj" / "tests" / "test_app.py").read_text() == TEST_FILE
+        assert [(f["path"], f["filename"], f["lines"], f["action"]) for f in out["files_written"]] == [
+            ("src/app.py", "app.py", 2, "created"), ("tests/test_app.py", "test_app.py", 5, "created")]
+        assert (out["total_files"], out["total_lines"], out["errors"]) == (2, 7, [])
+        assert out["model"] == "cerebras:fake-model"
+        assert isinstance(out["generation_time_ms"], int)
+        assert out["usage"]["total_tokens"] > 0
+        assert "DISTINCTIVE_CODE" not in json.dumps(result.model_dump(mode="json"))  # never the code
+        assert [m for _, m in progress] == ["created: src/app.py", "created: tests/test_app.py"]
+
+        # Second pass: app.py changes (backed up), the test file is unchanged.
+        fake_llm.script(reply_for(APP_V2))
+        out = (await t.call("generate_and_write_files",
+                            {"prompt": "greeter v2", "output_dir": str(root / "proj")})).structured_content
+        app, test = out["files_written"]
+        assert (app["action"], test["action"]) == ("modified", "unchanged")
+        assert (root / "proj" / "src" / "app.py").read_text() == APP_V2
+        assert Path(app["backup"]).read_text() == APP_V1
+        assert test["backup"] is None
+        assert "DISTINCTIVE_CODE" not in t.text()
+
+        # Refused paths: partial, with the reason; nothing escapes the directory.
+        fake_llm.script('<FILE path="../../escape.py">\nX = 1\n</FILE>\n<FILE path="ok.py">\nOK = 1\n</FILE>\n')
+        out = (await t.call("generate_and_write_files", {"prompt": "x", "output_dir": "proj"})).structured_content
+        assert out["status"] == "partial"
+        assert [e["path"] for e in out["errors"]] == ["../../escape.py"]
+        assert not (tmp_path / "escape.py").exists()
+
+        # A reply with no files at all: status error.
+        fake_llm.script("I cannot do that.")
+        out = (await t.call("generate_and_write_files", {"prompt": "x", "output_dir": "proj"})).structured_content
+        assert out["status"] == "error" and out["total_files"] == 0
+
+        # Context files: shown to the model from inside the root, refused from outside it.
+        (tmp_path / "secret.txt").write_text("OUTSIDE-SECRET\n")
+        fake_llm.script('<FILE path="more.py">\nM = 1\n</FILE>\n')
+        out = (await t.call("generate_and_write_files", {"prompt": "x", "output_dir": "proj",
+                                                         "context_files": ["src/app.py"]})).structured_content
+        assert "DISTINCTIVE_CODE_v2" in fake_llm.chat_requests()[-1].body["messages"][-1]["content"]
+        assert out["status"] == "ok"
+        n_requests = len(fake_llm.chat_requests())
+        text = error_text(await t.call("generate_and_write_files", {
+            "prompt": "x", "output_dir": "proj", "context_files": [str(tmp_path / "secret.txt")]}))
+        assert "outside the allowed roots" in text
+        assert len(fake_llm.chat_requests()) == n_requests  # refused before any model call
+
+        # An output_dir outside the allowed roots is refused, and the message says how to allow it.
+        for outside in [str(tmp_path / "elsewhere"), "../elsewhere"]:
+            text = error_text(await t.call("generate_and_write_files", {"prompt": "x", "output_dir": outside}))
+            assert "outside the allowed roots" in text and "SPEEDRUN_ROOTS" in text
+        assert not (tmp_path / "elsewhere").exists()
+        assert len(fake_llm.chat_requests()) == n_requests
+    assert "OUTSIDE-SECRET" not in t.text()
+    assert_no_secret(tmp_path, t)
+
+
+@pytest.mark.anyio
+async def test_client_roots_take_precedence_over_speedrun_roots(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    client_root = tmp_path / "client-project"
+    client_root.mkdir()
+    async with mcp_session(tmp_path, server_env(tmp_path, fake_llm), client_roots=[client_root]) as session:
+        t = Transcript(session)
+        # A relative output_dir resolves against the client's root; a missing context file shows where it looked
+        # (and stops the call before any model request, which keeps this test cheap).
+        text = error_text(await t.call("generate_and_write_files",
+                                       {"prompt": "x", "output_dir": "app", "context_files": ["nope.py"]}))
+        assert str(client_root / "app" / "nope.py") in text
+
+        # SPEEDRUN_ROOTS is only the fallback: with client roots given, it is not an allowed root.
+        text = error_text(await t.call("generate_and_write_files",
+                                       {"prompt": "x", "output_dir": str(tmp_path / "root" / "app")}))
+        assert "outside the allowed roots" in text and str(client_root) in text
+    assert fake_llm.chat_requests() == []
+    assert_no_secret(tmp_path, t)
+
+
+# --- no key ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_without_a_key_the_server_starts_and_explains(tmp_path: Path) -> None:
+    async with mcp_session(tmp_path, server_env(tmp_path, None)) as session:
+        t = Transcript(session)
+
+        status = (await t.call("check_status")).structured_content
+        assert status["status"] == "error"
+        for needle in ("CEREBRAS_API_KEY", "settings.json", "Ollama"):
+            assert needle in status["setup_hint"]
+        assert status["available_models"] == []
+
+        text = error_text(await t.call("generate", {"prompt": "hello"}))
+        assert "CEREBRAS_API_KEY" in text and "settings.json" in text
+        text = error_text(await t.call("generate_and_write_files", {"prompt": "hello", "output_dir": "proj"}))
+        assert "CEREBRAS_API_KEY" in text
+        assert not (tmp_path / "root" / "proj").exists()
+    assert "Traceback" not in (tmp_path / "server-stderr.log").read_text()
+
+
+# --- start-up cost --------------------------------------------------------------------------------------
+
+BARE_SERVER = '''
+from mcp.server.mcpserver import MCPServer
+
+mcp = MCPServer("bare")
+
+
+@mcp.tool()
+def ping() -> str:
+    """Answer pong."""
+    return "pong"
+
+
+mcp.run()
+'''
+
+
+async def _spawn_to_initialize(tmp_path: Path, command: list[str]) -> float:
+    started = time.perf_counter()
+    async with mcp_session(tmp_path, server_env(tmp_path, None), command):
+        return time.perf_counter() - started
+
+
+@pytest.mark.anyio
+async def test_start_up_stays_close_to_a_bare_server(tmp_path: Path) -> None:
+    bare = tmp_path / "bare_server.py"
+    bare.write_text(BARE_SERVER)
+    ours, theirs = [], []
+    for _ in range(3):  # alternate and keep the best of each; measure again only when noise may have hit one
+        theirs.append(await _spawn_to_initialize(tmp_path, [sys.executable, str(bare)]))
+        ours.append(await _spawn_to_initialize(tmp_path, SERVER_CMD))
+        if min(ours) < min(theirs) + 0.5:
+            break
+    print(f"\nspawn->initialize: speed-run {min(ours):.2f}s, bare MCPServer {min(theirs):.2f}s")
+    assert min(ours) < min(theirs) + 1.0
