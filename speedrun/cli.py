@@ -200,11 +200,13 @@ async def cmd_judge(settings: Settings, args: argparse.Namespace) -> int:
         raise InputError("implementation directories must have distinct names (they label the scorecard).")
     for role in ("reviewer", "judge"):
         settings.role(role)
-    inputs = JudgeInput(
-        implementations=[{"name": d.name, "path": str(d), "test_command": args.test_cmd} for d in dirs],
-        design=design.read_text(encoding="utf-8"), mode=args.mode,
-        worksheet_dir=str(Path(args.out).expanduser().resolve()))
     async with RunManager.open(settings) as runs:
+        # Directories written by earlier turbo runs bring their calls, fix cycles and generation time along.
+        inputs = JudgeInput(
+            implementations=[{"name": d.name, "path": str(d), "test_command": args.test_cmd,
+                              "metrics": await runs.metrics_for(str(d))} for d in dirs],
+            design=design.read_text(encoding="utf-8"), mode=args.mode,
+            worksheet_dir=str(Path(args.out).expanduser().resolve()))
         run_id = await runs.start("judge", inputs.model_dump())
         _print_err(f"run {run_id}")
         status = await runs.wait(run_id, 1e9, on_progress=lambda line: _print_err(f"  · {line}"))

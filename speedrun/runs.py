@@ -302,6 +302,20 @@ class RunManager:
             ids = [r[0] for r in await cur.fetchall()]
         return [await self.status(i) for i in ids]
 
+    async def metrics_for(self, output_dir: str) -> dict[str, int] | None:
+        """Speed-run metrics of the newest finished turbo run that wrote `output_dir`, for the judge."""
+        async with self.saver.conn.execute(
+                "SELECT run_id FROM speedrun_runs WHERE workflow = 'turbo' AND output_dir = ? "
+                "ORDER BY created_at DESC, rowid DESC", (output_dir,)) as cur:
+            ids = [r[0] for r in await cur.fetchall()]
+        for run_id in ids:
+            result = (await self.status(run_id)).result
+            if result:
+                ledger = result.get("ledger", {}).values()
+                return {"llm_calls": sum(u["calls"] for u in ledger), "fix_cycles": len(result.get("cycles", [])),
+                        "generation_ms": sum(u["duration_ms"] for u in ledger)}
+        return None
+
 
 def _progress_line(mode: str, chunk: Any) -> str | None:
     if mode == "custom" and isinstance(chunk, dict) and chunk.get("message"):

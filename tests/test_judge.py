@@ -193,3 +193,40 @@ def test_cli_judge_on_two_directories(fake_llm: FakeLLM, two_impls: list[dict], 
     assert "winner: alpha-impl" in proc.stdout
     assert (tmp_path / "out" / "judge-worksheet.md").is_file()
     assert "sk-judge-secret" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.anyio
+async def test_judge_tool_over_mcp_takes_metrics_from_the_turbo_runs(speedrun_env, fake_llm: FakeLLM,
+                                                                     tmp_path: Path) -> None:
+    import anyio
+    from mcp import ClientSession, StdioServerParameters, stdio_client
+
+    from tests.test_turbo import TEST_CALC, file_blocks
+    from tests.test_turbo_durable import CONTRACT_TEXT
+
+    params = StdioServerParameters(command=sys.executable, args=["-m", "speedrun", "mcp"], env=speedrun_env,
+                                   cwd=str(tmp_path))
+    with anyio.fail_after(90):
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            for name, body in (("alpha", "def add(first, second):\n    return first + second\n"),
+                               ("beta", "def add(first, second):\n    return sum((first, second))\n")):
+                fake_llm.script(file_blocks({"calc.py": body, "test_calc.py": TEST_CALC}))
+                done = await session.call_tool("turbo", {"output_dir": name, "contract": CONTRACT_TEXT,
+                                                         "test_command": PYTEST, "wait_seconds": 60})
+                assert done.structured_content["status"] == "passed", done.content
+            fake_llm.responder = Script(strong_marker="first + second")
+            result = await session.call_tool("judge", {
+                "implementations": [{"path": "alpha"}, {"path": "beta"}], "design": "add two integers",
+                "wait_seconds": 60})
+    assert not result.is_error, result.content
+    status = result.structured_content
+    assert status["status"] == "done"
+    verdict = status["result"]
+    assert verdict["winner"] == "alpha"
+    assert {c["name"]: c["metrics"]["llm_calls"] for c in verdict["scorecards"]} == {"alpha": 1, "beta": 1}
+    worksheet = Path(verdict["worksheet_path"])
+    assert worksheet.is_file() and worksheet.is_relative_to(Path(speedrun_env["SPEEDRUN_HOME"]))
+    assert "| alpha | 1 | 0 |" in worksheet.read_text()  # Speed-Run Metrics row: 1 call, 0 fix cycles
+    text = "".join(getattr(c, "text", "") for c in result.content)
+    assert "first + second" not in text  # the code never comes back to the caller

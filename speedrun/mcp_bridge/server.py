@@ -295,7 +295,8 @@ def register_run_tools(server: MCPServer, settings: Settings,
                 if not isinstance(impl, dict) or not impl.get("path"):
                     raise InputError(f"implementations[{i}] needs at least a 'path' (and a 'name').")
                 path = resolve_output_dir(str(impl["path"]), roots)
-                impls.append({**impl, "name": impl.get("name") or path.name, "path": str(path)})
+                metrics = impl.get("metrics") or await (await manager()).metrics_for(str(path))
+                impls.append({**impl, "name": impl.get("name") or path.name, "path": str(path), "metrics": metrics})
             try:
                 inputs = JudgeInput(implementations=impls, design=design, mode=mode)
             except ValueError as exc:
