@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SessionStart hook of the speed-run plugin: warn once per session when no model provider is configured.
 #
-# Silent (exit 0, no output) when CEREBRAS_API_KEY is set, or when SPEEDRUN_GENERATOR points at a
+# Silent (exit 0, no output) when CEREBRAS_API_KEY is set, or when SPEEDRUN_GENERATOR (or SPEEDRUN_PROVIDER) points at a
 # provider that is usable without it (ollama, openai-compatible, or a hosted preset whose own key is set).
 # Otherwise prints one JSON object: a systemMessage for the user and additionalContext for the model.
 # It only tests whether variables are empty; it never prints a value. Pure bash: no python, no jq.
@@ -23,6 +23,7 @@ provider_ready() {
     # Same parsing as the settings: "provider[:model]", case-insensitive, surrounding spaces ignored.
     local generator provider
     generator="$(trim "${SPEEDRUN_GENERATOR:-}")"
+    [ -n "$generator" ] || generator="$(trim "${SPEEDRUN_PROVIDER:-}")"
     provider="$(printf '%s' "${generator%%:*}" | tr '[:upper:]' '[:lower:]')"
     provider="$(trim "$provider")"
     case "$provider" in
@@ -38,8 +39,8 @@ if provider_ready; then
     exit 0
 fi
 
-user_message='speed-run: no model provider is configured, so its tools will fail. Get a free key at https://cloud.cerebras.ai and set CEREBRAS_API_KEY, either in the \"env\" block of ~/.claude/settings.json or with export in your shell profile (~/.bashrc, ~/.zshrc), then restart Claude Code. No key? Use a local server instead: SPEEDRUN_GENERATOR=ollama:<model> for Ollama, or SPEEDRUN_GENERATOR=openai-compatible:<model> plus SPEEDRUN_OPENAI_COMPATIBLE_URL for any OpenAI-compatible server.'
-model_note='The speed-run plugin has no model provider configured (CEREBRAS_API_KEY is not set, and SPEEDRUN_GENERATOR names no provider that works without it). Every mcp__speed-run__* generation, turbo or judge call will fail until the user sets one and restarts. If the user asks for speed-run, call mcp__speed-run__check_status first: it diagnoses the setup and returns a setup_hint. Do not retry failing speed-run calls in a loop.'
+user_message='speed-run: no model provider is configured, so its tools will fail. Get a free key at https://cloud.cerebras.ai and set CEREBRAS_API_KEY, either in the \"env\" block of ~/.claude/settings.json or with export in your shell profile (~/.bashrc, ~/.zshrc), then restart Claude Code. No key? Use a local server instead: SPEEDRUN_PROVIDER=ollama:<model> for Ollama, or SPEEDRUN_PROVIDER=openai-compatible:<model> plus SPEEDRUN_OPENAI_COMPATIBLE_URL for any OpenAI-compatible server.'
+model_note='The speed-run plugin has no model provider configured (CEREBRAS_API_KEY is not set, and SPEEDRUN_PROVIDER / SPEEDRUN_GENERATOR name no provider that works without it). Every mcp__speed-run__* generation, turbo or judge call will fail until the user sets one and restarts. If the user asks for speed-run, call mcp__speed-run__check_status first: it diagnoses the setup and returns a setup_hint. Do not retry failing speed-run calls in a loop.'
 
 printf '{"systemMessage": "%s", "hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": "%s"}}\n' \
     "$user_message" "$model_note"

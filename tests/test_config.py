@@ -50,7 +50,7 @@ def test_missing_key_gives_the_setup_hint(clean_env) -> None:
         Settings().role("generator")
     message = str(info.value)
     assert message == SETUP_HINT
-    for needle in ("CEREBRAS_API_KEY", "settings.json", "shell profile", "Ollama", "SPEEDRUN_GENERATOR=ollama:"):
+    for needle in ("CEREBRAS_API_KEY", "settings.json", "shell profile", "Ollama", "SPEEDRUN_PROVIDER=ollama:"):
         assert needle in message
 
 
@@ -222,3 +222,17 @@ def test_load_settings_reads_the_environment_once(clean_env, fresh_load_settings
     clean_env.setenv("CEREBRAS_MODEL", "second")
     assert load_settings() is load_settings()
     assert load_settings().cerebras_model == "first"
+
+
+def test_one_provider_setting_covers_every_role_and_roles_can_override_it(clean_env) -> None:
+    clean_env.setenv("SPEEDRUN_PROVIDER", "ollama:qwen2.5-coder:7b")
+    clean_env.setenv("SPEEDRUN_JUDGE", "groq")
+    clean_env.setenv("GROQ_API_KEY", "gsk-test")
+    s = Settings()
+    for role in ("generator", "planner", "fixer", "reviewer"):
+        primary = s.role(role).primary
+        assert (primary.provider, primary.model, primary.api_key) == ("ollama", "qwen2.5-coder:7b", None)
+    assert s.role("judge").primary.provider == "groq"
+    clean_env.setenv("SPEEDRUN_PROVIDER", "nosuch")
+    with pytest.raises(ConfigError, match="SPEEDRUN_PROVIDER='nosuch'"):
+        Settings().role("generator")

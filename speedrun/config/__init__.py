@@ -21,9 +21,9 @@ SETUP_HINT = (
     "No model provider is configured. Set CEREBRAS_API_KEY (free key at https://cloud.cerebras.ai): "
     'either add it to ~/.claude/settings.json as {"env": {"CEREBRAS_API_KEY": "..."}} or '
     "`export CEREBRAS_API_KEY=...` in your shell profile (~/.bashrc, ~/.zshrc), then restart the client. "
-    "Or use a local OpenAI-compatible server instead: for Ollama set SPEEDRUN_GENERATOR=ollama:<model> "
-    "(and the other roles likewise, e.g. SPEEDRUN_PLANNER=ollama:<model>), or SPEEDRUN_GENERATOR=openai-compatible:<model> "
-    "with SPEEDRUN_OPENAI_COMPATIBLE_URL=http://host:port/v1."
+    "Or use a local OpenAI-compatible server instead: for Ollama set SPEEDRUN_PROVIDER=ollama:<model>, or "
+    "SPEEDRUN_PROVIDER=openai-compatible:<model> with SPEEDRUN_OPENAI_COMPATIBLE_URL=http://host:port/v1 "
+    "(SPEEDRUN_GENERATOR, _PLANNER, _FIXER, _REVIEWER and _JUDGE override it per role)."
 )
 
 
@@ -74,12 +74,14 @@ class Settings(BaseSettings):
     openai_compatible_url: str | None = Field(None, validation_alias="SPEEDRUN_OPENAI_COMPATIBLE_URL")
     openai_compatible_api_key: SecretStr | None = Field(None, validation_alias="SPEEDRUN_OPENAI_COMPATIBLE_API_KEY")
 
-    generator: str = Field("cerebras", validation_alias="SPEEDRUN_GENERATOR")
-    planner: str = Field("cerebras", validation_alias="SPEEDRUN_PLANNER")
-    fixer: str = Field("cerebras", validation_alias="SPEEDRUN_FIXER",
-                       description="'client' means the caller fixes failing tests itself.")
-    reviewer: str = Field("cerebras", validation_alias="SPEEDRUN_REVIEWER")
-    judge: str = Field("cerebras", validation_alias="SPEEDRUN_JUDGE")
+    provider: str = Field("cerebras", validation_alias="SPEEDRUN_PROVIDER",
+                          description="Default provider[:model] of every role not set on its own.")
+    generator: str | None = Field(None, validation_alias="SPEEDRUN_GENERATOR")
+    planner: str | None = Field(None, validation_alias="SPEEDRUN_PLANNER")
+    fixer: str | None = Field(None, validation_alias="SPEEDRUN_FIXER",
+                              description="'client' means the caller fixes failing tests itself.")
+    reviewer: str | None = Field(None, validation_alias="SPEEDRUN_REVIEWER")
+    judge: str | None = Field(None, validation_alias="SPEEDRUN_JUDGE")
     generator_fallback: str | None = Field(None, validation_alias="SPEEDRUN_GENERATOR_FALLBACK")
     planner_fallback: str | None = Field(None, validation_alias="SPEEDRUN_PLANNER_FALLBACK")
     fixer_fallback: str | None = Field(None, validation_alias="SPEEDRUN_FIXER_FALLBACK")
@@ -110,13 +112,13 @@ class Settings(BaseSettings):
 
     # --- resolution -------------------------------------------------------------------------------
     def role_string(self, role: Role) -> str:
-        """The raw `provider[:model]` string configured for a role."""
-        return getattr(self, role)
+        """The raw `provider[:model]` string configured for a role (SPEEDRUN_PROVIDER when it has none)."""
+        return (getattr(self, role) or "").strip() or self.provider
 
     @property
     def fixer_is_client(self) -> bool:
         """True when the caller (e.g. Claude Code) fixes failing tests itself."""
-        return self.fixer.strip().lower() == "client"
+        return self.role_string("fixer").strip().lower() == "client"
 
     def role(self, role: Role) -> RoleSpec:
         """Resolve a role to its models; raises ConfigError with the setup hint when a key is missing."""
@@ -124,7 +126,8 @@ class Settings(BaseSettings):
             raise ConfigError(f"Unknown role {role!r}; expected one of {', '.join(ROLES)}.")
         if role == "fixer" and self.fixer_is_client:
             raise ConfigError("The fixer role is 'client': the caller fixes, no model is configured for it.")
-        primary = self._spec(role, self.role_string(role), f"SPEEDRUN_{role.upper()}")
+        var = f"SPEEDRUN_{role.upper()}" if (getattr(self, role) or "").strip() else "SPEEDRUN_PROVIDER"
+        primary = self._spec(role, self.role_string(role), var)
         fb_text = getattr(self, f"{role}_fallback")
         fallback = self._spec(role, fb_text, f"SPEEDRUN_{role.upper()}_FALLBACK") if fb_text else None
         return RoleSpec(primary=primary, fallback=fallback)

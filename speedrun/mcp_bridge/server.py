@@ -116,7 +116,6 @@ def create_server(settings: Settings | None = None) -> MCPServer:
             raise ToolError(redact(f"internal error ({type(exc).__name__}): {exc}")) from None
 
     server = MCPServer("speed-run", instructions=INSTRUCTIONS, version=_version())
-    register_run_tools(server, settings, guarded)
 
     @server.tool()
     async def generate(
@@ -188,8 +187,10 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         try:
             spec = settings.role("generator").primary
         except ConfigError as exc:
+            error = ("no model provider: CEREBRAS_API_KEY is not set and no local provider is configured"
+                     if str(exc) == SETUP_HINT else redact(str(exc)))
             return StatusResult(status="error", url=settings.cerebras_url, model=settings.cerebras_model,
-                                error=redact(str(exc)), setup_hint=SETUP_HINT)
+                                error=error, setup_hint=SETUP_HINT)
         try:
             models = await list_models(spec, settings)
         except SpeedRunError as exc:
