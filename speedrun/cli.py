@@ -284,10 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         return asyncio.run(COMMANDS[args.command](settings, args))
     except SpeedRunError as exc:
-        text = str(exc)
-        for secret in settings.secrets() if settings else []:
-            text = text.replace(secret, "***")
-        _print_err(f"speedrun: {text}")
+        _print_err(f"speedrun: {settings.redact(str(exc)) if settings else exc}")
         return exc.exit_code
     except KeyboardInterrupt:
         _print_err("speedrun: interrupted")

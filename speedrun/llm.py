@@ -227,12 +227,6 @@ def _to_messages(messages: Messages) -> list[Any]:
     return [kinds[role](content=text) for role, text in messages]
 
 
-def _redact(text: str, settings: Settings) -> str:
-    for secret in settings.secrets():
-        text = text.replace(secret, "***")
-    return text
-
-
 def _explain(exc: BaseException, spec: ModelSpec, settings: Settings) -> str:
     import openai
 
@@ -254,7 +248,7 @@ def _explain(exc: BaseException, spec: ModelSpec, settings: Settings) -> str:
         msg = f"{who} failed with HTTP {exc.status_code} after {settings.max_retries} retries: {exc.message}"
     else:
         msg = f"{who} failed: {type(exc).__name__}: {exc}"
-    return _redact(msg, settings)
+    return settings.redact(msg)
 
 
 def _provider_errors() -> tuple[type[BaseException], ...]:
@@ -425,8 +419,8 @@ async def list_models(spec: ModelSpec, settings: Settings) -> list[str]:
         async with httpx.AsyncClient(timeout=timeout) as client:
             response = await client.get(f"{spec.base_url}/models", headers=headers)
     except httpx.HTTPError as exc:
-        raise ProviderError(_redact(f"Could not reach {spec.base_url}: {type(exc).__name__} {exc}. "
-                                    "Check the URL setting and your network.", settings)) from None
+        raise ProviderError(settings.redact(f"Could not reach {spec.base_url}: {type(exc).__name__} {exc}. "
+                                    "Check the URL setting and your network.")) from None
     if response.status_code in (401, 403):
         raise ProviderError(f"{spec.base_url} rejected the API key (HTTP {response.status_code}); "
                             f"check the key for provider {spec.provider!r}.")

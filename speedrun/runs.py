@@ -237,14 +237,9 @@ class RunManager:
         except asyncio.CancelledError:
             raise
         except SpeedRunError as exc:
-            await self._mark(run_id, "error", self._redact(str(exc)))
+            await self._mark(run_id, "error", self.settings.redact(str(exc)))
         except Exception as exc:  # keep the server alive; the message is shown to the caller
-            await self._mark(run_id, "error", self._redact(f"{type(exc).__name__}: {exc}"))
-
-    def _redact(self, text: str) -> str:
-        for secret in self.settings.secrets():
-            text = text.replace(secret, "***")
-        return text
+            await self._mark(run_id, "error", self.settings.redact(f"{type(exc).__name__}: {exc}"))
 
     # --- observation ---------------------------------------------------------------------------------
     async def wait(self, run_id: str, wait_seconds: float, on_progress: Callable[[str], Any] | None = None) -> RunStatus:

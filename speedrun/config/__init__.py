@@ -175,6 +175,12 @@ class Settings(BaseSettings):
                   self.openai_compatible_api_key]
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value().strip()]
 
+    def redact(self, text: str) -> str:
+        """Text with every configured secret replaced by ***: applied to anything that leaves the process."""
+        for secret in self.secrets():
+            text = text.replace(secret, "***")
+        return text
+
     def allowed_roots(self) -> list[Path]:
         """SPEEDRUN_ROOTS as resolved paths; empty when unset."""
         if not self.roots:

@@ -21,28 +21,24 @@ log = logging.getLogger("speedrun.mcp")
 R = TypeVar("R")
 
 INSTRUCTIONS = (
-    "speed-run hands first-pass code generation to a fast hosted model and returns only metadata. "
-    "Write a contract prompt (DATA CONTRACT, API CONTRACT, ALGORITHM, RULES), call generate_and_write_files, "
-    "run the tests, and fix failures with small edits instead of regenerating. check_status diagnoses setup."
+    "speed-run hands first-pass code generation to a fast hosted model and returns only metadata, never code. "
+    "Write a contract (DATA CONTRACT, API CONTRACT, ALGORITHM, RULES) and call turbo: it generates, tests and "
+    "repairs failures with small edits. Poll long runs with run_status. To compare implementations, run several "
+    "turbo calls at once and call judge. generate_and_write_files is the one-shot form; check_status diagnoses setup."
 )
 
 
 class _Redactor(logging.Filter):
     """Scrubs secret values from every log record the server emits."""
 
-    def __init__(self, secrets: list[str]):
+    def __init__(self, settings: Settings):
         super().__init__()
-        self.secrets = secrets
+        self.settings = settings
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        for secret in self.secrets:
-            message = message.replace(secret, "***")
-        record.msg, record.args = message, ()
+        record.msg, record.args = self.settings.redact(record.getMessage()), ()
         if record.exc_info:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-            for secret in self.secrets:
-                record.exc_text = record.exc_text.replace(secret, "***")
+            record.exc_text = self.settings.redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
         return True
 
@@ -91,15 +87,10 @@ def create_server(settings: Settings | None = None) -> MCPServer:
             settings = load_settings()
         except ConfigError as exc:
             config_error, settings = str(exc), Settings.model_construct()
-    secrets = settings.secrets()
-    redactor = _Redactor(secrets)
+    redactor = _Redactor(settings)
     for handler in logging.getLogger().handlers:
         handler.addFilter(redactor)
-
-    def redact(text: str) -> str:
-        for secret in secrets:
-            text = text.replace(secret, "***")
-        return text
+    redact = settings.redact
 
     async def guarded(call: Callable[[], Awaitable[R]]) -> R:
         """Translate our errors into tool errors; nothing crashes the server, no secret leaves it."""
@@ -202,6 +193,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         return StatusResult(status="error" if warning else "ok", url=spec.base_url, model=spec.model,
                             available_models=models, error=warning)
 
+    register_run_tools(server, settings, guarded)  # after the seed's three, so clients list those first
     return server
 
 
