@@ -1,1 +1,1 @@
-"""graphs."""
+"""Compiled LangGraph graphs; each module exports `builder` and `graph` (turbo, judge)."""
