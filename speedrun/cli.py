@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +90,43 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if result.status == "ok" else 1
 
 
+class _Progress:
+    """Live progress on stderr: every event as a line, plus a spinner on the current step at a terminal."""
+
+    FRAMES = "|/-\\"
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.step = "starting"
+        self.since = time.monotonic()
+
+    def event(self, line: str) -> None:
+        self.step, self.since = line.split(":", 1)[0], time.monotonic()
+        sys.stderr.write(("\r\033[K" if self.tty else "") + f"  · {line}\n")
+        sys.stderr.flush()
+
+    async def spin(self) -> None:
+        for tick in itertools.count():
+            sys.stderr.write(f"\r\033[K{self.FRAMES[tick % 4]} {self.step} {time.monotonic() - self.since:4.1f}s")
+            sys.stderr.flush()
+            await asyncio.sleep(0.1)
+
+    async def watch(self, runs: Any, run_id: str) -> Any:
+        """Wait for the run to end (or need input) while showing its progress."""
+        _print_err(f"run {run_id}")
+        spinner = asyncio.create_task(self.spin()) if self.tty else None
+        try:
+            return await runs.wait(run_id, 1e9, on_progress=self.event)
+        finally:
+            if spinner:
+                spinner.cancel()
+                sys.stderr.write("\r\033[K")
+
+
 async def _follow(runs: Any, run_id: str) -> int:
-    """Print progress until the run ends, then a summary; Ctrl-C cancels but keeps the run resumable."""
-    _print_err(f"run {run_id}")
+    """Show progress until the run ends, then a summary; Ctrl-C cancels but keeps the run resumable."""
     try:
-        status = await runs.wait(run_id, 1e9, on_progress=lambda line: _print_err(f"  · {line}"))
+        status = await _Progress().watch(runs, run_id)
     except asyncio.CancelledError:
         await runs.cancel(run_id)
         _print_err(f"cancelled; continue later with: speedrun resume {run_id}")
@@ -208,8 +242,7 @@ async def cmd_judge(settings: Settings, args: argparse.Namespace) -> int:
             design=design.read_text(encoding="utf-8"), mode=args.mode,
             worksheet_dir=str(Path(args.out).expanduser().resolve()))
         run_id = await runs.start("judge", inputs.model_dump())
-        _print_err(f"run {run_id}")
-        status = await runs.wait(run_id, 1e9, on_progress=lambda line: _print_err(f"  · {line}"))
+        status = await _Progress().watch(runs, run_id)
     if status.result is None:
         return _print_status(status)
     r = status.result
