@@ -264,10 +264,12 @@ async def complete(
     *,
     max_tokens: int | None = None,
     on_text: TextSink | None = None,
+    json_mode: bool = False,
 ) -> Completion:
     """One chat call for a role: queued on the shared budget, retried, timed, falling back if configured.
 
     With `on_text`, the reply is streamed and each piece of answer text is passed to it as it arrives.
+    With `json_mode`, the provider is asked for a JSON object (response_format), where it supports that.
     """
     spec = settings.role(role)
     prompt_tokens = sum(estimate_tokens(text) for _, text in messages)
@@ -284,7 +286,7 @@ async def complete(
     for model_spec, is_fallback in candidates:
         try:
             return await _call(settings, model_spec, messages, budget_tokens, prompt_tokens,
-                               sink if on_text else None, is_fallback)
+                               sink if on_text else None, is_fallback, json_mode)
         except _provider_errors() as exc:
             errors.append(_explain(exc, model_spec, settings))
         if streamed:
@@ -295,8 +297,12 @@ async def complete(
     raise ProviderError(" Then the fallback: ".join(errors))
 
 
+# Endpoints (by budget key) that answered 400 to response_format=json_object; asked without it from then on.
+_NO_JSON_MODE: set[str] = set()
+
+
 async def _call(settings: Settings, spec: ModelSpec, messages: Messages, max_tokens: int, prompt_est: int,
-                on_text: TextSink | None, is_fallback: bool) -> Completion:
+                on_text: TextSink | None, is_fallback: bool, json_mode: bool = False) -> Completion:
     budget = budget_for(spec)
     queued = time.monotonic()
     async with budget.hold(prompt_est + max_tokens):
@@ -305,7 +311,7 @@ async def _call(settings: Settings, spec: ModelSpec, messages: Messages, max_tok
         started = time.monotonic()
         async with asyncio.timeout(_wall_clock_limit(settings)):
             if on_text is None:
-                message = await model.ainvoke(lc_messages)
+                message = await _invoke(model, lc_messages, spec, json_mode)
                 text, meta, usage = message.content, message.response_metadata, message.usage_metadata
                 text = _ThinkFilter().feed(text) if isinstance(text, str) else str(text)
             else:
@@ -320,6 +326,19 @@ async def _call(settings: Settings, spec: ModelSpec, messages: Messages, max_tok
         finish_reason=meta.get("finish_reason"), fallback=is_fallback,
     )
     return Completion(text=text, entry=entry, headers=headers)
+
+
+async def _invoke(model: "ChatOpenAI", messages: list[Any], spec: ModelSpec, json_mode: bool) -> Any:
+    """Non-streamed call; JSON mode where the endpoint accepts it (Cerebras, OpenAI, Groq, Ollama do)."""
+    import openai
+
+    if not json_mode or spec.budget_key in _NO_JSON_MODE:
+        return await model.ainvoke(messages)
+    try:
+        return await model.bind(response_format={"type": "json_object"}).ainvoke(messages)
+    except openai.BadRequestError:
+        _NO_JSON_MODE.add(spec.budget_key)  # the schema is in the prompt too, so plain mode still works
+        return await model.ainvoke(messages)
 
 
 def _wall_clock_limit(settings: Settings) -> float:
@@ -379,7 +398,7 @@ async def structured(
     entries: list[LedgerEntry] = []
     problem: str | None = None
     for _attempt in range(2):
-        result = await complete(settings, role, convo, max_tokens=max_tokens)
+        result = await complete(settings, role, convo, max_tokens=max_tokens, json_mode=True)
         entries.append(result.entry)
         try:
             answer = schema.model_validate_json(_json_payload(result.text))

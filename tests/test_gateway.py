@@ -350,6 +350,25 @@ async def test_structured_parses_valid_json(clean_env, fake_llm: FakeLLM) -> Non
     assert len(entries) == 1
     (req,) = fake_llm.chat_requests()
     assert '"winner"' in req.body["messages"][-1]["content"]  # the schema was shown to the model
+    assert req.body["response_format"] == {"type": "json_object"}  # and JSON mode was asked for
+
+
+@pytest.mark.anyio
+async def test_structured_drops_json_mode_where_the_endpoint_rejects_it(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm)
+
+    def strict_server(body: dict) -> Reply:
+        if "response_format" in body:
+            return Reply(status=400, error_message="response_format is not supported")
+        return Reply(content='{"winner": "runner-1", "score": 3}')
+
+    fake_llm.responder = strict_server
+    first, _ = await structured(settings, "judge", Verdict, [("user", "pick one")])
+    second, _ = await structured(settings, "judge", Verdict, [("user", "pick again")])
+
+    assert first == second == Verdict(winner="runner-1", score=3)
+    sent = ["response_format" in r.body for r in fake_llm.chat_requests()]
+    assert sent == [True, False, False]  # asked once, then remembered for this endpoint
 
 
 @pytest.mark.anyio
