@@ -365,4 +365,6 @@ def _version() -> str:
 def main() -> None:
     """Run the server on stdio; logs go to stderr because stdout carries the protocol."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="speed-run %(levelname)s %(message)s")
+    for noisy in ("httpx", "httpx2", "openai"):  # one INFO line per model request drowns the useful ones
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     create_server().run()
