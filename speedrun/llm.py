@@ -50,7 +50,6 @@ class RateBudget:
         self._lock = asyncio.Lock()
         self._window: deque[tuple[float, int]] = deque()  # (start time, tokens charged)
         self._blocked_until = 0.0
-        self.in_flight = 0
 
     @asynccontextmanager
     async def hold(self, tokens: int):
@@ -60,11 +59,7 @@ class RateBudget:
                 while (delay := self._delay(tokens)) > 0:
                     await asyncio.sleep(delay)
                 self._window.append((time.monotonic(), tokens))
-            self.in_flight += 1
-            try:
-                yield
-            finally:
-                self.in_flight -= 1
+            yield
 
     def _delay(self, tokens: int) -> float:
         now = time.monotonic()
@@ -175,7 +170,6 @@ class Completion:
 
     text: str
     entry: LedgerEntry
-    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def finish_reason(self) -> str | None:
@@ -245,7 +239,9 @@ def _explain(exc: BaseException, spec: ModelSpec, settings: Settings) -> str:
     elif isinstance(exc, openai.APIConnectionError):
         msg = f"Could not connect to {who}. Check the URL setting and that the server is up."
     elif isinstance(exc, openai.APIStatusError):
-        msg = f"{who} failed with HTTP {exc.status_code} after {settings.max_retries} retries: {exc.message}"
+        retried = exc.status_code >= 500 or exc.status_code in (408, 409)  # what the openai client retries
+        after = f" after {settings.max_retries} retries" if retried else ""
+        msg = f"{who} failed with HTTP {exc.status_code}{after}: {exc.message}"
     else:
         msg = f"{who} failed: {type(exc).__name__}: {exc}"
     return settings.redact(msg)
@@ -316,8 +312,7 @@ async def _call(settings: Settings, spec: ModelSpec, messages: Messages, max_tok
                 text = _ThinkFilter().feed(text) if isinstance(text, str) else str(text)
             else:
                 text, meta, usage = await _stream(model, lc_messages, on_text, settings.generation_timeout_s)
-        headers = dict(meta.get("headers") or {})
-        budget.observe(headers)
+        budget.observe(dict(meta.get("headers") or {}))
     entry = LedgerEntry(
         role=spec.role, provider=spec.provider, model=spec.model,
         duration_ms=int((time.monotonic() - started) * 1000), queued_ms=int((started - queued) * 1000),
@@ -325,7 +320,7 @@ async def _call(settings: Settings, spec: ModelSpec, messages: Messages, max_tok
         completion_tokens=(usage or {}).get("output_tokens") or estimate_tokens(text),
         finish_reason=meta.get("finish_reason"), fallback=is_fallback,
     )
-    return Completion(text=text, entry=entry, headers=headers)
+    return Completion(text=text, entry=entry)
 
 
 async def _invoke(model: "ChatOpenAI", messages: list[Any], spec: ModelSpec, json_mode: bool) -> Any:

@@ -232,7 +232,10 @@ class RunManager:
                 if line:
                     live.progress = (live.progress + [line])[-PROGRESS_KEEP:]
                     for listener in list(live.listeners):
-                        await _maybe_await(listener(line))
+                        try:
+                            await _maybe_await(listener(line))
+                        except Exception:  # a watcher that went away (closed client) must not end the run
+                            live.listeners.remove(listener)
             await self._mark(run_id, "done")
         except asyncio.CancelledError:
             raise
@@ -251,7 +254,7 @@ class RunManager:
             try:
                 await asyncio.wait({live.task}, timeout=max(0.0, wait_seconds))
             finally:
-                if on_progress:
+                if on_progress in live.listeners:
                     live.listeners.remove(on_progress)
         return await self.status(run_id)
 

@@ -160,3 +160,22 @@ async def test_cancel_marks_the_run_cancelled_and_continue_finishes_it(speedrun_
     assert final.status == "passed"
     assert final.result["tests"]["passed"] == 1
     assert [role_of(r) for r in fake_llm.chat_requests()] == ["generator"]
+
+
+@pytest.mark.anyio
+async def test_a_progress_watcher_that_fails_does_not_end_the_run(speedrun_env, fake_llm, tmp_path):
+    # E.g. an MCP client that disconnected while its progress notifications were still being sent.
+    fake_llm.script(file_blocks({"calc.py": FIXED_CALC, "test_calc.py": TEST_CALC}))
+    seen: list[str] = []
+
+    def broken_watcher(line: str) -> None:
+        seen.append(line)
+        raise ConnectionResetError("client went away")
+
+    with anyio.fail_after(60):
+        async with RunManager.open(Settings()) as runs:
+            run_id = await runs.start("turbo", {"contract": CONTRACT_TEXT, "output_dir": str(tmp_path / "ws"),
+                                                "test_command": PYTEST})
+            final = await runs.wait(run_id, 30, on_progress=broken_watcher)
+    assert final.status == "passed", final.error
+    assert len(seen) == 1  # dropped after its first failure
