@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from speedrun.config import Settings, load_settings
-from speedrun.errors import InputError, SpeedRunError
+from speedrun.errors import InputError, SpeedRunError, parse_input
 
 
 def _print_err(text: str) -> None:
@@ -60,7 +60,7 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     from speedrun.state import Usage
 
     prompt = _read_prompt(args)
-    settings.role("generator")
+    settings.require("generator")
     out = Path(args.out).expanduser().resolve()
     context = read_context_files(args.context or [], Path.cwd(), [Path.cwd().resolve(), out])
 
@@ -181,11 +181,11 @@ async def cmd_turbo(settings: Settings, args: argparse.Namespace) -> int:
                              "API CONTRACT, ALGORITHM and RULES sections.")
         contract = path.read_text(encoding="utf-8")
     roles = {"fixer": "client"} if args.client_fix else {}
-    run_settings = with_roles(settings, roles)
-    run_settings.role("generator")
-    out = Path(args.out).expanduser().resolve()
-    inputs = TurboInput(task=args.task, contract=contract, output_dir=str(out), test_command=args.test_cmd,
-                        max_fix_cycles=args.max_fix_cycles, context_files=args.context or [], roles=roles)
+    inputs = parse_input(TurboInput, {
+        "task": args.task, "contract": contract, "output_dir": str(Path(args.out).expanduser().resolve()),
+        "test_command": args.test_cmd, "max_fix_cycles": args.max_fix_cycles, "context_files": args.context or [],
+        "roles": roles})
+    with_roles(settings, roles).require("generator", "fixer", *(() if contract else ("planner",)))
     async with RunManager.open(settings) as runs:
         run_id = await runs.start("turbo", inputs.model_dump())
         return await _follow(runs, run_id)
@@ -232,15 +232,14 @@ async def cmd_judge(settings: Settings, args: argparse.Namespace) -> int:
             raise InputError(f"{d} is not a directory; pass the implementation directories to judge.")
     if len({d.name for d in dirs}) != len(dirs):
         raise InputError("implementation directories must have distinct names (they label the scorecard).")
-    for role in ("reviewer", "judge"):
-        settings.role(role)
+    settings.require("reviewer", "judge")
     async with RunManager.open(settings) as runs:
         # Directories written by earlier turbo runs bring their calls, fix cycles and generation time along.
-        inputs = JudgeInput(
-            implementations=[{"name": d.name, "path": str(d), "test_command": args.test_cmd,
-                              "metrics": await runs.metrics_for(str(d))} for d in dirs],
-            design=design.read_text(encoding="utf-8"), mode=args.mode,
-            worksheet_dir=str(Path(args.out).expanduser().resolve()))
+        inputs = parse_input(JudgeInput, {
+            "implementations": [{"name": d.name, "path": str(d), "test_command": args.test_cmd,
+                                 "metrics": await runs.metrics_for(str(d))} for d in dirs],
+            "design": design.read_text(encoding="utf-8"), "mode": args.mode,
+            "worksheet_dir": str(Path(args.out).expanduser().resolve())})
         run_id = await runs.start("judge", inputs.model_dump())
         status = await _Progress().watch(runs, run_id)
     if status.result is None:

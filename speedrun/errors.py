@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
 
 class SpeedRunError(Exception):
     """Base for every error speed-run raises on purpose; its text is safe to show a user."""
@@ -32,3 +38,12 @@ class FileProtocolError(SpeedRunError):
 
 class RunNotFoundError(InputError):
     """A run id that no checkpoint knows about."""
+
+
+def parse_input(model: type[M], data: dict[str, Any]) -> M:
+    """Validate input arriving at an edge (CLI, MCP) into a record; a bad field becomes an InputError naming it."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors())
+        raise InputError(f"invalid {model.__name__}: {problems}.") from None

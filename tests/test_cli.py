@@ -105,3 +105,15 @@ def test_check_with_a_rejected_key_fails_cleanly(tmp_path: Path, fake_llm: FakeL
     assert "rejected the API key" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert KEY not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("args, field", [
+    (["turbo", "--task", "x", "--out", "ws", "--max-fix-cycles", "50"], "max_fix_cycles"),
+    (["turbo", "--task", "  ", "--out", "ws"], "give either `task`"),
+])
+def test_bad_turbo_input_is_one_message_naming_the_field(tmp_path: Path, fake_llm: FakeLLM, args: list[str],
+                                                         field: str) -> None:
+    proc = run_cli(args, tmp_path, **fake_env(fake_llm))
+    assert proc.returncode == 2
+    assert field in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == "" and not fake_llm.chat_requests()

@@ -236,3 +236,10 @@ def test_one_provider_setting_covers_every_role_and_roles_can_override_it(clean_
     clean_env.setenv("SPEEDRUN_PROVIDER", "nosuch")
     with pytest.raises(ConfigError, match="SPEEDRUN_PROVIDER='nosuch'"):
         Settings().role("generator")
+
+
+def test_redaction_hides_keys_but_leaves_text_alone_for_placeholders(clean_env) -> None:
+    clean_env.setenv("CEREBRAS_API_KEY", "csk-0123456789abcdef")
+    assert Settings().redact("bad key csk-0123456789abcdef sent") == "bad key *** sent"
+    clean_env.setenv("CEREBRAS_API_KEY", "x")  # a placeholder is not a secret worth garbling messages for
+    assert Settings().redact("max_fix_cycles") == "max_fix_cycles"

@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from speedrun.config.providers import PRESETS, ProviderLimits, ProviderPreset
 from speedrun.errors import ConfigError
 
+MIN_SECRET_LEN = 8  # real API keys are far longer
+
 Role = Literal["generator", "planner", "fixer", "reviewer", "judge"]
 ROLES: tuple[Role, ...] = ("generator", "planner", "fixer", "reviewer", "judge")
 
@@ -120,6 +122,12 @@ class Settings(BaseSettings):
         """True when the caller (e.g. Claude Code) fixes failing tests itself."""
         return self.role_string("fixer").strip().lower() == "client"
 
+    def require(self, *roles: Role) -> None:
+        """Fail fast, with the setup hint, unless every named role can reach a model (a client fixer needs none)."""
+        for role in roles:
+            if not (role == "fixer" and self.fixer_is_client):
+                self.role(role)
+
     def role(self, role: Role) -> RoleSpec:
         """Resolve a role to its models; raises ConfigError with the setup hint when a key is missing."""
         if role not in ROLES:
@@ -178,7 +186,9 @@ class Settings(BaseSettings):
     def redact(self, text: str) -> str:
         """Text with every configured secret replaced by ***: applied to anything that leaves the process."""
         for secret in self.secrets():
-            text = text.replace(secret, "***")
+            # A placeholder like "x" is no secret, and replacing every "x" would garble the message.
+            if len(secret) >= MIN_SECRET_LEN:
+                text = text.replace(secret, "***")
         return text
 
     def allowed_roots(self) -> list[Path]:

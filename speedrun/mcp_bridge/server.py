@@ -14,7 +14,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from speedrun.config import SETUP_HINT, Settings, load_settings
-from speedrun.errors import ConfigError, InputError, SpeedRunError
+from speedrun.errors import ConfigError, InputError, SpeedRunError, parse_input
 from speedrun.state import GenerateResult, StatusResult, Usage, WriteFilesResult
 
 log = logging.getLogger("speedrun.mcp")
@@ -145,7 +145,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         from speedrun.codegen import generate_and_write, read_context_files
 
         async def run() -> WriteFilesResult:
-            settings.role("generator")  # fail fast with the setup hint before touching the disk
+            settings.require("generator")  # fail fast with the setup hint before touching the disk
             roots = await allowed_roots(ctx, settings)
             out = resolve_output_dir(output_dir, roots)
             context = read_context_files(context_files or [], out, roots)
@@ -249,16 +249,12 @@ def register_run_tools(server: MCPServer, settings: Settings,
         from speedrun.state.turbo import TurboInput
 
         async def run() -> dict[str, Any]:
-            if not (task or contract):
-                raise InputError("give `task` (plain words) or `contract` (DATA CONTRACT / API CONTRACT / "
-                                 "ALGORITHM / RULES).")
-            run_settings = with_roles(settings, roles)
-            run_settings.role("generator")
-            if not run_settings.fixer_is_client:
-                run_settings.role("fixer")
+            inputs = parse_input(TurboInput, {
+                "task": task, "contract": contract, "output_dir": output_dir, "test_command": test_command,
+                "max_fix_cycles": max_fix_cycles, "context_files": context_files or [], "roles": roles or {}})
+            with_roles(settings, roles).require("generator", "fixer", *(() if contract else ("planner",)))
             out = resolve_output_dir(output_dir, await allowed_roots(ctx, settings))
-            inputs = TurboInput(task=task, contract=contract, output_dir=str(out), test_command=test_command,
-                                max_fix_cycles=max_fix_cycles, context_files=context_files or [], roles=roles or {})
+            inputs.output_dir = str(out)
             runs = await manager()
             run_id = await runs.start("turbo", inputs.model_dump())
             return await wait_and_report(run_id, wait_seconds, ctx)
@@ -280,8 +276,7 @@ def register_run_tools(server: MCPServer, settings: Settings,
         from speedrun.state.judging import JudgeInput
 
         async def run() -> dict[str, Any]:
-            for role in ("reviewer", "judge"):
-                settings.role(role)
+            settings.require("reviewer", "judge")
             roots = await allowed_roots(ctx, settings)
             impls = []
             for i, impl in enumerate(implementations):
@@ -290,10 +285,7 @@ def register_run_tools(server: MCPServer, settings: Settings,
                 path = resolve_output_dir(str(impl["path"]), roots)
                 metrics = impl.get("metrics") or await (await manager()).metrics_for(str(path))
                 impls.append({**impl, "name": impl.get("name") or path.name, "path": str(path), "metrics": metrics})
-            try:
-                inputs = JudgeInput(implementations=impls, design=design, mode=mode)
-            except ValueError as exc:
-                raise InputError(f"invalid judge input: {exc}") from None
+            inputs = parse_input(JudgeInput, {"implementations": impls, "design": design, "mode": mode})
             runs = await manager()
             run_id = await runs.start("judge", inputs.model_dump())
             return await wait_and_report(run_id, wait_seconds, ctx)

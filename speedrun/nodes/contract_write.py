@@ -6,7 +6,6 @@ from langgraph.runtime import Runtime
 
 from speedrun import prompts
 from speedrun.config import RunContext
-from speedrun.errors import InputError
 from speedrun.llm import structured
 from speedrun.nodes.common import progress, run_settings
 from speedrun.state.turbo import Contract, TurboState
@@ -21,9 +20,6 @@ async def contract_write(state: TurboState, runtime: Runtime[RunContext]) -> dic
         warnings = [f"contract has no {name} section; the generator will have to guess it" for name in missing]
         progress(runtime, "contract_write", "contract given" + (f"; missing {', '.join(missing)}" if missing else ""))
         return {"spec": spec, "warnings": warnings}
-    if not (state.task and state.task.strip()):
-        raise InputError("give either `task` (plain words) or `contract` (DATA CONTRACT / API CONTRACT / "
-                         "ALGORITHM / RULES text).")
     settings = run_settings(runtime, state.roles)
     progress(runtime, "contract_write", "planner is writing the contract")
     messages = [("system", prompts.CONTRACT_SYSTEM),

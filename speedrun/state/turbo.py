@@ -6,7 +6,7 @@ import operator
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from speedrun.state.records import FileError, LedgerEntry, TestReport, WrittenFile
 
@@ -114,6 +114,13 @@ class TurboInput(BaseModel):
     roles: dict[str, str] = Field(default_factory=dict, description="Per-role overrides, e.g. "
                                                                     "{'fixer': 'client', 'generator': 'groq'}.")
     test_timeout_s: float = Field(300, gt=0, description="Wall-clock limit for one test run.")
+
+    @model_validator(mode="after")
+    def _task_or_contract(self) -> "TurboInput":
+        if not ((self.task and self.task.strip()) or (self.contract and self.contract.strip())):
+            raise ValueError("give either `task` (plain words) or `contract` (DATA CONTRACT / API CONTRACT / "
+                             "ALGORITHM / RULES text)")
+        return self
 
 
 class TurboState(TurboInput):
