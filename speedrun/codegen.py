@@ -10,7 +10,8 @@ from pathlib import Path
 from speedrun import prompts
 from speedrun.config import Role, Settings
 from speedrun.errors import FileProtocolError, InputError
-from speedrun.files import FileStreamParser, SafeWriter, normalize_relpath
+from speedrun.files import SafeWriter, normalize_relpath
+from speedrun.reply_parser import FileStreamParser
 from speedrun.llm import Messages, complete
 from speedrun.state import FileError, GeneratedFile, LedgerEntry, WriteReport, WrittenFile
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from speedrun.errors import FileProtocolError
-from speedrun.files import FileStreamParser, SafeWriter, normalize_relpath, parse_files
+from speedrun.files import SafeWriter, normalize_relpath
+from speedrun.reply_parser import FileStreamParser, parse_files
 from speedrun.state.records import FileError, GeneratedFile, WrittenFile
 
 # ---------------------------------------------------------------------------------------------------
