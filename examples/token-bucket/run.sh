@@ -6,9 +6,9 @@ here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 out="${1:-$repo/build/token-bucket}"
 
-command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
-uv sync --frozen --quiet --project "$repo"
-speedrun() { uv run --project "$repo" --frozen --quiet speedrun "$@"; }
+uv="$(bash "$repo/scripts/ensure-uv.sh")"
+# `uv run` installs what is missing without removing extra groups (a Studio install survives it).
+speedrun() { "$uv" run --project "$repo" --frozen --quiet speedrun "$@"; }
 
 # Stops here with the setup hint (how to set CEREBRAS_API_KEY, or use Ollama) when no provider is configured.
 speedrun check
