@@ -1,0 +1,115 @@
+"""LangGraph Studio as its users start it: `langgraph dev` with no extra flags beyond the README's, over HTTP.
+
+The dev server refuses blocking calls inside async nodes (BlockingError) unless started with --allow-blocking, so a
+node that writes files or starts processes on the event loop fails here and nowhere else. Skipped when the studio
+dependency group is not installed (`uv sync --group studio`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.fake_llm import FakeLLM
+
+pytest.importorskip("langgraph_api", reason="the studio group is not installed (uv sync --group studio)")
+
+REPO = Path(__file__).resolve().parents[1]
+LANGGRAPH = Path(sys.executable).with_name("langgraph")
+
+CONTRACT = """\
+DATA CONTRACT: integers.
+API CONTRACT: add(a: int, b: int) -> int in calc.py
+ALGORITHM: return a + b.
+RULES: write calc.py and test_calc.py.
+"""
+CALC = "def add(a, b):\n    return a + b\n"
+TEST_CALC = "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _http(method: str, url: str, body: dict | None = None, timeout: float = 120) -> dict | list:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read() or b"null")
+
+
+@pytest.fixture
+def studio(tmp_path: Path, fake_llm: FakeLLM):
+    """`langgraph dev --no-browser --no-reload` on a free loopback port, the project copied outside the repo
+    (the dev server writes .langgraph_api/ next to langgraph.json), logs outside the project folder."""
+    if not LANGGRAPH.exists():
+        pytest.skip("langgraph CLI not installed in this environment")
+    project = tmp_path / "project"
+    shutil.copytree(REPO, project, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", ".langgraph_api",
+                                                                 "build", ".pytest_cache"))
+    port = _free_port()
+    log = tmp_path / "dev.log"
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LANGSMITH_TRACING": "false",
+           "CEREBRAS_API_KEY": "sk-studio-test-key", "CEREBRAS_URL": fake_llm.base_url,
+           "CEREBRAS_MODEL": "fake-model", "SPEEDRUN_HOME": str(tmp_path / "home"),
+           "PYTHONPATH": str(project)}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(LANGGRAPH), "dev", "--no-browser", "--no-reload", "--port", str(port)],
+                                cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            # The dev server silently moves to another port when ours is taken: read the real one from its log.
+            plain = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace"))
+            found = re.search(r"API: (http://127\.0\.0\.1:\d+)", plain)
+            if found:
+                try:
+                    _http("GET", f"{found.group(1)}/ok", timeout=2)
+                    url = found.group(1)
+                    break
+                except OSError:
+                    pass
+            time.sleep(0.5)
+        if url is None:
+            pytest.fail(f"langgraph dev did not come up:\n{log.read_text(errors='replace')[-3000:]}")
+        yield url, log
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_turbo_runs_in_langgraph_dev_without_allow_blocking(studio, fake_llm: FakeLLM, tmp_path: Path) -> None:
+    url, log = studio
+    assistants = _http("POST", f"{url}/assistants/search", {})
+    assert {"turbo", "judge"} <= {a["graph_id"] for a in assistants}
+
+    fake_llm.script(f'<FILE path="calc.py">\n{CALC}</FILE>\n<FILE path="test_calc.py">\n{TEST_CALC}</FILE>\n')
+    out = tmp_path / "ws"
+    test_cmd = f"{sys.executable} -m pytest -q -p no:cacheprovider"
+    final = _http("POST", f"{url}/runs/wait", {
+        "assistant_id": "turbo",
+        "input": {"contract": CONTRACT, "output_dir": str(out), "test_command": test_cmd}})
+
+    logged = log.read_text(errors="replace")
+    assert "BlockingError" not in logged, logged[-3000:]
+    assert final["result"]["status"] == "passed", json.dumps(final)[:2000]
+    assert (out / "calc.py").read_text() == CALC
+    assert final["result"]["tests"]["passed"] == 1
