@@ -1,23 +1,33 @@
-"""Apply the fixer's search/replace edits exactly, and never let an "edit" regenerate a whole file."""
+"""Apply the fixer's search/replace edits by whole lines, tolerantly, and never let an "edit" regenerate a whole file."""
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
+from math import gcd
 from pathlib import Path
 
 from speedrun.errors import FileProtocolError
 from speedrun.files import SafeWriter, normalize_relpath
-from speedrun.state.edits import Edit, EditOutcome
+from speedrun.state.edits import Edit, EditOutcome, EditStatus
 from speedrun.state.records import GeneratedFile, WrittenFile
 
 __all__ = ["apply_edits", "closest_match", "numbered"]
 
 # A file with at most this many non-blank lines may be replaced wholesale: the share rule would be noise.
 _SMALL_FILE_LINES = 8
+# Outcome messages and excerpts go back to a model and into results: keep them short (issue 7, section 4).
+MAX_MESSAGE_CHARS = 300
+MAX_CLOSEST_LINES = 10
+_MAX_EXCERPT_LINE = 160
+_MAX_PATH_SHOWN = 80
+_MAX_MATCHES = 50  # enough to say "ambiguous" and where; don't scan a huge file for more
 _LINE_RE = re.compile(r"[^\n]*\n|[^\n]+")
+# The fixer is shown excerpts as '  12| code'; models sometimes copy that prefix into the search text.
+_NUMBER_PREFIX = re.compile(r"^ *\d+\|(?: |$)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -50,14 +60,10 @@ def numbered(text: str, start: int = 1, end: int | None = None) -> str:
     return "\n".join(out)
 
 
-def closest_match(text: str, search: str, context: int = 2) -> tuple[int, str] | None:
-    """Most similar window of text to search: (1-based first line of the window, numbered excerpt ±context).
-
-    Windows are as many lines as the search block; similarity is difflib's ratio with trailing whitespace
-    ignored. None when the file or the search text has no lines.
-    """
-    file_lines = [line.rstrip() for line in _lines(text)]
-    wanted_lines = [line.rstrip() for line in _lines(search)]
+def _closest(file_lines: list[str], wanted_lines: list[str]) -> tuple[int, int] | None:
+    """(0-based start, size) of the window of file_lines most similar to wanted_lines (trailing blanks ignored)."""
+    file_lines = [line.rstrip() for line in file_lines]
+    wanted_lines = [line.rstrip() for line in wanted_lines]
     # Leading/trailing blank lines in the search carry no signal and would shift the window.
     while wanted_lines and not wanted_lines[0]:
         wanted_lines.pop(0)
@@ -66,9 +72,8 @@ def closest_match(text: str, search: str, context: int = 2) -> tuple[int, str] |
     if not file_lines or not wanted_lines:
         return None
     size = min(len(wanted_lines), len(file_lines))
-    wanted = "\n".join(wanted_lines)
     sm = SequenceMatcher(None, autojunk=False)
-    sm.set_seq2(wanted)  # seq2 is the one SequenceMatcher preprocesses; reuse it across windows
+    sm.set_seq2("\n".join(wanted_lines))  # seq2 is the one SequenceMatcher preprocesses; reuse it across windows
     best, best_at = -1.0, 0
     for i in range(len(file_lines) - size + 1):
         sm.set_seq1("\n".join(file_lines[i : i + size]))
@@ -78,84 +83,255 @@ def closest_match(text: str, search: str, context: int = 2) -> tuple[int, str] |
         score = sm.ratio()
         if score > best:
             best, best_at = score, i
-    first = best_at + 1
-    excerpt = numbered(text, max(1, first - context), first + size - 1 + context)
-    return first, excerpt
+    return best_at, size
+
+
+def closest_match(text: str, search: str, context: int = 2) -> tuple[int, str] | None:
+    """Most similar window of text to search: (1-based first line of the window, numbered excerpt ±context).
+
+    Windows are as many lines as the search block; similarity is difflib's ratio with trailing whitespace
+    ignored. None when the file or the search text has no lines.
+    """
+    found = _closest(_lines(text), _lines(search.replace("\r\n", "\n")))
+    if found is None:
+        return None
+    start, size = found
+    return start + 1, numbered(text, max(1, start + 1 - context), start + size + context)
+
+
+def _excerpt(text: str, first: int, last: int, context: int = 2) -> str:
+    """Numbered lines first-context..last+context, at most MAX_CLOSEST_LINES of them, long lines cut."""
+    start = max(1, first - context)
+    end = min(last + context, start + MAX_CLOSEST_LINES - 1)
+    rows = numbered(text, start, end).split("\n")
+    return "\n".join(r if len(r) <= _MAX_EXCERPT_LINE else r[: _MAX_EXCERPT_LINE - 3] + "..." for r in rows)
+
+
+def _cap(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def _show(path: str) -> str:
+    """A path as echoed in a message: bounded, so a huge bad path cannot flood the result."""
+    return path if len(path) <= _MAX_PATH_SHOWN else path[: _MAX_PATH_SHOWN - 3] + "..."
 
 
 # --------------------------------------------------------------------------------------------------
-# Matching
+# Lines and indentation
 # --------------------------------------------------------------------------------------------------
 
 
-def _occurrences(text: str, needle: str) -> list[int]:
-    """Start offsets of needle in text, overlapping ones included (so 'aa' in 'aaa' is ambiguous)."""
-    found, pos = [], text.find(needle)
-    while pos != -1:
-        found.append(pos)
-        if len(found) > 50:  # enough to say "ambiguous"; don't scan a huge file for more
-            break
-        pos = text.find(needle, pos + 1)
-    return found
-
-
-def _line_of(text: str, offset: int) -> int:
-    return text.count("\n", 0, offset) + 1
-
-
-def _normalize(text: str) -> str:
-    """LF line endings and no trailing whitespace on any line."""
-    return "\n".join(line.rstrip() for line in text.replace("\r\n", "\n").split("\n"))
-
-
-def _tolerant_spans(text: str, search: str) -> list[tuple[int, int]]:
-    """Spans of text that match search when line endings and trailing whitespace are ignored."""
-    needle = _normalize(search)
-    if not needle.strip():
-        return []
-    # Normalized text, with each original line's (original start, body length, normalized start, normalized length).
-    norm_parts: list[str] = []
-    table: list[tuple[int, int, int, int]] = []
-    orig = norm = 0
+def _split(text: str) -> tuple[list[str], list[str]]:
+    """A file's lines as (bodies, terminators); a terminator is '\\n', '\\r\\n' or '' (only on the last line)."""
+    bodies, terms = [], []
     for m in _LINE_RE.finditer(text):
         piece = m.group(0)
         term = "\r\n" if piece.endswith("\r\n") else "\n" if piece.endswith("\n") else ""
-        body = piece[: len(piece) - len(term)]
-        stripped = body.rstrip()
-        table.append((orig, len(body), norm, len(stripped)))
-        norm_parts.append(stripped + ("\n" if term else ""))
-        orig += len(piece)
-        norm += len(stripped) + (1 if term else 0)
-    haystack = "".join(norm_parts)
-
-    def to_orig(p: int, *, is_end: bool) -> int:
-        for o_start, body_len, n_start, n_len in table:
-            if n_start <= p <= n_start + n_len:
-                off = p - n_start
-                # A match that ends where a line's visible text ends also takes that line's trailing blanks.
-                if is_end and off == n_len:
-                    return o_start + body_len
-                return o_start + off
-        return len(text)
-
-    spans = []
-    for p in _occurrences(haystack, needle):
-        spans.append((to_orig(p, is_end=False), to_orig(p + len(needle), is_end=True)))
-    return spans
+        bodies.append(piece[: len(piece) - len(term)])
+        terms.append(term)
+    return bodies, terms
 
 
-def _non_blank(lines: list[str]) -> int:
-    return sum(1 for line in lines if line.strip())
+def _block(text: str) -> list[str]:
+    """A search or replace text as lines; its final newline (present or not) makes no difference."""
+    if not text:
+        return []
+    lines = text.replace("\r\n", "\n").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
 
 
-def _uses_crlf(text: str) -> bool:
-    lf = text.count("\n")
-    return lf > 0 and text.count("\r\n") * 2 > lf
+def _blank(line: str) -> bool:
+    return not line.strip()
 
 
-def _match_line_ending(replace: str, crlf: bool) -> str:
-    lf = replace.replace("\r\n", "\n")
-    return lf.replace("\n", "\r\n") if crlf else lf
+def _indent(line: str) -> str:
+    return line[: len(line) - len(line.lstrip(" \t"))]
+
+
+def _col(indent: str, tab: int) -> int:
+    """Display width of an indentation, tabs advancing to the next multiple of tab."""
+    col = 0
+    for ch in indent:
+        col = (col // tab + 1) * tab if ch == "\t" else col + 1
+    return col
+
+
+def _make_indent(col: int, tabs: bool, tab: int) -> str:
+    return "\t" * (col // tab) + " " * (col % tab) if tabs else " " * col
+
+
+def _space_unit(lines: list[str]) -> int | None:
+    """The indentation step of space-indented lines (gcd of their widths), if it looks like one (2..8)."""
+    unit = 0
+    for line in lines:
+        ind = _indent(line)
+        if ind and "\t" not in ind and not _blank(line):
+            unit = gcd(unit, len(ind))
+    return unit if 2 <= unit <= 8 else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Matching: whole lines only, strictest rule first
+# --------------------------------------------------------------------------------------------------
+
+_EXACT, _TRAILING, _INDENT = "exact", "trailing whitespace", "indentation"
+
+
+@dataclass
+class _Match:
+    start: int  # 0-based index of the first matched file line
+    size: int
+    tier: str
+    reindent: Callable[[list[str]], list[str]] | None = None  # maps the replace lines onto the file's indentation
+
+
+def _key(line: str, tier: str) -> str:
+    if tier == _EXACT:
+        return line
+    if tier == _TRAILING:
+        return line.rstrip()
+    return line.rstrip().lstrip(" \t")
+
+
+def _find(bodies: list[str], search: list[str], tier: str, tab_widths: list[int]) -> list[_Match]:
+    """Every place where the search lines equal whole file lines under the tier's rule (overlaps included)."""
+    keys = [_key(b, tier) for b in bodies]
+    wanted = [_key(s, tier) for s in search]
+    n = len(wanted)
+    found: list[_Match] = []
+    for i in range(len(keys) - n + 1):
+        if keys[i] != wanted[0] or keys[i : i + n] != wanted:
+            continue
+        if tier != _INDENT:
+            found.append(_Match(i, n, tier))
+        else:
+            reindent = _indent_map(bodies[i : i + n], search, bodies, tab_widths)
+            if reindent is None:  # same text, but the indentation is not shifted uniformly: not this place
+                continue
+            found.append(_Match(i, n, tier, reindent))
+        if len(found) > _MAX_MATCHES:
+            break
+    return found
+
+
+def _indent_map(
+    window: list[str], search: list[str], bodies: list[str], tab_widths: list[int]
+) -> Callable[[list[str]], list[str]] | None:
+    """If window is search shifted by one uniform indentation, a function re-indenting replace lines likewise."""
+    pairs = [(w, s) for w, s in zip(window, search) if not _blank(w)]
+    for tab in tab_widths:
+        deltas = {_col(_indent(w), tab) - _col(_indent(s), tab) for w, s in pairs}
+        if len(deltas) == 1:
+            break
+    else:
+        return None
+    delta = deltas.pop()
+    tabs = _uses_tabs(window, bodies)  # None: the file has no indentation to copy; keep the replace's own
+    first_file = _col(_indent(pairs[0][0]), tab)
+    first_search = _col(_indent(pairs[0][1]), tab)
+
+    def reindent(replace: list[str]) -> list[str]:
+        body = [r for r in replace if not _blank(r)]
+        shift = delta
+        # A model that got the search's indentation wrong sometimes wrote the replace at the file's real
+        # indentation: its first line then sits exactly where the matched text starts. Don't shift it twice.
+        if body and first_search != first_file and _col(_indent(body[0]), tab) == first_file:
+            shift = 0
+        out = []
+        for r in replace:
+            if _blank(r):
+                out.append("")
+            else:
+                col = max(0, _col(_indent(r), tab) + shift)
+                use_tabs = tabs if tabs is not None else "\t" in _indent(r)
+                out.append(_make_indent(col, use_tabs, tab) + r.lstrip(" \t"))
+        return out
+
+    return reindent
+
+
+def _uses_tabs(window: list[str], bodies: list[str]) -> bool | None:
+    """Whether new indentation should be tabs: as in the matched lines, else as in most of the file."""
+    for sample in (window, bodies[:2000]):
+        indents = [_indent(line) for line in sample if _indent(line) and not _blank(line)]
+        if indents:
+            return sum(ind.startswith("\t") for ind in indents) * 2 > len(indents)
+    return None
+
+
+@dataclass
+class _Variant:
+    """One reading of the edit: the search and replace lines, and what was forgiven to get them."""
+
+    search: list[str]
+    replace: list[str]
+    note: str = ""
+
+
+def _strip_blank_lines(lines: list[str]) -> list[str]:
+    start = next((i for i, line in enumerate(lines) if not _blank(line)), len(lines))
+    end = len(lines) - next((i for i, line in enumerate(reversed(lines)) if not _blank(line)), len(lines))
+    return lines[start:end] if start < end else []
+
+
+def _trim_blank(v: _Variant) -> _Variant:
+    """Drop blank lines around the search, and as many around the replace (models add them in pairs)."""
+    s, r = v.search, v.replace
+    lead = next((i for i, line in enumerate(s) if not _blank(line)), len(s))
+    trail = next((i for i, line in enumerate(reversed(s)) if not _blank(line)), 0)
+    if not lead and not trail:
+        return v
+    r_lead = min(lead, next((i for i, line in enumerate(r) if not _blank(line)), len(r)))
+    r = r[r_lead:]
+    r_trail = min(trail, next((i for i, line in enumerate(reversed(r)) if not _blank(line)), len(r)))
+    return _Variant(s[lead : len(s) - trail], r[: len(r) - r_trail], _join(v.note, "blank lines around the search"))
+
+
+def _unfence(v: _Variant) -> _Variant:
+    def strip(lines: list[str]) -> list[str]:
+        if len(lines) >= 2 and lines[0].lstrip().startswith("```") and lines[-1].strip() == "```":
+            return lines[1:-1]
+        return lines
+
+    s = strip(v.search)
+    return v if s == v.search else _Variant(s, strip(v.replace), _join(v.note, "``` fences"))
+
+
+def _unnumber(v: _Variant) -> _Variant:
+    def strip(lines: list[str]) -> list[str]:
+        if lines and all(_NUMBER_PREFIX.match(line) for line in lines if line):
+            return [_NUMBER_PREFIX.sub("", line) for line in lines]
+        return lines
+
+    s = strip(v.search)
+    return v if s == v.search else _Variant(s, strip(v.replace), _join(v.note, "'NN| ' line-number prefixes"))
+
+
+def _join(a: str, b: str) -> str:
+    return f"{a}, {b}" if a else b
+
+
+def _variants(search: list[str], replace: list[str]) -> list[_Variant]:
+    """The edit as written, then with the noise models add around it removed; each one tried in order."""
+    out: list[_Variant] = []
+    v = _Variant(search, replace)
+    for step in (None, _trim_blank, _unfence, _trim_blank, _unnumber, _trim_blank):
+        v = step(v) if step else v
+        if v.search and all(v.search != seen.search for seen in out):
+            out.append(v)
+    return out
+
+
+def _tab_widths(bodies: list[str], variants: list[_Variant]) -> list[int]:
+    """Tab widths to try when tabs meet spaces: the space side's own step first, then the usual ones."""
+    guesses = [_space_unit(v.search + v.replace) for v in variants[:1]] + [_space_unit(bodies[:2000])]
+    out: list[int] = []
+    for w in [*guesses, 4, 8, 2]:
+        if w and w not in out:
+            out.append(w)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -183,23 +359,24 @@ def _load(root: Path, rel: str, max_file_bytes: int) -> str | None:
     target = root.joinpath(*rel.split("/"))
     real = Path(os.path.realpath(target))
     if not _inside(real, root):
-        raise FileProtocolError(f"'{rel}' resolves to {real}, outside the workspace; refusing to edit it")
+        raise FileProtocolError(f"'{_show(rel)}' resolves outside the workspace; refusing to edit it")
     if os.path.islink(target):
-        raise FileProtocolError(f"'{rel}' is a symlink; refusing to edit through it")
+        raise FileProtocolError(f"'{_show(rel)}' is a symlink; refusing to edit through it")
     if not os.path.lexists(target):
         return None
     if os.path.isdir(target):
-        raise FileProtocolError(f"'{rel}' is a directory, not a file")
+        raise FileProtocolError(f"'{_show(rel)}' is a directory, not a file")
     if not target.is_file():
-        raise FileProtocolError(f"'{rel}' is not a regular file (device, FIFO or socket)")
+        raise FileProtocolError(f"'{_show(rel)}' is not a regular file (device, FIFO or socket)")
     size = target.stat().st_size
     if size > max_file_bytes:
-        raise FileProtocolError(f"'{rel}' is {size:,} bytes, over the {max_file_bytes:,}-byte cap; refusing to edit it")
+        raise FileProtocolError(
+            f"'{_show(rel)}' is {size:,} bytes, over the {max_file_bytes:,}-byte cap; refusing to edit it")
     data = target.read_bytes()
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise OSError(f"'{rel}' is not UTF-8 text ({exc.reason} at byte {exc.start}); it cannot be edited") from exc
+        raise OSError(f"'{_show(rel)}' is not UTF-8 text ({exc.reason} at byte {exc.start}); it cannot be edited") from exc
 
 
 def apply_edits(
@@ -208,7 +385,8 @@ def apply_edits(
     """Apply edits in order (later edits see earlier ones), then write each changed file once, safely.
 
     Returns one outcome per edit, in order. Nothing is written for an edit that is not 'applied'; if a
-    file's write fails, every edit applied to it becomes 'error' with the writer's reason.
+    file's write fails, every edit applied to it becomes 'error' with the writer's reason. Blocking: call
+    it from async code through asyncio.to_thread.
     """
     root = Path(root)
     writer = SafeWriter(root, max_file_bytes=max_file_bytes)
@@ -231,20 +409,21 @@ def apply_edits(
                 outcomes[i].backup = result.backup
             else:
                 outcomes[i].status = "error"
-                outcomes[i].message = f"could not write {state.rel}: {result.error}"
+                outcomes[i].message = _cap(f"could not write {_show(state.rel)}: {result.error}")
     return outcomes
 
 
 def _apply_one(
     root: Path, edit: Edit, pending: dict[str, _Pending], max_file_bytes: int, max_share: float
 ) -> EditOutcome:
-    def out(status: str, message: str = "", closest: str | None = None) -> EditOutcome:
-        return EditOutcome(edit=edit, status=status, message=message, closest=closest)
+    def out(status: EditStatus, message: str = "", closest: str | None = None) -> EditOutcome:
+        return EditOutcome(edit=edit, status=status, message=_cap(message), closest=closest)
 
     try:
         rel = normalize_relpath(edit.path)
     except FileProtocolError as exc:
-        return out("refused", f"unsafe path {edit.path!r}: {exc}")
+        return out("refused", f"unsafe path {_show(edit.path)!r}: {exc}")
+    shown = _show(rel)
 
     state = pending.get(rel)
     if state is None:
@@ -253,79 +432,191 @@ def _apply_one(
         except FileProtocolError as exc:
             return out("refused", str(exc))
         except OSError as exc:
-            return out("error", str(exc) if not exc.strerror else f"could not read {rel}: {exc.strerror}")
+            return out("error", str(exc) if not exc.strerror else f"could not read {shown}: {exc.strerror}")
         state = _Pending(rel=rel, original=current, text=current if current is not None else "")
         pending[rel] = state
     exists = state.original is not None or bool(state.applied)
-    text, search = state.text, edit.search
+    text = state.text
+    search, replace = _block(edit.search), _block(edit.replace)
 
-    if search == "":
-        if exists:
-            return out(
-                "refused",
-                f"empty search text would replace the whole file {rel}; an empty search only creates a new file. "
-                "Send edits whose search text is the exact lines to change.",
-            )
-        state.text = edit.replace
-        return out("applied", f"created {rel}")
+    if not edit.search.strip():
+        if not exists:
+            state.text = edit.replace
+            return out("applied", f"created {shown}")
+        if not text.strip():  # an empty (or blank) file has nothing a whole-file rewrite could lose
+            state.text = edit.replace
+            return out("applied", f"filled the empty file {shown}")
+        if edit.search:
+            return out("refused", "the search text is only whitespace, which cannot pick a place; copy the lines "
+                       "to change")
+        return out(
+            "refused",
+            f"empty search text would replace the whole file {shown}; an empty search only creates a new file "
+            "or fills an empty one. Send edits whose search text is the exact lines to change.",
+        )
     if not exists:
         return out(
             "not_found",
-            f"file does not exist: {rel}. To create it, send an edit with an empty search text and the whole "
+            f"file does not exist: {shown}. To create it, send an edit with an empty search text and the whole "
             "content as replace; otherwise check the path.",
         )
-    if not search.strip():
-        return out("refused", "the search text is only whitespace, which cannot pick a place; copy the lines to change")
-    if search == edit.replace:
+    if search == replace:
         return out("refused", "search and replace are identical, so this edit changes nothing; drop it or fix replace")
 
-    tolerant = False
-    spans = [(p, p + len(search)) for p in _occurrences(text, search)]
-    if not spans:
-        spans, tolerant = _tolerant_spans(text, search), True
-    if len(spans) > 1:
-        where = ", ".join(str(_line_of(text, s)) for s, _ in spans[:20])
-        more = "" if len(spans) <= 20 else ", ..."
-        how = " (ignoring trailing whitespace)" if tolerant else ""
+    bodies, terms = _split(text)
+    if not bodies:
+        return out("not_found", f"{shown} is empty, so the search text cannot be in it; to fill it, send an "
+                   "edit with an empty search text and the content as replace")
+
+    variants = _variants(search, replace)
+    tabs = _tab_widths(bodies, variants)
+    matches: list[_Match] = []
+    for variant in variants:
+        for tier in (_EXACT, _TRAILING, _INDENT):
+            matches = _find(bodies, variant.search, tier, tabs)
+            if matches:
+                break
+        if matches:
+            break
+
+    if len(matches) > 1:
+        where = ", ".join(str(m.start + 1) for m in matches[:10]) + ("" if len(matches) <= 10 else ", ...")
+        count = f"{len(matches)}" if len(matches) <= _MAX_MATCHES else f"over {_MAX_MATCHES}"
+        how = "" if matches[0].tier == _EXACT else f" (ignoring {matches[0].tier})"
         return out(
             "ambiguous",
-            f"the search text occurs {len(spans)} times in {rel}{how}, at lines {where}{more}; "
+            f"the search text occurs {count} times in {shown}{how}, at lines {where}; "
             "include more surrounding lines so it matches exactly one place",
         )
-    if not spans:
-        found = closest_match(text, search)
-        if found is None:
-            return out("not_found", f"the search text was not found in {rel} (the file is empty)")
-        line, excerpt = found
-        return out(
-            "not_found",
-            f"the search text was not found in {rel}; the most similar region starts at line {line} (shown numbered "
-            "in 'closest'). Copy the text to change exactly from that excerpt, character for character with its "
-            "indentation, without the 'NN| ' line-number prefixes.",
-            excerpt,
-        )
+    if not matches:
+        return _not_found(out, shown, text, bodies, search, variants, tabs)
 
-    start, end = spans[0]
-    first_line = _line_of(text, start)
-    last_line = _line_of(text, max(start, end - 1))
-    file_lines = _lines(text)
-    total = _non_blank(file_lines)
-    covered = _non_blank(file_lines[first_line - 1 : last_line])
+    [match] = matches
+    first_line, last_line = match.start + 1, match.start + match.size
+    total = _non_blank(bodies)
+    covered = _non_blank(bodies[match.start : match.start + match.size])
     if state.original is not None:  # judge the share against the file as it was before this batch
         total = max(total, _non_blank(_lines(state.original)))
     if total > _SMALL_FILE_LINES and state.replaced + covered > max_share * total:
         so_far = f", {state.replaced} already replaced by earlier edits" if state.replaced else ""
         return out(
             "refused",
-            f"this edit would replace most of {rel} ({covered} of {total} lines{so_far}); we never regenerate a "
+            f"this edit would replace most of {shown} ({covered} of {total} lines{so_far}); we never regenerate a "
             "whole file: send smaller edits that change only the broken lines",
         )
 
-    new_text = text[:start] + _match_line_ending(edit.replace, _uses_crlf(text)) + text[end:]
+    new_lines = variant.replace if match.reindent is None else match.reindent(variant.replace)
+    new_text = _splice(bodies, terms, match, new_lines, crlf=_uses_crlf(text))
     if new_text == text:
         return out("refused", "this edit changes nothing in the file; drop it or fix replace")
     state.text = new_text
     state.replaced += covered
-    how = " (matched ignoring trailing whitespace and line endings)" if tolerant else ""
+    forgiven = [] if match.tier == _EXACT else [match.tier]
+    if variant.note:
+        forgiven.append(variant.note)
+    how = f" (matched ignoring {', '.join(forgiven)})" if forgiven else ""
+    if match.tier == _INDENT:
+        how += "; replacement re-indented to the file's indentation"
     span = f"line {first_line}" if first_line == last_line else f"lines {first_line}-{last_line}"
-    return out("applied", f"applied to {rel} at {span}{how}")
+    return out("applied", f"applied to {shown} at {span}{how}")
+
+
+def _splice(bodies: list[str], terms: list[str], match: _Match, new_lines: list[str], *, crlf: bool) -> str:
+    """The file with the matched lines replaced by new_lines; line endings and final newline as the file has them."""
+    nl = "\r\n" if crlf else "\n"
+    end = match.start + match.size
+    out_bodies = bodies[: match.start] + new_lines + bodies[end:]
+    out_terms = terms[: match.start] + [nl] * len(new_lines) + terms[end:]
+    if out_terms and not terms[-1]:
+        # A file without a final newline keeps it that way, whichever lines the edit touched.
+        out_terms[-1] = ""
+    return "".join(b + t for b, t in zip(out_bodies, out_terms))
+
+
+def _not_found(
+    out: Callable[..., EditOutcome], shown: str, text: str, bodies: list[str], search: list[str],
+    variants: list[_Variant], tabs: list[int],
+) -> EditOutcome:
+    """Explain a search that matches no whole lines as precisely as the file allows."""
+    # The replacement is already there (and the search is not): the edit was most likely applied before.
+    # Only when the replace adds or changes a line: a pure deletion's leftover lines prove nothing.
+    for v in variants:
+        body = _strip_blank_lines(v.replace)
+        if {b.strip() for b in body} - {s.strip() for s in v.search}:
+            for tier in (_EXACT, _TRAILING, _INDENT):
+                found = _find(bodies, body, tier, tabs)
+                if found:
+                    line = found[0].start + 1
+                    return out("already_applied", f"already applied: the replace text is already in {shown} at line "
+                               f"{line} and the search text is not; drop this edit", _excerpt(text, line, line + len(body) - 1))
+
+    wanted = variants[-1].search if variants else search
+    near = _whitespace_only(bodies, wanted)
+    if near is not None:
+        first, last, kinds = near
+        span = f"line {first}" if first == last else f"lines {first}-{last}"
+        return out(
+            "not_found",
+            f"the search text was not found in {shown}; {span} differ from it only in whitespace ({kinds}). "
+            "Copy them exactly from 'closest', with their indentation, without the 'NN| ' prefixes.",
+            _excerpt(text, first, last),
+        )
+
+    fragment = "\n".join(wanted).strip()
+    flat = "\n".join(bodies)
+    pos = flat.find(fragment) if fragment else -1
+    if pos != -1:
+        first = flat.count("\n", 0, pos) + 1
+        last = first + fragment.count("\n")
+        span = f"line {first}" if first == last else f"lines {first}-{last}"
+        return out(
+            "not_found",
+            f"the search text matches only part of {span} in {shown}; search and replace must be whole lines "
+            "(a part of a line is never edited). Copy the whole line(s) from 'closest'.",
+            _excerpt(text, first, last),
+        )
+
+    found = _closest(bodies, wanted)
+    assert found is not None  # bodies and wanted are both non-empty here
+    start, size = found
+    return out(
+        "not_found",
+        f"the search text was not found in {shown}; the most similar region starts at line {start + 1} (shown "
+        "numbered in 'closest'). Copy the text to change exactly from that excerpt, character for character with "
+        "its indentation, without the 'NN| ' line-number prefixes.",
+        _excerpt(text, start + 1, start + size),
+    )
+
+
+def _whitespace_only(bodies: list[str], search: list[str]) -> tuple[int, int, str] | None:
+    """(first line, last line, which whitespace) of a file region equal to search once all whitespace is ignored."""
+    squeeze = lambda line: "".join(line.split())  # noqa: E731
+    wanted = [squeeze(s) for s in search if not _blank(s)]
+    if not wanted:
+        return None
+    rows = [(i, squeeze(b)) for i, b in enumerate(bodies) if not _blank(b)]
+    keys = [k for _, k in rows]
+    n = len(wanted)
+    for j in range(len(keys) - n + 1):
+        if keys[j : j + n] != wanted:
+            continue
+        first, last = rows[j][0], rows[j + n - 1][0]
+        region, trimmed = bodies[first : last + 1], _strip_blank_lines(search)
+        kinds = []
+        if [_indent(b) for b in region if not _blank(b)] != [_indent(s) for s in trimmed if not _blank(s)]:
+            kinds.append("indentation")
+        if [b.strip() for b in region if not _blank(b)] != [s.strip() for s in trimmed if not _blank(s)]:
+            kinds.append("spaces inside a line")
+        if [_blank(b) for b in region] != [_blank(s) for s in trimmed]:
+            kinds.append("blank lines")
+        return first + 1, last + 1, ", ".join(kinds) or "whitespace"
+    return None
+
+
+def _non_blank(lines: list[str]) -> int:
+    return sum(1 for line in lines if line.strip())
+
+
+def _uses_crlf(text: str) -> bool:
+    lf = text.count("\n")
+    return lf > 0 and text.count("\r\n") * 2 > lf

@@ -116,12 +116,22 @@ def test_crlf_file_exact_single_line_match_converts_replacement(tmp_path: Path) 
 
 
 def test_ambiguous_lists_both_lines(tmp_path: Path) -> None:
-    p = write(tmp_path, "app.py", APP)
-    o = one(tmp_path, "app.py", "(a, b):", "(a, b, c):")
+    text = APP.replace("return a + b", "return a - b")  # the same whole line at lines 2 and 6
+    p = write(tmp_path, "app.py", text)
+    o = one(tmp_path, "app.py", "    return a - b\n", "    return a + b\n")
     assert o.status == "ambiguous"
     assert "2 times" in o.message
-    assert "lines 1, 5" in o.message
+    assert "lines 2, 6" in o.message
     assert "more surrounding lines" in o.message
+    assert p.read_text() == text
+
+
+def test_part_of_a_line_is_never_edited(tmp_path: Path) -> None:
+    p = write(tmp_path, "app.py", APP)
+    o = one(tmp_path, "app.py", "(a, b):", "(a, b, c):")
+    assert o.status == "not_found"
+    assert "only part of line 1" in o.message and "whole lines" in o.message
+    assert "   1| def add(a, b):" in (o.closest or "")
     assert p.read_text() == APP
 
 

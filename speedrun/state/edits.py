@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-EditStatus = Literal["applied", "not_found", "ambiguous", "refused", "error"]
+# "already_applied" was added after the others: code that knows only those treats it as "not applied".
+EditStatus = Literal["applied", "not_found", "ambiguous", "refused", "error", "already_applied"]
 
 
 class Edit(BaseModel):
@@ -15,11 +16,14 @@ class Edit(BaseModel):
     path: str = Field(description="File path relative to the workspace root, e.g. src/app.py.")
     search: str = Field(
         description=(
-            "Exact text currently in the file, copied character for character including indentation, "
-            "with enough surrounding lines to occur exactly once. Empty only to create a new file."
+            "Whole lines currently in the file, copied character for character including indentation, "
+            "with enough surrounding lines to occur exactly once. Empty only to create a new file or fill an "
+            "empty one."
         )
     )
-    replace: str = Field(description="The text that replaces the search text (the whole content for a new file).")
+    replace: str = Field(
+        description="The whole lines that replace the search lines (the whole content for a new file)."
+    )
 
 
 class FixPlan(BaseModel):
@@ -37,12 +41,15 @@ class EditOutcome(BaseModel):
     edit: Edit = Field(description="The edit as proposed.")
     status: EditStatus = Field(
         description=(
-            "applied; not_found (search text absent); ambiguous (occurs more than once); "
-            "refused (unsafe path, whole-file rewrite, no-op); error (could not read or write the file)."
+            "applied; not_found (search lines absent); ambiguous (occur more than once); "
+            "refused (unsafe path, whole-file rewrite, no-op); error (could not read or write the file); "
+            "already_applied (the replace lines are in the file already and the search lines are not)."
         )
     )
     message: str = Field("", description="For applied: where; otherwise what to do differently, in actionable words.")
     closest: str | None = Field(
-        None, description="For not_found: the most similar region of the file, with line numbers ('  12| code')."
+        None,
+        description="For not_found and already_applied: a few lines of the file around the most similar region, "
+        "with line numbers ('  12| code').",
     )
     backup: str | None = Field(None, description="For applied edits to an existing file: where the old version was saved.")
