@@ -99,9 +99,11 @@ def test_lenient_suffix_not_applied_when_truncated():
     assert files == [] and unfinished == "a.py"
 
 
-def test_unclosed_primary_file_not_returned_even_when_not_truncated():
-    files, unfinished = parse_files('<FILE path="a.py">\nx = 1\n</FILE>\n<FILE path="b.py">\ny = 2\n')
-    assert [f.path for f in files] == ["a.py"] and unfinished == "b.py"
+def test_unclosed_last_block_at_normal_end_is_returned_with_a_warning():
+    parser = FileStreamParser()
+    files = parser.feed('<FILE path="a.py">\nx = 1\n</FILE>\n<FILE path="b.py">\ny = 2\n') + parser.finish()
+    assert as_dict(files) == {"a.py": "x = 1\n", "b.py": "y = 2\n"} and parser.open_path is None
+    assert len(parser.warnings) == 1 and "'b.py'" in parser.warnings[0] and "no closing </FILE>" in parser.warnings[0]
 
 
 def test_primary_inner_fence_stripped():
@@ -143,9 +145,12 @@ def test_fallback_a_fenced_markers():
     }
 
 
-def test_fallback_a_unclosed_fence_is_unfinished():
-    files, unfinished = parse_files("### FILE: a.py\n```python\nx = 1\n")
-    assert files == [] and unfinished == "a.py"
+def test_fallback_a_unclosed_fence_is_returned_with_a_warning():
+    parser = FileStreamParser()
+    files = parser.feed("### FILE: a.py\n```python\nx = 1\n") + parser.finish()
+    assert as_dict(files) == {"a.py": "x = 1\n"} and parser.open_path is None
+    assert len(parser.warnings) == 1 and "'a.py'" in parser.warnings[0] and "fence" in parser.warnings[0]
+    assert parse_files("### FILE: a.py\n```python\nx = 1\n", truncated=True) == ([], "a.py")
 
 
 def test_fallback_b_raw_markers():
@@ -257,14 +262,14 @@ def test_first_file_emitted_before_second_is_fed():
     second = '<FILE path="b.py">\ny = 2\n</FILE>\n'
     parser = FileStreamParser()
     assert parser.feed("Intro\n") == []
-    assert parser.feed(first[:-1]) == []  # closing line not terminated yet
-    got = parser.feed("\n")
+    # A later </FILE> could still extend a.py, so it is complete only once the next opening tag has arrived.
+    assert parser.feed(first) == []
+    assert parser.feed(second[:10]) == []  # '<FILE path' is not a whole tag yet
+    got = parser.feed(second[10:19])
     assert got == [GeneratedFile(path="a.py", content="x = 1\n")]
-    assert parser.open_path is None
-    assert parser.feed(second[:25]) == []
     assert parser.open_path == "b.py"
-    assert parser.feed(second[25:]) == [GeneratedFile(path="b.py", content="y = 2\n")]
-    assert parser.finish() == []
+    assert parser.feed(second[19:]) == []
+    assert parser.finish() == [GeneratedFile(path="b.py", content="y = 2\n")]
     assert parser.seen_paths == ["a.py", "b.py"]
 
 
