@@ -1,38 +1,63 @@
-"""Run a workspace's tests as untrusted code: scrubbed environment, own process group, hard timeout, capped output.
+"""Run a workspace's tests as untrusted code: OS sandbox where available, scrubbed environment, hard timeout, capped output.
 
-Two entry points:
+Entry points:
 
-* :func:`scrubbed_env` builds the environment a test process sees. It is an allow-list
-  (:data:`ALLOWED_ENV_NAMES` plus ``LC_*``), further filtered so that no variable whose name looks
-  secret, and no value carrying ``scheme://user:pass@`` credentials, gets through.
 * :func:`run_tests` runs a shell command in a workspace and returns a
   :class:`~speedrun.state.records.TestReport`. For pytest commands it adds ``--junitxml`` and reads
-  per-test results from the XML; for anything else it reports the exit code and output tail.
+  per-test results from the XML (:mod:`speedrun.junit`); for anything else it reports the exit code
+  and output tail. A command the shell cannot run (exit 127/126) is a test-infrastructure problem,
+  not a failing test.
+* :func:`check_test_command` refuses, before any work starts, a blank command or one whose program
+  is not on the PATH the tests will see.
+* :func:`scrubbed_env` builds the environment a test process sees: an allow-list (:data:`ALLOWED_ENV_NAMES`
+  plus ``LC_*``) without secret-looking names or ``scheme://user:pass@`` values.
+* :func:`isolation_summary` says which isolation is in force; :func:`harden_process` makes the
+  speed-run process non-dumpable (its ``/proc/<pid>/environ`` unreadable to same-user processes).
 
-The test process runs in a new session (so a new process group). On timeout, on cancellation, and
-after the command exits, the whole group is killed, so grandchildren such as a stray ``sleep 1000``
-do not survive. A process that deliberately leaves the group (``setsid``) is out of reach; this is a
-hygiene boundary, not a security sandbox.
+Isolation. ``mode="bwrap"`` (or ``"auto"`` when one probe shows bubblewrap works) runs the command in
+a bubblewrap sandbox: own PID namespace (``/proc`` shows only the sandbox, nothing outlives it),
+``--die-with-parent``, the file system read-only except the workspace and a fresh ``/tmp``, the real
+HOME and SPEEDRUN_HOME replaced by empty tmpfs (the interpreter and virtualenvs under them are bound
+back read-only), HOME an empty temporary home, network off unless asked for. ``mode="none"`` (or
+``auto`` without a working bwrap, with one warning per process) is a hygiene boundary only: scrubbed
+environment and a fresh temporary HOME, but the rest of the file system, including the real
+``~/.claude``, stays readable to the tests.
+
+Lifetime. Either way the command runs under a small watchdog process (own session and process
+group, parent-death signal, child subreaper): when speed-run dies, even by SIGKILL, the watchdog
+kills every descendant; after the command exits, descendants that left the group (``setsid``,
+double fork) are killed too, because as subreaper they are reparented to the watchdog. A test that
+kills the watchdog itself before escaping is out of reach without bwrap's PID namespace.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import ctypes
 import os
 import re
 import shlex
 import signal
+import functools
+import logging
+import shutil
+import sys
 import tempfile
+import threading
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 
-from speedrun.errors import InputError
+from speedrun.errors import ConfigError, InputError
+from speedrun.junit import parse_junit
 from speedrun.state.records import TestFailure, TestReport
 
-__all__ = ["ALLOWED_ENV_NAMES", "run_tests", "scrubbed_env"]
+__all__ = [
+    "ALLOWED_ENV_NAMES", "check_test_command", "harden_process", "isolation_summary", "run_tests", "scrubbed_env",
+]
+
+log = logging.getLogger(__name__)
 
 #: Environment variables a test process may inherit (plus every ``LC_*``). Everything else is dropped.
 ALLOWED_ENV_NAMES: frozenset[str] = frozenset(
@@ -59,10 +84,8 @@ _FORCED_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
 _TERM_GRACE_S = 2.0  # SIGTERM -> SIGKILL delay
 _DRAIN_GRACE_S = 2.0  # how long to keep reading after the command exits / is killed
 _READ_CHUNK = 64 * 1024
-_MESSAGE_CAP = 1500  # characters per pytest failure message
 _GENERIC_TAIL_LINES = 40
 _GENERIC_MESSAGE_CAP = 4000
-_MAX_JUNIT_BYTES = 50 * 1024 * 1024
 
 # pytest exit codes (pytest.ExitCode) we treat specially.
 _PYTEST_NO_TESTS = 5
@@ -235,7 +258,7 @@ async def _terminate_group(proc: asyncio.subprocess.Process) -> None:
     _signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + _TERM_GRACE_S
     while time.monotonic() < deadline:
-        if proc.returncode is not None and not _group_alive(pgid):
+        if proc.returncode is not None and not await asyncio.to_thread(_group_alive, pgid):
             break
         await asyncio.sleep(_POLL_S)
     _signal_group(pgid, signal.SIGKILL)
@@ -307,119 +330,408 @@ async def _supervise(proc: asyncio.subprocess.Process, tail: _Tail) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# junit parsing
+# the test command, checked before any work starts
 
-_FRAME_COLON = re.compile(r"^(?P<path>[^\s:<>][^:\n]*?):(?P<line>\d+):", re.MULTILINE)
-_FRAME_PYTHON = re.compile(r'File "(?P<path>[^"\n]+)", line (?P<line>\d+)')
-_LIBRARY_PARTS = {"site-packages", "dist-packages", ".venv", "venv", ".tox", ".nox"}
-
-
-def _location(text: str, cwd: Path) -> tuple[str | None, int | None]:
-    """The last ``path:line`` frame in ``text`` that is a file inside ``cwd`` (relative to it)."""
-    matches = [*_FRAME_COLON.finditer(text), *_FRAME_PYTHON.finditer(text)]
-    matches.sort(key=lambda m: m.start())
-    root = cwd.resolve()
-    for m in reversed(matches):
-        raw = Path(m.group("path").strip())
-        path = raw if raw.is_absolute() else cwd / raw
-        try:
-            rel = path.resolve().relative_to(root)
-        except (ValueError, OSError):
-            continue
-        if _LIBRARY_PARTS.intersection(rel.parts) or not path.is_file():
-            continue
-        return rel.as_posix(), int(m.group("line"))
-    return None, None
+#: Words that the shell runs itself (no program on PATH to look for).
+_SHELL_WORDS = frozenset({
+    ":", ".", "source", "cd", "true", "false", "test", "[", "echo", "printf", "exit", "export", "set",
+    "unset", "eval", "exec", "command", "builtin", "if", "for", "while", "until", "case", "{", "(", "!",
+    "time", "ulimit", "umask", "trap", "wait", "read", "shift", "alias", "type", "hash",
+})
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+_ECHO_CAP = 200
+_FIX_HINT = "e.g. 'python -m pytest -q', or a script in the workspace such as 'bash tests/run.sh'"
 
 
-def _test_id(classname: str, name: str, cwd: Path) -> str:
-    """Turn junit ``classname``/``name`` back into a pytest node id (``pkg/test_x.py::Cls::test``).
-
-    pytest writes ``classname="pkg.test_x.Cls"``; the longest dotted prefix naming an existing
-    ``.py`` file under ``cwd`` is the module. Failing that, leading lower-case segments are taken
-    as the module path. Collection errors have an empty classname and the module in ``name``.
-    """
-    segs = classname.split(".") if classname else name.split(".")
-    if classname:
-        segs.append(name)
-    segs = [s for s in segs if s]
-    if not segs:
-        return name or classname
-    for i in range(len(segs), 0, -1):
-        candidate = "/".join(segs[:i]) + ".py"
-        if (cwd / candidate).is_file():
-            return "::".join([candidate, *segs[i:]])
-    if not classname:
-        return name
-    i = 0
-    while i < len(segs) - 1 and not segs[i][:1].isupper():
-        i += 1
-    if i == 0:
-        return "::".join(segs)
-    return "::".join(["/".join(segs[:i]) + ".py", *segs[i:]])
+def _echo(text: str) -> str:
+    """``text`` quoted for an error message, at most ~200 characters."""
+    return repr(text if len(text) <= _ECHO_CAP else text[:_ECHO_CAP] + "…")
 
 
-def _failure_message(element: ET.Element) -> str:
-    """``message`` attribute plus the ``E`` lines of the traceback (or its first lines), trimmed."""
-    attr = (element.get("message") or "").strip()
-    text = element.text or ""
-    e_lines = [
-        (ln[4:] if ln.startswith("E   ") else ln[1:].lstrip()).rstrip()
-        for ln in text.splitlines()
-        if ln.startswith("E ")
-    ]
-    e_lines = [ln for ln in e_lines if ln.strip()]
-    if not e_lines:
-        e_lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()][:20]
-    body = [ln for ln in e_lines if ln.strip() not in attr]
-    message = "\n".join([attr, *body] if attr else body).strip()
-    if len(message) > _MESSAGE_CAP:
-        message = message[: _MESSAGE_CAP - 14].rstrip() + "\n...[trimmed]"
-    return message
-
-
-def _parse_junit(path: Path, cwd: Path, max_failures: int) -> dict | None:
-    """Counts and failures from a pytest junit XML file, or None when it is missing or unreadable."""
+def _first_program(command: str) -> str | None:
+    """The program the first simple command runs, or None when the shell decides (builtins, expansions)."""
     try:
-        if not path.is_file() or path.stat().st_size > _MAX_JUNIT_BYTES:
+        lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        tokens = list(lexer)
+    except ValueError:
+        raise InputError(f"test_command {_echo(command)} has an unbalanced quote; fix the quoting.") from None
+    for tok in tokens:
+        if _ASSIGNMENT.match(tok):
+            continue  # FOO=1 pytest
+        if tok in _SHELL_OPERATORS or tok in _SHELL_WORDS or any(c in tok for c in "$`*?~"):
             return None
-        root = ET.parse(path).getroot()
-    except (OSError, ET.ParseError):
+        return tok
+    return None
+
+
+def check_test_command(command: str, workspace: Path) -> None:
+    """Refuse a test command that cannot run, before any model call: blank, or its program missing.
+
+    The first program must be on the PATH the tests will see (:func:`scrubbed_env`), an existing
+    absolute path, or a relative path (``./run.sh``, ``.venv/bin/pytest``): those may be generated.
+    Raises :class:`~speedrun.errors.InputError` naming the command and the fix.
+    """
+    if not command or not command.strip():
+        raise InputError(f"test_command is empty: give the shell command that runs the tests, {_FIX_HINT}.")
+    program = _first_program(command)
+    if program is None:
+        return
+    if "/" in program:
+        path = Path(program)
+        if path.is_absolute() and not (path.is_file() and os.access(path, os.X_OK)):
+            raise InputError(f"test_command {_echo(command)}: {_echo(program)} is not an executable file; "
+                             f"give a path that exists, or {_FIX_HINT}.")
+        return  # relative to the workspace: the generator may write it
+    search_path = scrubbed_env().get("PATH", os.defpath)
+    if shutil.which(program, path=search_path) is None:
+        raise InputError(f"test_command {_echo(command)}: program {_echo(program)} is not found on the PATH the "
+                         f"tests run with; install it, give its full path, or use {_FIX_HINT}.")
+
+
+_NOT_RUNNABLE = {
+    127: re.compile(r"not found|No such file or directory", re.IGNORECASE),
+    126: re.compile(r"Permission denied|not executable|cannot execute|Is a directory", re.IGNORECASE),
+}
+
+
+def _infrastructure_problem(command: str, exit_code: int | None, output: str) -> str | None:
+    """A sentence when the shell could not run the command (exit 127/126), else None."""
+    pattern = _NOT_RUNNABLE.get(exit_code) if exit_code is not None else None
+    if pattern is None:
         return None
-    suites = [root] if root.tag == "testsuite" else root.iter("testsuite")
-    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-    failures: list[TestFailure] = []
-    for suite in suites:
-        for key in counts:
+    lines = [ln.strip() for ln in output.splitlines() if pattern.search(ln)]
+    if not lines:
+        return None
+    what = "not found" if exit_code == 127 else "not executable"
+    return (f"test infrastructure: the test command could not run (exit {exit_code}, {what}): "
+            f"{lines[-1][:_ECHO_CAP]}. This is not a failing test: fix test_command {_echo(command)}, "
+            f"{_FIX_HINT}.")
+
+
+# --------------------------------------------------------------------------------------------------
+# isolation: bubblewrap, probed once per process, and the fallback
+
+SandboxMode = str  # "auto" | "bwrap" | "none"
+_MODES = ("auto", "bwrap", "none")
+_PROBE_TIMEOUT_S = 10.0
+_SANDBOX_HOME = "/tmp/home"
+_SANDBOX_JUNIT = "/tmp/.speedrun-junit"
+_probe_lock = threading.Lock()
+_probe_result: tuple[bool, str] | None = None
+_warned = False
+
+# prctl(2) options
+_PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _bwrap_binary() -> str | None:
+    return shutil.which("bwrap")
+
+
+def _bwrap_works() -> tuple[bool, str]:
+    """(works, reason), from one quick real sandboxed command; cached for the process."""
+    global _probe_result
+    with _probe_lock:
+        if _probe_result is not None:
+            return _probe_result
+        binary = _bwrap_binary()
+        if binary is None:
+            _probe_result = (False, "bwrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)")
+            return _probe_result
+        import subprocess
+
+        argv = [binary, "--die-with-parent", "--unshare-pid", "--unshare-net", "--ro-bind", "/", "/",
+                "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "true"]
+        try:
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=_PROBE_TIMEOUT_S,
+                                  env=scrubbed_env())
+        except (OSError, subprocess.SubprocessError) as exc:
+            _probe_result = (False, f"bwrap could not start: {exc}"[:300])
+            return _probe_result
+        if done.returncode != 0:
+            why = done.stderr.decode(errors="replace").strip().splitlines()
+            reason = why[-1] if why else f"exit code {done.returncode}"
+            _probe_result = (False, f"bwrap cannot create a sandbox here ({reason[:200]}); "
+                                    "user namespaces may be disabled")
+        else:
+            _probe_result = (True, binary)
+        return _probe_result
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in _MODES:
+        raise ConfigError(f"SPEEDRUN_SANDBOX={_echo(str(mode))} is not one of auto, bwrap, none; "
+                          "set it to auto (bwrap when it works), bwrap or none.")
+    return mode
+
+
+def _resolve_mode(mode: str) -> str:
+    """``"bwrap"`` or ``"none"`` for ``mode``; ``bwrap`` that cannot run is a ConfigError, ``auto`` falls back."""
+    global _warned
+    if _check_mode(mode) == "none":
+        return "none"
+    works, reason = _bwrap_works()
+    if works:
+        return "bwrap"
+    if mode == "bwrap":
+        raise ConfigError(f"SPEEDRUN_SANDBOX=bwrap, but {reason}. Install bubblewrap, allow user namespaces, "
+                          "or set SPEEDRUN_SANDBOX=auto to fall back.")
+    if not _warned:
+        _warned = True
+        log.warning("tests run without an OS sandbox: %s. The fallback hides keys from the environment and "
+                    "HOME, but test code can read the rest of your files.", reason)
+    return "none"
+
+
+def isolation_summary(mode: str = "auto", network: bool = False) -> str:
+    """One line saying which isolation the tests run under (for check_status and ``speedrun check``)."""
+    _check_mode(mode)
+    works, reason = _bwrap_works() if mode != "none" else (False, "SPEEDRUN_SANDBOX=none")
+    if works:
+        return ("bwrap sandbox: own PID namespace, read-only file system except the workspace, empty HOME, "
+                "secret places masked, network " + ("on (SPEEDRUN_SANDBOX_NETWORK=1)" if network else "off"))
+    if mode == "bwrap":
+        return f"bwrap requested but unavailable: {reason}; test runs will fail"
+    return (f"no OS sandbox ({reason}): tests get a scrubbed environment and an empty temporary HOME, and a "
+            "watchdog kills their processes, but they can read your files and use the network")
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def harden_process() -> bool:
+    """Mark this process non-dumpable so same-user processes cannot read its ``/proc/<pid>/environ``.
+
+    Linux only; root can still read it. Returns True when the flag is set.
+    """
+    libc = _libc() if sys.platform.startswith("linux") else None
+    if libc is None:
+        return False
+    return libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+
+
+def _secret_places(home: Path | None) -> list[Path]:
+    """Places under HOME that hold credentials (masked even when HOME itself is bound back)."""
+    if home is None:
+        return []
+    return [home / n for n in (".claude", ".ssh", ".aws", ".config", ".netrc", ".docker", ".gnupg",
+                               ".git-credentials", ".pypirc", ".npmrc", ".kube")]
+
+
+def _under(path: Path, parents: list[Path]) -> bool:
+    return any(path == p or p in path.parents for p in parents)
+
+
+def _toolchain_paths(cwd: Path, env: Mapping[str, str]) -> list[Path]:
+    """Interpreter, virtualenvs and PATH entries the tests need, resolved (to bind back read-only)."""
+    found: list[Path] = []
+    candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+                  os.path.dirname(os.path.realpath(sys.executable))]
+    candidates += [p for p in env.get("PATH", "").split(os.pathsep) if p]
+    for venv in (cwd / ".venv", cwd / "venv", Path(env["VIRTUAL_ENV"]) if env.get("VIRTUAL_ENV") else None):
+        cfg = venv / "pyvenv.cfg" if venv else None
+        if cfg is None or not cfg.is_file():
+            continue
+        candidates.append(str(venv))
+        for line in cfg.read_text(errors="replace").splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "home" and value.strip():
+                candidates.append(os.path.dirname(os.path.realpath(value.strip())))  # the install, not just bin/
+        python = venv / "bin" / "python"
+        if python.exists():
+            candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(python))))
+    for raw in candidates:
+        path = Path(os.path.realpath(raw))
+        if path.exists() and path != Path("/") and path not in found:
+            found.append(path)
+    return found
+
+
+def _bwrap_argv(binary: str, shell_command: str, cwd: Path, env: Mapping[str, str], *, network: bool,
+                mask: list[Path], home: Path | None, binds: list[tuple[Path, str]] = ()) -> list[str]:
+    """The bubblewrap command line: read-only root, fresh /tmp, masked HOME and secrets, workspace rw."""
+    argv = [binary, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+            "--unshare-cgroup-try"]
+    if not network:
+        argv.append("--unshare-net")
+    argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    hidden: list[Path] = [Path("/tmp")]
+    # The real HOME goes whole (dotfiles hold tokens beyond the usual places), then SPEEDRUN_HOME.
+    for place in [*([home] if home else []), *mask]:
+        place = Path(os.path.realpath(place))
+        if place == Path("/") or _under(place, hidden) or not place.is_dir():
+            continue
+        argv += ["--tmpfs", str(place)]
+        hidden.append(place)
+    # The toolchain that lived under a hidden place comes back read-only (pyenv, uv pythons, venvs).
+    for path in _toolchain_paths(cwd, env):
+        if _under(path, hidden) and not _under(path, [cwd]):
+            argv += ["--ro-bind", str(path), str(path)]
+    # Secret places inside what came back stay hidden.
+    for secret in _secret_places(home):
+        if secret.is_dir():
+            argv += ["--tmpfs", str(secret)]
+        elif secret.exists():
+            argv += ["--ro-bind", "/dev/null", str(secret)]
+    argv += ["--bind", str(cwd), str(cwd)]
+    for venv in (cwd / ".venv", cwd / "venv"):
+        if (venv / "pyvenv.cfg").is_file():
+            argv += ["--ro-bind", str(venv), str(venv)]
+    for source, target in binds:
+        argv += ["--bind", str(source), target]
+    argv += ["--dir", _SANDBOX_HOME, "--chdir", str(cwd), "/bin/sh", "-c", shell_command]
+    return argv
+
+
+# --------------------------------------------------------------------------------------------------
+# the watchdog: the direct child of speed-run, so nothing outlives speed-run or the command
+
+_WATCHDOG = r"""
+import ctypes, os, signal, sys, time
+parent = int(sys.argv[1])
+argv = sys.argv[2:]
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: setsid/double-forked orphans come back to us
+libc.prctl(1, int(signal.SIGHUP), 0, 0, 0)  # PR_SET_PDEATHSIG: speed-run died, even by SIGKILL
+
+def descendants():
+    kids = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        kids.setdefault(int(fields[1]), []).append((int(name), fields[0]))
+    out, todo = [], [os.getpid()]
+    while todo:
+        for pid, state in kids.get(todo.pop(), ()):
+            out.append((pid, state))
+            todo.append(pid)
+    return out
+
+def reap():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+def sweep(*_):
+    for _ in range(200):
+        live = [pid for pid, state in descendants() if state not in "ZX"]
+        if not live:
+            break
+        for pid in live:
             try:
-                counts[key] += int(suite.get(key, "0"))
-            except ValueError:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
                 pass
-        for case in suite.iter("testcase"):
-            for bad in (*case.findall("failure"), *case.findall("error")):
-                if len(failures) >= max_failures:
-                    break
-                file, line = _location(bad.text or "", cwd)
-                failures.append(
-                    TestFailure(
-                        name=_test_id(case.get("classname", ""), case.get("name", ""), cwd),
-                        message=_failure_message(bad),
-                        file=file,
-                        line=line,
-                    )
-                )
-    passed = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
-    return {
-        "passed": max(passed, 0),
-        "failed": counts["failures"],
-        "errors": counts["errors"],
-        "skipped": counts["skipped"],
-        "failures": failures,
-    }
+        time.sleep(0.01)
+        reap()
+    reap()
+
+def orphaned(*_):
+    sweep()
+    os._exit(137)
+
+def terminate(*_):
+    for pid, state in descendants():  # members that left the group did not get the group's SIGTERM
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    signal.setitimer(signal.ITIMER_REAL, 1.5)
+
+signal.signal(signal.SIGHUP, orphaned)
+signal.signal(signal.SIGTERM, terminate)
+signal.signal(signal.SIGALRM, sweep)
+if os.getppid() != parent:
+    os._exit(137)
+child = os.fork()
+if child == 0:
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGALRM):
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        os.execv(argv[0], argv)
+    finally:
+        os._exit(127)
+status = 0
+while True:
+    try:
+        pid, st = os.waitpid(-1, 0)
+    except ChildProcessError:
+        break
+    if pid == child:
+        status = st
+        break
+signal.setitimer(signal.ITIMER_REAL, 0)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+sweep()
+if os.WIFSIGNALED(status):
+    sig = os.WTERMSIG(status)
+    signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
+os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+"""
+
+
+def _watchdog_argv(argv: list[str]) -> list[str]:
+    """``argv`` run under the watchdog (isolated, no site: starts in a few milliseconds)."""
+    return [sys.executable, "-I", "-S", "-c", _WATCHDOG, str(os.getpid()), *argv]
 
 
 # --------------------------------------------------------------------------------------------------
 # entry point
+
+
+def _prepare(command: str, cwd: Path, mode: str, network: bool, mask: tuple[Path, ...]) -> tuple[list[str], dict, str, Path | None]:
+    """Blocking set-up (runs in a thread): argv, environment, the resolved mode and a temp dir to remove."""
+    if not cwd.is_dir():
+        raise InputError(f"Test directory {_echo(str(cwd))} does not exist or is not a directory.")
+    resolved = _resolve_mode(mode)
+    env = scrubbed_env()
+    # The workspace root is importable, as with `python -m pytest`: tests in tests/ import the module at
+    # the root under the default `pytest -q` too.
+    env["PYTHONPATH"] = os.pathsep.join([str(cwd), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+    tmp = Path(tempfile.mkdtemp(prefix="speedrun-tests-"))
+    real_home = Path(os.path.expanduser("~")) if os.path.expanduser("~") != "~" else None
+    if resolved == "bwrap":
+        env["HOME"] = _SANDBOX_HOME
+        env["TMPDIR"] = "/tmp"
+        env.pop("TMP", None)
+        env.pop("TEMP", None)
+        # The junit file is written inside the sandbox into a bind of our temp dir.
+        shell_command = _with_junit(command, f"{_SANDBOX_JUNIT}/junit.xml")
+        argv = _bwrap_argv(_bwrap_works()[1], shell_command, cwd, env, network=network, mask=list(mask),
+                           home=real_home, binds=[(tmp, _SANDBOX_JUNIT)])
+    else:
+        home = tmp / "home"
+        home.mkdir()
+        env["HOME"] = str(home)
+        shell_command = _with_junit(command, str(tmp / "junit.xml"))
+        argv = ["/bin/sh", "-c", shell_command]
+    if sys.platform.startswith("linux"):
+        argv = _watchdog_argv(argv)
+    return argv, env, resolved, tmp
+
+
+def _with_junit(command: str, junit: str) -> str:
+    if _is_pytest_command(command):
+        return f"{command} --junitxml={shlex.quote(junit)} -p no:cacheprovider"
+    return command
 
 
 async def run_tests(
@@ -429,70 +741,84 @@ async def run_tests(
     timeout_s: float = 300,
     output_cap: int = 20_000,
     max_failures: int = 20,
+    mode: str = "auto",
+    network: bool = False,
+    mask: tuple[Path, ...] = (),
 ) -> TestReport:
     """Run ``command`` with ``/bin/sh -c`` in ``cwd`` as untrusted code and report what happened.
 
-    * Environment is :func:`scrubbed_env`; stdin is ``/dev/null``; stdout and stderr are merged.
-    * The command gets its own session/process group. When ``timeout_s`` expires the group gets
-      SIGTERM, then SIGKILL ~2 s later; the report has ``timed_out=True`` and ``exit_code=None``.
-      If the awaiting task is cancelled the group is SIGKILLed and ``CancelledError`` re-raised.
-      Leftover group members are also killed once the command itself exits.
+    * Isolation follows ``mode`` (``auto``/``bwrap``/``none``, see the module docs); ``network``
+      leaves the network on inside bwrap; ``mask`` adds directories to hide (SPEEDRUN_HOME).
+    * Environment is :func:`scrubbed_env` with the workspace on PYTHONPATH and an empty HOME; stdin
+      is ``/dev/null``; stdout and stderr are merged.
+    * The command gets its own process group under a watchdog. When ``timeout_s`` expires the group
+      gets SIGTERM, then SIGKILL ~2 s later; the report has ``timed_out=True`` and ``exit_code=None``.
+      If the awaiting task is cancelled everything is SIGKILLed and ``CancelledError`` re-raised.
+      Leftover processes are also killed once the command itself exits.
     * At most ``output_cap`` characters of output are kept (the tail; a header counts the rest).
-    * pytest commands (see :func:`_is_pytest_command`) get ``--junitxml=<tmp> -p no:cacheprovider``
-      appended and per-test results; other commands count as one failure when the exit code is
-      non-zero. ``failures`` holds at most ``max_failures`` entries.
+    * pytest commands get ``--junitxml=<tmp> -p no:cacheprovider`` appended and per-test results;
+      other commands count as one failure when the exit code is non-zero. A command the shell could
+      not run (127/126) is reported as one error whose message starts with "test infrastructure"
+      (and in ``problem``), not as a failing test. ``failures`` holds at most ``max_failures`` entries.
 
-    Raises :class:`~speedrun.errors.InputError` when ``cwd`` is not an existing directory.
+    Raises :class:`~speedrun.errors.InputError` when ``cwd`` is not an existing directory, and
+    :class:`~speedrun.errors.ConfigError` for an unknown mode or ``bwrap`` that cannot run.
     """
     cwd = Path(cwd)
-    if not cwd.is_dir():
-        raise InputError(f"Test directory {str(cwd)!r} does not exist or is not a directory.")
+    argv, env, _resolved, tmp = await asyncio.to_thread(_prepare, command, cwd, mode, network, tuple(mask))
+    try:
+        return await _run(command, cwd, argv, env, tmp, timeout_s=timeout_s, output_cap=output_cap,
+                          max_failures=max_failures)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, tmp, True)
 
+
+async def _run(command: str, cwd: Path, argv: list[str], env: dict, tmp: Path, *, timeout_s: float,
+               output_cap: int, max_failures: int) -> TestReport:
     is_pytest = _is_pytest_command(command)
     tail = _Tail(output_cap)
     timed_out = False
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="speedrun-junit-") as tmp:
-        junit = Path(tmp) / "junit.xml"
-        shell_command = command
-        if is_pytest:
-            shell_command = f"{command} --junitxml={shlex.quote(str(junit))} -p no:cacheprovider"
-        proc = await asyncio.create_subprocess_shell(
-            shell_command,
-            cwd=str(cwd),
-            env=scrubbed_env(),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=str(cwd),
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
         try:
-            try:
-                await asyncio.wait_for(_supervise(proc, tail), timeout_s)
-            except asyncio.TimeoutError:
-                timed_out = True
-                await _terminate_group(proc)
-                assert proc.stdout is not None
-                await _finish_reader(asyncio.ensure_future(_pump(proc.stdout, tail)), _DRAIN_GRACE_S)
-        except BaseException:
-            # Cancelled (or anything unexpected): nothing of the test run may survive us.
-            _kill_now(proc)
-            raise
-        _close_transport(proc)
-        duration_ms = int((time.monotonic() - started) * 1000)
-        exit_code = None if timed_out else proc.returncode
-        parsed = _parse_junit(junit, cwd, max_failures) if is_pytest and not timed_out else None
+            await asyncio.wait_for(_supervise(proc, tail), timeout_s)
+        except asyncio.TimeoutError:
+            timed_out = True
+            await _terminate_group(proc)
+            assert proc.stdout is not None
+            await _finish_reader(asyncio.ensure_future(_pump(proc.stdout, tail)), _DRAIN_GRACE_S)
+    except BaseException:
+        # Cancelled (or anything unexpected): nothing of the test run may survive us.
+        _kill_now(proc)
+        raise
+    _close_transport(proc)
+    duration_ms = int((time.monotonic() - started) * 1000)
+    exit_code = None if timed_out else proc.returncode
+    parsed = None
+    if is_pytest and not timed_out:
+        parsed = await asyncio.to_thread(parse_junit, tmp / "junit.xml", cwd, max_failures)
 
     footer = ""
     if timed_out:
         footer = f"\n[speedrun: timed out after {timeout_s:g} s; the test process group was killed]"
     output_tail = tail.render(footer)
+    problem = None if timed_out else _infrastructure_problem(command, exit_code, output_tail)
     report = TestReport(
         command=command,
         exit_code=exit_code,
         output_tail=output_tail,
         duration_ms=duration_ms,
         timed_out=timed_out,
+        problem=problem,  # ignored until TestReport has the field
     )
     last = _last_lines(output_tail, _GENERIC_TAIL_LINES, _GENERIC_MESSAGE_CAP)
 
@@ -501,6 +827,11 @@ async def run_tests(
         report.failures = [
             TestFailure(name=command, message=f"Timed out after {timeout_s:g} s.\n{last}".strip())
         ][:max_failures]
+        return report
+
+    if problem is not None and not (parsed and (parsed["passed"] or parsed["failed"] or parsed["errors"])):
+        report.errors = 1
+        report.failures = [TestFailure(name="test infrastructure", message=problem)][:max_failures]
         return report
 
     if not is_pytest:

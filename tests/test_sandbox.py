@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 
 from speedrun.errors import InputError
-from speedrun.sandbox import ALLOWED_ENV_NAMES, _is_pytest_command, _Tail, run_tests, scrubbed_env
+from speedrun.sandbox import (
+    ALLOWED_ENV_NAMES,
+    _bwrap_works,
+    _is_pytest_command,
+    _Tail,
+    check_test_command,
+    run_tests,
+    scrubbed_env,
+)
 
 # Works from any cwd. The two -p flags only skip this venv's slow auto-loaded plugins (langsmith
 # alone costs ~2 s per pytest start); the generated workspaces need neither.
@@ -58,6 +66,49 @@ def wait_gone(pid: int, within: float = 5.0) -> bool:
     except OSError:
         return True
     return stat[stat.rfind(")") + 2 :].split()[0] in ("Z", "X")
+
+
+BWRAP_OK, BWRAP_WHY = _bwrap_works()
+MODES = [
+    "none",
+    pytest.param("bwrap", marks=pytest.mark.skipif(not BWRAP_OK, reason=f"bwrap unavailable: {BWRAP_WHY}")),
+]
+
+
+def marker() -> str:
+    """A unique `sleep` argument, so a leftover process can be found by its command line in /proc."""
+    return f"{os.getpid() % 1000 + 1000}.{time.monotonic_ns() % 10**9:09d}"
+
+
+def processes_with(mark: str) -> list[int]:
+    """PIDs of live (non-zombie) processes whose command line contains ``mark``, seen from this host."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if mark in cmdline and stat[stat.rfind(")") + 2 :].split()[0] not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+def wait_marker_gone(mark: str, within: float = 5.0) -> list[int]:
+    """[] once no process carries ``mark``; else the survivors at the deadline."""
+    deadline = time.monotonic() + within
+    while (left := processes_with(mark)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def wait_marker_seen(mark: str, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not processes_with(mark):
+        assert time.monotonic() < deadline, f"no process with {mark} ever started"
+        time.sleep(0.05)
 
 
 def wait_for_file(path: Path, within: float = 5.0) -> str:
@@ -247,50 +298,56 @@ async def test_non_pytest_success_and_stderr_merged(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_timeout_kills_grandchildren(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_timeout_kills_grandchildren(tmp_path: Path, mode: str) -> None:
+    mark = marker()
     write(tmp_path, {
-        "test_hang.py": """
+        "test_hang.py": f"""
             import pathlib, subprocess, time
 
             def test_hang():
-                child = subprocess.Popen(["sleep", "1000"])
-                pathlib.Path("grandchild.pid").write_text(str(child.pid))
-                print("spawned", flush=True)
+                subprocess.Popen(["sleep", "{mark}"])
+                pathlib.Path("spawned").write_text("yes")
                 time.sleep(1000)
         """,
     })
     timeout = 3.0
     started = time.monotonic()
-    report = await run_tests(PYTEST, tmp_path, timeout_s=timeout)
+    report = await run_tests(PYTEST, tmp_path, timeout_s=timeout, mode=mode)
     elapsed = time.monotonic() - started
     assert report.timed_out
     assert report.exit_code is None
     assert not report.ok
     assert elapsed < timeout + 3, elapsed
     assert "timed out" in report.output_tail
-    pid = int(wait_for_file(tmp_path / "grandchild.pid", within=0.5))
-    assert wait_gone(pid), f"grandchild {pid} survived the timeout"
+    assert (tmp_path / "spawned").read_text() == "yes"  # the grandchild did start
+    assert not await asyncio.to_thread(wait_marker_gone, mark), "the grandchild survived the timeout"
 
 
 @pytest.mark.anyio
-async def test_cancellation_kills_the_group(tmp_path: Path) -> None:
-    task = asyncio.ensure_future(
-        run_tests("sleep 1000 & echo $! > bg.pid; sleep 1000", tmp_path, timeout_s=60)
-    )
-    pid = int(await asyncio.to_thread(wait_for_file, tmp_path / "bg.pid"))
+@pytest.mark.parametrize("mode", MODES)
+async def test_cancellation_kills_the_group(tmp_path: Path, mode: str) -> None:
+    mark = marker()
+    task = asyncio.ensure_future(run_tests(f"sleep {mark} & sleep {mark}", tmp_path, timeout_s=60, mode=mode))
+    await asyncio.to_thread(wait_marker_seen, mark)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await asyncio.to_thread(wait_gone, pid)
+    assert not await asyncio.to_thread(wait_marker_gone, mark)
 
 
 @pytest.mark.anyio
-async def test_background_leftovers_do_not_outlive_the_command(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("escape", ["", "setsid ", "sh -c 'setsid sleep {mark} &' ; "])
+async def test_background_leftovers_do_not_outlive_the_command(tmp_path: Path, mode: str, escape: str) -> None:
+    """Plain background jobs, `setsid` and a double fork all die when the command ends."""
+    mark = marker()
+    command = (escape.format(mark=mark) if "{mark}" in escape else f"{escape}sleep {mark} & ") + "echo done"
     started = time.monotonic()
-    report = await run_tests("sleep 1000 & echo $! > bg.pid; echo done", tmp_path, timeout_s=30)
+    report = await run_tests(command, tmp_path, timeout_s=30, mode=mode)
     assert time.monotonic() - started < 5  # did not wait for the background sleep
-    assert report.ok and "done" in report.output_tail
-    assert wait_gone(int((tmp_path / "bg.pid").read_text()))
+    assert report.ok and "done" in report.output_tail, report.output_tail
+    assert not await asyncio.to_thread(wait_marker_gone, mark)
 
 
 @pytest.mark.anyio
