@@ -1,63 +1,174 @@
-"""Write generated files safely under an output directory: path checks, atomic writes, backups."""
+"""Write generated files safely under an output directory: path checks, race-free atomic writes, backups."""
 
 from __future__ import annotations
 
 import os
 import re
 import secrets
-import shutil
 import stat
+import threading
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from speedrun.errors import FileProtocolError
+from speedrun.errors import FileProtocolError, InputError
 from speedrun.state.records import FileError, GeneratedFile, WriteReport, WrittenFile
 
-__all__ = ["SafeWriter", "normalize_relpath"]
+__all__ = ["SafeWriter", "check_output_dir", "normalize_relpath", "parse_allow_paths"]
+
+# How writes stay confined (the rule's one owner is this module):
+# - A path is checked lexically first (normalize_relpath), then walked component by component from a directory file
+#   descriptor with O_NOFOLLOW / dir_fd, so the check and the write are the same operation: a symlink swapped in
+#   mid-write is seen by the open that would cross it, never silently followed.
+# - Symlinks that already exist inside the output root are honoured only when their target stays inside the root;
+#   the walk then restarts from the root's descriptor along the target, still without following anything.
+# - "Places that run code outside the tests" are judged on the real path relative to the allowed root (confine_to),
+#   so an output directory that itself lies in .git/hooks is caught too.
+# - allow_paths lifts that refusal for places the user named. An entry lifts a place only if it names the place
+#   itself or a path inside it: 'src/' never lifts 'src/.git/hooks/x'; '.git/hooks/' does. '.speedrun' (our own
+#   state and backups) is never lifted. Containment, '..', absolute paths and symlink rules are never lifted.
 
 # --------------------------------------------------------------------------------------------------
-# Path safety
+# Protected places
 # --------------------------------------------------------------------------------------------------
+
+_OUTSIDE = "outside the tests"
+# Directories (any component of a path) whose contents tools load or execute.
+_PROTECTED_DIRS = {
+    ".git": f"git runs hooks from it (e.g. .git/hooks/pre-commit), so code there would run {_OUTSIDE}",
+    ".speedrun": "it holds speed-run's own state and backups, which generated code must not overwrite",
+    ".claude": f"Claude Code loads settings and runs hooks from it, so code there would run {_OUTSIDE}",
+    ".vscode": f"the editor loads settings and runs tasks from it, so code there would run {_OUTSIDE}",
+    ".idea": f"the IDE loads settings and run configurations from it, so code there would run {_OUTSIDE}",
+    ".cursor": f"Cursor loads rules, settings and MCP servers from it, so code there would run {_OUTSIDE}",
+    ".devcontainer": f"dev containers run the build steps and lifecycle commands it defines, {_OUTSIDE}",
+    ".husky": f"husky runs the git hooks it holds on every commit, {_OUTSIDE}",
+    ".venv": f"it is a virtualenv: shells source its bin/activate and Python runs its .pth files, {_OUTSIDE}",
+    "site-packages": f"Python runs the .pth files in it and imports its packages at start-up, {_OUTSIDE}",
+    "dist-packages": f"Python runs the .pth files in it and imports its packages at start-up, {_OUTSIDE}",
+}
+# Two-component places: (parent, child) -> reason.
+_PROTECTED_PAIRS = {
+    (".github", "workflows"): f"GitHub Actions runs the workflows in it on every push, {_OUTSIDE}",
+}
+# Files (last component) that tools read as configuration and act on.
+_PROTECTED_FILES = {
+    ".envrc": f"direnv executes it when a shell enters the directory, {_OUTSIDE}",
+    ".mcp.json": f"Claude Code launches the MCP servers it lists, {_OUTSIDE}",
+    ".gitlab-ci.yml": f"GitLab CI runs the jobs it defines, {_OUTSIDE}",
+    ".pre-commit-config.yaml": f"pre-commit runs the hooks it lists on every commit, {_OUTSIDE}",
+    ".gitmodules": f"git clones the submodule URLs it lists into the paths it names, {_OUTSIDE}",
+    ".gitattributes": f"it selects git filters and diff drivers, which git runs as commands {_OUTSIDE}",
+    "pyvenv.cfg": f"it marks its directory as a virtualenv, whose scripts and .pth files run {_OUTSIDE}",
+}
+_NEVER_ALLOWED = {".speedrun"}
+_VENV_MARKER = "pyvenv.cfg"
+_VENV_REASON = f"it holds pyvenv.cfg, so it is a virtualenv whose scripts and .pth files run {_OUTSIDE}"
+
+_SHOW = 200  # longest echo of an input in a message
+_NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
+_MAX_LINKS = 40  # like the kernel's ELOOP limit
+_MAX_RETRIES = 50  # a component that keeps changing under us is refused rather than chased forever
 
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
-
-# Locations whose contents get executed or loaded by tools outside the test run.
-_PROTECTED_DIRS = {
-    ".git": "git runs hooks from it (e.g. .git/hooks/pre-commit), so code there would run outside the tests",
-    ".speedrun": "it holds speed-run's own state and backups, which generated code must not overwrite",
-    ".claude": "Claude Code loads settings and runs hooks from it, so code there would run outside the tests",
-    ".vscode": "the editor loads settings and runs tasks from it, so code there would run outside the tests",
-    ".idea": "the IDE loads settings and run configurations from it, so code there would run outside the tests",
-}
-_PROTECTED_FILES = {
-    ".envrc": "direnv executes it when a shell enters the directory, outside the tests",
-    ".mcp.json": "Claude Code launches the MCP servers it lists, outside the tests",
-}
+# Invisible characters that make a name display differently from what it is (Trojan Source, CVE-2021-42574).
+_BIDI = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A)) | {0x200E, 0x200F, 0x061C}
 
 
-def _protected_reason(parts: list[str]) -> str | None:
-    # casefold: on case-insensitive filesystems .GIT is .git.
-    for part in parts[:-1]:
-        why = _PROTECTED_DIRS.get(part.casefold())
-        if why:
-            return f"refusing to write inside '{part}': {why}; put the file elsewhere"
-    last = parts[-1].casefold()
-    why = _PROTECTED_DIRS.get(last) or _PROTECTED_FILES.get(last)
-    if why:
-        return f"refusing to write '{parts[-1]}': {why}; put the file elsewhere"
+def _clip(text: str, limit: int = _SHOW) -> str:
+    # backslashreplace: a real name may hold undecodable bytes (surrogate escapes), which JSON output cannot carry.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class _Hit:
+    """One protected place on a path: where it ends (index into the path), how to show it, and why."""
+
+    __slots__ = ("end", "shown", "why", "inside", "liftable")
+
+    def __init__(self, end: int, shown: str, why: str, inside: bool, liftable: bool) -> None:
+        self.end, self.shown, self.why, self.inside, self.liftable = end, shown, why, inside, liftable
+
+
+def _static_hits(parts: Sequence[str], *, last_is_file: bool = True) -> list[_Hit]:
+    # casefold: on case-insensitive file systems .GIT is .git.
+    hits: list[_Hit] = []
+    n = len(parts)
+    for i, part in enumerate(parts):
+        key = part.casefold()
+        inside = i < n - 1 or not last_is_file
+        why = _PROTECTED_DIRS.get(key)
+        shown = part
+        if why is None and i > 0:
+            why = _PROTECTED_PAIRS.get((parts[i - 1].casefold(), key))
+            shown = f"{parts[i - 1]}/{part}"
+        if why is None and not inside:
+            why = _PROTECTED_FILES.get(key)
+            shown = part
+        if why is not None:
+            hits.append(_Hit(i, shown, why, inside, key not in _NEVER_ALLOWED))
+    return hits
+
+
+def _hit_message(hit: _Hit, frame: Sequence[str]) -> str:
+    where = "inside " if hit.inside else ""
+    msg = f"refusing to write {where}'{_clip(hit.shown)}': {hit.why}; put the file elsewhere"
+    if hit.liftable:
+        msg += f", or name '{_clip('/'.join(frame))}' in allow_paths (SPEEDRUN_ALLOW_PATHS) to allow it"
+    return msg
+
+
+_Allow = tuple[tuple[str, ...], bool]  # (components, is a directory prefix)
+
+
+def _lifted(hit: _Hit, frame: Sequence[str], allow: Sequence[_Allow]) -> bool:
+    if not hit.liftable:
+        return False
+    for entry, is_prefix in allow:
+        if len(entry) <= hit.end:
+            continue  # the entry stops above the protected place, so it does not name it
+        if is_prefix:
+            if len(frame) > len(entry) and tuple(frame[: len(entry)]) == entry:
+                return True
+        elif tuple(frame) == entry:
+            return True
+    return False
+
+
+def _first_unlifted(hits: list[_Hit], frame: Sequence[str], allow: Sequence[_Allow]) -> str | None:
+    for hit in hits:
+        if not _lifted(hit, frame, allow):
+            return _hit_message(hit, frame)
     return None
 
 
-def normalize_relpath(path: str) -> str:
-    """Return the normalized relative POSIX path, or raise FileProtocolError saying exactly why it is unsafe."""
+# --------------------------------------------------------------------------------------------------
+# Path syntax
+# --------------------------------------------------------------------------------------------------
+
+
+def _syntax_parts(path: str) -> list[str]:
+    """Split a relative path into clean components, or raise FileProtocolError saying why it is unsafe."""
+    if not isinstance(path, str):
+        raise FileProtocolError("path is not text; give a plain relative path such as src/app.py")
+    # A byte-order mark is an encoding artefact, never part of a name a model meant.
+    path = path.replace("\ufeff", "")
     if not path or not path.strip():
         raise FileProtocolError("empty path: name the file relative to the output directory, e.g. src/app.py")
     if "\x00" in path:
         raise FileProtocolError("path contains a NUL byte; give a plain relative path such as src/app.py")
     for ch in path:
-        if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0:
+        code = ord(ch)
+        if code < 0x20 or 0x7F <= code < 0xA0 or code in (0x2028, 0x2029, 0x85):
+            raise FileProtocolError(f"path contains control character U+{code:04X} ({ch!r}); a path must be one plain line")
+        if 0xD800 <= code <= 0xDFFF:
             raise FileProtocolError(
-                f"path contains control character U+{ord(ch):04X} ({ch!r}); a path must be one plain line"
+                f"path contains a lone surrogate U+{code:04X}, which is not valid text; give a plain UTF-8 path"
+            )
+        if code in _BIDI:
+            raise FileProtocolError(
+                f"path contains the invisible direction control U+{code:04X}, which makes a name display "
+                "differently from what it is; give a plain path"
             )
     p = path.strip()
     if "\\" in p:
@@ -80,10 +191,256 @@ def normalize_relpath(path: str) -> str:
     parts = [c for c in raw_parts if c not in ("", ".")]
     if not parts:
         raise FileProtocolError("path names the output directory itself; give a file path")
-    reason = _protected_reason(parts)
+    for part in parts:
+        size = len(part.encode("utf-8"))
+        if size > _NAME_MAX:
+            raise FileProtocolError(
+                f"the name '{_clip(part, 60)}' is {size} bytes; file systems allow at most {_NAME_MAX} per name"
+            )
+    return parts
+
+
+def parse_allow_paths(entries: Sequence[str] | str) -> tuple[str, ...]:
+    """Validate allow_paths entries (a list, or one string separated by commas, colons or newlines).
+
+    Each entry is a relative path: an exact file ('.gitlab-ci.yml') or a directory prefix ending in '/'
+    ('.github/workflows/'). Raises InputError naming a bad entry; returns the normalized entries.
+    """
+    if isinstance(entries, str):
+        entries = [e for e in re.split(r"[,:\n]", entries)]
+    out: list[str] = []
+    for raw in entries:
+        entry = str(raw).strip().replace("\ufeff", "")
+        if not entry:
+            continue
+        is_prefix = entry.endswith("/")
+        try:
+            parts = _syntax_parts(entry.rstrip("/") or entry)
+        except FileProtocolError as exc:
+            raise InputError(
+                f"allow_paths entry {_clip(entry)!r} is not a usable relative path: {exc}. Name a file "
+                "such as '.gitlab-ci.yml' or a directory ending in '/' such as '.github/workflows/'."
+            ) from None
+        out.append("/".join(parts) + ("/" if is_prefix else ""))
+    return tuple(out)
+
+
+def _allow_rules(entries: Sequence[str]) -> tuple[_Allow, ...]:
+    return tuple((tuple(e.rstrip("/").split("/")), e.endswith("/")) for e in parse_allow_paths(entries))
+
+
+def normalize_relpath(path: str, allow_paths: Sequence[str] = ()) -> str:
+    """Return the normalized relative POSIX path, or raise FileProtocolError saying exactly why it is unsafe.
+
+    Protected places (.git/, CI workflows, virtualenvs, ...) are refused unless allow_paths names them.
+    """
+    parts = _syntax_parts(path)
+    reason = _first_unlifted(_static_hits(parts), parts, _allow_rules(allow_paths) if allow_paths else ())
     if reason:
         raise FileProtocolError(reason)
     return "/".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# Race-free directory walking
+# --------------------------------------------------------------------------------------------------
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _O_CLOEXEC
+_HAVE_DIR_FD = os.open in os.supports_dir_fd and os.mkdir in os.supports_dir_fd and bool(_O_NOFOLLOW)
+
+
+class _Refused(Exception):
+    """Internal: stop a write with this user-facing reason."""
+
+
+class _Protected(_Refused):
+    """Internal: the walk reached a protected place that allow_paths does not lift."""
+
+    def __init__(self, hit: _Hit, frame: Sequence[str]) -> None:
+        super().__init__(_hit_message(hit, frame))
+        self.hit, self.frame = hit, list(frame)
+
+
+def _strerror(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _rel_parts(path: str, root: str) -> list[str]:
+    return [] if path == root else path[len(root.rstrip(os.sep)) + 1 :].split(os.sep)
+
+
+def _lstat_at(name: str, dir_fd: int) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+class _Walk:
+    """Opens directories one component at a time from a descriptor, never following a symlink it did not vet.
+
+    frame: the path of the start directory relative to the allowed root, for judging protected places.
+    boundary: the real path of the start directory when existing symlinks may be followed inside it
+    (they are refused when None). allow: rules that lift protected places; check=False skips protection
+    (speed-run's own backup area).
+    """
+
+    def __init__(
+        self,
+        start_fd: int,
+        frame: Sequence[str],
+        *,
+        boundary: str | None,
+        allow: Sequence[_Allow],
+        check: bool = True,
+        what: str = "the output directory",
+    ) -> None:
+        self.start_fd, self.frame, self.boundary = start_fd, list(frame), boundary
+        self.allow, self.check, self.what = allow, check, what
+
+    def open(self, parts: Sequence[str], *, create: bool) -> tuple[int, list[str]]:
+        """Return (fd, real components under the start) of the directory reached through parts."""
+        pending = list(parts)
+        cur: list[str] = []
+        fd = os.dup(self.start_fd)
+        links = retries = 0
+        try:
+            while pending:
+                name = pending.pop(0)
+                shown = "/".join([*cur, name])
+                here = [*self.frame, *cur, name]
+                if self.check:
+                    for hit in _static_hits(here, last_is_file=False):
+                        if not _lifted(hit, here, self.allow):
+                            raise _Protected(hit, here)
+                st = _lstat_at(name, fd)
+                if st is None:
+                    if not create:
+                        raise _Refused(f"'{_clip(shown)}' does not exist")
+                    try:
+                        os.mkdir(name, 0o777, dir_fd=fd)
+                    except FileExistsError:
+                        pass  # appeared meanwhile: examine whatever is there now
+                    except OSError as exc:
+                        raise _Refused(f"could not create directory '{_clip(shown)}': {_strerror(exc)}") from None
+                    retries += 1
+                    pending.insert(0, name)
+                elif stat.S_ISLNK(st.st_mode):
+                    links += 1
+                    if links > _MAX_LINKS:
+                        raise _Refused(f"too many levels of symlinks at '{_clip(shown)}'")
+                    target = self._link_target(fd, cur, name, shown)
+                    os.close(fd)
+                    fd = os.dup(self.start_fd)
+                    cur = []
+                    pending = [*target, *pending]
+                elif not stat.S_ISDIR(st.st_mode):
+                    raise _Refused(f"'{_clip(shown)}' exists and is not a directory")
+                else:
+                    try:
+                        new_fd = os.open(name, _O_DIR | _O_NOFOLLOW, dir_fd=fd)
+                    except OSError:
+                        # Swapped between the lstat and the open (ELOOP for a new symlink, ENOTDIR, ENOENT): look again.
+                        retries += 1
+                        pending.insert(0, name)
+                    else:
+                        os.close(fd)
+                        fd = new_fd
+                        cur.append(name)
+                        retries = 0
+                        if self.check and _lstat_at(_VENV_MARKER, fd) is not None:
+                            hit = _Hit(len(here) - 1, "/".join(here), _VENV_REASON, True, True)
+                            if not _lifted(hit, here, self.allow):
+                                raise _Protected(hit, here)
+                if retries > _MAX_RETRIES:
+                    raise _Refused(f"'{_clip(shown)}' kept changing while it was being opened; try again")
+            return fd, cur
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _link_target(self, fd: int, cur: list[str], name: str, shown: str) -> list[str]:
+        """Components (relative to the start) that the symlink cur/name points to, or refuse if it leaves."""
+        if self.boundary is None:
+            raise _Refused(f"'{_clip(shown)}' is a symlink; refusing to write through it (remove the link)")
+        target = os.readlink(name, dir_fd=fd)
+        here = os.path.join(self.boundary, *cur)
+        lexical = os.path.normpath(os.path.join(here, target))
+        if _inside(lexical, self.boundary):
+            return [p for p in _rel_parts(lexical, self.boundary) if p]
+        # The target may reach back in through other links; judge where it really goes, then walk there safely.
+        real = os.path.realpath(os.path.join(here, name))
+        if _inside(real, self.boundary):
+            return [p for p in _rel_parts(real, self.boundary) if p]
+        raise _Refused(
+            f"'{_clip(shown)}' is a symlink to {_clip(real)}, outside {self.what}; refusing to write through it"
+        )
+
+
+def _open_real_dir(path: str) -> int:
+    return os.open(path, _O_DIR)
+
+
+# --------------------------------------------------------------------------------------------------
+# Output directory check (called at the MCP and CLI edges before any work starts)
+# --------------------------------------------------------------------------------------------------
+
+
+def check_output_dir(path: Path, allowed_root: Path, allow_paths: Sequence[str] = ()) -> None:
+    """Refuse an output dir that is outside allowed_root, lies in a protected place, or is not a usable directory.
+
+    Creates the directory (and missing parents) when absent. Raises InputError naming the dir and the fix.
+    allow_paths entries are relative to allowed_root ('.github/workflows/' lets an output dir lie there).
+    """
+    shown = _clip(str(path))
+    rules = _allow_rules(allow_paths)
+    try:
+        allowed_real = os.path.realpath(Path(allowed_root).absolute())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"allowed root {_clip(str(allowed_root))} cannot be used: {exc}") from None
+    if not os.path.isdir(allowed_real):
+        raise InputError(
+            f"allowed root {_clip(str(allowed_root))} is not an existing directory; open a folder that exists"
+        )
+    try:
+        real = os.path.realpath(Path(path).absolute())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"output_dir {shown} cannot be used: {exc}; give a plain directory path") from None
+    if not _inside(real, allowed_real):
+        raise InputError(
+            f"output_dir {shown} resolves to {_clip(real)}, outside the allowed root {_clip(allowed_real)}; "
+            "choose a directory inside it"
+        )
+    parts = _rel_parts(real, allowed_real)
+    if not _HAVE_DIR_FD:
+        raise InputError("this platform has no O_NOFOLLOW/dir_fd support, which speed-run needs to write safely")
+    try:
+        start = _open_real_dir(allowed_real)
+    except OSError as exc:
+        raise InputError(f"allowed root {_clip(allowed_real)} cannot be opened: {_strerror(exc)}") from None
+    try:
+        fd, _ = _Walk(start, [], boundary=None, allow=rules, what="the allowed root").open(parts, create=True)
+        os.close(fd)
+    except _Protected as exc:
+        place = "/".join(exc.frame[: exc.hit.end + 1])
+        fix = "Choose another output_dir"
+        if exc.hit.liftable:
+            fix += f", or name '{_clip(place)}/' in allow_paths (SPEEDRUN_ALLOW_PATHS) if you really want files there"
+        raise InputError(
+            f"output_dir {shown} lies inside '{_clip(exc.hit.shown)}' under the allowed root: {exc.hit.why}. {fix}."
+        ) from None
+    except _Refused as exc:
+        raise InputError(f"output_dir {shown} cannot be used: {exc}. Choose another output_dir.") from None
+    except OSError as exc:
+        raise InputError(f"output_dir {shown} cannot be created: {_strerror(exc)}; choose a writable directory") from None
+    finally:
+        os.close(start)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -98,25 +455,77 @@ def _count_lines(content: str) -> int:
     return content.count("\n") + (0 if content.endswith("\n") else 1)
 
 
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or path.is_relative_to(root)
+def _temp_name() -> str:
+    # Fixed length whatever the target's name, so a 255-byte name never makes its temp name too long.
+    return f".speedrun-{secrets.token_hex(8)}.tmp"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    with os.fdopen(os.dup(fd), "wb") as fh:
+        fh.write(data)
+
+
+def _atomic_write(dir_fd: int, name: str, data: bytes, mode: int | None, times: tuple[int, int] | None = None) -> None:
+    """Write data to name in dir_fd through a temp file and a rename; the rename replaces a link, never follows it."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | _O_NOFOLLOW
+    for _ in range(_MAX_RETRIES):
+        tmp = _temp_name()
+        try:
+            fd = os.open(tmp, flags, 0o666, dir_fd=dir_fd)  # 0o666: the umask decides, like a normal new file
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise OSError(17, "could not pick a free temporary name")
+    done = False
+    try:
+        try:
+            _write_all(fd, data)
+            if mode is not None:
+                os.fchmod(fd, mode)
+            if times is not None:
+                os.utime(fd, ns=times)
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        done = True
+    finally:
+        if not done:
+            try:
+                os.unlink(tmp, dir_fd=dir_fd)
+            except OSError:
+                pass
 
 
 class SafeWriter:
     """Writes generated files under one root: refuses unsafe paths, writes atomically, backs up what it replaces."""
 
-    def __init__(self, root: Path, *, max_file_bytes: int = 1_000_000, backup_dir: Path | None = None) -> None:
-        """Create the root if missing; backup_dir overrides the per-run backup directory."""
-        root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
-        # Resolved once so every containment check compares real locations.
-        self._root = root.resolve()
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_file_bytes: int = 1_000_000,
+        backup_dir: Path | None = None,
+        allow_paths: Sequence[str] = (),
+        confine_to: Path | None = None,
+    ) -> None:
+        """Set up a writer; touches no files until the first write (so building one never blocks an event loop).
+
+        backup_dir overrides the per-run backup directory (default: <root>/.speedrun/backups/<stamp>).
+        allow_paths: places that run code outside the tests which the user named (see parse_allow_paths),
+        relative to confine_to. confine_to: the allowed root protection is judged against (default: root).
+        """
+        self._root_arg = Path(root)
+        self._confine_arg = Path(confine_to) if confine_to is not None else None
         self._max = max_file_bytes
+        self._allow = _allow_rules(allow_paths)  # bad entries fail here, before any work
         self._backup_override = Path(backup_dir) if backup_dir is not None else None
-        self._backup_root: Path | None = None
+        self._backup_parts: list[str] | None = None  # under the backup anchor, once chosen
+        self._setup: tuple[str, list[str], str] | str | None = None  # (anchor, root parts, real root) or a reason
         self._outcomes: dict[str, bool] = {}  # normalized path -> was it written
         self._written: list[WrittenFile] = []
         self._errors: list[FileError] = []
+        self._lock = threading.Lock()  # one writer may be shared by threads (asyncio.to_thread callers)
 
     @property
     def report(self) -> WriteReport:
@@ -124,18 +533,25 @@ class SafeWriter:
         return WriteReport(files_written=list(self._written), errors=list(self._errors))
 
     def write(self, f: GeneratedFile) -> WrittenFile | FileError:
-        """Write one file; never raises for a bad file, returns a FileError saying why instead."""
-        try:
-            rel = normalize_relpath(f.path)
-        except FileProtocolError as exc:
-            return self._refuse(f.path, str(exc))
-        if rel in self._outcomes:
-            if self._outcomes[rel]:
-                return self._refuse(f.path, "duplicate path; the first copy was kept")
-            return self._refuse(f.path, "duplicate path; the first copy was refused, so this one is refused too")
-        result = self._write_new(rel, f)
-        self._outcomes[rel] = isinstance(result, WrittenFile)
-        return result
+        """Write one file; never raises for a bad file, returns a FileError saying why instead. Blocking I/O."""
+        with self._lock:
+            try:
+                parts = _syntax_parts(f.path)
+            except FileProtocolError as exc:
+                return self._refuse(f.path, str(exc))
+            rel = "/".join(parts)
+            if rel in self._outcomes:
+                if self._outcomes[rel]:
+                    return self._refuse(f.path, "duplicate path; the first copy was kept")
+                return self._refuse(f.path, "duplicate path; the first copy was refused, so this one is refused too")
+            try:
+                result = self._write_new(rel, parts, f)
+            except _Refused as exc:
+                result = self._refuse(f.path, str(exc))
+            except OSError as exc:
+                result = self._refuse(f.path, f"could not write the file: {_strerror(exc)}")
+            self._outcomes[rel] = isinstance(result, WrittenFile)
+            return result
 
     # -- internals ---------------------------------------------------------------------------------
 
@@ -144,46 +560,56 @@ class SafeWriter:
         self._errors.append(err)
         return err
 
-    def _ok(self, rel: str, content: str, action: str, backup: Path | None = None) -> WrittenFile:
-        done = WrittenFile(
-            path=rel,
-            filename=rel.rsplit("/", 1)[-1],
-            lines=_count_lines(content),
-            action=action,
-            backup=str(backup) if backup is not None else None,
-        )
+    def _ok(self, rel: str, content: str, action: str, backup: str | None = None) -> WrittenFile:
+        done = WrittenFile(path=rel, filename=rel.rsplit("/", 1)[-1], lines=_count_lines(content), action=action,
+                           backup=backup)
         self._written.append(done)
         return done
 
-    def _parent_problem(self, rel: str, parts: list[str]) -> str | None:
-        # Walk existing components so the message names the offending one.
-        cur = self._root
-        for i, part in enumerate(parts[:-1]):
-            cur = cur / part
-            shown = "/".join(parts[: i + 1])
-            if os.path.islink(cur):
-                real = Path(os.path.realpath(cur))
-                if not _inside(real, self._root):
-                    return (
-                        f"'{shown}' is a symlink to {real}, outside the output directory; "
-                        "refusing to write through it"
-                    )
-                if os.path.exists(cur) and not os.path.isdir(cur):
-                    return f"'{shown}' is a symlink to a file, not a directory, so '{rel}' cannot be created under it"
-            elif os.path.lexists(cur) and not os.path.isdir(cur):
-                return f"'{shown}' exists and is not a directory, so '{rel}' cannot be created under it"
-        return self._containment_problem(rel, Path(os.path.realpath(self._root.joinpath(*parts[:-1]))))
+    def _prepare(self) -> tuple[str, list[str], str]:
+        """Resolve the allowed root and the output root once: (anchor real path, root parts under it, real root)."""
+        if self._setup is None:
+            self._setup = self._resolve_roots()
+        if isinstance(self._setup, str):
+            raise _Refused(self._setup)
+        return self._setup
 
-    def _containment_problem(self, rel: str, real_parent: Path) -> str | None:
-        if not _inside(real_parent, self._root):
-            return f"'{rel}' resolves to {real_parent}, outside the output directory; refusing to write there"
-        real_parts = [*real_parent.relative_to(self._root).parts, rel.rsplit("/", 1)[-1]]
-        reason = _protected_reason(real_parts)
-        if reason:
-            return f"'{rel}' resolves through a symlink to '{'/'.join(real_parts)}': {reason}"
-        return None
+    def _resolve_roots(self) -> tuple[str, list[str], str] | str:
+        if not _HAVE_DIR_FD:
+            return "this platform has no O_NOFOLLOW/dir_fd support, which speed-run needs to write safely"
+        root = self._root_arg.absolute()
+        if self._confine_arg is None:
+            try:
+                root.mkdir(parents=True, exist_ok=True)  # the user's own choice of directory: nothing to confine
+            except OSError as exc:
+                return f"could not create the output directory {_clip(str(root))}: {_strerror(exc)}"
+            real = os.path.realpath(root)
+            return real, [], real
+        anchor = os.path.realpath(self._confine_arg.absolute())
+        if not os.path.isdir(anchor):
+            return f"the allowed root {_clip(anchor)} is not an existing directory"
+        real = os.path.realpath(root)
+        if not _inside(real, anchor):
+            return (
+                f"the output directory {_clip(str(root))} resolves to {_clip(real)}, outside the allowed root "
+                f"{_clip(anchor)}; choose an output directory inside it"
+            )
+        return anchor, _rel_parts(real, anchor), real
 
-    def _write_new(self, rel: str, f: GeneratedFile) -> WrittenFile | FileError:
+    def _open_root(self) -> tuple[int, list[str], str]:
+        anchor, root_parts, real_root = self._prepare()
+        start = _open_real_dir(anchor)
+        try:
+            fd, _ = _Walk(start, [], boundary=None, allow=self._allow, what="the allowed root").open(
+                root_parts, create=True
+            )
+        except _Refused as exc:
+            raise _Refused(f"the output directory cannot be used: {exc}") from None
+        finally:
+            os.close(start)
+        return fd, root_parts, real_root
+
+    def _write_new(self, rel: str, parts: list[str], f: GeneratedFile) -> WrittenFile | FileError:
         try:
             data = f.content.encode("utf-8")
         except UnicodeEncodeError:
@@ -194,95 +620,126 @@ class SafeWriter:
                 f"content is {len(data):,} bytes, over the {self._max:,}-byte cap; "
                 "split the file, or raise the cap with SPEEDRUN_MAX_FILE_BYTES",
             )
-        parts = rel.split("/")
-        target = self._root.joinpath(*parts)
-        parent = target.parent
+        # The lexical check first (on the path under the allowed root, so an output directory inside .git/hooks
+        # counts), so a named protected path is refused before anything is created.
+        root_parts = self._prepare()[1]
+        frame = [*root_parts, *parts]
+        reason = _first_unlifted(_static_hits(frame), frame, self._allow)
+        if reason:
+            return self._refuse(f.path, reason)
 
-        problem = self._parent_problem(rel, parts)
-        if problem:
-            return self._refuse(f.path, problem)
-        if os.path.islink(target):
-            return self._refuse(f.path, "the target is a symlink; refusing to write through it (remove the link first)")
-        if os.path.isdir(target):
-            return self._refuse(f.path, "a directory already exists at this path; give a file path")
+        root_fd, root_parts, real_root = self._open_root()
         try:
-            st = os.lstat(target)
-        except FileNotFoundError:
-            st = None
-        except OSError as exc:
-            return self._refuse(f.path, f"cannot inspect the target: {exc.strerror or exc}")
+            walk = _Walk(root_fd, root_parts, boundary=real_root, allow=self._allow)
+            dir_fd, real_dir = walk.open(parts[:-1], create=True)
+        finally:
+            os.close(root_fd)
+        try:
+            return self._write_in(dir_fd, rel, [*real_dir, parts[-1]], root_parts, real_root, data, f)
+        finally:
+            os.close(dir_fd)
+
+    def _write_in(
+        self,
+        dir_fd: int,
+        rel: str,
+        real_parts: list[str],
+        root_parts: list[str],
+        real_root: str,
+        data: bytes,
+        f: GeneratedFile,
+    ) -> WrittenFile | FileError:
+        name = real_parts[-1]
+        frame = [*root_parts, *real_parts]
+        reason = _first_unlifted(_static_hits(frame), frame, self._allow)
+        if reason:
+            real_rel = "/".join(real_parts)
+            if real_rel != rel:
+                reason = f"'{_clip(rel)}' resolves through a symlink to '{_clip(real_rel)}': {reason}"
+            return self._refuse(f.path, reason)
+
+        st = _lstat_at(name, dir_fd)
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            return self._refuse(f.path, "the target is a symlink; refusing to write through it (remove the link first)")
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            return self._refuse(f.path, "a directory already exists at this path; give a file path")
         if st is not None and not stat.S_ISREG(st.st_mode):
             # Reading a FIFO or device to compare contents could block or have side effects.
             return self._refuse(f.path, "the target exists but is not a regular file (device, FIFO or socket)")
 
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            shown = "/".join(parts[:-1])
-            return self._refuse(f.path, f"could not create directory '{shown}': {exc.strerror or exc}")
-        # Re-check after creation: a component may have been swapped for a symlink meanwhile.
-        real_parent = Path(os.path.realpath(parent))
-        problem = self._containment_problem(rel, real_parent)
-        if problem:
-            return self._refuse(f.path, problem)
-
-        backup: Path | None = None
+        backup: str | None = None
+        mode: int | None = None
         if st is not None:
-            if st.st_size == len(data) and target.read_bytes() == data:
+            old = self._read_existing(dir_fd, name, st)
+            if old == data:
                 return self._ok(rel, f.content, "unchanged")
+            mode = stat.S_IMODE(st.st_mode)
             try:
-                backup = self._backup(rel, target)
-            except OSError as exc:
-                return self._refuse(
-                    f.path, f"could not back up the existing file ({exc.strerror or exc}); it was left unchanged"
-                )
-
-        tmp: str | None = None
+                backup = self._backup(real_parts, old, st)
+            except (OSError, _Refused) as exc:
+                why = _strerror(exc) if isinstance(exc, OSError) else str(exc)
+                return self._refuse(f.path, f"could not back up the existing file ({why}); it was left unchanged")
         try:
-            tmp, fd = self._open_temp(parent, parts[-1])
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            if st is not None:
-                os.chmod(tmp, stat.S_IMODE(st.st_mode))
-            os.replace(tmp, target)
-            tmp = None
+            _atomic_write(dir_fd, name, data, mode)
         except OSError as exc:
-            return self._refuse(f.path, f"could not write the file: {exc.strerror or exc}")
-        finally:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+            return self._refuse(f.path, f"could not write the file: {_strerror(exc)}")
         return self._ok(rel, f.content, "modified" if st is not None else "created", backup)
 
     @staticmethod
-    def _open_temp(parent: Path, name: str) -> tuple[str, int]:
-        # Same directory as the target so os.replace stays atomic (no cross-device move). Mode 0o666 lets
-        # the umask decide, like a normal new file (mkstemp would force 0o600). O_EXCL never follows a link.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
-        while True:
-            tmp = str(parent / f".{name[:100]}.{secrets.token_hex(4)}.tmp")
-            try:
-                return tmp, os.open(tmp, flags, 0o666)
-            except FileExistsError:
-                continue
+    def _read_existing(dir_fd: int, name: str, st: os.stat_result) -> bytes:
+        # O_NOFOLLOW + O_NONBLOCK: a link or FIFO swapped in after the lstat can neither redirect nor hang the read.
+        fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | getattr(os, "O_NONBLOCK", 0), dir_fd=dir_fd)
+        try:
+            now = os.fstat(fd)
+            if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                raise _Refused("the target changed while it was being read; try again")
+            chunks = []
+            while True:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
 
-    def _backup(self, rel: str, target: Path) -> Path:
-        if self._backup_root is None:
-            if self._backup_override is not None:
-                root = self._backup_override
-            else:
-                state_dir = self._root / ".speedrun"
-                state_dir.mkdir(exist_ok=True)
-                ignore = state_dir / ".gitignore"
-                if not ignore.exists():
-                    ignore.write_text("*\n")  # backups must never be committed
+    def _backup(self, real_parts: list[str], old: bytes, st: os.stat_result) -> str:
+        """Save the old bytes under the backup directory, confined like every other write; return its path."""
+        if self._backup_override is not None:
+            base = self._backup_override.absolute()
+            base.mkdir(parents=True, exist_ok=True)  # a directory the caller chose explicitly
+            anchor = os.path.realpath(base)
+            start = _open_real_dir(anchor)
+            prefix: list[str] = []
+        else:
+            anchor = self._prepare()[2]
+            start, _, _ = self._open_root()
+            if self._backup_parts is None:
                 stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-                root = state_dir / "backups" / f"{stamp}-{secrets.token_hex(3)}"
-            root.mkdir(parents=True, exist_ok=True)
-            self._backup_root = root.resolve()
-        dest = self._backup_root.joinpath(*rel.split("/"))
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(target, dest)
-        return dest
+                self._backup_parts = [".speedrun", "backups", f"{stamp}-{secrets.token_hex(3)}"]
+            prefix = self._backup_parts
+        try:
+            # No protection check (this is speed-run's own area) and no symlinks at all: a '.speedrun' link planted
+            # by anyone must not carry backups elsewhere.
+            walk = _Walk(start, [], boundary=None, allow=(), check=False, what="the backup directory")
+            if prefix:
+                state_fd, _ = walk.open(prefix[:1], create=True)
+                try:
+                    ignore = os.open(".gitignore", os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC,
+                                     0o666, dir_fd=state_fd)
+                except FileExistsError:
+                    pass
+                else:
+                    _write_all(ignore, b"*\n")  # backups must never be committed
+                    os.close(ignore)
+                finally:
+                    os.close(state_fd)
+            dest_parts = [*prefix, *real_parts]
+            dir_fd, _ = walk.open(dest_parts[:-1], create=True)
+            try:
+                _atomic_write(dir_fd, dest_parts[-1], old, stat.S_IMODE(st.st_mode), (st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(dir_fd)
+        finally:
+            os.close(start)
+        return os.path.join(anchor, *dest_parts)
