@@ -60,8 +60,10 @@ Implement this contract. Write every source file and the test files it lists.
 
 FIX_SYSTEM = """\
 You repair code with minimal, surgical search/replace edits. Never rewrite a whole file. \
-Each edit's `search` must be copied EXACTLY from the numbered excerpts (without the line-number prefix) and be \
-long enough to occur only once in the file. Change only what the failures require; if a test itself is wrong \
+Each edit's `search` is one or more WHOLE lines copied EXACTLY from the numbered excerpts, with their indentation \
+and without the `  12| ` line-number prefix, and long enough to occur only once in the file; part of a line \
+never matches. `replace` is the whole lines that take their place, at the same indentation. An empty `search` \
+only creates a new file or fills an empty one. Change only what the failures require; if a test itself is wrong \
 according to the contract, fix the test.
 """
 
@@ -81,8 +83,8 @@ Relevant code (line-numbered excerpts; `  12| ` is a prefix, not part of the cod
 FIX_RETRY = """\
 Some edits could not be applied:
 {problems}
-Send corrected edits for those only (the others were applied already). Copy `search` text exactly from the \
-excerpts shown.
+Send corrected edits for those only (the others were applied already). Copy each `search` as whole lines, \
+exactly as the numbered lines shown (indentation included, `NN| ` prefix excluded).
 """
 
 REVIEW_SYSTEM = """\
@@ -111,17 +113,17 @@ Mode: {mode_text}
 Design:
 {design}
 
-Checklists — answer every item, in this order, copying the item text verbatim:
-FITNESS (8):
+Checklists — answer every item under its key (F1, R1, M1, ...) with `answer` (true or false) and `evidence`:
+FITNESS (under "fitness"):
 {fitness}
-ROBUSTNESS (12):
+ROBUSTNESS (under "robustness"):
 {robustness}
-MAINTAINABILITY (6):
+MAINTAINABILITY (under "maintainability"):
 {maintainability}
 Also give: complexity_justified, complexity_evidence, estimated_necessary_loc (lines a lean complete solution \
-needs), bad_names (misleading or empty identifiers).
+needs, at least 1), bad_names (misleading or empty identifiers).
 
-Answer for exactly these labels: {labels}.
+Answer for exactly these labels, one top-level key each: {labels}.
 
 {implementations}
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from speedrun.state.turbo import AppliedEdit, ClientFixRequest, FixCycle, TurboS
 WHOLE_FILE_LINES = 200  # files up to this size are shown whole; larger ones as windows around cited lines
 WINDOW = 25
 EXCERPT_BUDGET = 60_000  # characters of code shown to the fixer
+MAX_PROBLEMS = 10  # edits explained in one retry prompt; each outcome's message and excerpt are capped by apply_edits
 _CITE = re.compile(r"([\w./-]+\.\w+):(\d+)")
 
 
@@ -30,14 +32,17 @@ async def surgical_fix(state: TurboState, runtime: Runtime[RunContext]) -> dict:
     report = state.tests
     failures_before = (report.failed + report.errors) if report else 0
     if settings.fixer_is_client:
-        return _client_fix(state, cycle, failures_before)
+        return await _client_fix(state, cycle, failures_before)
     progress(runtime, "surgical_fix", f"cycle {cycle}: fixer is reading {failures_before} failure(s)")
     root = Path(state.output_dir)
+    # File reads and writes run in a worker thread: the event loop serves other runs and tools meanwhile,
+    # and `langgraph dev` refuses blocking calls inside nodes.
+    excerpts = await asyncio.to_thread(_excerpts, root, state)
     messages = [("system", prompts.FIX_SYSTEM), ("user", prompts.FIX_USER.format(
         test_command=state.test_command, summary=_summary(state), failures=_failures_text(state),
-        contract=state.spec.render() if state.spec else "(none)", excerpts=_excerpts(root, state)))]
+        contract=state.spec.render() if state.spec else "(none)", excerpts=excerpts))]
     plan, ledger = await structured(settings, "fixer", FixPlan, messages)
-    outcomes = apply_edits(root, plan.edits, max_file_bytes=settings.max_file_bytes)
+    outcomes = await asyncio.to_thread(apply_edits, root, plan.edits, max_file_bytes=settings.max_file_bytes)
     retry = [o for o in outcomes if o.status in ("not_found", "ambiguous")]
     if retry:  # one retry, showing the closest match with line numbers
         progress(runtime, "surgical_fix", f"cycle {cycle}: {len(retry)} edit(s) did not match; asking once more")
@@ -45,8 +50,8 @@ async def surgical_fix(state: TurboState, runtime: Runtime[RunContext]) -> dict:
                      ("user", prompts.FIX_RETRY.format(problems=_problems(retry)))]
         second, more = await structured(settings, "fixer", FixPlan, messages)
         ledger += more
-        outcomes = [o for o in outcomes if o not in retry] + apply_edits(
-            root, second.edits, max_file_bytes=settings.max_file_bytes)
+        outcomes = [o for o in outcomes if o not in retry] + await asyncio.to_thread(
+            apply_edits, root, second.edits, max_file_bytes=settings.max_file_bytes)
     applied = sum(o.status == "applied" for o in outcomes)
     progress(runtime, "surgical_fix", f"cycle {cycle}: applied {applied} of {len(outcomes)} edit(s)")
     fix = FixCycle(cycle=cycle, source="model", diagnosis=plan.diagnosis, failures_before=failures_before,
@@ -54,7 +59,7 @@ async def surgical_fix(state: TurboState, runtime: Runtime[RunContext]) -> dict:
     return {"cycles": [fix], "ledger": ledger}
 
 
-def _client_fix(state: TurboState, cycle: int, failures_before: int) -> dict:
+async def _client_fix(state: TurboState, cycle: int, failures_before: int) -> dict:
     report = state.tests
     request = ClientFixRequest(
         cycle=cycle, output_dir=state.output_dir, files=[f.path for f in state.files],
@@ -67,7 +72,8 @@ def _client_fix(state: TurboState, cycle: int, failures_before: int) -> dict:
     if action == "stop":
         return {"cycles": [fix], "stopped": True}
     if action == "edits":
-        fix.edits = [_applied(o) for o in apply_edits(Path(state.output_dir), edits)]
+        outcomes = await asyncio.to_thread(apply_edits, Path(state.output_dir), edits)
+        fix.edits = [_applied(o) for o in outcomes]
     return {"cycles": [fix]}
 
 
@@ -155,9 +161,11 @@ def _excerpts(root: Path, state: TurboState) -> str:
 
 def _problems(outcomes: list[EditOutcome]) -> str:
     out = []
-    for o in outcomes:
-        text = f"- {o.edit.path}: {o.status}: {o.message}"
+    for o in outcomes[:MAX_PROBLEMS]:
+        text = f"- {o.edit.path[:120]}: {o.status}: {o.message}"
         if o.closest:
             text += f"\n  closest match in the file:\n{o.closest}"
         out.append(text)
+    if len(outcomes) > MAX_PROBLEMS:
+        out.append(f"- ... and {len(outcomes) - MAX_PROBLEMS} more edit(s) that did not match")
     return "\n".join(out)
