@@ -1,21 +1,94 @@
-"""Judge helpers: blinded labels, bounded source excerpts, and the worksheet in the seed's section order."""
+"""Judge helpers: blinded labels, the judge model's answer schema, bounded source excerpts, and the worksheet."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import random
+from functools import cache
 from pathlib import Path
 
+from pydantic import BaseModel, Field, create_model
+
 from speedrun.measure import source_files
-from speedrun.scoring import CRITERIA, format_score_tables
-from speedrun.state.judge import Decision, Scorecard
-from speedrun.state.judging import ImplementationReview, JudgeInput
+from speedrun.scoring import CRITERIA, FITNESS_ITEMS, MAINTAINABILITY_ITEMS, ROBUSTNESS_ITEMS, format_score_tables
+from speedrun.state.judge import ChecklistAnswer, Checklists, Decision, Scorecard
+from speedrun.state.judging import ImplementationReview, JudgeFields
 
 LABELS = "ABCDE"
 
+#: Checklist -> (key prefix, items). Item keys are F1..F8, R1..R12, M1..M6, as the judge prompt numbers them.
+CHECKLISTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "fitness": ("F", FITNESS_ITEMS),
+    "robustness": ("R", ROBUSTNESS_ITEMS),
+    "maintainability": ("M", MAINTAINABILITY_ITEMS),
+}
 
-def blind(inputs: JudgeInput) -> dict[str, str]:
+
+class ItemAnswer(BaseModel):
+    """The judge model's answer to one checklist item."""
+
+    answer: bool = Field(description="true when the implementation satisfies the item, false otherwise.")
+    evidence: str = Field(description="A short quote from the code or a concrete observation supporting it.")
+
+
+def item_keys(checklist: str) -> list[str]:
+    """The answer keys of one checklist, in item order: F1..F8, R1..R12 or M1..M6."""
+    prefix, items = CHECKLISTS[checklist]
+    return [f"{prefix}{number}" for number in range(1, len(items) + 1)]
+
+
+def numbered_items(checklist: str) -> str:
+    """The checklist's items, one per line, each after its answer key (for the judge prompt)."""
+    return "\n".join(f"{key}. {text}" for key, text in zip(item_keys(checklist), CHECKLISTS[checklist][1]))
+
+
+@cache
+def _answers_model() -> type[BaseModel]:
+    """One implementation's answers. Every item is a required property named by its key, so a schema-following
+    model cannot skip, repeat or reorder items; fields holding models carry no description (strict JSON-schema
+    modes refuse keywords beside a $ref)."""
+    checklists = {name: (create_model(f"{name.title()}Answers", **{key: (ItemAnswer, ...) for key in item_keys(name)}),
+                         ...) for name in CHECKLISTS}
+    return create_model(
+        "ImplementationAnswers",
+        __doc__="The judge model's answers for one implementation. Every field is required.",
+        **checklists,
+        complexity_justified=(bool, Field(description="true when the extra size beyond a lean solution buys "
+                                                      "something the design asks for.")),
+        complexity_evidence=(str, Field(description="One or two sentences on what the extra code is for, or what "
+                                                    "is superfluous.")),
+        estimated_necessary_loc=(int, Field(ge=1, description="Lines of code (no blanks or comments) a lean, "
+                                                              "complete solution of the design needs; at least 1.")),
+        bad_names=(list[str], Field(description="Identifiers whose names mislead or say nothing (e.g. 'data2', "
+                                                "'do_stuff'); empty when none.")),
+    )
+
+
+def verdict_model(labels: list[str]) -> type[BaseModel]:
+    """The judge model's answer schema for this run: one REQUIRED property per blinded label, no other keys.
+
+    Built per run so that every constraint the code relies on (which labels, how many items, the bounds) is
+    in the schema the provider enforces, and an answer that follows the schema is always accepted.
+    """
+    return create_model("Verdict", __doc__="The judge's answers, one property per implementation label.",
+                        **{label: (_answers_model(), ...) for label in sorted(labels)})
+
+
+def checklists_from(label: str, answers: BaseModel) -> Checklists:
+    """The scoring record for one label's answers (item texts restored from the keys)."""
+    lists = {}
+    for name, (_prefix, items) in CHECKLISTS.items():
+        given = getattr(answers, name)
+        lists[name] = [ChecklistAnswer(item=text, answer=getattr(given, key).answer,
+                                       evidence=getattr(given, key).evidence)
+                       for key, text in zip(item_keys(name), items)]
+    return Checklists(label=label, **lists, complexity_justified=answers.complexity_justified,
+                      complexity_evidence=answers.complexity_evidence,
+                      estimated_necessary_loc=answers.estimated_necessary_loc, bad_names=answers.bad_names)
+
+
+def blind(inputs: JudgeFields) -> dict[str, str]:
     """name → neutral label, in an order shuffled by a seed derived from the inputs (stable across resumes)."""
     names = [impl.name for impl in inputs.implementations]
     seed = hashlib.sha256(json.dumps([inputs.design, sorted(names)]).encode()).hexdigest()
@@ -47,7 +120,7 @@ def _tests_text(card: Scorecard) -> str:
     return f"{t.passed} passed, {t.failed} failed, {t.errors} errors" + (" (timed out)" if t.timed_out else "")
 
 
-def render_worksheet(inputs: JudgeInput, cards: list[Scorecard], decision: Decision,
+def render_worksheet(inputs: JudgeFields, cards: list[Scorecard], decision: Decision,
                      reviews: list[ImplementationReview]) -> str:
     """The worksheet as Markdown, in the seed's required order."""
     by_name = {r.name: r for r in reviews}

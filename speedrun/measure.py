@@ -35,6 +35,25 @@ Readability rules (Python, via :mod:`ast`)
       count. Test files (``test_*.py``, ``*_test.py``, ``conftest.py`` or anything under a ``tests/`` or
       ``test/`` directory) are skipped for this rule only: literal expected values are normal there.
 
+Test files and readability
+    Violations found in test files (see :func:`is_test_file`) are reported apart, in
+    ``Measurement.test_violations``, and do not count toward the readability score; their lines are
+    ``Measurement.test_loc``. Tests are often shipped with the task, identical for every implementation
+    (``b`` for a bucket, ``t`` for a fake clock), so counting them would punish every implementation for
+    code none of them wrote, and could eliminate all of them. The quality of the tests an implementation
+    did write is still judged: the maintainability checklist asks whether its tests are readable.
+
+What is walked, and how much
+    Directories that are not the implementation's own code are skipped: every hidden directory
+    (``.git``, ``.venv``, ``.tox``, ``.mypy_cache``, ``.speedrun``, ...), any directory holding a
+    ``pyvenv.cfg`` (a virtualenv, whatever its name), and the names in :data:`DEFAULT_EXCLUDE_DIRS`
+    (``node_modules``, ``__pycache__``, ``venv``, ``build``, ``dist``, ``site-packages``, ``*.egg-info``, ...).
+    Symlinks are not followed. The walk stops with an :class:`~speedrun.errors.InputError` naming the path
+    and the limit once it has seen more than :data:`MAX_TREE_ENTRIES` files and directories, more than
+    :data:`MAX_SOURCE_FILES` source files, or more than :data:`MAX_SOURCE_BYTES` bytes of source: an
+    implementation is a project, not a file system, and ``judge /`` must fail in a second rather than walk
+    the disk for minutes.
+
 Readability rules (other languages, best effort)
     For brace languages (JavaScript, TypeScript, Go, Rust, Java, C, C++, C#, Kotlin, Swift, Scala, PHP)
     strings and comments are blanked out and braces are counted. A brace whose header looks like a
@@ -55,6 +74,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from speedrun.errors import InputError
 from speedrun.state.judge import Measurement, Violation
 
 __all__ = [
@@ -64,6 +84,10 @@ __all__ = [
     "MAX_FILE_BYTES",
     "MAX_FUNCTION_LINES",
     "MAX_NESTING",
+    "MAX_SOURCE_BYTES",
+    "MAX_SOURCE_FILES",
+    "MAX_TREE_ENTRIES",
+    "is_skipped_dir",
     "is_test_file",
     "measure_tree",
     "source_files",
@@ -78,7 +102,19 @@ ALLOWED_NUMBERS: frozenset[int] = frozenset({0, 1, -1, 2})
 #: Files larger than this are skipped (generated or vendored blobs); they are named in ``counted``.
 MAX_FILE_BYTES = 2_000_000
 
-DEFAULT_EXCLUDE_DIRS: tuple[str, ...] = (".git", ".speedrun", "__pycache__", ".venv", "node_modules", ".pytest_cache")
+#: The walk stops past this many files and directories (outside skipped directories).
+MAX_TREE_ENTRIES = 20_000
+#: ... or past this many recognised source files ...
+MAX_SOURCE_FILES = 2_000
+#: ... or past this many bytes of recognised source.
+MAX_SOURCE_BYTES = 20_000_000
+
+#: Directory names never measured (besides hidden directories and virtualenvs, which are always skipped):
+#: dependencies, caches and build output, not the implementation's own code.
+DEFAULT_EXCLUDE_DIRS: tuple[str, ...] = (
+    "__pycache__", "node_modules", "bower_components", "venv", "site-packages", "build", "dist", "htmlcov",
+    "__pypackages__",
+)
 
 _PY = "Python"
 _C_STYLE = "c"  # // and /* */ comments, # is code (preprocessor, Rust attributes)
@@ -115,13 +151,20 @@ LANGUAGES: dict[str, tuple[str, str, bool]] = {
 }
 
 
+_TEST_DIRS = frozenset({"tests", "test", "__tests__", "spec"})
+
+
 def is_test_file(rel_path: str) -> bool:
-    """True for ``test_*.py``, ``*_test.py``, ``conftest.py`` and files under a ``tests``/``test`` directory."""
+    """True for test code: ``test_*``, ``*_test.*``, ``*.test.*``, ``*.spec.*``, ``conftest.py``, or any file
+    under a ``tests``, ``test``, ``__tests__`` or ``spec`` directory."""
     parts = rel_path.split("/")
     base = parts[-1]
-    if base.startswith("test_") or base.endswith("_test.py") or base == "conftest.py":
+    stem = base.split(".", 1)[0]
+    if base.startswith("test_") or stem.endswith("_test") or base == "conftest.py":
         return True
-    return any(part in ("tests", "test") for part in parts[:-1])
+    if ".test." in base or ".spec." in base:
+        return True
+    return any(part in _TEST_DIRS for part in parts[:-1])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -137,22 +180,54 @@ class _FileResult:
     syntax_error: str | None = None
 
 
-def _iter_source_files(root: Path, exclude_dirs: Iterable[str]) -> tuple[list[tuple[Path, str]], list[str]]:
-    """Recognised source files under ``root`` (sorted), plus relative paths skipped for size."""
+def is_skipped_dir(path: Path, exclude_dirs: Iterable[str] = DEFAULT_EXCLUDE_DIRS) -> bool:
+    """True for a directory the walk does not enter: hidden, a virtualenv, an egg-info or an excluded name."""
+    name = path.name
+    return (name.startswith(".") or name in set(exclude_dirs) or name.endswith(".egg-info")
+            or (path / "pyvenv.cfg").is_file())
+
+
+def _too_large(root: Path, name: str, what: str) -> InputError:
+    who = f"implementation {name[:80]!r} at " if name else ""
+    where = str(root)[:200]
+    return InputError(
+        f"{who}{where} is too large to judge: it holds {what}. Point the judge at the implementation's own "
+        "directory, not a parent of it or the file system (dependencies, virtualenvs, hidden directories, "
+        "build output and caches are skipped already).")
+
+
+def _iter_source_files(root: Path, exclude_dirs: Iterable[str],
+                       name: str = "") -> tuple[list[tuple[Path, str]], list[str]]:
+    """Recognised source files under ``root`` (sorted), plus relative paths skipped for size.
+
+    Raises InputError once the tree exceeds :data:`MAX_TREE_ENTRIES`, :data:`MAX_SOURCE_FILES` or
+    :data:`MAX_SOURCE_BYTES`.
+    """
     excluded = set(exclude_dirs)
     found: list[tuple[Path, str]] = []
     too_big: list[str] = []
+    entries = source_bytes = 0
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if d not in excluded)
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not is_skipped_dir(here / d, excluded))
+        entries += len(dirnames) + len(filenames)
+        if entries > MAX_TREE_ENTRIES:
+            raise _too_large(root, name, f"more than {MAX_TREE_ENTRIES:,} files and directories (the limit)")
         for filename in sorted(filenames):
-            path = Path(dirpath) / filename
+            path = here / filename
             if path.suffix.lower() not in LANGUAGES or path.is_symlink() or not path.is_file():
                 continue
             rel = path.relative_to(root).as_posix()
-            if path.stat().st_size > MAX_FILE_BYTES:
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
                 too_big.append(rel)
                 continue
+            source_bytes += size
             found.append((path, rel))
+            if len(found) > MAX_SOURCE_FILES:
+                raise _too_large(root, name, f"more than {MAX_SOURCE_FILES:,} source files (the limit)")
+            if source_bytes > MAX_SOURCE_BYTES:
+                raise _too_large(root, name, f"more than {MAX_SOURCE_BYTES:,} bytes of source code (the limit)")
     found.sort(key=lambda item: item[1])
     return found, too_big
 
@@ -160,8 +235,8 @@ def _iter_source_files(root: Path, exclude_dirs: Iterable[str]) -> tuple[list[tu
 def source_files(root: Path, exclude_dirs: Iterable[str] = DEFAULT_EXCLUDE_DIRS) -> list[tuple[Path, str]]:
     """(path, relative POSIX path) of every file :func:`measure_tree` measures, sorted by relative path.
 
-    Same rules: recognised extensions only, excluded directories pruned, symlinks and files over
-    :data:`MAX_FILE_BYTES` skipped.
+    Same rules and limits: recognised extensions only, skipped directories pruned, symlinks and files
+    over :data:`MAX_FILE_BYTES` skipped; InputError when the tree is too large.
     """
     return _iter_source_files(Path(root), exclude_dirs)[0]
 
@@ -175,31 +250,41 @@ def measure_tree(
     """Measure every recognised source file under ``root``.
 
     ``tests`` is None and ``llm_calls``, ``fix_cycles``, ``generation_ms`` are 0: the caller fills them.
-    Raises ``NotADirectoryError`` when ``root`` is not a directory.
+    Raises ``NotADirectoryError`` when ``root`` is not a directory, InputError when it is too large
+    (see the module docstring). Blocking: async callers run it in a thread.
     """
     root = Path(root)
     if not root.is_dir():
         raise NotADirectoryError(f"cannot measure {root}: not a directory")
-    files, too_big = _iter_source_files(root, exclude_dirs)
+    files, too_big = _iter_source_files(root, exclude_dirs, name)
     results = [_measure_file(path, rel) for path, rel in files]
 
     loc_by_language: dict[str, int] = {}
     files_by_language: dict[str, int] = {}
     violations: list[Violation] = []
+    test_violations: list[Violation] = []
+    test_loc = 0
     for result in results:
         loc_by_language[result.language] = loc_by_language.get(result.language, 0) + result.loc
         files_by_language[result.language] = files_by_language.get(result.language, 0) + 1
-        violations.extend(result.violations)
-    violations.sort(key=lambda v: (v.file, v.line, v.kind))  # stable: source order within a line
+        if is_test_file(result.rel):
+            test_violations.extend(result.violations)
+            test_loc += result.loc
+        else:
+            violations.extend(result.violations)
+    for found in (violations, test_violations):
+        found.sort(key=lambda v: (v.file, v.line, v.kind))  # stable: source order within a line
 
     languages = sorted(loc_by_language)
     return Measurement(
         name=name,
         loc=sum(loc_by_language.values()),
+        test_loc=test_loc,
         files=len(results),
         languages=languages,
         loc_by_language=dict(sorted(loc_by_language.items())),
         violations=violations,
+        test_violations=test_violations,
         counted=_describe(languages, files_by_language, results, too_big),
     )
 
@@ -241,7 +326,12 @@ def _describe(languages: list[str], files_by_language: dict[str, int], results: 
         parts.append(f"Not parseable, LOC by the # rule and no violations: {listed}.")
     if too_big:
         parts.append(f"Skipped as larger than {MAX_FILE_BYTES} bytes: {', '.join(too_big)}.")
-    parts.append("Other files (docs, config, data) not counted.")
+    tests = [r for r in results if is_test_file(r.rel)]
+    if tests:
+        parts.append(f"Test files ({len(tests)}): their LOC counts, their violations are listed apart and not "
+                     "scored for readability.")
+    parts.append("Other files (docs, config, data) not counted; hidden directories, virtualenvs, dependencies, "
+                 "build output and caches skipped.")
     return " ".join(parts)
 
 

@@ -192,10 +192,10 @@ SCORE_TABLES: dict[str, ScoreTable] = {
     ),
     "readability": ScoreTable(
         criterion="readability",
-        measures="(violations + bad names) per 100 LOC (at least 100 LOC assumed)",
+        measures="(violations + bad names) per 100 LOC outside test files (at least 100 LOC assumed)",
         direction="lower is better",
         bands=(Band(5, at_most=1), Band(4, at_most=3), Band(3, at_most=6), Band(2, at_most=10), Band(1)),
-        note="each name the judge lists as misleading counts as one violation",
+        note="each name the judge lists as misleading counts as one violation; test files are listed apart",
     ),
     "robustness": ScoreTable(
         criterion="robustness",
@@ -243,12 +243,13 @@ def tally(answers: list[ChecklistAnswer]) -> int:
 
 
 def readability_rate(measurement: Measurement, bad_names: int = 0) -> float:
-    """(violations + bad names) per 100 lines of code.
+    """(violations + bad names) per 100 lines of code outside test files.
 
-    Code shorter than 100 lines is rated as if it had 100: two short names in a 5-line function are two
-    violations, not a rate of 40 per 100 lines.
+    Test files count neither way (see :mod:`speedrun.measure`). Code shorter than 100 lines is rated as if
+    it had 100: two short names in a 5-line function are two violations, not a rate of 40 per 100 lines.
     """
-    return (len(measurement.violations) + bad_names) * _PER_LINES / max(measurement.loc, _PER_LINES)
+    code_loc = measurement.loc - measurement.test_loc
+    return (len(measurement.violations) + bad_names) * _PER_LINES / max(code_loc, _PER_LINES)
 
 
 def complexity_ratio(loc: int, estimated_necessary_loc: int) -> float:

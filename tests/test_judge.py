@@ -14,7 +14,6 @@ import pytest
 from speedrun.config import RunContext, Settings
 from speedrun.errors import ProviderError
 from speedrun.graphs.judge import graph
-from speedrun.scoring import FITNESS_ITEMS, MAINTAINABILITY_ITEMS, ROBUSTNESS_ITEMS
 from tests.fake_llm import FakeLLM
 
 PYTEST = f"{sys.executable} -m pytest -q -p no:cacheprovider -p no:langsmith_plugin -p no:anyio"
@@ -29,26 +28,68 @@ def _project(root: Path, body: str) -> Path:
     return root
 
 
-def _answers(items: tuple[str, ...], yes: int) -> list[dict]:
-    return [{"item": text, "answer": i < yes, "evidence": "observed"} for i, text in enumerate(items)]
-
-
-def _checklists(label: str, fitness_yes: int, robust_yes: int = 10, maintain_yes: int = 5) -> dict:
-    return {"label": label, "fitness": _answers(FITNESS_ITEMS, fitness_yes),
-            "robustness": _answers(ROBUSTNESS_ITEMS, robust_yes),
-            "maintainability": _answers(MAINTAINABILITY_ITEMS, maintain_yes),
-            "complexity_justified": True, "complexity_evidence": "lean", "estimated_necessary_loc": 3,
-            "bad_names": []}
-
-
 def _text(body: dict) -> str:
     return "\n".join(m["content"] for m in body["messages"] if isinstance(m.get("content"), str))
+
+
+def request_schema(body: dict) -> dict:
+    """The JSON schema a structured request asks for: from response_format json_schema, else from the prompt."""
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        return fmt["json_schema"]["schema"]
+    text = _text(body)
+    decoder = json.JSONDecoder()
+    for start in [m.start() for m in re.finditer(r"\{", text)]:
+        try:
+            found, _end = decoder.raw_decode(text, start)
+        except ValueError:
+            continue
+        if isinstance(found, dict) and found.get("type") == "object" and "properties" in found:
+            return found
+    raise AssertionError("no JSON schema in the request")
+
+
+def follow_schema(schema: dict, root: dict | None = None, flip: list[int] | None = None) -> object:
+    """A value that satisfies `schema` and nothing more, the way a schema-constrained decoder answers:
+    every required property, the lowest allowed number, the first enum value, arbitrary strings, empty
+    arrays unless minItems asks for more, booleans alternating."""
+    root = root or schema
+    flip = flip if flip is not None else [0]
+    if "$ref" in schema:
+        return follow_schema(root["$defs"][schema["$ref"].rsplit("/", 1)[-1]], root, flip)
+    if "anyOf" in schema:
+        return follow_schema(schema["anyOf"][0], root, flip)
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    kind = schema.get("type")
+    if kind == "object":
+        return {key: follow_schema(sub, root, flip) for key, sub in schema.get("properties", {}).items()
+                if key in schema.get("required", [])}
+    if kind == "array":
+        return [follow_schema(schema["items"], root, flip) for _ in range(schema.get("minItems", 0))]
+    if kind == "boolean":
+        flip[0] += 1
+        return flip[0] % 2 == 0
+    if kind in ("integer", "number"):
+        return schema.get("minimum", schema.get("exclusiveMinimum", -1) + 1)
+    if kind == "string":
+        return "zq" * max(1, schema.get("minLength", 1))
+    raise AssertionError(f"unexpected schema {schema}")
+
+
+def _set_yes(answers: dict, yes: int) -> None:
+    """Mark the first `yes` items (F1, F2, ... in number order) true, the rest false."""
+    for index, key in enumerate(sorted(answers, key=lambda k: int(k[1:]))):
+        answers[key]["answer"] = index < yes
 
 
 class Script:
     """Answers reviews with one finding; gives the implementation holding `strong_marker` full fitness.
 
     The other one gets `weak_fitness` but full robustness and maintainability, so its total can still tie.
+    Answers are built from the schema the request carries, so they follow it exactly.
     """
 
     def __init__(self, strong_marker: str, weak_fitness: int = 5):
@@ -60,12 +101,17 @@ class Script:
         if "fresh-eyes" in text:
             return json.dumps({"findings": [{"severity": "minor", "category": "edge case", "file": "calc.py",
                                              "line": 1, "message": "no input validation"}]})
-        labels = re.search(r"exactly these labels: ([A-E, ]+)\.", text).group(1).split(", ")
+        verdict = follow_schema(request_schema(body))
         blocks = re.split(r"=== Implementation ([A-E]) ===", text)
         strong = {blocks[i] for i in range(1, len(blocks), 2) if self.strong_marker in blocks[i + 1]}
-        return json.dumps({"implementations": [
-            _checklists(label, 8) if label in strong else _checklists(label, self.weak_fitness, 12, 6)
-            for label in labels]})
+        for label, answers in verdict.items():
+            fitness, robust, maintain = (8, 10, 5) if label in strong else (self.weak_fitness, 12, 6)
+            _set_yes(answers["fitness"], fitness)
+            _set_yes(answers["robustness"], robust)
+            _set_yes(answers["maintainability"], maintain)
+            answers.update(complexity_justified=True, complexity_evidence="lean", estimated_necessary_loc=3,
+                           bad_names=[])
+        return json.dumps(verdict)
 
 
 @pytest.fixture
@@ -94,7 +140,7 @@ async def test_fitness_gap_picks_the_winner_and_the_worksheet_has_every_section(
     result = out["result"]
     assert result.winner == "alpha-impl"
     assert result.decision.gate_applied == "fitness gap"
-    cards = {c["name"]: c for c in result.scorecards}
+    cards = {c["name"]: c for c in result.model_dump()["scorecards"]}
     assert cards["alpha-impl"]["scores"]["fitness"] == 5 and cards["beta-impl"]["scores"]["fitness"] == 3
     assert cards["beta-impl"]["total"] >= cards["alpha-impl"]["total"] - 1  # only the gate separates them
     assert cards["alpha-impl"]["metrics"] == {"llm_calls": 2, "fix_cycles": 1, "generation_ms": 900}
@@ -169,14 +215,15 @@ async def test_wrong_labels_count_as_malformed_and_the_retry_can_fix_them(
         text = _text(body)
         if "fresh-eyes" in text or next(answers) == "right":
             return script(body)
-        return json.dumps({"implementations": [_checklists("Z", 8)]})
+        right = json.loads(script(body))
+        return json.dumps({"Z": right["A"]})  # a label that was never shown
 
     fake_llm.responder = responder
     out = await graph.ainvoke({"implementations": two_impls, "design": "add two integers", "mode": "showdown",
                                "worksheet_dir": str(tmp_path / "ws")}, context=RunContext(settings))
     assert out["result"].winner == "alpha-impl"
     retry_prompt = _text(fake_llm.chat_requests()[-1].body)
-    assert "That answer was not valid" in retry_prompt and "['A', 'B']" in retry_prompt
+    assert "That answer was not valid" in retry_prompt and re.search(r"\bA\b.*required", retry_prompt)
 
 
 def test_cli_judge_on_two_directories(fake_llm: FakeLLM, two_impls: list[dict], tmp_path: Path) -> None:

@@ -334,10 +334,11 @@ def test_magic_numbers(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("rel", ["test_value.py", "value_test.py", "tests/helpers.py", "pkg/test/check.py"])
-def test_test_files_skip_magic_numbers_only(tmp_path: Path, rel: str) -> None:
+def test_test_files_skip_magic_numbers_and_their_violations_are_listed_apart(tmp_path: Path, rel: str) -> None:
     measurement = _measure(tmp_path, {rel: TEST_PY})
-    assert measurement.violation_counts() == {"long_function": 0, "deep_nesting": 0, "single_letter_name": 1,
-                                              "magic_number": 0}
+    assert measurement.violations == []  # not scored for readability
+    assert [(v.kind, v.file) for v in measurement.test_violations] == [("single_letter_name", rel)]
+    assert measurement.test_loc == measurement.loc == 3
 
 
 def test_is_test_file() -> None:
@@ -439,9 +440,11 @@ def test_whole_tree(tmp_path: Path) -> None:
     assert measurement.loc == 42
     assert measurement.files == 6
     assert measurement.languages == ["C", "JavaScript", "Python"]
-    assert measurement.violation_counts() == {"long_function": 0, "deep_nesting": 1, "single_letter_name": 1,
+    assert measurement.violation_counts() == {"long_function": 0, "deep_nesting": 1, "single_letter_name": 0,
                                               "magic_number": 5}
-    assert [v.file for v in measurement.violations] == ["pkg/magic.py"] * 5 + ["tests/test_pkg.py", "web/app.js"]
+    assert [v.file for v in measurement.violations] == ["pkg/magic.py"] * 5 + ["web/app.js"]
+    assert [(v.kind, v.file) for v in measurement.test_violations] == [("single_letter_name", "tests/test_pkg.py")]
+    assert measurement.test_loc == 3
     assert measurement.name == "impl"
     assert measurement.tests is None
     assert (measurement.llm_calls, measurement.fix_cycles, measurement.generation_ms) == (0, 0, 0)

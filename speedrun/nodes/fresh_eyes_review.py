@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from langgraph.runtime import Runtime
@@ -20,7 +21,8 @@ async def fresh_eyes_review(task: ReviewTask, runtime: Runtime[RunContext]) -> d
     """Review one implementation (a Send branch). Its name and path never reach the prompt."""
     settings = run_settings(runtime)
     progress(runtime, "fresh_eyes_review", f"reviewing implementation {task.label}")
+    sources = await asyncio.to_thread(read_sources, Path(task.impl.path), REVIEW_BUDGET)
     messages = [("system", prompts.REVIEW_SYSTEM), ("user", prompts.REVIEW_USER.format(
-        design=task.design, label=task.label, sources=read_sources(Path(task.impl.path), REVIEW_BUDGET)))]
+        design=task.design, label=task.label, sources=sources))]
     review, ledger = await structured(settings, "reviewer", Review, messages)
     return {"reviews": [ImplementationReview(name=task.impl.name, findings=review.findings)], "ledger": ledger}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from langgraph.runtime import Runtime
@@ -11,16 +12,25 @@ from speedrun.errors import InputError
 from speedrun.measure import measure_tree
 from speedrun.nodes.common import progress
 from speedrun.sandbox import run_tests
+from speedrun.state.judge import Measurement
 from speedrun.state.judging import MeasureTask
+
+
+def _measure(root: Path, name: str) -> Measurement:
+    """Blocking part: check the directory and walk it (bounded; see speedrun.measure)."""
+    if not root.is_dir():
+        raise InputError(f"implementation {name[:80]!r}: path {str(root)[:200]!r} is not a directory; pass the "
+                         "directory that holds the implementation.")
+    return measure_tree(root, name=name)
 
 
 async def measure(task: MeasureTask, runtime: Runtime[RunContext]) -> dict:
     """Measure one implementation (a Send branch); runs its tests when no report was given."""
     impl = task.impl
     root = Path(impl.path)
-    if not root.is_dir():
-        raise InputError(f"implementation {impl.name!r}: path {impl.path!r} is not a directory.")
-    m = measure_tree(root, name=impl.name)
+    progress(runtime, "measure", f"{impl.name}: measuring")
+    # Off the event loop: a walk of a big tree must never stop the MCP server from answering.
+    m = await asyncio.to_thread(_measure, root, impl.name)
     report = impl.test_report
     if report is None and impl.test_command:
         progress(runtime, "measure", f"{impl.name}: running {impl.test_command}")

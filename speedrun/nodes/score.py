@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from langgraph.runtime import Runtime
 
 from speedrun import prompts
 from speedrun.config import RunContext
-from speedrun.judging import blind, read_sources
+from speedrun.judging import blind, checklists_from, numbered_items, read_sources, verdict_model
 from speedrun.llm import structured
 from speedrun.nodes.common import progress, run_settings
-from speedrun.scoring import FITNESS_ITEMS, MAINTAINABILITY_ITEMS, ROBUSTNESS_ITEMS, build_scorecard
-from speedrun.state.judging import JudgeState, Verdict
+from speedrun.scoring import build_scorecard
+from speedrun.state.judging import JudgeState
 
 JUDGE_BUDGET = 120_000  # characters of code across all implementations in one judge prompt
 MODE_TEXT = {"showdown": "showdown — every implementation follows the same design; judge execution quality.",
@@ -34,25 +35,25 @@ async def score(state: JudgeState, runtime: Runtime[RunContext]) -> dict:
         m = measured[name]
         t = m.tests
         findings = reviews.get(name)
+        sources = await asyncio.to_thread(read_sources, Path(impls[name].path), budget)
         blocks.append(prompts.JUDGE_IMPLEMENTATION.format(
             label=label, loc=m.loc, files=m.files,
             violations=", ".join(f"{k} {v}" for k, v in m.violation_counts().items()),
             tests="not run" if t is None else f"{t.passed} passed, {t.failed} failed, {t.errors} errors",
             findings="; ".join(f"{f.severity} {f.category} {f.file}:{f.line} {f.message}"
                                for f in findings.findings) if findings and findings.findings else "none",
-            sources=read_sources(Path(impls[name].path), budget)))
-    numbered = lambda items: "\n".join(f"{i}. {text}" for i, text in enumerate(items, 1))  # noqa: E731
+            sources=sources))
     messages = [("system", prompts.JUDGE_SYSTEM), ("user", prompts.JUDGE_USER.format(
-        mode_text=MODE_TEXT[state.mode], design=state.design, fitness=numbered(FITNESS_ITEMS),
-        robustness=numbered(ROBUSTNESS_ITEMS), maintainability=numbered(MAINTAINABILITY_ITEMS),
+        mode_text=MODE_TEXT[state.mode], design=state.design, fitness=numbered_items("fitness"),
+        robustness=numbered_items("robustness"), maintainability=numbered_items("maintainability"),
         labels=", ".join(sorted(by_label)), implementations="\n".join(blocks)))]
     progress(runtime, "score", f"judge is scoring {len(by_label)} implementation(s)")
-    verdict, ledger = await structured(settings, "judge", Verdict, messages,
-                                       check=lambda v: _verdict_problem(v, set(by_label)))
+    # The schema names every label and every item as a required property, so no check beyond it is needed:
+    # an answer that follows the schema is always usable.
+    verdict, ledger = await structured(settings, "judge", verdict_model(list(by_label)), messages)
     cards = []
-    for checklists in verdict.implementations:
-        name = by_label[checklists.label]
-        card = build_scorecard(measured[name], checklists, name=name)
+    for label, name in by_label.items():
+        card = build_scorecard(measured[name], checklists_from(label, getattr(verdict, label)), name=name)
         findings = reviews.get(name)
         if findings:
             for f in findings.findings:
@@ -61,18 +62,3 @@ async def score(state: JudgeState, runtime: Runtime[RunContext]) -> dict:
         cards.append(card)
     cards.sort(key=lambda c: [i.name for i in state.implementations].index(c.name))
     return {"cards": cards, "ledger": ledger}
-
-
-def _verdict_problem(verdict: Verdict, labels: set[str]) -> str | None:
-    """Reject answers for the wrong labels or with the wrong number of checklist items."""
-    got = [c.label for c in verdict.implementations]
-    if sorted(got) != sorted(labels):
-        return f"answer exactly one entry per label {sorted(labels)}; got {got}"
-    for c in verdict.implementations:
-        for field, items in (("fitness", FITNESS_ITEMS), ("robustness", ROBUSTNESS_ITEMS),
-                             ("maintainability", MAINTAINABILITY_ITEMS)):
-            if len(getattr(c, field)) != len(items):
-                return f"label {c.label}: {field} needs {len(items)} answers, got {len(getattr(c, field))}"
-        if c.estimated_necessary_loc < 1:
-            return f"label {c.label}: estimated_necessary_loc must be at least 1"
-    return None

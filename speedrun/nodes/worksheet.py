@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,35 +12,68 @@ from langgraph.runtime import Runtime
 from speedrun.config import RunContext
 from speedrun.judging import render_worksheet
 from speedrun.nodes.common import progress, run_settings
-from speedrun.state.judging import JudgeResult, JudgeState
+from speedrun.state.judge import Decision, Scorecard
+from speedrun.state.judging import (
+    MAX_TRADEOFFS,
+    RATIONALE_CHARS,
+    TRADEOFF_CHARS,
+    ImplementationReview,
+    JudgeResult,
+    JudgeState,
+    RunMetrics,
+    ScorecardSummary,
+)
 
 
 async def worksheet(state: JudgeState, runtime: Runtime[RunContext]) -> dict:
-    """Write judge-worksheet.md and scorecard.json; the result carries their paths, not their text."""
+    """Write judge-worksheet.md and scorecard.json; the result carries their paths and numbers, not their text."""
     if state.worksheet_dir:
         out = Path(state.worksheet_dir)
     else:
         out = run_settings(runtime).home / "judgements" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    md_path, json_path = await asyncio.to_thread(_write, out, state)
+    progress(runtime, "worksheet", f"wrote {md_path}")
+    reviews = {r.name: r for r in state.reviews}
+    result = JudgeResult(mode=state.mode, winner=state.decision.winner, decision=compact_decision(state.decision),
+                         scorecards=[summary(c, reviews.get(c.name)) for c in state.cards],
+                         worksheet_path=str(md_path), scorecard_path=str(json_path), ledger_calls=len(state.ledger))
+    return {"result": result}
+
+
+def summary(card: Scorecard, review: ImplementationReview | None) -> ScorecardSummary:
+    """The numbers of one scorecard, for the compact result."""
+    m = card.measurement
+    return ScorecardSummary(
+        name=card.name, label=card.label, scores=card.scores, total=card.scores.total, eliminated=card.eliminated,
+        elimination_reasons=card.elimination_reasons,
+        metrics=RunMetrics(llm_calls=m.llm_calls, fix_cycles=m.fix_cycles, generation_ms=m.generation_ms),
+        loc=m.loc, violations=m.violation_counts(), findings=len(review.findings) if review else 0)
+
+
+def compact_decision(decision: Decision) -> Decision:
+    """The decision with its texts cut to bounded lengths (the worksheet keeps them whole)."""
+    return decision.model_copy(update={
+        "rationale": _clip(decision.rationale, RATIONALE_CHARS),
+        "tradeoffs": [_clip(t, TRADEOFF_CHARS) for t in decision.tradeoffs[:MAX_TRADEOFFS]]
+        + ([f"{len(decision.tradeoffs) - MAX_TRADEOFFS} more in the worksheet"]
+           if len(decision.tradeoffs) > MAX_TRADEOFFS else []),
+    })
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 20].rstrip() + " … (see worksheet)"
+
+
+def _write(out: Path, state: JudgeState) -> tuple[Path, Path]:
+    """Blocking part: create the folder and write both files atomically."""
     out.mkdir(parents=True, exist_ok=True)
     md_path, json_path = out / "judge-worksheet.md", out / "scorecard.json"
-    reviews = {r.name: r for r in state.reviews}
-    summary = [{
-        "name": c.name, "label": c.label, "scores": c.scores.as_dict(), "total": c.scores.total,
-        "eliminated": c.eliminated, "elimination_reasons": c.elimination_reasons,
-        "metrics": {"llm_calls": c.measurement.llm_calls, "fix_cycles": c.measurement.fix_cycles,
-                    "generation_ms": c.measurement.generation_ms},
-        "loc": c.measurement.loc, "violations": c.measurement.violation_counts(),
-        "findings": len(reviews[c.name].findings) if c.name in reviews else 0,
-    } for c in state.cards]
     full = {"mode": state.mode, "decision": state.decision.model_dump(mode="json"),
             "scorecards": [c.model_dump(mode="json") for c in state.cards],
             "reviews": [r.model_dump(mode="json") for r in state.reviews]}
     _atomic_write(md_path, render_worksheet(state, state.cards, state.decision, state.reviews))
     _atomic_write(json_path, json.dumps(full, indent=2) + "\n")
-    progress(runtime, "worksheet", f"wrote {md_path}")
-    result = JudgeResult(mode=state.mode, winner=state.decision.winner, decision=state.decision, scorecards=summary,
-                         worksheet_path=str(md_path), scorecard_path=str(json_path), ledger_calls=len(state.ledger))
-    return {"result": result}
+    return md_path, json_path
 
 
 def _atomic_write(path: Path, text: str) -> None:

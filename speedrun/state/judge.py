@@ -5,10 +5,11 @@ The judge splits its work three ways:
 * :class:`Measurement` is produced deterministically by :func:`speedrun.measure.measure_tree`
   (lines of code, readability violations) and completed by the caller (test report, model calls,
   fix cycles, generation time).
-* :class:`Checklists` is the only thing an LLM produces: yes/no answers with evidence for the
-  fixed checklist items in :mod:`speedrun.scoring`, plus an estimate of how many lines a lean
-  solution needs and a list of misleading names. Its fields have no defaults on purpose, so that a
-  structured-output schema marks every one of them required.
+* :class:`Checklists` holds what the LLM answered: yes/no answers with evidence for the fixed
+  checklist items in :mod:`speedrun.scoring`, plus an estimate of how many lines a lean solution needs
+  and a list of misleading names. The model answers through a schema built per run
+  (:func:`speedrun.judging.verdict_model`, one required property per label and per item); the answers
+  are then turned into this record.
 * :class:`CriterionScores`, :class:`Scorecard` and :class:`Decision` are computed by
   :mod:`speedrun.scoring` from the two above; no model decides a score or a winner.
 """
@@ -60,7 +61,13 @@ class Measurement(BaseModel):
     files: int = Field(description="Number of source files measured (recognised languages only).")
     languages: list[str] = Field(description="Languages found, sorted, e.g. ['JavaScript', 'Python'].")
     loc_by_language: dict[str, int] = Field(default_factory=dict, description="LOC split per language.")
-    violations: list[Violation] = Field(description="Readability violations, ordered by file then line.")
+    test_loc: int = Field(0, description="The part of `loc` that is in test files.")
+    violations: list[Violation] = Field(description="Readability violations outside test files, ordered by file "
+                                                    "then line; these count toward the readability score.")
+    test_violations: list[Violation] = Field(default_factory=list,
+                                             description="Readability violations in test files, listed apart: "
+                                                         "tests are often shipped with the task, so they are "
+                                                         "not scored.")
     counted: str = Field(description="Human text stating what was counted per language and how, including files "
                                      "that could not be parsed.")
     tests: TestReport | None = Field(None, description="Final test run of this implementation, when known.")

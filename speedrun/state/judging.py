@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Literal
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+from pydantic_core import PydanticCustomError
 
-from speedrun.state.judge import Checklists, Decision, Measurement, Scorecard
+from speedrun.state.judge import CriterionScores, Decision, Measurement, Scorecard
 from speedrun.state.records import LedgerEntry, TestReport
 
 
@@ -19,14 +22,36 @@ class RunMetrics(BaseModel):
     generation_ms: int = Field(0, ge=0, description="Milliseconds spent generating and fixing.")
 
 
+#: Bounds of the texts in the compact result (the worksheet keeps them whole).
+RATIONALE_CHARS, MAX_TRADEOFFS, TRADEOFF_CHARS = 400, 3, 160
+#: How many implementations one judgement compares.
+MIN_IMPLEMENTATIONS, MAX_IMPLEMENTATIONS = 1, 5
+_ECHO = 200  # characters of a bad input echoed back in an error
+
+
+def _bad(message: str) -> PydanticCustomError:
+    """A validation error whose text is the message alone (no pydantic prefix), for the edges to show."""
+    return PydanticCustomError("judge_input", message)
+
+
 class Implementation(BaseModel):
     """One implementation to judge."""
 
-    name: str = Field(description="Its name (runner or variant id); never shown to the judge model.")
+    name: str = Field("", description="Its name (runner or variant id), shown in the scorecard but never to the "
+                                      "judge model. Default: the last folder of `path`.")
     path: str = Field(description="Directory holding it.")
     test_command: str | None = Field(None, description="Run to get a test report when none is given.")
     test_report: TestReport | None = Field(None, description="Its last test report, if already known.")
     metrics: RunMetrics | None = Field(None, description="Calls, fix cycles and generation time, if known.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_from_path(cls, data: Any) -> Any:
+        """A missing or blank name is the path's last folder (the path itself for a root such as '/')."""
+        if isinstance(data, dict) and not str(data.get("name") or "").strip() and isinstance(data.get("path"), str):
+            path = data["path"].strip()
+            data = {**data, "name": os.path.basename(os.path.normpath(path)) or path} if path else data
+        return data
 
 
 class Finding(BaseModel):
@@ -54,38 +79,107 @@ class ImplementationReview(BaseModel):
     findings: list[Finding] = Field(default_factory=list)
 
 
-class Verdict(BaseModel):
-    """The judge model's structured answer: one set of checklists per blinded label."""
+class JudgeFields(BaseModel):
+    """The judge's inputs, with the checks that need no file system (shared by the input and the state)."""
 
-    implementations: list[Checklists] = Field(description="One entry per implementation label shown, each with "
-                                                          "every checklist answered in order.")
-
-
-class JudgeInput(BaseModel):
-    """What the judge needs."""
-
-    implementations: list[Implementation] = Field(min_length=1, max_length=5,
-                                                  description="The implementations to compare (1–5).")
-    design: str = Field(description="The design or plan they implement.")
+    implementations: list[Implementation] = Field(
+        description="The implementations to compare (1–5), each with a distinct name.",
+        json_schema_extra={"minItems": MIN_IMPLEMENTATIONS, "maxItems": MAX_IMPLEMENTATIONS})
+    design: str = Field(description="The design or plan they implement (its text); must not be empty.",
+                        json_schema_extra={"minLength": 1})
     mode: Literal["showdown", "any_percent"] = Field("showdown", description="showdown: same design; any_percent: "
                                                                            "different approaches.")
     worksheet_dir: str | None = Field(None, description="Where to write the worksheet; default under SPEEDRUN_HOME.")
 
+    @model_validator(mode="after")
+    def _valid_inputs(self) -> JudgeFields:
+        """A non-blank design; 1–5 implementations, each with a path and a name, names distinct ignoring case.
+
+        Case is ignored because the name is the only thing that tells implementations apart in the
+        scorecard and the worksheet ('Alpha' and 'alpha' read as one), and it is often a folder name, which
+        is one folder on macOS and Windows. (Model-level, so an edge shows each message as it is.)
+        """
+        if not self.design.strip():
+            raise _bad("design is empty: pass the design or plan the implementations were built from (its text)")
+        impls = self.implementations
+        if not MIN_IMPLEMENTATIONS <= len(impls) <= MAX_IMPLEMENTATIONS:
+            raise _bad(f"the judge compares {MIN_IMPLEMENTATIONS} to {MAX_IMPLEMENTATIONS} implementations and got "
+                       f"{len(impls)}; pass between {MIN_IMPLEMENTATIONS} and {MAX_IMPLEMENTATIONS}")
+        seen: dict[str, int] = {}
+        for number, impl in enumerate(impls, 1):
+            if not impl.path.strip():
+                raise _bad(f"implementation {number} has an empty path; pass the directory that holds it")
+            if not impl.name.strip():
+                raise _bad(f"implementation {number} has an empty name; give it a name, or leave the name out "
+                           "to use the path's last folder")
+            key = impl.name.strip().casefold()
+            if key in seen:
+                raise _bad(f"implementations {seen[key]} and {number} are both named {impl.name[:_ECHO]!r} "
+                           "(a missing name is the path's last folder; case is ignored); give each a distinct "
+                           "'name', or judge directories with distinct folder names")
+            seen[key] = number
+        return self
+
+
+class JudgeInput(JudgeFields):
+    """What the judge needs; validating it also checks that every path is a directory.
+
+    The file-system check lives here and not on the graph state, which LangGraph validates again at every
+    step, inside the event loop. Edges call ``parse_input(JudgeInput, ...)`` before they create a run.
+    """
+
+    @model_validator(mode="after")
+    def _paths_are_directories(self) -> JudgeInput:
+        first: dict[Path, str] = {}
+        for impl in self.implementations:
+            name, shown = impl.name[:80], impl.path[:_ECHO]
+            path = Path(impl.path).expanduser()
+            if not path.exists():
+                raise _bad(f"implementation {name!r}: path {shown!r} does not exist; pass the directory that "
+                           "holds the implementation")
+            if not path.is_dir():
+                raise _bad(f"implementation {name!r}: path {shown!r} is a file, not a directory; pass the "
+                           "directory that holds the implementation")
+            real = path.resolve()
+            if real in first:
+                raise _bad(f"implementations {first[real]!r} and {name!r} are the same directory ({shown!r}); "
+                           "judge each directory once")
+            first[real] = name
+        return self
+
+
+class ScorecardSummary(BaseModel):
+    """One implementation's numbers in the compact result; the full scorecard is in scorecard.json."""
+
+    name: str = Field(description="Implementation name.")
+    label: str = Field(description="Neutral label it was shown to the judge model under.")
+    scores: CriterionScores = Field(description="The five criterion scores, 1-5.")
+    total: int = Field(description="Sum of the five scores, 5-25.")
+    eliminated: bool = Field(description="True when a hard gate removed it.")
+    elimination_reasons: list[str] = Field(description="e.g. 'robustness scored 1' (at most one per criterion).")
+    metrics: RunMetrics = Field(description="Model calls, fix cycles and generation time.")
+    loc: int = Field(description="Lines of code measured.")
+    violations: dict[str, int] = Field(description="Readability violations per kind (test files not counted).")
+    findings: int = Field(description="Number of fresh-eyes review findings.")
+
 
 class JudgeResult(BaseModel):
-    """The compact verdict a caller sees."""
+    """The compact verdict a caller sees: numbers, the decision with bounded texts, and where the full record is."""
 
     mode: str
     winner: str | None
-    decision: Decision
-    scorecards: list[dict] = Field(description="Per implementation: scores, total, elimination, metrics, findings.")
-    worksheet_path: str
-    scorecard_path: str
-    ledger_calls: int = 0
+    decision: Decision = Field(description=f"Rationale cut at {RATIONALE_CHARS} characters and at most "
+                                           f"{MAX_TRADEOFFS} trade-offs of {TRADEOFF_CHARS}; the worksheet has "
+                                           "the full text.")
+    scorecards: list[ScorecardSummary] = Field(description="Per implementation: scores, total, elimination, "
+                                                           "metrics, LOC, violation and finding counts.")
+    worksheet_path: str = Field(description="judge-worksheet.md: the full worksheet, with evidence.")
+    scorecard_path: str = Field(description="scorecard.json: every scorecard, answer and finding.")
+    ledger_calls: int = Field(0, description="Model calls the judgement made.")
 
 
-class JudgeState(JudgeInput):
-    """Everything the judge graph tracks."""
+class JudgeState(JudgeFields):
+    """Everything the judge graph tracks (the inputs without the file-system check, see JudgeInput)."""
 
     measurements: Annotated[list[Measurement], operator.add] = Field(default_factory=list)
     reviews: Annotated[list[ImplementationReview], operator.add] = Field(default_factory=list)
