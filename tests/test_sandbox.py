@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from speedrun.errors import InputError
+from speedrun.state.turbo import TurboInput
 from speedrun.sandbox import (
     ALLOWED_ENV_NAMES,
     _bwrap_works,
@@ -94,6 +95,13 @@ def processes_with(mark: str) -> list[int]:
         if mark in cmdline and stat[stat.rfind(")") + 2 :].split()[0] not in ("Z", "X"):
             found.append(int(entry.name))
     return found
+
+
+def describe(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:300]
+    except OSError:
+        return f"{pid} (gone)"
 
 
 def wait_marker_gone(mark: str, within: float = 5.0) -> list[int]:
@@ -463,3 +471,205 @@ def test_tail_render_small_and_exact() -> None:
     for b in data:
         tail.feed(bytes([b]))
     assert tail.render() == "é€"
+
+
+# --------------------------------------------------------------------------------------------------
+# the test command: checked before work starts, and told apart from failing tests at run time
+
+
+@pytest.mark.parametrize("command", ["", "   ", "\n\t"])
+def test_blank_test_command_is_an_input_error(tmp_path: Path, command: str) -> None:
+    with pytest.raises(InputError, match="test_command is empty.*python -m pytest"):
+        check_test_command(command, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("command", "program"),
+    [
+        ("pytst -q", "pytst"),
+        ("PYTHONHASHSEED=0 no-such-runner-xyz --fast", "no-such-runner-xyz"),
+        ("/opt/nowhere/bin/pytest -q", "/opt/nowhere/bin/pytest"),
+        ("nosuchtool && pytest", "nosuchtool"),
+    ],
+)
+def test_missing_program_is_an_input_error_naming_it(tmp_path: Path, command: str, program: str) -> None:
+    with pytest.raises(InputError) as info:
+        check_test_command(command, tmp_path)
+    text = str(info.value)
+    assert repr(program) in text and repr(command) in text
+    assert "python -m pytest" in text  # the fix
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "sh -c 'exit 0'",
+        "./run.sh",  # may be generated
+        "bash tests/run.sh",
+        ".venv/bin/pytest -q",
+        "cd sub && pytst",  # only the first program is checked: cd may change what follows
+        "FOO=1 sh -c true",
+        f"{shlex.quote(sys.executable)} -m pytest -q",
+        "$PYTHON -m pytest",
+    ],
+)
+def test_runnable_or_generatable_commands_pass_the_check(tmp_path: Path, command: str) -> None:
+    check_test_command(command, tmp_path)
+
+
+def test_unbalanced_quote_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="unbalanced quote"):
+        check_test_command("pytest -k 'oops", tmp_path)
+
+
+def test_long_command_is_echoed_bounded(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as info:
+        check_test_command("x" * 100_000, tmp_path)
+    assert len(str(info.value)) < 700
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("files", "command", "code"),
+    [
+        ({}, "cd . && no-such-runner-xyz -q", 127),
+        ({"run.sh": "echo hi\n"}, "./run.sh", 126),  # not executable
+        ({"tests/run.sh": "no-such-runner-xyz tests\n"}, "sh tests/run.sh", 127),
+    ],
+)
+async def test_command_that_cannot_run_is_an_infrastructure_error(
+    tmp_path: Path, mode: str, files: dict[str, str], command: str, code: int
+) -> None:
+    """Exit 127/126 is not a failing test: one error saying so, so no fix cycle is spent on it."""
+    write(tmp_path, files)
+    report = await run_tests(command, tmp_path, mode=mode)
+    assert report.exit_code == code
+    assert not report.ok
+    assert (report.failed, report.errors) == (0, 1)
+    [failure] = report.failures
+    assert failure.name == "test infrastructure"
+    assert failure.message.startswith("test infrastructure: the test command could not run")
+    assert repr(command) in failure.message
+    if "problem" in type(report).model_fields:
+        assert report.problem == failure.message
+
+
+@pytest.mark.anyio
+async def test_a_failing_test_that_exits_127_is_still_a_failing_test(tmp_path: Path) -> None:
+    report = await run_tests("echo 'assert failed: expected 1'; exit 127", tmp_path, mode="none")
+    assert (report.failed, report.errors) == (1, 0)
+    assert report.failures[0].name != "test infrastructure"
+
+
+TOKEN_BUCKET = '''
+import threading, time
+
+
+class TokenBucket:
+    """Token bucket."""
+
+    def __init__(self, capacity, refill_rate, *, clock=time.monotonic, sleep=time.sleep):
+        if capacity <= 0 or refill_rate <= 0:
+            raise ValueError("capacity and refill_rate must be > 0")
+        self.capacity, self.rate, self.clock, self.sleep = float(capacity), float(refill_rate), clock, sleep
+        self.tokens, self.last, self.lock = self.capacity, clock(), threading.Lock()
+
+    def _refill(self):
+        now = self.clock()
+        self.tokens = min(self.capacity, self.tokens + max(0.0, now - self.last) * self.rate)
+        self.last = now
+
+    def available(self):
+        with self.lock:
+            self._refill()
+            return self.tokens
+
+    def try_acquire(self, tokens=1):
+        if tokens <= 0 or tokens > self.capacity:
+            raise ValueError("bad amount")
+        with self.lock:
+            self._refill()
+            if self.tokens >= tokens:
+                self.tokens -= tokens
+                return True
+            return False
+
+    def time_until(self, tokens=1):
+        with self.lock:
+            self._refill()
+            return max(0.0, (tokens - self.tokens) / self.rate)
+
+    def acquire(self, tokens=1, timeout=None):
+        while True:
+            wait = self.time_until(tokens)
+            if wait == 0 and self.try_acquire(tokens):
+                return True
+            if timeout is not None and wait > timeout:
+                return False
+            self.sleep(wait)
+'''
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", MODES)
+async def test_default_command_works_for_the_shipped_example_layout(tmp_path: Path, mode: str) -> None:
+    """examples/token-bucket: tests in tests/, the module at the root, and the default `pytest -q`."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "token-bucket" / "tests"
+    (tmp_path / "tests").mkdir()
+    for test_file in example.glob("*.py"):
+        (tmp_path / "tests" / test_file.name).write_text(test_file.read_text())
+    (tmp_path / "token_bucket.py").write_text(TOKEN_BUCKET)
+    default = TurboInput.model_fields["test_command"].default
+    check_test_command(default, tmp_path)
+    report = await run_tests(default, tmp_path, mode=mode)
+    assert "ModuleNotFoundError" not in report.output_tail
+    assert report.ok, report.output_tail
+    assert report.passed >= 15 and report.failed == report.errors == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# a killed speed-run leaves no test process behind
+
+_RUNNER = """
+import asyncio, sys
+from pathlib import Path
+from speedrun.sandbox import run_tests
+print("starting", flush=True)
+asyncio.run(run_tests(sys.argv[1], Path(sys.argv[2]), timeout_s=600, mode=sys.argv[3]))
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sigkill_of_speedrun_kills_the_test_run(tmp_path: Path, mode: str) -> None:
+    """kill -9 of the process running the tests (CLI, MCP server): every test process dies with it."""
+    import subprocess
+
+    mark = marker()
+    write(tmp_path, {
+        "test_sleeps.py": f"""
+            import subprocess, time
+
+            def test_sleeps():
+                subprocess.Popen(["setsid", "sleep", "{mark}"])
+                subprocess.Popen(["sleep", "{mark}"])
+                time.sleep(1000)
+        """,
+    })
+    runner = subprocess.Popen([sys.executable, "-c", _RUNNER, PYTEST, str(tmp_path), mode],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_marker_seen(mark, within=30)
+        deadline = time.monotonic() + 10
+        while len(processes_with(mark)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(processes_with(mark)) == 2
+        runner.kill()
+        runner.wait(10)
+        assert not wait_marker_gone(mark, within=5), "a test process outlived the killed speed-run"
+        left = wait_marker_gone(str(tmp_path), within=5)
+        assert not left, f"the test run outlived the killed speed-run: {[describe(p) for p in left]}"
+    finally:
+        runner.kill()
+        for pid in processes_with(mark):
+            os.kill(pid, 9)
