@@ -527,8 +527,9 @@ def _splice(bodies: list[str], terms: list[str], match: _Match, new_lines: list[
     end = match.start + match.size
     out_bodies = bodies[: match.start] + new_lines + bodies[end:]
     out_terms = terms[: match.start] + [nl] * len(new_lines) + terms[end:]
-    if out_terms and not terms[-1]:
-        # A file without a final newline keeps it that way, whichever lines the edit touched.
+    if out_terms and not terms[-1] and out_bodies[-1]:
+        # A file without a final newline keeps it that way, whichever lines the edit touched (a blank last
+        # line needs its newline to exist at all).
         out_terms[-1] = ""
     return "".join(b + t for b, t in zip(out_bodies, out_terms))
 

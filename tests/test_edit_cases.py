@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,3 +159,72 @@ def test_edit_case(tmp_path: Path, case: Case) -> None:
 
 def test_the_table_is_large_enough() -> None:
     assert len(CASES) >= 30 and len({c.id for c in CASES}) == len(CASES)
+
+
+# --------------------------------------------------------------------------------------------------
+# Property: whatever noise a model adds, an edit replaces whole lines or leaves the file as it was
+# --------------------------------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_WORDS = ["x = 1", "return x", "pass", "if a:", "y = f(x)", "max_x = 1", "else:", "# note"]
+_line = st.builds(lambda level, word: "    " * level + word, st.integers(0, 3), st.sampled_from(_WORDS))
+_SPAN = re.compile(r"at lines? (\d+)(?:-(\d+))?")
+
+
+@st.composite
+def _edit_case(draw):
+    lines = draw(st.lists(st.one_of(_line, st.just("")), min_size=1, max_size=12))
+    start = draw(st.integers(0, len(lines) - 1))
+    size = draw(st.integers(1, len(lines) - start))
+    window = lines[start : start + size]
+    # Noise models add: indentation removed or added uniformly, trailing blanks, a spurious blank first line.
+    shift = draw(st.sampled_from(["none", "dedent", "indent", "trailing", "blank-first", "fragment"]))
+    if shift == "dedent":
+        window = [w[4:] if w.startswith("    ") else w for w in window]
+    elif shift == "indent":
+        window = ["    " + w if w else w for w in window]
+    elif shift == "trailing":
+        window = [w + "  " for w in window]
+    elif shift == "blank-first":
+        window = ["", *window]
+    elif shift == "fragment":
+        window = [w[len(w) // 2 :] for w in window]
+    assume(any(w.strip() for w in window))  # blank searches are refused up front; other tests cover them
+    replace = draw(st.lists(_line, max_size=4))
+    end_file, end_search, end_replace = draw(st.booleans()), draw(st.booleans()), draw(st.booleans())
+    text = "\n".join(lines) + ("\n" if end_file else "")
+    search = "\n".join(window) + ("\n" if end_search else "")
+    return text, search, "\n".join(replace) + ("\n" if end_replace and replace else "")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=_edit_case())
+def test_an_edit_replaces_whole_lines_or_nothing(tmp_path_factory, case) -> None:
+    text, search, replace = case
+    root = tmp_path_factory.mktemp("prop")
+    target = root / "app.py"
+    target.write_bytes(text.encode())
+    [outcome] = apply_edits(root, [Edit(path="app.py", search=search, replace=replace)])
+    after = target.read_bytes().decode()
+    before_lines, after_lines = text.splitlines(), after.splitlines()
+
+    if outcome.status != "applied":
+        assert after == text
+        return
+    found = _SPAN.search(outcome.message)
+    assert found, outcome.message
+    first = int(found.group(1))
+    last = int(found.group(2) or first)
+    # Lines outside the matched span are untouched, whole; the span is the search, whitespace aside.
+    tail = len(before_lines) - last
+    assert after_lines[: first - 1] == before_lines[: first - 1]
+    assert after_lines[len(after_lines) - tail :] == before_lines[last:] if tail else True
+    wanted = [s.strip() for s in search.splitlines() if s.strip()]
+    assert [b.strip() for b in before_lines[first - 1 : last] if b.strip()] == wanted
+    # The new lines are the replace lines, re-indented at most.
+    new = after_lines[first - 1 : len(after_lines) - tail]
+    assert [n.strip() for n in new] == [r.strip() for r in replace.splitlines()]
+    # The final newline stays as it was, except that a blank last line needs one to exist at all.
+    assert after.endswith("\n") == text.endswith("\n") or after in ("", "\n") or after.endswith("\n\n")
