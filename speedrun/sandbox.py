@@ -563,27 +563,36 @@ def _bwrap_argv(binary: str, shell_command: str, cwd: Path, env: Mapping[str, st
         argv.append("--unshare-net")
     argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     hidden: list[Path] = [Path("/tmp")]
+    later: list[str] = []  # masks inside the workspace must come after its bind, or the bind undoes them
+
+    def mask_argv(place: Path) -> list[str]:
+        return ["--tmpfs", str(place)] if place.is_dir() else ["--ro-bind", "/dev/null", str(place)]
+
     # The real HOME goes whole (dotfiles hold tokens beyond the usual places), then SPEEDRUN_HOME.
     for place in [*([home] if home else []), *mask]:
         place = Path(os.path.realpath(place))
-        if place == Path("/") or _under(place, hidden) or not place.is_dir():
+        if place in (Path("/"), cwd) or not place.is_dir():
             continue
-        argv += ["--tmpfs", str(place)]
+        if _under(place, [cwd]):
+            later += mask_argv(place)
+            continue
+        if _under(place, hidden):
+            continue
+        argv += mask_argv(place)
         hidden.append(place)
     # The toolchain that lived under a hidden place comes back read-only (pyenv, uv pythons, venvs).
     for path in _toolchain_paths(cwd, env):
         if _under(path, hidden) and not _under(path, [cwd]):
             argv += ["--ro-bind", str(path), str(path)]
-    # Secret places inside what came back stay hidden.
+    # Secret places stay hidden even inside what came back (or inside a workspace that is HOME).
     for secret in _secret_places(home):
-        if secret.is_dir():
-            argv += ["--tmpfs", str(secret)]
-        elif secret.exists():
-            argv += ["--ro-bind", "/dev/null", str(secret)]
+        if secret.exists() and secret != cwd and not _under(cwd, [secret]):
+            (later if _under(secret, [cwd]) else argv).extend(mask_argv(secret))
     argv += ["--bind", str(cwd), str(cwd)]
     for venv in (cwd / ".venv", cwd / "venv"):
         if (venv / "pyvenv.cfg").is_file():
             argv += ["--ro-bind", str(venv), str(venv)]
+    argv += later
     for source, target in binds:
         argv += ["--bind", str(source), target]
     argv += ["--dir", _SANDBOX_HOME, "--chdir", str(cwd), "/bin/sh", "-c", shell_command]
@@ -701,6 +710,7 @@ def _prepare(command: str, cwd: Path, mode: str, network: bool, mask: tuple[Path
     """Blocking set-up (runs in a thread): argv, environment, the resolved mode and a temp dir to remove."""
     if not cwd.is_dir():
         raise InputError(f"Test directory {_echo(str(cwd))} does not exist or is not a directory.")
+    cwd = cwd.resolve()
     resolved = _resolve_mode(mode)
     env = scrubbed_env()
     # The workspace root is importable, as with `python -m pytest`: tests in tests/ import the module at

@@ -229,3 +229,43 @@ def test_harden_process_makes_the_process_non_dumpable() -> None:
             "before = libc.prctl(3, 0, 0, 0, 0); ok = harden_process(); print(before, ok, libc.prctl(3, 0, 0, 0, 0))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["1", "True", "0"]
+
+
+@pytest.mark.anyio
+@needs_bwrap
+async def test_bwrap_masks_secrets_even_when_the_workspace_is_home(secrets: dict[str, Path],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user running in their home directory: the workspace bind must not bring ~/.claude back."""
+    home = secrets["home"]
+    inner_state = home / ".local" / "state" / "speed-run"
+    inner_state.mkdir(parents=True)
+    (inner_state / "runs.json").write_text(KEY)
+    paths = [home / ".claude" / "settings.json", home / ".ssh" / "id_ed25519", home / ".netrc",
+             inner_state / "runs.json"]
+    report = await run_tests(_probe_command(paths) + "; echo mine > mine.txt", home, mode="bwrap",
+                             mask=(inner_state,))
+    assert report.ok, report.output_tail
+    assert (home / "mine.txt").read_text() == "mine\n"
+    dump = (home / "dump.txt").read_text(errors="replace")
+    assert KEY not in dump
+    assert (home / ".claude" / "settings.json").read_text().count(KEY) == 1  # masked, not emptied
+
+
+@pytest.mark.anyio
+async def test_set_up_does_not_block_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """The bwrap probe, temp dirs and junit parsing run in threads: no loop callback takes 100 ms."""
+    (tmp_path / "test_many.py").write_text(
+        "import pytest\n\n@pytest.mark.parametrize('i', range(3000))\ndef test_i(i):\n    assert i % 2 == 0, 'odd'\n")
+    monkeypatch.setattr(sandbox, "_probe_result", None)  # the first run of the process probes bwrap
+    loop = __import__("asyncio").get_running_loop()
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.1
+    caplog.set_level(logging.WARNING, logger="asyncio")
+    try:
+        report = await run_tests(PYTEST, tmp_path, max_failures=2000)
+    finally:
+        loop.set_debug(False)
+    assert report.failed == 1500 and len(report.failures) == 1500
+    slow = [r.getMessage() for r in caplog.records if r.name == "asyncio" and "took" in r.getMessage()]
+    assert not slow, slow
