@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
+import copy
+import inspect
+import logging
+import math
+import random
 import re
+import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import aclosing, asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import aclosing, asynccontextmanager, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
 from speedrun.config import ModelSpec, ProviderLimits, Role, Settings
-from speedrun.errors import ProviderError
+from speedrun.errors import InputError, ProviderError, echo
 from speedrun.state import LedgerEntry, Usage
 
 if TYPE_CHECKING:  # langchain is imported lazily: the MCP server must start fast
@@ -25,6 +33,7 @@ T = TypeVar("T", bound=BaseModel)
 Messages = Sequence[tuple[str, str]]  # (role, text) pairs: ("system", ...), ("user", ...), ("assistant", ...)
 TextSink = Callable[[str], Awaitable[None]]  # receives answer text as it streams
 WINDOW_S = 60.0
+log = logging.getLogger("speedrun.llm")
 
 
 def estimate_tokens(text: str) -> int:
@@ -35,66 +44,274 @@ def estimate_tokens(text: str) -> int:
 def size_max_tokens(prompt_tokens: int, settings: Settings, requested: int | None = None) -> int:
     """max_tokens sized to the task: Cerebras charges the whole budget up front, so never ask for more than needed."""
     if requested is not None:
-        return max(1, requested)
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested <= 0:
+            raise InputError(f"max_tokens must be a positive whole number of tokens, got {echo(requested)}; "
+                             "leave it out to size it to the prompt, or give e.g. 4096.")
+        return requested
     # The floor keeps small prompts from starving their answer; the cap is the user's and always wins.
     return min(settings.max_tokens_cap, max(4096, 3 * prompt_tokens + 2048))
 
 
+# --- waits the user sees -------------------------------------------------------------------------------
+WaitCallback = Callable[[str], "Awaitable[None] | None"]
+ANNOUNCE_AFTER_S = 2.0  # a budget wait longer than this is announced ...
+ANNOUNCE_EVERY_S = 5.0  # ... and re-announced this often while it lasts
+_wait_reporter: ContextVar[WaitCallback | None] = ContextVar("speedrun_wait_reporter", default=None)
+
+
+@contextmanager
+def report_waits(callback: WaitCallback) -> Iterator[None]:
+    """Within this context (and tasks created inside it), every rate-budget wait over 2 s calls `callback` with a
+    message naming the provider, the limit and the seconds left: at the start, then at least every 5 s."""
+    token = _wait_reporter.set(callback)
+    try:
+        yield
+    finally:
+        _wait_reporter.reset(token)
+
+
+async def _announce(message: str) -> None:
+    log.info("%s", message)
+    callback = _wait_reporter.get()
+    if callback is None:
+        return
+    try:
+        result = callback(message)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:  # a broken progress channel must not fail the model call
+        log.debug("wait callback failed", exc_info=True)
+
+
 # --- shared rate budget ---------------------------------------------------------------------------------
+class BudgetWaitTooLong(Exception):
+    """The budget would make a call wait longer than the call may take (GENERATION_TIMEOUT)."""
+
+    def __init__(self, why: str, wait_s: float):
+        super().__init__(why)
+        self.why, self.wait_s = why, wait_s
+
+
+@dataclass
+class _Charge:
+    at: float
+    tokens: int
+
+
+@dataclass
+class _Bucket:
+    """One x-ratelimit-* family (e.g. tokens per minute) as the provider last reported it."""
+
+    kind: str  # "requests" | "tokens"
+    period: str  # "minute", "day", ... or "" when the name has no period
+    limit: float | None
+    remaining: float
+    reset_at: float
+    observed_at: float
+    spent: float = 0.0  # what this process charged since the observation
+
+    def label(self) -> str:
+        period = {"minute": "/min", "day": "/day", "hour": "/hour", "second": "/s"}.get(self.period, "")
+        limit = f" {int(self.limit):,}" if self.limit is not None else ""
+        return f"{self.kind}{period}{limit} (provider reports {max(0, int(self.remaining)):,} left)"
+
+
+@dataclass(eq=False)
+class _Waiter:
+    loop: asyncio.AbstractEventLoop
+    event: asyncio.Event
+
+
+_RATE_HEADER = re.compile(r"^x-ratelimit-(limit|remaining|reset)-(requests|tokens)(?:-([a-z]+))?$")
+
+
 class RateBudget:
-    """Concurrency + requests/min + tokens/min for one provider and key, shared by every runner in the process."""
+    """Concurrency, requests/min and tokens/min for one provider and key, shared by every run in the process.
 
-    def __init__(self, limits: ProviderLimits):
+    Thread-safe and loop-agnostic: runs on different event loops (the sync bridge) share it. A call is charged
+    prompt + max_tokens up front (Cerebras reserves that much) and settled to the real usage when it ends.
+    The provider's x-ratelimit-* headers, when sent, override the local estimate.
+    """
+
+    def __init__(self, limits: ProviderLimits, name: str = "provider"):
         self.limits = limits
-        self._slots = asyncio.Semaphore(limits.concurrency)
-        self._lock = asyncio.Lock()
-        self._window: deque[tuple[float, int]] = deque()  # (start time, tokens charged)
+        self.name = name
+        self.rpm, self.tpm = limits.rpm, limits.tpm  # the headers' limit-*-minute values replace these
+        self.refused_formats: set[tuple[str, str]] = set()  # (model, response_format type) answered with 400
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._window: deque[_Charge] = deque()
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._blocked_until = 0.0
+        self._blocked_why = ""
+        self._queue: deque[_Waiter] = deque()
 
-    @asynccontextmanager
-    async def hold(self, tokens: int):
-        """Wait for a concurrency slot and room in the per-minute windows, then charge `tokens`."""
-        async with self._slots:
-            async with self._lock:  # one waiter at a time keeps the order fair (FIFO on the lock)
-                while (delay := self._delay(tokens)) > 0:
-                    await asyncio.sleep(delay)
-                self._window.append((time.monotonic(), tokens))
-            yield
+    # -- taking and giving back ---------------------------------------------------------------------------
+    async def acquire(self, tokens: int, max_wait_s: float = math.inf) -> _Charge:
+        """Wait (FIFO) for a slot and room in every window, then charge `tokens`; announce long waits.
 
-    def _delay(self, tokens: int) -> float:
+        Raises BudgetWaitTooLong at once when the time-based wait would exceed `max_wait_s`.
+        """
+        me = _Waiter(asyncio.get_running_loop(), asyncio.Event())
+        started = time.monotonic()
+        next_note = started
+        with self._lock:
+            self._queue.append(me)
+        try:
+            while True:
+                me.event.clear()
+                with self._lock:
+                    now = time.monotonic()
+                    head = self._queue[0] is me
+                    if head and self._in_flight < self.limits.concurrency:
+                        delay, why = self._delay(tokens, now)
+                        if delay <= 0:
+                            self._queue.popleft()
+                            return self._charge(tokens, now)
+                    elif head:
+                        delay, why = None, f"concurrency {self.limits.concurrency}, all slots busy"
+                    else:
+                        delay, why = None, f"{self._queue.index(me)} calls queued ahead"
+                if delay is not None and delay > max_wait_s:
+                    raise BudgetWaitTooLong(why, delay)
+                waited = now - started
+                if (delay is not None and delay > ANNOUNCE_AFTER_S) or waited >= ANNOUNCE_AFTER_S:
+                    if now >= next_note:
+                        left = f"{delay:.0f} s left" if delay is not None else f"waited {waited:.0f} s so far"
+                        await _announce(f"{self.name}: waiting for the rate limit ({why}), {left}.")
+                        next_note = now + ANNOUNCE_EVERY_S
+                # Woken early when a slot frees or a charge settles; the poll also covers the next announcement.
+                pause = min(delay if delay is not None else 1.0, 1.0, max(0.01, next_note - now)
+                            if waited + 1.0 >= ANNOUNCE_AFTER_S else 1.0)
+                try:
+                    await asyncio.wait_for(me.event.wait(), max(0.005, pause))
+                except TimeoutError:
+                    pass
+        finally:
+            with self._lock:
+                if me in self._queue:
+                    self._queue.remove(me)
+                self._wake_head()
+
+    def settle(self, charge: _Charge, tokens: int) -> None:
+        """Replace an up-front charge with what the call really used (prompt + completion tokens)."""
+        with self._lock:
+            delta = tokens - charge.tokens
+            charge.tokens = tokens
+            for bucket in self._buckets.values():
+                if bucket.kind == "tokens" and charge.at >= bucket.observed_at:
+                    bucket.spent += delta
+            self._wake_head()
+
+    def release(self, charge: _Charge) -> None:
+        """Give the concurrency slot back."""
+        with self._lock:
+            self._in_flight -= 1
+            self._wake_head()
+
+    def block(self, seconds: float, why: str) -> None:
+        """Hold every call on this budget for `seconds` (a 429's Retry-After)."""
+        with self._lock:
+            until = time.monotonic() + seconds
+            if until > self._blocked_until:
+                self._blocked_until, self._blocked_why = until, why
+
+    def observe(self, headers: Any) -> None:
+        """Adopt the provider's x-ratelimit-* headers: limits, what remains, and when it resets."""
+        found: dict[tuple[str, str], dict[str, str]] = {}
+        for name, value in dict(headers or {}).items():
+            match = _RATE_HEADER.match(str(name).lower())
+            if match:
+                what, kind, period = match.groups()
+                found.setdefault((kind, period or ""), {})[what] = str(value)
+        if not found:
+            return
         now = time.monotonic()
-        while self._window and now - self._window[0][0] >= WINDOW_S:
-            self._window.popleft()
-        if now < self._blocked_until:
-            return self._blocked_until - now
-        used = sum(t for _, t in self._window)
-        # A single request larger than the whole minute budget still goes, alone, once the window is empty.
-        if len(self._window) < self.limits.rpm and (used + tokens <= self.limits.tpm or not self._window):
-            return 0.0
-        return max(0.01, WINDOW_S - (now - self._window[0][0]))
-
-    def observe(self, headers: dict[str, str]) -> None:
-        """Pause the budget when the provider says a per-minute allowance is spent (x-ratelimit-* headers)."""
-        lower = {k.lower(): v for k, v in headers.items()}
-        for kind in ("tokens", "requests"):
-            for suffix in ("-minute", ""):
-                remaining = lower.get(f"x-ratelimit-remaining-{kind}{suffix}")
-                reset = lower.get(f"x-ratelimit-reset-{kind}{suffix}")
+        with self._lock:
+            for (kind, period), values in found.items():
+                limit = _number(values.get("limit"))
+                if limit is not None and limit >= 1 and period == "minute":
+                    if kind == "tokens":
+                        self.tpm = int(limit)
+                    else:
+                        self.rpm = int(limit)
+                remaining, reset = _number(values.get("remaining")), values.get("reset")
                 if remaining is None or reset is None:
                     continue
-                try:
-                    left = float(remaining)
-                except ValueError:
-                    continue
-                if left <= 0:
-                    self._blocked_until = max(self._blocked_until, time.monotonic() + _parse_duration(reset))
+                self._buckets[(kind, period)] = _Bucket(kind, period, limit, remaining,
+                                                        now + _parse_duration(reset), now)
+            self._wake_head()
+
+    # -- bookkeeping (called with the lock held) ------------------------------------------------------------
+    def _charge(self, tokens: int, now: float) -> _Charge:
+        self._in_flight += 1
+        charge = _Charge(now, tokens)
+        self._window.append(charge)
+        for bucket in self._buckets.values():
+            bucket.spent += tokens if bucket.kind == "tokens" else 1
+        self._wake_head()  # the next waiter may fit too
+        return charge
+
+    def _wake_head(self) -> None:
+        if self._queue:
+            waiter = self._queue[0]
+            try:
+                waiter.loop.call_soon_threadsafe(waiter.event.set)
+            except RuntimeError:  # its loop has closed; the waiter is gone with it
+                pass
+
+    def _delay(self, tokens: int, now: float) -> tuple[float, str]:
+        """Seconds until a call of `tokens` fits, and the limit that holds it back."""
+        while self._window and now - self._window[0].at >= WINDOW_S:
+            self._window.popleft()
+        if now < self._blocked_until:
+            return self._blocked_until - now, self._blocked_why
+        truth: set[str] = set()  # kinds whose per-minute state the provider reported
+        for key, bucket in list(self._buckets.items()):
+            if bucket.reset_at <= now:
+                del self._buckets[key]
+                continue
+            if bucket.period == "minute" or (not bucket.period and bucket.reset_at - bucket.observed_at <= WINDOW_S):
+                truth.add(bucket.kind)
+            need = 1 if bucket.kind == "requests" else tokens
+            if bucket.limit:  # a call larger than the whole allowance goes once the allowance is whole again
+                need = min(need, bucket.limit)
+            if bucket.remaining - bucket.spent < need:
+                return bucket.reset_at - now, f"provider reset, {bucket.label()}"
+        if self.rpm is not None and "requests" not in truth and len(self._window) >= self.rpm:
+            return self._window[-self.rpm].at + WINDOW_S - now, f"requests/min {self.rpm:,}"
+        if self.tpm is not None and "tokens" not in truth and self._window:
+            used = sum(c.tokens for c in self._window)
+            if used + tokens > self.tpm:
+                # Wait until enough charges leave the window; a call larger than the whole budget goes alone.
+                for charge in self._window:
+                    used -= charge.tokens
+                    if used + tokens <= self.tpm or used <= 0:
+                        return charge.at + WINDOW_S - now, f"tokens/min {self.tpm:,}"
+        return 0.0, ""
+
+    @asynccontextmanager
+    async def hold(self, tokens: int, max_wait_s: float = math.inf) -> AsyncIterator[_Charge]:
+        """acquire() … release(); settle the yielded charge inside when the real usage is known."""
+        charge = await self.acquire(tokens, max_wait_s)
+        try:
+            yield charge
+        finally:
+            self.release(charge)
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def _parse_duration(text: str) -> float:
-    """'12.5', '1m30s', '250ms' → seconds."""
+    """'12.5', '1m30s', '250ms', '6m0s' → seconds."""
     text = text.strip()
     try:
-        return float(text)
+        return max(0.0, float(text))
     except ValueError:
         pass
     total = 0.0
@@ -103,13 +320,17 @@ def _parse_duration(text: str) -> float:
     return total
 
 
+# One budget per provider and key for the whole process: every run, every event loop (the sync bridge runs
+# graphs on their own loops). The HTTP client is bound to one loop, so that one is kept per loop.
+_budgets: dict[str, RateBudget] = {}
+_budgets_lock = threading.Lock()
+
+
 @dataclass
 class _LoopResources:
-    budgets: dict[str, RateBudget] = field(default_factory=dict)
     http_client: Any = None
 
 
-# asyncio primitives and the openai async client belong to one event loop; keep one set per loop.
 _per_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources]" = weakref.WeakKeyDictionary()
 
 
@@ -122,12 +343,12 @@ def _resources() -> _LoopResources:
 
 
 def budget_for(spec: ModelSpec) -> RateBudget:
-    """The shared budget for a spec's provider and key in this event loop."""
-    budgets = _resources().budgets
-    budget = budgets.get(spec.budget_key)
-    if budget is None or budget.limits != spec.limits:
-        budget = budgets[spec.budget_key] = RateBudget(spec.limits)
-    return budget
+    """The process-wide budget for a spec's provider and key."""
+    with _budgets_lock:
+        budget = _budgets.get(spec.budget_key)
+        if budget is None or budget.limits != spec.limits:
+            budget = _budgets[spec.budget_key] = RateBudget(spec.limits, spec.provider)
+        return budget
 
 
 # --- chat model construction --------------------------------------------------------------------------
@@ -136,13 +357,16 @@ def _is_reasoning_model(model: str) -> bool:
 
 
 def chat_model(spec: ModelSpec, settings: Settings, *, max_tokens: int, streaming: bool = False) -> "ChatOpenAI":
-    """Build the ChatOpenAI for a spec. The only place in speed-run that constructs a chat model."""
-    import openai
+    """Build the ChatOpenAI for a spec. The only place in speed-run that constructs a chat model.
+
+    Retries are made by the gateway (complete), not by the client: so they are counted, go through the shared
+    budget, and a provider's long Retry-After fails at once instead of being retried blindly.
+    """
     from langchain_openai import ChatOpenAI
 
     res = _resources()
     if res.http_client is None:
-        res.http_client = openai.DefaultAsyncHttpxClient()
+        res.http_client = _http_client()
     kwargs: dict[str, Any] = {}
     if settings.reasoning_effort and _is_reasoning_model(spec.model):
         kwargs["reasoning_effort"] = settings.reasoning_effort
@@ -152,7 +376,7 @@ def chat_model(spec: ModelSpec, settings: Settings, *, max_tokens: int, streamin
         # A keyless local server still needs a non-empty string for the openai client.
         api_key=spec.api_key.get_secret_value() if spec.api_key else "not-needed",
         timeout=settings.generation_timeout_s,
-        max_retries=settings.max_retries,  # the openai client retries 429/5xx/timeouts, honouring Retry-After
+        max_retries=0,
         max_tokens=max_tokens,
         streaming=streaming,
         stream_usage=True,
@@ -161,6 +385,60 @@ def chat_model(spec: ModelSpec, settings: Settings, *, max_tokens: int, streamin
         http_async_client=res.http_client,
         **kwargs,
     )
+
+
+def _http_client() -> Any:
+    """The openai SDK's async HTTP client, with response bodies repaired to valid UTF-8 on the way in."""
+    import httpx2
+    import openai
+
+    inner = httpx2.AsyncHTTPTransport(limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=100))
+    return openai.DefaultAsyncHttpxClient(transport=_Utf8Transport(inner))
+
+
+def _utf8_transport_classes() -> tuple[type, type]:
+    import httpx2
+
+    class CleanStream(httpx2.AsyncByteStream):
+        """Invalid UTF-8 bytes become U+FFFD, so the SDK's SSE decoder never raises UnicodeDecodeError mid-reply."""
+
+        def __init__(self, inner: Any):
+            self._inner = inner
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            async for chunk in self._inner:
+                text = decoder.decode(chunk)
+                if text:
+                    yield text.encode("utf-8")
+            tail = decoder.decode(b"", final=True)
+            if tail:
+                yield tail.encode("utf-8")
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    class Transport(httpx2.AsyncBaseTransport):
+        def __init__(self, inner: Any):
+            self._inner = inner
+
+        async def handle_async_request(self, request: Any) -> Any:
+            response = await self._inner.handle_async_request(request)
+            kind = response.headers.get("content-type", "")
+            if "event-stream" not in kind and "json" not in kind:
+                return response
+            headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() != "content-length"]
+            return httpx2.Response(response.status_code, headers=headers, stream=CleanStream(response.stream),
+                                   extensions=response.extensions)
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return CleanStream, Transport
+
+
+def _Utf8Transport(inner: Any) -> Any:  # noqa: N802 - a class built lazily (httpx2 is imported on first use)
+    return _utf8_transport_classes()[1](inner)
 
 
 # --- calls ----------------------------------------------------------------------------------------------
@@ -180,6 +458,14 @@ class Completion:
     def usage(self) -> Usage:
         """Tokens of this call."""
         return Usage.of([self.entry])
+
+
+@dataclass(frozen=True)
+class JsonAnswer:
+    """Ask for one JSON object following `schema` (a JSON schema); see structured()."""
+
+    name: str
+    schema: dict
 
 
 class _ThinkFilter:
@@ -214,6 +500,35 @@ class _ThinkFilter:
         return out
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _SurrogateFilter:
+    """Answer text never leaves with a lone surrogate (a JSON "\\ud83d" escape without its pair): each becomes
+    U+FFFD. A high surrogate at the end of a piece waits for the next one, where its pair may be."""
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        text = self._held + text
+        self._held = ""
+        if text and "\ud800" <= text[-1] <= "\udbff":
+            text, self._held = text[:-1], text[-1]
+        return _clean_surrogates(text)
+
+    def flush(self) -> str:
+        out, self._held = _clean_surrogates(self._held), ""
+        return out
+
+
+def _clean_surrogates(text: str) -> str:
+    if not _LONE_SURROGATE.search(text):
+        return text
+    # Pairs written as two code points are joined into the real character; whatever is left alone is replaced.
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def _to_messages(messages: Messages) -> list[Any]:
     from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
@@ -221,36 +536,61 @@ def _to_messages(messages: Messages) -> list[Any]:
     return [kinds[role](content=text) for role, text in messages]
 
 
+class _Failed(Exception):
+    """A provider call that failed for good, with the retries really made and the provider's own wait."""
+
+    def __init__(self, cause: BaseException, retries: int, retry_after: float | None = None,
+                 gave_up_early: bool = False):
+        super().__init__(str(cause))
+        self.cause, self.retries, self.retry_after, self.gave_up_early = cause, retries, retry_after, gave_up_early
+
+
+def _limit_vars(spec: ModelSpec) -> str:
+    return f"SPEEDRUN_LIMITS__{spec.provider.upper().replace('-', '_')}__"
+
+
 def _explain(exc: BaseException, spec: ModelSpec, settings: Settings) -> str:
     import openai
 
     who = f"{spec.describe()} at {spec.base_url}"
     role_var = f"SPEEDRUN_{spec.role.upper()}_FALLBACK"
-    if isinstance(exc, openai.RateLimitError):
-        msg = (f"{who} is rate-limiting requests (429) after {settings.max_retries} retries. Wait a minute, lower "
-               f"SPEEDRUN_LIMITS__{spec.provider.upper().replace('-', '_')}__RPM / __TPM, or set {role_var}.")
+    timeout = f"GENERATION_TIMEOUT={settings.generation_timeout_ms} ms"
+    retries, retry_after, early = 0, None, False
+    if isinstance(exc, _Failed):
+        retries, retry_after, early, exc = exc.retries, exc.retry_after, exc.gave_up_early, exc.cause
+    tries = f"{retries + 1} request{'s' if retries else ''} ({retries} retr{'ies' if retries != 1 else 'y'})"
+    if isinstance(exc, BudgetWaitTooLong):
+        msg = (f"{who}: the shared rate budget would make this call wait {exc.wait_s:.0f} s ({exc.why}), longer "
+               f"than {timeout} allows, so it failed at once instead of hanging. Try again in {exc.wait_s:.0f} s, "
+               f"run fewer calls at once, raise GENERATION_TIMEOUT, or set {role_var}.")
+    elif isinstance(exc, openai.RateLimitError):
+        asked = f" The provider asks to wait {retry_after:.0f} s (Retry-After)." if retry_after is not None else ""
+        if early:
+            msg = (f"{who} is rate-limiting requests (429) after {tries}.{asked} That is longer than this call may "
+                   f"take ({timeout}), so it failed at once. Try again later, or set {role_var}.")
+        else:
+            msg = (f"{who} is still rate-limiting requests (429) after {tries}.{asked} Wait for the provider's "
+                   f"limit to reset, lower {_limit_vars(spec)}RPM / __TPM, or set {role_var}.")
     elif isinstance(exc, openai.AuthenticationError):
         msg = f"{who} rejected the API key (401). Check the key for provider {spec.provider!r}."
     elif isinstance(exc, openai.NotFoundError):
         msg = f"{who} does not know model {spec.model!r} (404). Check the model name (e.g. CEREBRAS_MODEL)."
     elif isinstance(exc, (openai.APITimeoutError, TimeoutError)):
-        msg = (f"{who} did not answer within GENERATION_TIMEOUT={settings.generation_timeout_ms} ms. "
+        msg = (f"{who} did not answer within {timeout} ({tries}). "
                "Raise GENERATION_TIMEOUT or ask for less output.")
     elif isinstance(exc, openai.APIConnectionError):
-        msg = f"Could not connect to {who}. Check the URL setting and that the server is up."
+        msg = f"Could not connect to {who} ({tries}). Check the URL setting and that the server is up."
     elif isinstance(exc, openai.APIStatusError):
-        retried = exc.status_code >= 500 or exc.status_code in (408, 409)  # what the openai client retries
-        after = f" after {settings.max_retries} retries" if retried else ""
-        msg = f"{who} failed with HTTP {exc.status_code}{after}: {exc.message}"
+        msg = f"{who} failed with HTTP {exc.status_code} after {tries}: {str(exc.message)[:300]}"
     else:
-        msg = f"{who} failed: {type(exc).__name__}: {exc}"
+        msg = f"{who} failed: {type(exc).__name__}: {str(exc)[:300]}"
     return settings.redact(msg)
 
 
 def _provider_errors() -> tuple[type[BaseException], ...]:
     import openai
 
-    return (openai.APIError, TimeoutError)
+    return (openai.APIError, TimeoutError, _Failed, BudgetWaitTooLong)
 
 
 async def complete(
@@ -260,12 +600,13 @@ async def complete(
     *,
     max_tokens: int | None = None,
     on_text: TextSink | None = None,
-    json_mode: bool = False,
+    json_answer: JsonAnswer | None = None,
 ) -> Completion:
     """One chat call for a role: queued on the shared budget, retried, timed, falling back if configured.
 
     With `on_text`, the reply is streamed and each piece of answer text is passed to it as it arrives.
-    With `json_mode`, the provider is asked for a JSON object (response_format), where it supports that.
+    With `json_answer`, the provider is asked for JSON following that schema, in the best mode it supports.
+    max_tokens <= 0 is an InputError; a value beyond the model's output limit is capped (and charged capped).
     """
     spec = settings.role(role)
     prompt_tokens = sum(estimate_tokens(text) for _, text in messages)
@@ -282,7 +623,7 @@ async def complete(
     for model_spec, is_fallback in candidates:
         try:
             return await _call(settings, model_spec, messages, budget_tokens, prompt_tokens,
-                               sink if on_text else None, is_fallback, json_mode)
+                               sink if on_text else None, is_fallback, json_answer)
         except _provider_errors() as exc:
             errors.append(_explain(exc, model_spec, settings))
         if streamed:
@@ -293,56 +634,168 @@ async def complete(
     raise ProviderError(" Then the fallback: ".join(errors))
 
 
-# Endpoints (by budget key) that answered 400 to response_format=json_object; asked without it from then on.
-_NO_JSON_MODE: set[str] = set()
+def _retry_after(exc: BaseException) -> float | None:
+    """The provider's own wait from a failed response (retry-after-ms, or Retry-After in seconds or as a date)."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    value = headers.get("retry-after-ms")
+    if value is not None and _number(value) is not None:
+        return max(0.0, float(value) / 1000)
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    if _number(value) is not None:
+        return max(0.0, float(value))
+    try:
+        from email.utils import parsedate_to_datetime
+
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _retryable(exc: BaseException) -> bool:
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    return isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, TimeoutError))
+
+
+def _cap_max_tokens(spec: ModelSpec, max_tokens: int) -> int:
+    cap = spec.limits.max_output_tokens
+    if max_tokens > cap:
+        log.warning("max_tokens %s is beyond %s's output limit; capped to %s (set %sMAX_OUTPUT_TOKENS to change it).",
+                    max_tokens, spec.describe(), cap, _limit_vars(spec))
+        return cap
+    return max_tokens
 
 
 async def _call(settings: Settings, spec: ModelSpec, messages: Messages, max_tokens: int, prompt_est: int,
-                on_text: TextSink | None, is_fallback: bool, json_mode: bool = False) -> Completion:
+                on_text: TextSink | None, is_fallback: bool, json_answer: JsonAnswer | None = None) -> Completion:
+    import openai
+
     budget = budget_for(spec)
+    max_tokens = _cap_max_tokens(spec, max_tokens)
+    limit_s = settings.generation_timeout_s
     queued = time.monotonic()
-    async with budget.hold(prompt_est + max_tokens):
-        model = chat_model(spec, settings, max_tokens=max_tokens, streaming=on_text is not None)
-        lc_messages = _to_messages(messages)
+    retries = 0
+    while True:
+        charge = await budget.acquire(prompt_est + max_tokens, limit_s)
         started = time.monotonic()
-        async with asyncio.timeout(_wall_clock_limit(settings)):
+        sent = False
+        used = 0  # a failed request is settled to nothing: it produced no answer
+
+        async def forward(piece: str) -> None:
+            nonlocal sent
+            sent = True
+            await on_text(piece)
+
+        try:
+            model = chat_model(spec, settings, max_tokens=max_tokens, streaming=on_text is not None)
             if on_text is None:
-                message = await _invoke(model, lc_messages, spec, json_mode)
+                async with asyncio.timeout(limit_s + 1):
+                    message = await _invoke(model, messages, spec, budget, json_answer)
                 text, meta, usage = message.content, message.response_metadata, message.usage_metadata
                 text = _ThinkFilter().feed(text) if isinstance(text, str) else str(text)
+                text = _clean_surrogates(text)
             else:
-                text, meta, usage = await _stream(model, lc_messages, on_text, settings.generation_timeout_s)
-        budget.observe(dict(meta.get("headers") or {}))
+                text, meta, usage = await _stream(model, _to_messages(messages), forward, limit_s)
+            budget.observe(meta.get("headers"))
+            prompt_tokens = (usage or {}).get("input_tokens") or prompt_est
+            completion_tokens = (usage or {}).get("output_tokens") or estimate_tokens(text)
+            used = prompt_tokens + completion_tokens
+            break
+        except (openai.APIError, TimeoutError) as exc:
+            response = getattr(exc, "response", None)
+            if response is not None:
+                budget.observe(response.headers)
+            # A 429 was not served; anything else may have been (a stream cut mid-way certainly was).
+            used = 0 if isinstance(exc, openai.RateLimitError) else prompt_est
+            if not _retryable(exc) or sent:
+                raise _Failed(exc, retries) from None
+            wait = _retry_after(exc)
+            if wait is not None and wait > limit_s:
+                raise _Failed(exc, retries, wait, gave_up_early=True) from None
+            if retries >= settings.max_retries:
+                raise _Failed(exc, retries, wait) from None
+            retries += 1
+            if wait is None:  # the openai client's backoff: 0.5 s doubling to 8 s, with jitter
+                wait = min(8.0, 0.5 * 2 ** (retries - 1)) * (1 - 0.25 * random.random())
+            if isinstance(exc, openai.RateLimitError):
+                # Everyone on this budget holds off, and the wait is announced like any other budget wait.
+                budget.block(wait, f"provider reset, 429 Retry-After {wait:.0f} s")
+            else:
+                await asyncio.sleep(wait)
+            log.info("%s: retry %d of %d after %s", spec.describe(), retries, settings.max_retries,
+                     type(exc).__name__)
+        finally:
+            budget.settle(charge, used)
+            budget.release(charge)
     entry = LedgerEntry(
         role=spec.role, provider=spec.provider, model=spec.model,
         duration_ms=int((time.monotonic() - started) * 1000), queued_ms=int((started - queued) * 1000),
-        prompt_tokens=(usage or {}).get("input_tokens") or prompt_est,
-        completion_tokens=(usage or {}).get("output_tokens") or estimate_tokens(text),
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
         finish_reason=meta.get("finish_reason"), fallback=is_fallback,
     )
     return Completion(text=text, entry=entry)
 
 
-async def _invoke(model: "ChatOpenAI", messages: list[Any], spec: ModelSpec, json_mode: bool) -> Any:
-    """Non-streamed call; JSON mode where the endpoint accepts it (Cerebras, OpenAI, Groq, Ollama do)."""
+_JSON_SCHEMA_HINT = "Answer with ONE JSON object that follows the response schema, and nothing else."
+
+
+def _json_instructions(schema: dict) -> str:
+    import json
+
+    return ("Answer with ONE JSON object that matches this JSON schema, and nothing else "
+            f"(no prose, no markdown fence):\n{json.dumps(schema)}")
+
+
+def _with_instructions(messages: Messages, text: str) -> list[tuple[str, str]]:
+    """Messages with `text` appended to the first user message (where the request is)."""
+    out = list(messages)
+    for i, (role, content) in enumerate(out):
+        if role == "user":
+            out[i] = (role, f"{content}\n\n{text}")
+            return out
+    return [*out, ("user", text)]
+
+
+async def _invoke(model: "ChatOpenAI", messages: Messages, spec: ModelSpec, budget: RateBudget,
+                  json_answer: JsonAnswer | None) -> Any:
+    """Non-streamed call, in the best JSON mode the endpoint takes: json_schema (strict where supported), else
+    json_object with the schema in the prompt, else plain text with the schema in the prompt. A mode that
+    answers 400 is not asked again for this provider, key and model in this process."""
     import openai
 
-    if not json_mode or spec.budget_key in _NO_JSON_MODE:
-        return await model.ainvoke(messages)
-    try:
-        return await model.bind(response_format={"type": "json_object"}).ainvoke(messages)
-    except openai.BadRequestError:
-        _NO_JSON_MODE.add(spec.budget_key)  # the schema is in the prompt too, so plain mode still works
-        return await model.ainvoke(messages)
-
-
-def _wall_clock_limit(settings: Settings) -> float:
-    # Retries (with Retry-After waits) happen inside one call; give each attempt the full timeout.
-    return settings.generation_timeout_s * (settings.max_retries + 1) + 5
+    if json_answer is None:
+        return await model.ainvoke(_to_messages(messages))
+    modes: list[tuple[str, dict | None, str]] = []
+    if spec.json_schema:
+        schema = strict_json_schema(json_answer.schema) if spec.strict else json_answer.schema
+        fmt = {"type": "json_schema", "json_schema": {"name": json_answer.name, "schema": schema,
+                                                      "strict": spec.strict}}
+        modes.append(("json_schema", fmt, _JSON_SCHEMA_HINT))
+    prompt = _json_instructions(json_answer.schema)
+    modes += [("json_object", {"type": "json_object"}, prompt), ("text", None, prompt)]
+    for mode, fmt, instructions in modes:
+        if fmt is not None and (spec.model, mode) in budget.refused_formats:
+            continue
+        lc_messages = _to_messages(_with_instructions(messages, instructions))
+        if fmt is None:
+            return await model.ainvoke(lc_messages)
+        try:
+            return await model.bind(response_format=fmt).ainvoke(lc_messages)
+        except openai.BadRequestError as exc:
+            budget.refused_formats.add((spec.model, mode))
+            log.warning("%s answered 400 to response_format %s (%s); asking in the next mode from now on.",
+                        spec.describe(), mode, str(exc.message)[:200])
+    raise AssertionError("unreachable: the plain-text mode always returns")
 
 
 async def _stream(model: "ChatOpenAI", messages: list[Any], on_text: TextSink, limit_s: float):
     think = _ThinkFilter()
+    surrogates = _SurrogateFilter()
     parts: list[str] = []
     meta: dict[str, Any] = {}
     usage: dict[str, Any] | None = None
@@ -350,9 +803,9 @@ async def _stream(model: "ChatOpenAI", messages: list[Any], on_text: TextSink, l
     # aclosing: a stream cut by the deadline closes its HTTP response now, not whenever it is collected.
     async with aclosing(model.astream(messages)) as stream:
         async for chunk in stream:
-            # The HTTP timeout only bounds each read, so a trickling stream could run on for minutes. Retries end
-            # once the stream is open: from its first chunk this attempt gets GENERATION_TIMEOUT in total. Checked
-            # here rather than with asyncio.timeout, whose cancellation the anyio-based HTTP stack can swallow.
+            # The HTTP timeout only bounds each read, so a trickling stream could run on for minutes. From its
+            # first chunk this attempt gets GENERATION_TIMEOUT in total. Checked here rather than with
+            # asyncio.timeout, whose cancellation the anyio-based HTTP stack can swallow.
             now = time.monotonic()
             if deadline is None:
                 deadline = now + limit_s
@@ -363,15 +816,39 @@ async def _stream(model: "ChatOpenAI", messages: list[Any], on_text: TextSink, l
             if chunk.usage_metadata:
                 usage = dict(chunk.usage_metadata)
             if isinstance(chunk.content, str) and chunk.content:
-                piece = think.feed(chunk.content)
+                piece = surrogates.feed(think.feed(chunk.content))
                 if piece:
                     parts.append(piece)
                     await on_text(piece)
-    tail = think.flush()
+    tail = surrogates.feed(think.flush()) + surrogates.flush()
     if tail:
         parts.append(tail)
         await on_text(tail)
     return "".join(parts), meta, usage
+
+
+def strict_json_schema(schema: dict) -> dict:
+    """A JSON schema made acceptable to strict structured outputs: every object closed (additionalProperties
+    false) with every property required, in $defs too; `default`s dropped and a $ref stands alone."""
+    out = copy.deepcopy(schema)
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            return {"$ref": node["$ref"]}
+        node = {k: walk(v) if k not in ("enum", "const", "required") else v for k, v in node.items()
+                if k != "default"}
+        if node.get("type") == "object" or "properties" in node:
+            props = node.get("properties") or {}
+            node["properties"] = props
+            node["required"] = list(props)
+            node["additionalProperties"] = False
+        return node
+
+    return walk(out)
 
 
 async def structured(
@@ -380,20 +857,18 @@ async def structured(
 ) -> tuple[T, list[LedgerEntry]]:
     """Ask for a typed answer (JSON matching `schema`); one retry with the validation error, then ProviderError.
 
-    `check` may reject a well-formed answer (e.g. wrong labels) by returning the problem; that counts as malformed.
+    The provider's JSON-schema mode is used where its preset supports it (strict where it can), else JSON mode
+    with the schema in the prompt. `check` may reject a well-formed answer (e.g. wrong labels) by returning the
+    problem; that counts as malformed.
     """
-    import json
-
     from pydantic import ValidationError
 
-    schema_json = json.dumps(schema.model_json_schema())
-    instructions = ("Answer with ONE JSON object that matches this JSON schema, and nothing else "
-                    f"(no prose, no markdown fence):\n{schema_json}")
-    convo = [*messages[:-1], (messages[-1][0], f"{messages[-1][1]}\n\n{instructions}")]
+    answer_spec = JsonAnswer(name=_schema_name(schema.__name__), schema=schema.model_json_schema())
+    convo = list(messages)
     entries: list[LedgerEntry] = []
     problem: str | None = None
     for _attempt in range(2):
-        result = await complete(settings, role, convo, max_tokens=max_tokens, json_mode=True)
+        result = await complete(settings, role, convo, max_tokens=max_tokens, json_answer=answer_spec)
         entries.append(result.entry)
         try:
             answer = schema.model_validate_json(_json_payload(result.text))
@@ -406,6 +881,11 @@ async def structured(
                  ("user", f"That answer was not valid: {problem}. Reply again with only the corrected JSON.")]
     raise ProviderError(f"The {role} model returned malformed {schema.__name__} twice ({problem}). "
                         f"No result was made up; try again or use a stronger model for SPEEDRUN_{role.upper()}.")
+
+
+def _schema_name(name: str) -> str:
+    # OpenAI-style names: letters, digits, _ and -, at most 64.
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64] or "answer"
 
 
 def _json_payload(text: str) -> str:

@@ -56,6 +56,7 @@ class Reply:
     chunk_size: int = 20
     tool_call: tuple[str, str] | None = None
     usage: dict | None = None
+    bad_bytes: bytes = b""  # sent raw (e.g. invalid UTF-8) at the start of the answer text, in JSON and SSE alike
 
 
 @dataclass
@@ -91,6 +92,14 @@ def _reason(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Unknown"
+
+
+_BAD_MARK = "@@fake-llm-bad-bytes@@"
+
+
+def _splice_bad_bytes(data: bytes, bad: bytes) -> bytes:
+    """Replace the first marker in serialized JSON by raw bytes that JSON could not carry (invalid UTF-8)."""
+    return data.replace(_BAD_MARK.encode(), bad, 1) if bad else data
 
 
 def _chunks(text: str, size: int) -> list[str]:
@@ -172,6 +181,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, payload: Any, extra_headers: dict[str, str] | None = None) -> None:
         """Send a complete response in ONE write (no Nagle / delayed-ACK stall)."""
         body = json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+        headers.update(extra_headers or {})
+        if any(k.lower() == "connection" and v.lower() == "close" for k, v in headers.items()):
+            self.close_connection = True
+        self._write_last(self._head(status, headers) + body)
+
+    def _send_raw_json(self, status: int, body: bytes, extra_headers: dict[str, str] | None = None) -> None:
+        """Like _send_json, for a body already serialized (possibly with raw bytes spliced in)."""
         headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
         headers.update(extra_headers or {})
         if any(k.lower() == "connection" and v.lower() == "close" for k, v in headers.items()):
@@ -274,6 +291,8 @@ class _Handler(BaseHTTPRequestHandler):
         created = int(time.time())
         model = body.get("model") or (fake.models[0] if fake.models else "fake-model")
         content: str | None = reply.content
+        if reply.bad_bytes:
+            content = _BAD_MARK + (content or "")
         tool_calls = None
         finish_reason = reply.finish_reason
         if reply.tool_call is not None:
@@ -290,7 +309,7 @@ class _Handler(BaseHTTPRequestHandler):
             usage = dict(reply.usage)
         else:
             prompt = max(1, _message_chars(body) // 4)
-            produced = len(content) if content else (len(reply.tool_call[1]) if reply.tool_call else 0)
+            produced = len(reply.content) if content else (len(reply.tool_call[1]) if reply.tool_call else 0)
             completion = max(1, produced // 4)
             usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
@@ -308,6 +327,10 @@ class _Handler(BaseHTTPRequestHandler):
                 "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
                 "usage": usage,
             }
+            if reply.bad_bytes:
+                self._send_raw_json(200, _splice_bad_bytes(json.dumps(payload).encode(), reply.bad_bytes),
+                                    reply.headers)
+                return
             self._send_json(200, payload, reply.headers)
             return
 
@@ -324,7 +347,10 @@ class _Handler(BaseHTTPRequestHandler):
         events: list[dict] = [chunk({"role": "assistant", "content": ""})]
         for piece in _chunks(reply.reasoning or "", reply.chunk_size):
             events.append(chunk({"reasoning": piece}))
-        for piece in _chunks(content or "", reply.chunk_size):
+        pieces = _chunks(reply.content or "", reply.chunk_size) if content else []
+        if reply.bad_bytes:
+            pieces = [_BAD_MARK + (pieces[0] if pieces else "")] + pieces[1:]
+        for piece in pieces:
             events.append(chunk({"content": piece}))
         if tool_calls:
             call = tool_calls[0]
@@ -364,7 +390,7 @@ class _Handler(BaseHTTPRequestHandler):
         # Head and first event go out together; every later event is its own write.
         first = True
         for event in events:
-            data = b"data: " + json.dumps(event).encode() + b"\n\n"
+            data = b"data: " + _splice_bad_bytes(json.dumps(event).encode(), reply.bad_bytes) + b"\n\n"
             if first:
                 self.wfile.write(self._head(200, headers) + data)
                 first = False

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import ipaddress
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from speedrun.config.providers import PRESETS, ProviderLimits, ProviderPreset
-from speedrun.errors import ConfigError
+from speedrun.errors import ConfigError, echo
 
 MIN_SECRET_LEN = 8  # real API keys are far longer
+SECONDS_BELOW = 1000  # a GENERATION_TIMEOUT under this is seconds (the original server read seconds), else ms
+
+log = logging.getLogger("speedrun.config")
+_warned_timeouts: set[int] = set()  # GENERATION_TIMEOUT values already warned about: warn once per value
 
 Role = Literal["generator", "planner", "fixer", "reviewer", "judge"]
 ROLES: tuple[Role, ...] = ("generator", "planner", "fixer", "reviewer", "judge")
@@ -38,6 +46,8 @@ class ModelSpec(BaseModel):
     base_url: str
     api_key: SecretStr | None = None
     limits: ProviderLimits
+    json_schema: bool = False  # the endpoint takes response_format json_schema
+    strict: bool = False  # ... and enforces it strictly
 
     @property
     def budget_key(self) -> str:
@@ -67,7 +77,9 @@ class Settings(BaseSettings):
     cerebras_model: str = Field("gpt-oss-120b", validation_alias="CEREBRAS_MODEL")
     cerebras_url: str = Field("https://api.cerebras.ai/v1", validation_alias="CEREBRAS_URL")
     generation_timeout_ms: int = Field(30_000, gt=0, validation_alias="GENERATION_TIMEOUT",
-                                       description="Wall-clock limit for one model call, in milliseconds.")
+                                       description="Wall-clock limit for one model call, in milliseconds; a value "
+                                                   "under 1000 is read as seconds.")
+    _timeout_given_in_s: int | None = PrivateAttr(None)
 
     groq_api_key: SecretStr | None = Field(None, validation_alias="GROQ_API_KEY")
     openrouter_api_key: SecretStr | None = Field(None, validation_alias="OPENROUTER_API_KEY")
@@ -99,6 +111,9 @@ class Settings(BaseSettings):
     max_tokens_cap: int = Field(16_384, ge=256, validation_alias="SPEEDRUN_MAX_TOKENS",
                                 description="Upper bound for max_tokens when it is sized to the task.")
     max_file_bytes: int = Field(1_000_000, ge=1, validation_alias="SPEEDRUN_MAX_FILE_BYTES")
+    allow_paths: str | None = Field(None, validation_alias="SPEEDRUN_ALLOW_PATHS",
+                                    description="Comma-separated relative paths the user allows even in protected "
+                                                "places (e.g. .github/workflows/ci.yml).")
     roots: str | None = Field(None, validation_alias="SPEEDRUN_ROOTS",
                               description="os.pathsep-separated directories the MCP server may write into.")
     home: Path = Field(default_factory=lambda: _default_home(), validation_alias="SPEEDRUN_HOME",
@@ -111,6 +126,26 @@ class Settings(BaseSettings):
             return {str(k).lower().replace("_", "-"): {str(f).lower(): n for f, n in (v or {}).items()}
                     for k, v in value.items()}
         return value
+
+    @model_validator(mode="after")
+    def _timeout_in_seconds(self) -> "Settings":
+        # The seed's docs say milliseconds, the original server's code read seconds: 120 surely means 120 s.
+        value = self.generation_timeout_ms
+        if value < SECONDS_BELOW:
+            self.generation_timeout_ms = value * 1000
+            self._timeout_given_in_s = value
+            if value not in _warned_timeouts:
+                _warned_timeouts.add(value)
+                log.warning("%s", self.timeout_note())
+        return self
+
+    def timeout_note(self) -> str | None:
+        """How GENERATION_TIMEOUT was read, when it may surprise (a value under 1000 taken as seconds); else None."""
+        given = self._timeout_given_in_s
+        if given is None:
+            return None
+        return (f"GENERATION_TIMEOUT={given} is read as {given} seconds: values under 1000 are seconds, 1000 and "
+                f"above are milliseconds. Write GENERATION_TIMEOUT={given * 1000} to say it in milliseconds.")
 
     # --- resolution -------------------------------------------------------------------------------
     def role_string(self, role: Role) -> str:
@@ -145,8 +180,10 @@ class Settings(BaseSettings):
         provider = provider.strip().lower()
         preset = PRESETS.get(provider)
         if preset is None:
-            raise ConfigError(f"{var}={text!r} names an unknown provider {provider!r}; "
-                              f"use one of {', '.join(PRESETS)} (optionally followed by :model).")
+            close = difflib.get_close_matches(provider, list(PRESETS), n=1, cutoff=0.6)
+            typo = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"{var}={echo(text.strip())} names an unknown provider {echo(provider)}: {typo}"
+                              f"Use one of {', '.join(PRESETS)} (optionally followed by :model).")
         key = self._key(preset)
         if preset.key_required and key is None:
             if provider == "cerebras":
@@ -162,14 +199,23 @@ class Settings(BaseSettings):
         if not model:
             raise ConfigError(f"{var}={text!r} needs a model name: write it as {provider}:<model>.")
         override = self.limits.get(provider, {})
+        defaults = preset.limits.model_dump()
+        if is_loopback(base_url):
+            # A local server (Ollama, vLLM) has no quota to protect: only the concurrency limit holds, unless
+            # the user set per-minute limits for it.
+            defaults.update(rpm=None, tpm=None)
+        unknown = sorted(set(override) - set(ProviderLimits.model_fields))
         try:
-            limits = preset.limits.model_copy(update=override) if override else preset.limits
-            ProviderLimits.model_validate(limits.model_dump())
+            if unknown:
+                raise ValueError(unknown)
+            limits = ProviderLimits.model_validate({**defaults, **override})
         except Exception:
-            raise ConfigError(f"SPEEDRUN_LIMITS for {provider!r} must set positive integers for "
-                              f"concurrency, rpm or tpm; got {override!r}.") from None
+            var_base = f"SPEEDRUN_LIMITS__{provider.upper().replace('-', '_')}__"
+            raise ConfigError(f"{var_base}<NAME> must be a positive integer, with NAME one of "
+                              f"{', '.join(n.upper() for n in ProviderLimits.model_fields)}; got "
+                              f"{echo({k.upper(): v for k, v in override.items()})}.") from None
         return ModelSpec(role=role, provider=provider, model=model, base_url=base_url.rstrip("/"),
-                         api_key=key, limits=limits)
+                         api_key=key, limits=limits, json_schema=preset.json_schema, strict=preset.strict)
 
     def _key(self, preset: ProviderPreset) -> SecretStr | None:
         field = {"cerebras": "cerebras_api_key", "groq": "groq_api_key", "openrouter": "openrouter_api_key",
@@ -191,6 +237,12 @@ class Settings(BaseSettings):
                 text = text.replace(secret, "***")
         return text
 
+    def allowed_paths(self) -> list[str]:
+        """SPEEDRUN_ALLOW_PATHS as a list of relative paths (blank entries dropped); empty when unset."""
+        if not self.allow_paths:
+            return []
+        return [p.strip() for p in self.allow_paths.split(",") if p.strip()]
+
     def allowed_roots(self) -> list[Path]:
         """SPEEDRUN_ROOTS as resolved paths; empty when unset."""
         if not self.roots:
@@ -208,24 +260,43 @@ def _default_home() -> Path:
     return Path(base) / "speed-run"
 
 
+def is_loopback(url: str | None) -> bool:
+    """True for an endpoint on this machine (127.0.0.0/8, ::1, localhost)."""
+    host = (urlsplit(url or "").hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @lru_cache(maxsize=1)
 def load_settings() -> Settings:
     """Read the environment once per process; edges call this, everything else receives the object."""
+    from pydantic import ValidationError
+
     try:
         return Settings()
-    except Exception as exc:  # pydantic ValidationError: name the variable, never echo secret values
-        raise ConfigError(f"Invalid speed-run settings: {_summarize_validation(exc)}") from None
+    except ValidationError as exc:  # name the variable the user set, never echo its value (it may be a secret)
+        raise ConfigError(f"Invalid speed-run settings: {_summarize_validation(exc)}.") from None
 
 
-def _summarize_validation(exc: Exception) -> str:
-    errors = getattr(exc, "errors", None)
-    if not callable(errors):
-        return str(exc)
+def _env_name(loc: tuple) -> str:
+    """A validation location in the user's words: ('SPEEDRUN_LIMITS', 'cerebras', 'rpm') → SPEEDRUN_LIMITS__CEREBRAS__RPM."""
+    return "__".join(str(p).upper().replace("-", "_") for p in loc)
+
+
+def _summarize_validation(exc: "Exception") -> str:
     parts = []
-    for err in errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()))
-        parts.append(f"{loc}: {err.get('msg')}")
-    return "; ".join(parts)
+    for err in exc.errors(include_url=False, include_input=False):  # type: ignore[attr-defined]
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        if err.get("type") == "int_parsing":
+            msg = "must be a whole number"
+        elif err.get("type") == "greater_than" and err.get("loc", ("",))[0] == "GENERATION_TIMEOUT":
+            msg = "must be a positive number (milliseconds, or seconds when under 1000)"
+        parts.append(f"{_env_name(err.get('loc', ())) or 'settings'}: {msg}"[:300])
+    return "; ".join(parts[:5])
 
 
 class RunContext:
