@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +24,7 @@ TRUNCATED_ERROR = ("the reply hit the output token limit before this file was co
 
 CONTEXT_FILE_CAP = 100_000  # characters per context file sent to the model
 CONTEXT_TOTAL_CAP = 400_000
+REPLY_QUOTE = 200  # characters of a reply without file blocks quoted in the error
 
 
 @dataclass
@@ -30,6 +34,8 @@ class CodegenResult:
     report: WriteReport
     entries: list[LedgerEntry] = field(default_factory=list)
     generation_time_ms: int = 0
+    #: Things to check that did not stop a write, each naming its file (e.g. a block with no closing </FILE>).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -40,7 +46,10 @@ class CodegenResult:
 
 
 def read_context_files(paths: list[str], base: Path, allowed: list[Path]) -> str:
-    """Render context files for the prompt; each must resolve inside an allowed root (no reading ~/.ssh)."""
+    """Render context files for the prompt; each must resolve inside an allowed root (no reading ~/.ssh).
+
+    Blocking file I/O: async callers run it through asyncio.to_thread.
+    """
     blocks: list[str] = []
     total = 0
     for raw in paths:
@@ -48,9 +57,7 @@ def read_context_files(paths: list[str], base: Path, allowed: list[Path]) -> str
         if not any(path.is_relative_to(root) for root in allowed):
             raise InputError(f"context file {raw!r} is outside the allowed roots "
                              f"({', '.join(map(str, allowed))}); copy it into the project or allow its directory.")
-        if not path.is_file():
-            raise InputError(f"context file {raw!r} does not exist (looked at {path}).")
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = _read_head(raw, path, CONTEXT_FILE_CAP)
         if len(text) > CONTEXT_FILE_CAP:
             text = text[:CONTEXT_FILE_CAP] + "\n... (truncated)"
         total += len(text)
@@ -59,6 +66,32 @@ def read_context_files(paths: list[str], base: Path, allowed: list[Path]) -> str
         shown = path.relative_to(base) if path.is_relative_to(base) else path.name
         blocks.append(prompts.CONTEXT_FILE.format(path=shown, content=text))
     return prompts.CONTEXT_INTRO + "\n".join(blocks) + "\n" if blocks else ""
+
+
+def _read_head(raw: str, path: Path, chars: int) -> str:
+    """The first chars+1 characters of a regular file (enough to know it was cut), never the whole of a huge one."""
+    try:
+        # O_NONBLOCK: opening a FIFO with no writer would otherwise hang here; fstat then refuses it.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise InputError(f"context file {raw!r} does not exist (looked at {path}).") from None
+    except IsADirectoryError:
+        raise InputError(f"context file {raw!r} is a directory ({path}); name the files in it instead.") from None
+    except OSError as exc:
+        raise InputError(f"context file {raw!r} cannot be read ({exc.strerror or exc}; looked at {path}).") from None
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise InputError(f"context file {raw!r} is a directory ({path}); name the files in it instead.")
+        raise InputError(f"context file {raw!r} is not a regular file (a FIFO, socket or device; {path}); "
+                         "pass a regular file.")
+    with open(fd, encoding="utf-8", errors="replace", closefd=True) as fh:
+        return fh.read(chars + 1)  # a text read stops after chars+1 characters: a 2 GiB file is not read whole
 
 
 async def generate_and_write(
@@ -71,11 +104,21 @@ async def generate_and_write(
     max_tokens: int | None = None,
     role: Role = "generator",
     on_file: Callable[[WrittenFile | FileError], Awaitable[None]] | None = None,
+    allow_paths: Sequence[str] = (),
 ) -> CodegenResult:
-    """Generate files for `prompt` and write each one under `output_dir` as soon as it is complete."""
+    """Generate files for `prompt` and write each one under `output_dir` as soon as it is complete.
+
+    allow_paths: protected places (CI workflows, virtualenvs, ...) the user explicitly lets the model write,
+    on top of the settings' SPEEDRUN_ALLOW_PATHS. Raises FileProtocolError when the reply holds no file block.
+    """
     if not prompt.strip():
         raise InputError("prompt is empty; describe the files to generate (ideally as a contract).")
-    writer = SafeWriter(output_dir, max_file_bytes=settings.max_file_bytes)
+    # Bridge until Settings.allowed_paths() (SPEEDRUN_ALLOW_PATHS) exists everywhere; then call it directly.
+    from_settings = getattr(settings, "allowed_paths", None)
+    allowed = [*(from_settings() if callable(from_settings) else ()), *allow_paths]
+    extra = {"allow_paths": allowed} if allowed else {}
+    # Off the event loop: building a writer may touch the disk, and Studio (langgraph dev) refuses blocking calls.
+    writer = await asyncio.to_thread(SafeWriter, output_dir, max_file_bytes=settings.max_file_bytes, **extra)
     system = prompts.CODEGEN_SYSTEM + (f"\n{system_prompt}" if system_prompt else "")
     messages: Messages = [("system", system), ("user", prompts.CODEGEN_USER.format(context=context, prompt=prompt))]
     result = CodegenResult(report=writer.report)
@@ -87,13 +130,15 @@ async def generate_and_write(
         for f in files:
             if _normalized(f.path) in earlier:
                 continue  # the follow-up re-sent a file the first reply had finished; keep the first copy quietly
-            outcome = writer.write(f)
+            outcome = await asyncio.to_thread(writer.write, f)
             if not isinstance(outcome, FileError):
                 written.add(outcome.path)
             if on_file:
                 await on_file(outcome)
 
     cut_off: list[str] = []  # paths the token limit cut short, in either reply
+    seen_blocks = False
+    first_reply = ""
     for attempt in range(2):
         parser = FileStreamParser()
 
@@ -104,6 +149,10 @@ async def generate_and_write(
         result.entries.append(reply.entry)
         truncated = reply.finish_reason == "length"
         await emit(parser.finish(truncated=truncated))
+        result.warnings.extend(parser.warnings)
+        seen_blocks = seen_blocks or bool(parser.seen_paths)
+        if attempt == 0:
+            first_reply = reply.text
         unfinished = parser.open_path if truncated else None
         if unfinished and unfinished not in cut_off:
             cut_off.append(unfinished)
@@ -113,6 +162,14 @@ async def generate_and_write(
             earlier.update(written)
             messages = [*messages, ("assistant", reply.text), ("user", prompts.CONTINUE_TRUNCATED.format(
                 done=", ".join(sorted(written)) or "(none)", unfinished=unfinished or "(none)"))]
+    if not seen_blocks:
+        # Not an empty success: the caller must learn the model answered in some other shape, and see how.
+        start = first_reply.lstrip()[:REPLY_QUOTE]
+        cut = " (cut)" if len(first_reply.lstrip()) > REPLY_QUOTE else ""
+        began = f"the reply began {start!r}{cut}" if start else "the reply was empty"
+        raise FileProtocolError(
+            'the model\'s reply contained no file blocks (<FILE path="..."> ... </FILE>), so nothing was written; '
+            f"{began}. Ask again, or name the files to write more explicitly in the prompt.")
     # A cut-off file that the follow-up did not complete, or did not resend at all, is an error, never a silent gap.
     refused = {e.path for e in writer.report.errors}
     lost = [FileError(path=p, error=TRUNCATED_ERROR) for p in cut_off

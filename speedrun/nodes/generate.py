@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from langgraph.runtime import Runtime
@@ -17,7 +18,8 @@ async def generate(state: TurboState, runtime: Runtime[RunContext]) -> dict:
     """Write the first pass of every file named by the contract."""
     settings = run_settings(runtime, state.roles)
     out = Path(state.output_dir)
-    context = read_context_files(state.context_files, out, [out.resolve()])
+    # Reading files (and resolving the root) blocks: off the event loop, which Studio (langgraph dev) enforces.
+    context = await asyncio.to_thread(lambda: read_context_files(state.context_files, out, [out.resolve()]))
     progress(runtime, "generate", "generator is writing files")
 
     async def on_file(outcome) -> None:
@@ -25,5 +27,8 @@ async def generate(state: TurboState, runtime: Runtime[RunContext]) -> dict:
         progress(runtime, "generate", f"{action} {outcome.path}", path=outcome.path, action=action)
 
     result = await generate_and_write(settings, prompts.GENERATE_FROM_CONTRACT.format(contract=state.spec.render()),
-                                      out, context=context, on_file=on_file)
-    return {"files": result.report.files_written, "file_errors": result.report.errors, "ledger": result.entries}
+                                      out, context=context, on_file=on_file,
+                                      # getattr: a bridge until TurboInput.allow_paths is committed everywhere.
+                                      allow_paths=getattr(state, "allow_paths", None) or ())
+    return {"files": result.report.files_written, "file_errors": result.report.errors, "ledger": result.entries,
+            "warnings": result.warnings}
