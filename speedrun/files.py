@@ -121,21 +121,29 @@ def _hit_message(hit: _Hit, frame: Sequence[str]) -> str:
 _Allow = tuple[tuple[str, ...], bool]  # (components, is a directory prefix)
 
 
-def _lifted(hit: _Hit, frame: Sequence[str], allow: Sequence[_Allow]) -> bool:
+def _lifted(hit: _Hit, frame: Sequence[str], allow: Sequence[_Allow], *, on_the_way: bool = False) -> bool:
+    """Does an allow entry name this protected place for this path?
+
+    on_the_way: frame is a directory being walked towards a file; an entry inside it lets the walk pass
+    (the file itself is judged again when it is reached).
+    """
     if not hit.liftable:
         return False
+    frame = tuple(frame)
     for entry, is_prefix in allow:
         if len(entry) <= hit.end:
             continue  # the entry stops above the protected place, so it does not name it
+        if on_the_way and entry[: len(frame)] == frame:
+            return True
         if is_prefix:
-            if len(frame) > len(entry) and tuple(frame[: len(entry)]) == entry:
+            if len(frame) >= len(entry) + (0 if on_the_way else 1) and frame[: len(entry)] == entry:
                 return True
-        elif tuple(frame) == entry:
+        elif frame == entry:
             return True
     return False
 
 
-def _first_unlifted(hits: list[_Hit], frame: Sequence[str], allow: Sequence[_Allow]) -> str | None:
+def _first_unlifted(hits: Sequence[_Hit], frame: Sequence[str], allow: Sequence[_Allow]) -> str | None:
     for hit in hits:
         if not _lifted(hit, frame, allow):
             return _hit_message(hit, frame)
@@ -214,6 +222,11 @@ def parse_allow_paths(entries: Sequence[str] | str) -> tuple[str, ...]:
         if not entry:
             continue
         is_prefix = entry.endswith("/")
+        if all(c in ("", ".") for c in entry.split("/")):
+            raise InputError(
+                f"allow_paths entry {_clip(entry)!r} names the whole directory; name the protected file or "
+                "directory itself, such as '.gitlab-ci.yml' or '.github/workflows/'."
+            )
         try:
             parts = _syntax_parts(entry.rstrip("/") or entry)
         except FileProtocolError as exc:
@@ -303,6 +316,7 @@ class _Walk:
     ) -> None:
         self.start_fd, self.frame, self.boundary = start_fd, list(frame), boundary
         self.allow, self.check, self.what = allow, check, what
+        self.venvs: list[_Hit] = []  # virtualenv directories passed because an allow entry lies inside them
 
     def open(self, parts: Sequence[str], *, create: bool) -> tuple[int, list[str]]:
         """Return (fd, real components under the start) of the directory reached through parts."""
@@ -317,7 +331,7 @@ class _Walk:
                 here = [*self.frame, *cur, name]
                 if self.check:
                     for hit in _static_hits(here, last_is_file=False):
-                        if not _lifted(hit, here, self.allow):
+                        if not _lifted(hit, here, self.allow, on_the_way=True):
                             raise _Protected(hit, here)
                 st = _lstat_at(name, fd)
                 if st is None:
@@ -356,8 +370,9 @@ class _Walk:
                         retries = 0
                         if self.check and _lstat_at(_VENV_MARKER, fd) is not None:
                             hit = _Hit(len(here) - 1, "/".join(here), _VENV_REASON, True, True)
-                            if not _lifted(hit, here, self.allow):
+                            if not _lifted(hit, here, self.allow, on_the_way=True):
                                 raise _Protected(hit, here)
+                            self.venvs.append(hit)  # judged again against the file at the end of the walk
                 if retries > _MAX_RETRIES:
                     raise _Refused(f"'{_clip(shown)}' kept changing while it was being opened; try again")
             return fd, cur
@@ -428,9 +443,9 @@ def check_output_dir(path: Path, allowed_root: Path, allow_paths: Sequence[str] 
         fd, _ = _Walk(start, [], boundary=None, allow=rules, what="the allowed root").open(parts, create=True)
         os.close(fd)
     except _Protected as exc:
-        place = "/".join(exc.frame[: exc.hit.end + 1])
         fix = "Choose another output_dir"
         if exc.hit.liftable:
+            place = "/".join(parts)
             fix += f", or name '{_clip(place)}/' in allow_paths (SPEEDRUN_ALLOW_PATHS) if you really want files there"
         raise InputError(
             f"output_dir {shown} lies inside '{_clip(exc.hit.shown)}' under the allowed root: {exc.hit.why}. {fix}."
@@ -556,7 +571,8 @@ class SafeWriter:
     # -- internals ---------------------------------------------------------------------------------
 
     def _refuse(self, path: str, why: str) -> FileError:
-        err = FileError(path=path, error=why)
+        # The path is echoed as given, but bounded and always encodable (a lone surrogate cannot go out as JSON).
+        err = FileError(path=_clip(path, 300), error=why)
         self._errors.append(err)
         return err
 
@@ -596,18 +612,20 @@ class SafeWriter:
             )
         return anchor, _rel_parts(real, anchor), real
 
-    def _open_root(self) -> tuple[int, list[str], str]:
+    def _open_root(self) -> tuple[int, list[str], str, list[_Hit]]:
+        """Open the output root from the allowed root: (fd, root parts, real root, virtualenvs passed on the way)."""
         anchor, root_parts, real_root = self._prepare()
         start = _open_real_dir(anchor)
+        walk = _Walk(start, [], boundary=None, allow=self._allow, what="the allowed root")
         try:
-            fd, _ = _Walk(start, [], boundary=None, allow=self._allow, what="the allowed root").open(
-                root_parts, create=True
-            )
+            fd, _ = walk.open(root_parts, create=True)
+        except _Protected:
+            raise
         except _Refused as exc:
             raise _Refused(f"the output directory cannot be used: {exc}") from None
         finally:
             os.close(start)
-        return fd, root_parts, real_root
+        return fd, root_parts, real_root, walk.venvs
 
     def _write_new(self, rel: str, parts: list[str], f: GeneratedFile) -> WrittenFile | FileError:
         try:
@@ -628,14 +646,14 @@ class SafeWriter:
         if reason:
             return self._refuse(f.path, reason)
 
-        root_fd, root_parts, real_root = self._open_root()
+        root_fd, root_parts, real_root, venvs = self._open_root()
         try:
             walk = _Walk(root_fd, root_parts, boundary=real_root, allow=self._allow)
             dir_fd, real_dir = walk.open(parts[:-1], create=True)
         finally:
             os.close(root_fd)
         try:
-            return self._write_in(dir_fd, rel, [*real_dir, parts[-1]], root_parts, real_root, data, f)
+            return self._write_in(dir_fd, rel, [*real_dir, parts[-1]], root_parts, [*venvs, *walk.venvs], data, f)
         finally:
             os.close(dir_fd)
 
@@ -645,13 +663,13 @@ class SafeWriter:
         rel: str,
         real_parts: list[str],
         root_parts: list[str],
-        real_root: str,
+        venvs: list[_Hit],
         data: bytes,
         f: GeneratedFile,
     ) -> WrittenFile | FileError:
         name = real_parts[-1]
         frame = [*root_parts, *real_parts]
-        reason = _first_unlifted(_static_hits(frame), frame, self._allow)
+        reason = _first_unlifted([*_static_hits(frame), *venvs], frame, self._allow)
         if reason:
             real_rel = "/".join(real_parts)
             if real_rel != rel:
@@ -713,7 +731,7 @@ class SafeWriter:
             prefix: list[str] = []
         else:
             anchor = self._prepare()[2]
-            start, _, _ = self._open_root()
+            start = self._open_root()[0]
             if self._backup_parts is None:
                 stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
                 self._backup_parts = [".speedrun", "backups", f"{stamp}-{secrets.token_hex(3)}"]
