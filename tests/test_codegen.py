@@ -360,6 +360,18 @@ async def test_allow_paths_lets_only_the_named_protected_file_through(clean_env,
     assert [e.path for e in allowed.report.errors] == [".github/workflows/other.yml"]
 
 
+@pytest.mark.anyio
+async def test_speedrun_allow_paths_setting_is_honoured(clean_env, fake_llm: FakeLLM, tmp_path: Path) -> None:
+    make_settings(clean_env, fake_llm)
+    clean_env.setenv("SPEEDRUN_ALLOW_PATHS", ".gitlab-ci.yml")
+    fake_llm.script(block(".gitlab-ci.yml", "test: {}\n") + block(".github/workflows/ci.yml", "on: push\n"))
+
+    result = await generate_and_write(Settings(), "x", tmp_path, allow_paths=[])
+
+    assert files_under(tmp_path) == {".gitlab-ci.yml": "test: {}\n"}
+    assert [e.path for e in result.report.errors] == [".github/workflows/ci.yml"]
+
+
 # --- nothing blocks the event loop (Studio: langgraph dev refuses blocking calls) ------------------------------
 
 
