@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from math import gcd
@@ -25,6 +26,11 @@ MAX_CLOSEST_LINES = 10
 _MAX_EXCERPT_LINE = 160
 _MAX_PATH_SHOWN = 80
 _MAX_MATCHES = 50  # enough to say "ambiguous" and where; don't scan a huge file for more
+# Similarity search: compare every window only while that stays cheap; otherwise the best-voted candidates.
+_FULL_SCAN_LINES = 40_000
+_CANDIDATES = 200
+_COMMON_WORD = 200
+_WORD = re.compile(r"\w+")
 _LINE_RE = re.compile(r"[^\n]*\n|[^\n]+")
 # The fixer is shown excerpts as '  12| code'; models sometimes copy that prefix into the search text.
 _NUMBER_PREFIX = re.compile(r"^ *\d+\|(?: |$)")
@@ -72,10 +78,13 @@ def _closest(file_lines: list[str], wanted_lines: list[str]) -> tuple[int, int] 
     if not file_lines or not wanted_lines:
         return None
     size = min(len(wanted_lines), len(file_lines))
+    starts: Iterable[int] = range(len(file_lines) - size + 1)
+    if len(file_lines) * size > _FULL_SCAN_LINES:  # difflib on every window of a big file takes minutes
+        starts = _likely_starts(file_lines, wanted_lines, size)
     sm = SequenceMatcher(None, autojunk=False)
     sm.set_seq2("\n".join(wanted_lines))  # seq2 is the one SequenceMatcher preprocesses; reuse it across windows
     best, best_at = -1.0, 0
-    for i in range(len(file_lines) - size + 1):
+    for i in starts:
         sm.set_seq1("\n".join(file_lines[i : i + size]))
         # Cheap upper bounds first: most windows cannot beat the best so far.
         if sm.real_quick_ratio() <= best or sm.quick_ratio() <= best:
@@ -84,6 +93,24 @@ def _closest(file_lines: list[str], wanted_lines: list[str]) -> tuple[int, int] 
         if score > best:
             best, best_at = score, i
     return best_at, size
+
+
+def _likely_starts(file_lines: list[str], wanted_lines: list[str], size: int) -> list[int]:
+    """Window starts that share the most (not too common) words with the search, aligned line by line."""
+    where: dict[str, list[int]] = defaultdict(list)
+    for p, line in enumerate(file_lines):
+        for word in set(_WORD.findall(line)):
+            where[word].append(p)
+    last = len(file_lines) - size
+    votes: Counter[int] = Counter()
+    for k, line in enumerate(wanted_lines):
+        for word in set(_WORD.findall(line)):
+            hits = where.get(word, ())
+            if len(hits) <= _COMMON_WORD:  # a word on every other line locates nothing
+                votes.update(p - k for p in hits if 0 <= p - k <= last)
+    if not votes:  # nothing distinctive: look at evenly spread windows rather than none
+        return list(range(0, last + 1, max(1, (last + 1) // _CANDIDATES)))
+    return sorted(start for start, _ in votes.most_common(_CANDIDATES))
 
 
 def closest_match(text: str, search: str, context: int = 2) -> tuple[int, str] | None:
@@ -599,7 +626,7 @@ def _whitespace_only(bodies: list[str], search: list[str]) -> tuple[int, int, st
     keys = [k for _, k in rows]
     n = len(wanted)
     for j in range(len(keys) - n + 1):
-        if keys[j : j + n] != wanted:
+        if keys[j] != wanted[0] or keys[j : j + n] != wanted:
             continue
         first, last = rows[j][0], rows[j + n - 1][0]
         region, trimmed = bodies[first : last + 1], _strip_blank_lines(search)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -288,3 +289,92 @@ def test_many_small_edits_cannot_add_up_to_a_rewrite(tmp_path: Path) -> None:
     assert statuses[:12] == ["applied"] * 12  # 12 of 20 lines is the 60 % share
     assert set(statuses[12:]) == {"refused"}
     assert "already replaced by earlier edits" in outcomes[12].message
+
+
+# --------------------------------------------------------------------------------------------------
+# The surgical_fix node: off the event loop, with short messages to the model
+# --------------------------------------------------------------------------------------------------
+
+
+def _fix_state(root: Path, files: dict[str, str]):
+    from speedrun.state.records import TestFailure, TestReport, WrittenFile
+    from speedrun.state.turbo import TurboState
+
+    for rel, text in files.items():
+        write(root, rel, text)
+    report = TestReport(command="pytest -q", exit_code=1, failed=1, failures=[
+        TestFailure(name="test_calc.py::test_add", message="assert -1 == 5", file="calc.py", line=2)])
+    written = [WrittenFile(path=rel, filename=rel, lines=text.count("\n"), action="created") for rel, text in files.items()]
+    return TurboState(contract="add(a, b) returns a + b", output_dir=str(root), test_command="pytest -q",
+                      files=written, tests=report)
+
+
+def _runtime():
+    from types import SimpleNamespace
+
+    from speedrun.config import RunContext, Settings
+
+    return SimpleNamespace(context=RunContext(Settings()), stream_writer=None)
+
+
+@pytest.mark.anyio
+async def test_surgical_fix_never_blocks_the_event_loop(speedrun_env, fake_llm, tmp_path: Path) -> None:
+    """`langgraph dev` raises BlockingError for a blocking call inside a node; blockbuster is its detector."""
+    from blockbuster import blockbuster_ctx
+
+    from speedrun.nodes.surgical_fix import surgical_fix
+    from tests.test_turbo import fix_reply
+
+    root = tmp_path / "ws"
+    state = _fix_state(root, {"calc.py": "def add(a, b):\n    return a - b\n", "test_calc.py": "from calc import add\n"})
+    fake_llm.script(fix_reply(("calc.py", "return a - b", "return a * b")),
+                    fix_reply(("calc.py", "return a-b", "return a+b")),  # not found: a retry, a second apply
+                    fix_reply(("calc.py", "return a * b", "return a + b")))
+    runtime = _runtime()
+    # A first cycle warms the process as a running server is warm (the HTTP client's lazy imports read
+    # package metadata, which is the LLM client's business); the cycle under watch must not block at all.
+    await surgical_fix(state, runtime)
+    with blockbuster_ctx():
+        update = await surgical_fix(state, runtime)
+    [cycle] = update["cycles"]
+    assert [e.status for e in cycle.edits] == ["applied"]
+    assert (root / "calc.py").read_text() == "def add(a, b):\n    return a + b\n"
+
+
+@pytest.mark.anyio
+async def test_retry_prompt_messages_and_excerpts_stay_short(speedrun_env, fake_llm, tmp_path: Path) -> None:
+    from speedrun.edits import MAX_CLOSEST_LINES, MAX_MESSAGE_CHARS
+    from speedrun.nodes.surgical_fix import surgical_fix
+    from tests.test_turbo import fix_reply, last_user_text
+
+    body = "".join(f"    step_{i} = compute_something_long_named_{i}(value, other_value)\n" for i in range(60))
+    calc = f"def add(a, b):\n{body}    return a - b\n"
+    root = tmp_path / "ws"
+    state = _fix_state(root, {"calc.py": calc, "test_calc.py": "from calc import add\n"})
+    # A long search the model misremembered (every line differs a little) and a path far too long to echo.
+    wrong = "".join(f"    step_{i} = compute_something_long_named_{i}(value)\n" for i in range(40))
+    fake_llm.script(fix_reply(("calc.py", wrong, "    pass\n"), ("x/" * 200 + "calc.py", "a = 1", "a = 2")),
+                    fix_reply())
+    update = await surgical_fix(state, _runtime())
+
+    retry = last_user_text(fake_llm.chat_requests()[1])
+    assert "not found" in retry
+    [cycle] = update["cycles"]
+    assert all(len(e.message) <= MAX_MESSAGE_CHARS for e in cycle.edits)
+    excerpt_rows = [line for line in retry.splitlines() if re.match(r"^ *\d+\| ", line)]
+    assert 0 < len(excerpt_rows) <= MAX_CLOSEST_LINES
+    problems = retry.split("Send corrected edits")[0]  # the rest is the fixed instructions and answer schema
+    assert len(problems) < 2000, problems
+    assert (root / "calc.py").read_text() == calc
+
+
+def test_closest_region_in_a_big_file_is_found_by_its_words(tmp_path: Path) -> None:
+    # 20,000 near-identical lines: scoring every window with difflib took over a minute here.
+    text = "".join(f"    value_{i} = compute(value_{i - 1}, {i})\n" for i in range(20_000))
+    p = write(tmp_path, "big.py", text)
+    wrong = "".join(f"    valu_{i} = comp(value_{i - 1}, {i + 1})\n" for i in range(15_000, 15_030))
+    o = one(tmp_path, "big.py", wrong, "    pass\n")
+    assert o.status == "not_found"
+    assert "most similar region starts at line 15001 " in o.message
+    assert "15001|     value_15000 = compute(value_14999, 15000)" in (o.closest or "")
+    assert p.read_text() == text
