@@ -110,11 +110,13 @@ def _static_hits(parts: Sequence[str], *, last_is_file: bool = True) -> list[_Hi
     return hits
 
 
-def _hit_message(hit: _Hit, frame: Sequence[str]) -> str:
+def _hit_message(hit: _Hit, frame: Sequence[str], *, whole_place: bool = False) -> str:
+    """The refusal for a protected place; the allow_paths hint names the file, or the place itself (whole_place)."""
     where = "inside " if hit.inside else ""
     msg = f"refusing to write {where}'{_clip(hit.shown)}': {hit.why}; put the file elsewhere"
     if hit.liftable:
-        msg += f", or name '{_clip('/'.join(frame))}' in allow_paths (SPEEDRUN_ALLOW_PATHS) to allow it"
+        entry = "/".join(frame[: hit.end + 1]) + "/" if whole_place else "/".join(frame)
+        msg += f", or name '{_clip(entry)}' in allow_paths (SPEEDRUN_ALLOW_PATHS) to allow it"
     return msg
 
 
@@ -272,7 +274,8 @@ class _Protected(_Refused):
     """Internal: the walk reached a protected place that allow_paths does not lift."""
 
     def __init__(self, hit: _Hit, frame: Sequence[str]) -> None:
-        super().__init__(_hit_message(hit, frame))
+        # Met while walking directories: the hint names the place, since the walk does not know the file yet.
+        super().__init__(_hit_message(hit, frame, whole_place=True))
         self.hit, self.frame = hit, list(frame)
 
 

