@@ -8,7 +8,8 @@ import secrets
 import stat
 import threading
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from speedrun.errors import FileProtocolError, InputError
@@ -81,13 +82,15 @@ def _clip(text: str, limit: int = _SHOW) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+@dataclass(frozen=True, slots=True)
 class _Hit:
     """One protected place on a path: where it ends (index into the path), how to show it, and why."""
 
-    __slots__ = ("end", "shown", "why", "inside", "liftable")
-
-    def __init__(self, end: int, shown: str, why: str, inside: bool, liftable: bool) -> None:
-        self.end, self.shown, self.why, self.inside, self.liftable = end, shown, why, inside, liftable
+    end: int
+    shown: str
+    why: str
+    inside: bool  # the path goes into it (a directory), rather than naming it as the file
+    liftable: bool  # allow_paths may lift it
 
 
 def _static_hits(parts: Sequence[str], *, last_is_file: bool = True) -> list[_Hit]:
@@ -170,7 +173,9 @@ def _syntax_parts(path: str) -> list[str]:
     for ch in path:
         code = ord(ch)
         if code < 0x20 or 0x7F <= code < 0xA0 or code in (0x2028, 0x2029, 0x85):
-            raise FileProtocolError(f"path contains control character U+{code:04X} ({ch!r}); a path must be one plain line")
+            raise FileProtocolError(
+                f"path contains control character U+{code:04X} ({ch!r}); a path must be one plain line"
+            )
         if 0xD800 <= code <= 0xDFFF:
             raise FileProtocolError(
                 f"path contains a lone surrogate U+{code:04X}, which is not valid text; give a plain UTF-8 path"
@@ -456,7 +461,9 @@ def check_output_dir(path: Path, allowed_root: Path, allow_paths: Sequence[str] 
     except _Refused as exc:
         raise InputError(f"output_dir {shown} cannot be used: {exc}. Choose another output_dir.") from None
     except OSError as exc:
-        raise InputError(f"output_dir {shown} cannot be created: {_strerror(exc)}; choose a writable directory") from None
+        raise InputError(
+            f"output_dir {shown} cannot be created: {_strerror(exc)}; choose a writable directory"
+        ) from None
     finally:
         os.close(start)
 
@@ -736,7 +743,7 @@ class SafeWriter:
             anchor = self._prepare()[2]
             start = self._open_root()[0]
             if self._backup_parts is None:
-                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
                 self._backup_parts = [".speedrun", "backups", f"{stamp}-{secrets.token_hex(3)}"]
             prefix = self._backup_parts
         try:
