@@ -25,9 +25,12 @@ __all__ = ["SafeWriter", "check_output_dir", "normalize_relpath", "parse_allow_p
 #   the walk then restarts from the root's descriptor along the target, still without following anything.
 # - "Places that run code outside the tests" are judged on the real path relative to the allowed root (confine_to),
 #   so an output directory that itself lies in .git/hooks is caught too.
-# - allow_paths lifts that refusal for places the user named. An entry lifts a place only if it names the place
-#   itself or a path inside it: 'src/' never lifts 'src/.git/hooks/x'; '.git/hooks/' does. '.speedrun' (our own
-#   state and backups) is never lifted. Containment, '..', absolute paths and symlink rules are never lifted.
+# - allow_paths lifts that refusal for places the user named. Entries are relative to the output directory, like
+#   the paths in a reply; an entry may also be written relative to the allowed root, which is the only way to name
+#   a protected place that holds the output directory itself. An entry lifts a place only if it names the place
+#   itself or a path inside it: 'src/' never lifts 'src/.git/hooks/x'; '.git/hooks/' does (decision: .git/ is
+#   liftable like the rest, but only by an entry that names it). '.speedrun' (our own state and backups) is never
+#   lifted. Containment, '..', absolute paths and symlink rules are never lifted.
 
 # --------------------------------------------------------------------------------------------------
 # Protected places
@@ -113,12 +116,20 @@ def _static_hits(parts: Sequence[str], *, last_is_file: bool = True) -> list[_Hi
     return hits
 
 
-def _hit_message(hit: _Hit, frame: Sequence[str], *, whole_place: bool = False) -> str:
-    """The refusal for a protected place; the allow_paths hint names the file, or the place itself (whole_place)."""
+def _hit_message(hit: _Hit, frame: Sequence[str], *, whole_place: bool = False, offset: int = 0) -> str:
+    """The refusal for a protected place; the allow_paths hint names the file, or the place itself (whole_place).
+
+    offset: how many leading components of frame lead to the output directory; the hint is written relative to
+    the output directory when the place lies inside it.
+    """
     where = "inside " if hit.inside else ""
     msg = f"refusing to write {where}'{_clip(hit.shown)}': {hit.why}; put the file elsewhere"
     if hit.liftable:
-        entry = "/".join(frame[: hit.end + 1]) + "/" if whole_place else "/".join(frame)
+        if 0 < offset <= hit.end:
+            frame, end = frame[offset:], hit.end - offset
+        else:
+            end = hit.end
+        entry = "/".join(frame[: end + 1]) + "/" if whole_place else "/".join(frame)
         msg += f", or name '{_clip(entry)}' in allow_paths (SPEEDRUN_ALLOW_PATHS) to allow it"
     return msg
 
@@ -126,17 +137,25 @@ def _hit_message(hit: _Hit, frame: Sequence[str], *, whole_place: bool = False) 
 _Allow = tuple[tuple[str, ...], bool]  # (components, is a directory prefix)
 
 
-def _lifted(hit: _Hit, frame: Sequence[str], allow: Sequence[_Allow], *, on_the_way: bool = False) -> bool:
-    """Does an allow entry name this protected place for this path?
+def _lifted(
+    hit: _Hit, frame: Sequence[str], allow: Sequence[_Allow], *, on_the_way: bool = False, offset: int = 0
+) -> bool:
+    """Does an allow entry name this protected place for this path (relative to the allowed root)?
 
     on_the_way: frame is a directory being walked towards a file; an entry inside it lets the walk pass
-    (the file itself is judged again when it is reached).
+    (the file itself is judged again when it is reached). offset: components of frame that lead to the output
+    directory; entries are also read relative to it, for places inside it.
     """
     if not hit.liftable:
         return False
-    frame = tuple(frame)
+    if _named(hit.end, tuple(frame), allow, on_the_way):
+        return True
+    return 0 < offset <= hit.end and _named(hit.end - offset, tuple(frame[offset:]), allow, on_the_way)
+
+
+def _named(end: int, frame: tuple[str, ...], allow: Sequence[_Allow], on_the_way: bool) -> bool:
     for entry, is_prefix in allow:
-        if len(entry) <= hit.end:
+        if len(entry) <= end:
             continue  # the entry stops above the protected place, so it does not name it
         if on_the_way and entry[: len(frame)] == frame:
             return True
@@ -148,10 +167,12 @@ def _lifted(hit: _Hit, frame: Sequence[str], allow: Sequence[_Allow], *, on_the_
     return False
 
 
-def _first_unlifted(hits: Sequence[_Hit], frame: Sequence[str], allow: Sequence[_Allow]) -> str | None:
+def _first_unlifted(
+    hits: Sequence[_Hit], frame: Sequence[str], allow: Sequence[_Allow], offset: int = 0
+) -> str | None:
     for hit in hits:
-        if not _lifted(hit, frame, allow):
-            return _hit_message(hit, frame)
+        if not _lifted(hit, frame, allow, offset=offset):
+            return _hit_message(hit, frame, offset=offset)
     return None
 
 
@@ -278,9 +299,9 @@ class _Refused(Exception):
 class _Protected(_Refused):
     """Internal: the walk reached a protected place that allow_paths does not lift."""
 
-    def __init__(self, hit: _Hit, frame: Sequence[str]) -> None:
+    def __init__(self, hit: _Hit, frame: Sequence[str], offset: int = 0) -> None:
         # Met while walking directories: the hint names the place, since the walk does not know the file yet.
-        super().__init__(_hit_message(hit, frame, whole_place=True))
+        super().__init__(_hit_message(hit, frame, whole_place=True, offset=offset))
         self.hit, self.frame = hit, list(frame)
 
 
@@ -306,7 +327,8 @@ def _lstat_at(name: str, dir_fd: int) -> os.stat_result | None:
 class _Walk:
     """Opens directories one component at a time from a descriptor, never following a symlink it did not vet.
 
-    frame: the path of the start directory relative to the allowed root, for judging protected places.
+    frame: the path of the start directory relative to the allowed root, for judging protected places
+    (allow entries are read relative to the allowed root and to the start directory).
     boundary: the real path of the start directory when existing symlinks may be followed inside it
     (they are refused when None). allow: rules that lift protected places; check=False skips protection
     (speed-run's own backup area).
@@ -324,6 +346,7 @@ class _Walk:
     ) -> None:
         self.start_fd, self.frame, self.boundary = start_fd, list(frame), boundary
         self.allow, self.check, self.what = allow, check, what
+        self.offset = len(self.frame)  # allow entries may also be relative to the start (the output directory)
         self.venvs: list[_Hit] = []  # virtualenv directories passed because an allow entry lies inside them
 
     def open(self, parts: Sequence[str], *, create: bool) -> tuple[int, list[str]]:
@@ -339,8 +362,8 @@ class _Walk:
                 here = [*self.frame, *cur, name]
                 if self.check:
                     for hit in _static_hits(here, last_is_file=False):
-                        if not _lifted(hit, here, self.allow, on_the_way=True):
-                            raise _Protected(hit, here)
+                        if not _lifted(hit, here, self.allow, on_the_way=True, offset=self.offset):
+                            raise _Protected(hit, here, self.offset)
                 st = _lstat_at(name, fd)
                 if st is None:
                     if not create:
@@ -378,8 +401,8 @@ class _Walk:
                         retries = 0
                         if self.check and _lstat_at(_VENV_MARKER, fd) is not None:
                             hit = _Hit(len(here) - 1, "/".join(here), _VENV_REASON, True, True)
-                            if not _lifted(hit, here, self.allow, on_the_way=True):
-                                raise _Protected(hit, here)
+                            if not _lifted(hit, here, self.allow, on_the_way=True, offset=self.offset):
+                                raise _Protected(hit, here, self.offset)
                             self.venvs.append(hit)  # judged again against the file at the end of the walk
                 if retries > _MAX_RETRIES:
                     raise _Refused(f"'{_clip(shown)}' kept changing while it was being opened; try again")
@@ -419,7 +442,8 @@ def check_output_dir(path: Path, allowed_root: Path, allow_paths: Sequence[str] 
     """Refuse an output dir that is outside allowed_root, lies in a protected place, or is not a usable directory.
 
     Creates the directory (and missing parents) when absent. Raises InputError naming the dir and the fix.
-    allow_paths entries are relative to allowed_root ('.github/workflows/' lets an output dir lie there).
+    allow_paths: entries relative to allowed_root that name the protected place holding the dir
+    ('.github/workflows/' lets an output dir lie there); entries relative to the dir itself do not matter here.
     """
     shown = _clip(str(path))
     rules = _allow_rules(allow_paths)
@@ -538,7 +562,8 @@ class SafeWriter:
 
         backup_dir overrides the per-run backup directory (default: <root>/.speedrun/backups/<stamp>).
         allow_paths: places that run code outside the tests which the user named (see parse_allow_paths),
-        relative to confine_to. confine_to: the allowed root protection is judged against (default: root).
+        relative to root, or to confine_to. confine_to: the allowed root that protection is judged against
+        (default: root); an output directory inside a protected place there has every write refused.
         """
         self._root_arg = Path(root)
         self._confine_arg = Path(confine_to) if confine_to is not None else None
@@ -652,7 +677,7 @@ class SafeWriter:
         # counts), so a named protected path is refused before anything is created.
         root_parts = self._prepare()[1]
         frame = [*root_parts, *parts]
-        reason = _first_unlifted(_static_hits(frame), frame, self._allow)
+        reason = _first_unlifted(_static_hits(frame), frame, self._allow, len(root_parts))
         if reason:
             return self._refuse(f.path, reason)
 
@@ -679,7 +704,7 @@ class SafeWriter:
     ) -> WrittenFile | FileError:
         name = real_parts[-1]
         frame = [*root_parts, *real_parts]
-        reason = _first_unlifted([*_static_hits(frame), *venvs], frame, self._allow)
+        reason = _first_unlifted([*_static_hits(frame), *venvs], frame, self._allow, len(root_parts))
         if reason:
             real_rel = "/".join(real_parts)
             if real_rel != rel:

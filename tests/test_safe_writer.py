@@ -176,14 +176,19 @@ def test_output_dir_reaching_protected_place_through_symlink(tmp_path):
     assert list((tmp_path / ".git" / "hooks").iterdir()) == []
 
 
-def test_allow_paths_are_relative_to_the_allowed_root(tmp_path):
-    # Protection and the allow list are judged in one frame: the path under the allowed root (confine_to).
+def test_allow_paths_relative_to_output_dir_or_allowed_root(tmp_path):
     out = tmp_path / "app"
-    wrong_frame = SafeWriter(out, confine_to=tmp_path, allow_paths=[".github/workflows/"])
-    assert isinstance(write(wrong_frame, ".github/workflows/ci.yml"), FileError)
-    right_frame = SafeWriter(out, confine_to=tmp_path, allow_paths=["app/.github/workflows/"])
-    assert isinstance(write(right_frame, ".github/workflows/ci.yml"), WrittenFile)
-    assert (out / ".github" / "workflows" / "ci.yml").exists()
+    writer = SafeWriter(out, confine_to=tmp_path)
+    result = write(writer, ".github/workflows/ci.yml")
+    # The hint is written the way reply paths are: relative to the output directory.
+    assert isinstance(result, FileError) and "name '.github/workflows/ci.yml' in allow_paths" in result.error
+    for entry in (".github/workflows/", "app/.github/workflows/ci.yml"):
+        writer = SafeWriter(out, confine_to=tmp_path, allow_paths=[entry])
+        assert isinstance(write(writer, ".github/workflows/ci.yml"), WrittenFile), entry
+    # An entry relative to the output dir cannot reach a place above it: only the allowed-root spelling can.
+    hooks = tmp_path / ".git" / "hooks"
+    assert isinstance(write(SafeWriter(hooks, confine_to=tmp_path, allow_paths=["pre-commit"]), "pre-commit"),
+                      FileError)
 
 
 def test_symlink_into_workflows_refused_and_named_place_allowed(tmp_path):
