@@ -448,6 +448,14 @@ def check_output_dir(path: Path, allowed_root: Path, allow_paths: Sequence[str] 
     shown = _clip(str(path))
     rules = _allow_rules(allow_paths)
     try:
+        if Path(allowed_root).absolute() == Path(path).absolute():
+            # The output dir is its own allowed root (the CLI outside a project): nothing above it to judge.
+            Path(path).absolute().mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"output_dir {shown} cannot be created: {_strerror(exc)}; choose a writable directory"
+        ) from None
+    try:
         allowed_real = os.path.realpath(Path(allowed_root).absolute())
     except (OSError, ValueError) as exc:
         raise InputError(f"allowed root {_clip(str(allowed_root))} cannot be used: {exc}") from None
@@ -629,7 +637,7 @@ class SafeWriter:
         if not _HAVE_DIR_FD:
             return "this platform has no O_NOFOLLOW/dir_fd support, which speed-run needs to write safely"
         root = self._root_arg.absolute()
-        if self._confine_arg is None:
+        if self._confine_arg is None or self._confine_arg.absolute() == root:
             try:
                 root.mkdir(parents=True, exist_ok=True)  # the user's own choice of directory: nothing to confine
             except OSError as exc:

@@ -250,6 +250,17 @@ def test_check_output_dir_creates_a_fresh_dir(tmp_path):
     check_output_dir(tmp_path, tmp_path)  # the allowed root itself is fine
 
 
+def test_output_dir_that_is_its_own_allowed_root_is_created(tmp_path):
+    out = tmp_path / "new" / "out"
+    check_output_dir(out, out)
+    assert out.is_dir()
+    fresh = tmp_path / "fresh"
+    assert isinstance(write(SafeWriter(fresh, confine_to=fresh), "a.py"), WrittenFile)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="cannot be created"):
+        check_output_dir(tmp_path / "file" / "out", tmp_path / "file" / "out")
+
+
 def test_check_output_dir_bounds_the_echo(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(InputError) as info:
