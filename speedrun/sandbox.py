@@ -39,7 +39,6 @@ import os
 import re
 import shlex
 import signal
-import functools
 import logging
 import shutil
 import sys
@@ -412,7 +411,6 @@ def _infrastructure_problem(command: str, exit_code: int | None, output: str) ->
 # --------------------------------------------------------------------------------------------------
 # isolation: bubblewrap, probed once per process, and the fallback
 
-SandboxMode = str  # "auto" | "bwrap" | "none"
 _MODES = ("auto", "bwrap", "none")
 _PROBE_TIMEOUT_S = 10.0
 _SANDBOX_HOME = "/tmp/home"
@@ -421,10 +419,8 @@ _probe_lock = threading.Lock()
 _probe_result: tuple[bool, str] | None = None
 _warned = False
 
-# prctl(2) options
-_PR_SET_PDEATHSIG = 1
+# prctl(2) option (the watchdog script uses PR_SET_PDEATHSIG=1 and PR_SET_CHILD_SUBREAPER=36)
 _PR_SET_DUMPABLE = 4
-_PR_SET_CHILD_SUBREAPER = 36
 
 
 def _bwrap_binary() -> str | None:
