@@ -96,6 +96,7 @@ class BudgetWaitTooLong(Exception):
 class _Charge:
     at: float
     tokens: int
+    settled: bool = False
 
 
 @dataclass
@@ -165,7 +166,7 @@ class RateBudget:
                     head = self._queue[0] is me
                     if head and self._in_flight < self.limits.concurrency:
                         delay, why = self._delay(tokens, now)
-                        if delay <= 0:
+                        if delay is not None and delay <= 0:
                             self._queue.popleft()
                             return self._charge(tokens, now)
                     elif head:
@@ -197,7 +198,7 @@ class RateBudget:
         """Replace an up-front charge with what the call really used (prompt + completion tokens)."""
         with self._lock:
             delta = tokens - charge.tokens
-            charge.tokens = tokens
+            charge.tokens, charge.settled = tokens, True
             for bucket in self._buckets.values():
                 if bucket.kind == "tokens" and charge.at >= bucket.observed_at:
                     bucket.spent += delta
@@ -260,8 +261,8 @@ class RateBudget:
             except RuntimeError:  # its loop has closed; the waiter is gone with it
                 pass
 
-    def _delay(self, tokens: int, now: float) -> tuple[float, str]:
-        """Seconds until a call of `tokens` fits, and the limit that holds it back."""
+    def _delay(self, tokens: int, now: float) -> tuple[float | None, str]:
+        """Seconds until a call of `tokens` fits (None: unknown, until running calls end), and the limit."""
         while self._window and now - self._window[0].at >= WINDOW_S:
             self._window.popleft()
         if now < self._blocked_until:
@@ -283,10 +284,15 @@ class RateBudget:
         if self.tpm is not None and "tokens" not in truth and self._window:
             used = sum(c.tokens for c in self._window)
             if used + tokens > self.tpm:
-                # Wait until enough charges leave the window; a call larger than the whole budget goes alone.
-                for charge in self._window:
-                    used -= charge.tokens
-                    if used + tokens <= self.tpm or used <= 0:
+                settled = [c for c in self._window if c.settled]
+                left = sum(c.tokens for c in settled)
+                if left + tokens <= self.tpm or not settled:
+                    # Only reservations of calls still running stand in the way: they settle when those end.
+                    return None, f"tokens/min {self.tpm:,}, waiting for calls in flight to settle"
+                # Wait until enough settled charges leave the window; a call larger than the budget goes alone.
+                for charge in settled:
+                    left -= charge.tokens
+                    if left + tokens <= self.tpm or left <= 0:
                         return charge.at + WINDOW_S - now, f"tokens/min {self.tpm:,}"
         return 0.0, ""
 

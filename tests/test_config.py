@@ -149,7 +149,7 @@ def test_limit_overrides_merge_with_preset_defaults(clean_env) -> None:
     cerebras = s.role("generator").primary.limits
     assert (cerebras.concurrency, cerebras.rpm, cerebras.tpm) == (4, 5, 60_000)
     other = s.role("judge").primary.limits
-    assert (other.concurrency, other.rpm, other.tpm) == (2, 1_000, 10_000_000)
+    assert (other.concurrency, other.rpm, other.tpm) == (2, None, None)  # on loopback: concurrency only
 
 
 def test_cerebras_preset_defaults_to_free_tier_limits(clean_env) -> None:
@@ -243,3 +243,89 @@ def test_redaction_hides_keys_but_leaves_text_alone_for_placeholders(clean_env) 
     assert Settings().redact("bad key csk-0123456789abcdef sent") == "bad key *** sent"
     clean_env.setenv("CEREBRAS_API_KEY", "x")  # a placeholder is not a secret worth garbling messages for
     assert Settings().redact("max_fix_cycles") == "max_fix_cycles"
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000/v1", "http://localhost:11434/v1", "http://[::1]:8080/v1",
+                                 "http://127.0.1.1/v1"])
+def test_loopback_endpoints_get_concurrency_only_unless_limits_are_set(clean_env, url: str) -> None:
+    clean_env.setenv("CEREBRAS_API_KEY", KEY)
+    clean_env.setenv("CEREBRAS_URL", url)
+    limits = Settings().role("generator").primary.limits
+    assert (limits.concurrency, limits.rpm, limits.tpm) == (4, None, None)
+    clean_env.setenv("SPEEDRUN_LIMITS__CEREBRAS__TPM", "60000")
+    limits = Settings().role("generator").primary.limits
+    assert (limits.rpm, limits.tpm) == (None, 60_000)
+
+
+def test_remote_endpoint_keeps_the_preset_limits(clean_env) -> None:
+    clean_env.setenv("CEREBRAS_API_KEY", KEY)
+    clean_env.setenv("CEREBRAS_URL", "https://127.0.0.1.nip.io/v1")  # a name, not the loopback address
+    limits = Settings().role("generator").primary.limits
+    assert (limits.rpm, limits.tpm, limits.max_output_tokens) == (30, 60_000, 32_768)
+    clean_env.setenv("SPEEDRUN_LIMITS__CEREBRAS__MAX_OUTPUT_TOKENS", "65536")
+    assert Settings().role("generator").primary.limits.max_output_tokens == 65_536
+
+
+@pytest.mark.parametrize(("preset", "json_schema", "strict"), [
+    ("cerebras", True, True), ("openai", True, True), ("groq", True, False), ("openrouter", True, True),
+    ("ollama", False, False), ("openai-compatible", False, False)])
+def test_presets_say_how_they_take_structured_answers(clean_env, preset: str, json_schema: bool, strict: bool) -> None:
+    for var in ("CEREBRAS_API_KEY", "OPENAI_API_KEY", "GROQ_API_KEY", "OPENROUTER_API_KEY"):
+        clean_env.setenv(var, KEY)
+    clean_env.setenv("SPEEDRUN_OPENAI_COMPATIBLE_URL", "http://127.0.0.1:8000/v1")
+    clean_env.setenv("SPEEDRUN_JUDGE", f"{preset}:m")
+    spec = Settings().role("judge").primary
+    assert (spec.json_schema, spec.strict) == (json_schema, strict)
+
+
+def test_generation_timeout_under_1000_is_seconds_and_says_so(clean_env, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="speedrun.config")
+    clean_env.setenv("GENERATION_TIMEOUT", "117")
+    first, second = Settings(), Settings()
+    assert first.generation_timeout_ms == 117_000 and first.generation_timeout_s == 117.0
+    note = second.timeout_note()
+    assert note and "117 seconds" in note and "GENERATION_TIMEOUT=117000" in note
+    warnings = [r for r in caplog.records if "GENERATION_TIMEOUT=117 " in r.getMessage()]
+    assert len(warnings) == 1  # once, not per Settings()
+    clean_env.setenv("GENERATION_TIMEOUT", "1500")
+    assert (Settings().generation_timeout_ms, Settings().timeout_note()) == (1500, None)
+    clean_env.delenv("GENERATION_TIMEOUT")
+    assert (Settings().generation_timeout_ms, Settings().timeout_note()) == (30_000, None)
+
+
+def test_allow_paths_are_split_and_trimmed(clean_env) -> None:
+    assert Settings().allowed_paths() == []
+    clean_env.setenv("SPEEDRUN_ALLOW_PATHS", " .github/workflows/ci.yml, ,.husky/pre-commit ")
+    assert Settings().allowed_paths() == [".github/workflows/ci.yml", ".husky/pre-commit"]
+
+
+def test_provider_typo_is_named_as_a_typo(clean_env) -> None:
+    clean_env.setenv("CEREBRAS_API_KEY", KEY)
+    clean_env.setenv("SPEEDRUN_PROVIDER", "cerebrus:gpt-oss-120b")
+    with pytest.raises(ConfigError, match="did you mean 'cerebras'"):
+        Settings().role("generator")
+    clean_env.setenv("SPEEDRUN_PROVIDER", "x" * 5000)
+    with pytest.raises(ConfigError) as info:
+        Settings().role("generator")
+    assert "did you mean" not in str(info.value) and len(str(info.value)) < 600
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("GENERATION_TIMEOUT", "-5", "GENERATION_TIMEOUT"),
+    ("GENERATION_TIMEOUT", "soon", "GENERATION_TIMEOUT: must be a whole number"),
+    ("SPEEDRUN_LIMITS__CEREBRAS__RPM", "lots", "SPEEDRUN_LIMITS__CEREBRAS__RPM: must be a whole number"),
+    ("SPEEDRUN_MAX_RETRIES", "-1", "SPEEDRUN_MAX_RETRIES"),
+])
+def test_load_settings_errors_speak_the_users_words(clean_env, fresh_load_settings, name: str, value: str,
+                                                     expected: str) -> None:
+    clean_env.setenv("CEREBRAS_API_KEY", KEY)
+    clean_env.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert expected in message
+    for noise in ("For further information", "errors.pydantic.dev", "validation error for", "Settings\n",
+                  "type=", "input_value", KEY):
+        assert noise not in message

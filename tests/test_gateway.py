@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import anyio
@@ -451,3 +452,186 @@ async def test_list_models_and_rejected_key(clean_env, fake_llm: FakeLLM) -> Non
         await list_models(spec, settings)
     assert "rejected the API key" in str(info.value)
     assert KEY not in str(info.value)
+
+
+# --- honest 429s ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_429_asking_for_an_hour_fails_at_once_and_says_so(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm)  # SPEEDRUN_MAX_RETRIES defaults to 4
+    fake_llm.default = Reply(status=429, headers={"Retry-After": "3600"}, error_message="slow down")
+
+    started = time.monotonic()
+    with pytest.raises(ProviderError) as info:
+        await complete(settings, "generator", USER)
+
+    assert time.monotonic() - started < 2
+    message = str(info.value)
+    assert len(fake_llm.chat_requests()) == 1
+    assert "1 request (0 retries)" in message and "wait 3600 s" in message
+    assert "4 retries" not in message and "wait a minute" not in message.lower()
+
+
+@pytest.mark.anyio
+async def test_429_asking_for_100_s_is_a_rate_limit_not_a_timeout(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm)
+    fake_llm.default = Reply(status=429, headers={"Retry-After": "100"})
+
+    with pytest.raises(ProviderError) as info:
+        await complete(settings, "generator", USER)
+
+    message = str(info.value)
+    assert "rate-limiting requests (429)" in message and "wait 100 s" in message
+    assert "did not answer within" not in message
+    assert len(fake_llm.chat_requests()) == 1
+
+
+@pytest.mark.anyio
+async def test_429_reports_the_retries_really_made(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm, SPEEDRUN_MAX_RETRIES=2)
+    fake_llm.default = Reply(status=429, headers={"retry-after-ms": "20"})
+
+    with pytest.raises(ProviderError) as info:
+        await complete(settings, "generator", USER)
+
+    assert len(fake_llm.chat_requests()) == 3
+    assert "3 requests (2 retries)" in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_429_wait_is_announced_and_held_by_the_shared_budget(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm)
+    fake_llm.script(Reply(status=429, headers={"Retry-After": "3"}), "after the wait")
+    heard: list[str] = []
+
+    with llm.report_waits(heard.append):
+        result = await complete(settings, "generator", USER)
+
+    assert result.text == "after the wait"
+    first, second = fake_llm.chat_requests()
+    assert second.started - first.started >= 2.8
+    assert heard and "Retry-After 3 s" in heard[0] and "cerebras" in heard[0]
+
+
+# --- max_tokens -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("bad", [0, -5])
+async def test_max_tokens_zero_or_negative_is_an_input_error(clean_env, fake_llm: FakeLLM, bad: int) -> None:
+    from speedrun.errors import InputError
+
+    settings = make_settings(clean_env, fake_llm)
+    with pytest.raises(InputError, match="max_tokens"):
+        await complete(settings, "generator", USER, max_tokens=bad)
+    assert fake_llm.chat_requests() == []
+
+
+# --- odd bytes ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_invalid_utf8_from_the_server_does_not_crash(clean_env, fake_llm: FakeLLM, streamed: bool) -> None:
+    settings = make_settings(clean_env, fake_llm)
+    fake_llm.script(Reply(content="x = 1\n", bad_bytes=b"\xff\xfe\xc3", chunk_size=3))
+    pieces: list[str] = []
+
+    async def sink(piece: str) -> None:
+        pieces.append(piece)
+
+    result = await complete(settings, "generator", USER, on_text=sink if streamed else None)
+
+    assert result.text.endswith("x = 1\n")
+    assert "\ufffd" in result.text  # the bad bytes became replacement characters, nothing else was lost
+    if streamed:
+        assert "".join(pieces) == result.text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_lone_surrogates_never_leave_the_gateway(clean_env, fake_llm: FakeLLM, streamed: bool) -> None:
+    settings = make_settings(clean_env, fake_llm)
+    # JSON carries "\ud800" escapes; a pair split over two stream chunks must still join into one character.
+    fake_llm.script(Reply(content="a\ud800b x\ud83d\ude00y", chunk_size=5))
+    pieces: list[str] = []
+
+    async def sink(piece: str) -> None:
+        pieces.append(piece)
+
+    result = await complete(settings, "generator", USER, on_text=sink if streamed else None)
+
+    assert result.text == "a\ufffdb x\U0001f600y"
+    result.text.encode("utf-8")  # strict: raises on any surrogate
+    if streamed:
+        assert "".join(pieces) == result.text
+
+
+# --- structured answers: per preset ---------------------------------------------------------------------
+
+
+class Inner(BaseModel):
+    note: str = "none"
+
+
+class Scores(BaseModel):
+    a: int
+    b: int | None = None
+    inner: Inner
+
+
+@pytest.mark.anyio
+async def test_strict_schema_closes_every_object_including_defs(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm)
+    fake_llm.script('{"a": 1, "b": null, "inner": {"note": "x"}}')
+
+    answer, _ = await structured(settings, "judge", Scores, [("user", "score")])
+
+    assert answer == Scores(a=1, b=None, inner=Inner(note="x"))
+    schema = fake_llm.chat_requests()[0].body["response_format"]["json_schema"]["schema"]
+    assert sorted(schema["required"]) == ["a", "b", "inner"]  # optional fields are required (nullable) in strict
+    inner = schema["$defs"]["Inner"]
+    assert inner["additionalProperties"] is False and inner["required"] == ["note"]
+    assert "default" not in str(schema)
+
+
+@pytest.mark.anyio
+async def test_openai_compatible_gets_json_mode_with_the_schema_in_the_prompt(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm, SPEEDRUN_JUDGE="openai-compatible:fake-model",
+                             SPEEDRUN_OPENAI_COMPATIBLE_URL=fake_llm.base_url)
+    fake_llm.script('{"winner": "runner-1", "score": 2}')
+
+    answer, _ = await structured(settings, "judge", Verdict, [("user", "pick one")])
+
+    assert answer == Verdict(winner="runner-1", score=2)
+    (req,) = fake_llm.chat_requests()
+    assert req.body["response_format"] == {"type": "json_object"}
+    assert '"winner"' in req.body["messages"][-1]["content"]
+
+
+@pytest.mark.anyio
+async def test_json_schema_refusal_falls_back_for_that_endpoint_only(clean_env, fake_llm: FakeLLM, caplog) -> None:
+    with FakeLLM() as other:
+        settings = make_settings(clean_env, fake_llm)
+        other_settings = make_settings(clean_env, other)
+
+        def no_schema(body: dict) -> Reply:
+            if (body.get("response_format") or {}).get("type") == "json_schema":
+                return Reply(status=400, error_message="json_schema is not supported for this model")
+            return Reply(content='{"winner": "runner-1", "score": 3}')
+
+        fake_llm.responder = no_schema
+        other.default = Reply(content='{"winner": "runner-2", "score": 4}')
+        caplog.set_level(logging.WARNING, logger="speedrun.llm")
+
+        await structured(settings, "judge", Verdict, [("user", "pick one")])
+        await structured(other_settings, "judge", Verdict, [("user", "pick one")])
+
+        sent = [(r.body.get("response_format") or {}).get("type") for r in fake_llm.chat_requests()]
+        assert sent == ["json_schema", "json_object"]
+        # The schema moved into the prompt for the fallback request.
+        assert '"winner"' in fake_llm.chat_requests()[1].body["messages"][-1]["content"]
+        # Another endpoint still gets strict json_schema: no process-wide switch.
+        assert other.chat_requests()[0].body["response_format"]["type"] == "json_schema"
+        assert any("json_schema" in r.getMessage() and "400" in r.getMessage() for r in caplog.records)
