@@ -378,3 +378,22 @@ def test_closest_region_in_a_big_file_is_found_by_its_words(tmp_path: Path) -> N
     assert "most similar region starts at line 15001 " in o.message
     assert "15001|     value_15000 = compute(value_14999, 15000)" in (o.closest or "")
     assert p.read_text() == text
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        ({"action": "edits", "edits": [{"path": "calc.py"}]}, "edit 1 is not valid (`search` field required"),
+        ({"action": "edits", "edits": [{"path": "a.py", "search": "x", "replace": "y"}, 7]}, "edit 2 is not an object"),
+        ({"action": "edits", "edits": "calc.py"}, "`edits` must be a list"),
+    ],
+)
+def test_bad_client_edits_name_the_edit_in_plain_words(answer: dict, says: str) -> None:
+    from speedrun.errors import InputError
+    from speedrun.nodes.surgical_fix import parse_resume
+
+    with pytest.raises(InputError) as info:
+        parse_resume(answer)
+    text = str(info.value)
+    assert says in text
+    assert "pydantic" not in text and "For further information" not in text and "validation error" not in text

@@ -84,10 +84,20 @@ def parse_resume(answer: object) -> tuple[str, list[Edit]]:
     if not isinstance(answer, dict) or answer.get("action") not in ("retest", "stop", "edits"):
         raise InputError(f"resume value must be 'retest', 'stop' or {{'action': 'edits', 'edits': [...]}}; "
                          f"got {answer!r}.")
-    try:
-        edits = [Edit.model_validate(e) for e in answer.get("edits") or []]
-    except ValueError as exc:  # pydantic's ValidationError: name the bad edit instead of an internal error
-        raise InputError(f"each edit needs string `path`, `search` and `replace`: {exc}") from None
+    raw = answer.get("edits") or []
+    if not isinstance(raw, list):
+        raise InputError("`edits` must be a list of {path, search, replace} objects.")
+    edits = []
+    for n, item in enumerate(raw, 1):
+        if not isinstance(item, dict):
+            raise InputError(f"edit {n} is not an object: each edit is {{path, search, replace}} with string values.")
+        try:
+            edits.append(Edit.model_validate(item))
+        except ValueError as exc:  # pydantic's ValidationError: say which edit and field, in the caller's words
+            problems = "; ".join(f"`{'.'.join(map(str, e.get('loc', ()))) or 'edit'}` {e.get('msg', 'is invalid')}".lower()
+                                 for e in getattr(exc, "errors", lambda: [])()[:3])
+            raise InputError(f"edit {n} is not valid ({problems or 'bad fields'}): each edit needs string "
+                             "`path`, `search` and `replace`.") from None
     if answer["action"] == "edits" and not edits:
         raise InputError("action 'edits' needs a non-empty `edits` list of {path, search, replace}.")
     return answer["action"], edits
