@@ -98,11 +98,17 @@ def blind(inputs: JudgeFields) -> dict[str, str]:
 
 
 def read_sources(root: Path, budget: int) -> str:
-    """Source files under root with relative paths and line numbers, cut at `budget` characters."""
+    """Source files under root with relative paths and line numbers, cut at `budget` characters.
+
+    Blocking (walks and reads files): async callers run it in a thread.
+    """
     parts: list[str] = []
     used = 0
     for path, rel in source_files(root):
-        text = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue  # unreadable: measure names it in the worksheet
         body = "\n".join(f"{n:4}| {line}" for n, line in enumerate(text.splitlines(), 1))
         block = f"--- {rel}\n{body}\n"
         if used + len(block) > budget:

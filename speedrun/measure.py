@@ -68,6 +68,7 @@ import ast
 import io
 import os
 import re
+import stat
 import token
 import tokenize
 from collections.abc import Iterable
@@ -184,7 +185,7 @@ def is_skipped_dir(path: Path, exclude_dirs: Iterable[str] = DEFAULT_EXCLUDE_DIR
     """True for a directory the walk does not enter: hidden, a virtualenv, an egg-info or an excluded name."""
     name = path.name
     return (name.startswith(".") or name in set(exclude_dirs) or name.endswith(".egg-info")
-            or (path / "pyvenv.cfg").is_file())
+            or os.path.isfile(path / "pyvenv.cfg"))  # isfile: False, not an error, on unreadable places
 
 
 def _too_large(root: Path, name: str, what: str) -> InputError:
@@ -215,10 +216,16 @@ def _iter_source_files(root: Path, exclude_dirs: Iterable[str],
             raise _too_large(root, name, f"more than {MAX_TREE_ENTRIES:,} files and directories (the limit)")
         for filename in sorted(filenames):
             path = here / filename
-            if path.suffix.lower() not in LANGUAGES or path.is_symlink() or not path.is_file():
+            if path.suffix.lower() not in LANGUAGES:
                 continue
+            try:
+                info = path.lstat()
+            except OSError:
+                continue  # vanished or unreadable: not part of what can be judged
+            if not stat.S_ISREG(info.st_mode):
+                continue  # symlinks, FIFOs, devices
             rel = path.relative_to(root).as_posix()
-            size = path.stat().st_size
+            size = info.st_size
             if size > MAX_FILE_BYTES:
                 too_big.append(rel)
                 continue
@@ -257,7 +264,12 @@ def measure_tree(
     if not root.is_dir():
         raise NotADirectoryError(f"cannot measure {root}: not a directory")
     files, too_big = _iter_source_files(root, exclude_dirs, name)
-    results = [_measure_file(path, rel) for path, rel in files]
+    results: list[_FileResult] = []
+    for path, rel in files:
+        try:
+            results.append(_measure_file(path, rel))
+        except OSError:
+            too_big.append(f"{rel} (unreadable)")
 
     loc_by_language: dict[str, int] = {}
     files_by_language: dict[str, int] = {}
@@ -325,7 +337,7 @@ def _describe(languages: list[str], files_by_language: dict[str, int], results: 
         listed = "; ".join(f"{r.rel} ({r.syntax_error})" for r in broken)
         parts.append(f"Not parseable, LOC by the # rule and no violations: {listed}.")
     if too_big:
-        parts.append(f"Skipped as larger than {MAX_FILE_BYTES} bytes: {', '.join(too_big)}.")
+        parts.append(f"Skipped as larger than {MAX_FILE_BYTES} bytes or unreadable: {', '.join(too_big)}.")
     tests = [r for r in results if is_test_file(r.rel)]
     if tests:
         parts.append(f"Test files ({len(tests)}): their LOC counts, their violations are listed apart and not "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,12 @@ from pathlib import Path
 import pytest
 
 from speedrun.config import RunContext, Settings
-from speedrun.errors import ProviderError
+from speedrun.errors import InputError, ProviderError, parse_input
 from speedrun.graphs.judge import graph
+from speedrun.scoring import FITNESS_ITEMS
+from speedrun.state.judging import JudgeInput
 from tests.fake_llm import FakeLLM
+from tests.test_measure import SHIPPED_TESTS, TOKEN_BUCKET_PY
 
 PYTEST = f"{sys.executable} -m pytest -q -p no:cacheprovider -p no:langsmith_plugin -p no:anyio"
 SECTIONS = ["## Gate Check", "## Feasibility Check", "## Scoring Worksheet", "## Speed-Run Metrics",
@@ -277,3 +281,227 @@ async def test_judge_tool_over_mcp_takes_metrics_from_the_turbo_runs(speedrun_en
     assert "| alpha | 1 | 0 |" in worksheet.read_text()  # Speed-Run Metrics row: 1 call, 0 fix cycles
     text = "".join(getattr(c, "text", "") for c in result.content)
     assert "first + second" not in text  # the code never comes back to the caller
+
+
+# --------------------------------------------------------------------------------------------------
+# the answer schema
+
+
+@pytest.mark.anyio
+async def test_an_answer_that_just_follows_the_schema_is_accepted_the_first_time(
+        fake_llm: FakeLLM, settings: Settings, two_impls: list[dict], tmp_path: Path) -> None:
+    """A schema-constrained decoder answers what the schema allows and nothing more (here: the least it allows).
+    Every such answer must be usable: no label, item count or bound may be checked only after the fact."""
+    fake_llm.responder = lambda body: json.dumps(follow_schema(request_schema(body)))
+    out = await graph.ainvoke({"implementations": two_impls, "design": "add two integers",
+                               "worksheet_dir": str(tmp_path / "ws")}, context=RunContext(settings))
+    assert len(fake_llm.chat_requests()) == 3  # 2 reviews + 1 judge call, no retry
+    verdict_schema = request_schema(fake_llm.chat_requests()[-1].body)
+    assert sorted(verdict_schema["required"]) == ["A", "B"]  # the labels shown, as required properties
+    assert {c.name for c in out["result"].scorecards} == {"alpha-impl", "beta-impl"}
+    worksheet = Path(out["result"].worksheet_path).read_text()
+    assert f"- [ ] {FITNESS_ITEMS[0]}" in worksheet or f"- [x] {FITNESS_ITEMS[0]}" in worksheet
+
+
+# --------------------------------------------------------------------------------------------------
+# the shipped example's tests
+
+
+@pytest.mark.anyio
+async def test_the_shipped_example_tests_eliminate_nobody(fake_llm: FakeLLM, settings: Settings,
+                                                          tmp_path: Path) -> None:
+    impls = []
+    for name, body in (("bucket-one", TOKEN_BUCKET_PY),
+                       ("bucket-two", TOKEN_BUCKET_PY.replace("self._last", "self._refilled_at"))):
+        root = tmp_path / name
+        (root / "tests").mkdir(parents=True)
+        (root / "token_bucket.py").write_text(body)
+        shutil.copy(SHIPPED_TESTS, root / "tests" / "test_token_bucket.py")
+        impls.append({"name": name, "path": str(root)})
+    fake_llm.responder = Script(strong_marker="no such text", weak_fitness=8)
+    out = await graph.ainvoke({"implementations": impls, "design": (SHIPPED_TESTS.parents[1] / "contract.md")
+                               .read_text(), "worksheet_dir": str(tmp_path / "ws")}, context=RunContext(settings))
+    result = out["result"]
+    assert result.winner in ("bucket-one", "bucket-two")
+    for card in result.scorecards:
+        assert not card.eliminated, card.elimination_reasons
+        assert card.scores.readability == 5 and card.violations == 0
+    worksheet = Path(result.worksheet_path).read_text()
+    assert "their violations are listed apart and not scored" in worksheet
+
+
+# --------------------------------------------------------------------------------------------------
+# bad input, refused before anything starts
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> Path:
+    for rel in ("one/alpha", "two/alpha", "Alpha", "beta"):
+        (tmp_path / rel).mkdir(parents=True)
+    (tmp_path / "notes.txt").write_text("not a directory")
+    return tmp_path
+
+
+@pytest.mark.parametrize(("impls", "design", "says"), [
+    ([{"path": "{d}/one/alpha"}, {"path": "{d}/two/alpha"}], "add",
+     "implementations 1 and 2 are both named 'alpha'"),
+    ([{"name": "x", "path": "{d}/one/alpha"}, {"name": "X", "path": "{d}/beta"}], "add",
+     "implementations 1 and 2 are both named 'X'"),
+    ([{"path": "{d}/one/alpha"}, {"path": "{d}/missing"}], "add", "implementation 'missing': path '{d}/missing' "
+                                                                  "does not exist"),
+    ([{"name": "notes", "path": "{d}/notes.txt"}], "add", "implementation 'notes': path '{d}/notes.txt' is a file"),
+    ([{"path": "{d}/beta"}], "  \n\t", "design is empty"),
+    ([{"path": "{d}/beta"}], "", "design is empty"),
+    ([], "add", "1 to 5 implementations and got 0"),
+    ([{"name": f"n{i}", "path": "{d}/beta"} for i in range(6)], "add", "1 to 5 implementations and got 6"),
+    ([{"name": "a", "path": "{d}/beta"}, {"name": "b", "path": "{d}/beta/"}], "add", "are the same directory"),
+    ([{"path": "  "}], "add", "implementation 1 has an empty path"),
+])
+def test_judge_input_refuses_bad_input_in_the_users_words(dirs: Path, impls: list[dict], design: str,
+                                                          says: str) -> None:
+    impls = [{k: v.replace("{d}", str(dirs)) for k, v in impl.items()} for impl in impls]
+    with pytest.raises(InputError) as caught:
+        parse_input(JudgeInput, {"implementations": impls, "design": design})
+    message = str(caught.value)
+    assert says.replace("{d}", str(dirs)) in message
+    assert "JudgeInput" not in message and "pydantic" not in message and "Value error" not in message
+
+
+def test_judge_input_names_a_root_directory_after_its_path() -> None:
+    inputs = parse_input(JudgeInput, {"implementations": [{"path": "/"}], "design": "d"})
+    assert inputs.implementations[0].name == "/"
+
+
+@pytest.mark.anyio
+async def test_the_judge_tool_refuses_bad_input_before_any_run_or_model_call(speedrun_env, fake_llm: FakeLLM,
+                                                                             tmp_path: Path) -> None:
+    import anyio
+    from mcp import ClientSession, StdioServerParameters, stdio_client
+
+    for rel in ("one/alpha", "two/alpha", "beta"):
+        (tmp_path / rel).mkdir(parents=True)
+    fake_llm.responder = Script(strong_marker="no such text")
+    params = StdioServerParameters(command=sys.executable, args=["-m", "speedrun", "mcp"], env=speedrun_env,
+                                   cwd=str(tmp_path))
+    calls = [({"implementations": [{"path": "one/alpha"}, {"path": "two/alpha"}], "design": "add"},
+              "both named 'alpha'"),
+             ({"implementations": [{"path": "beta"}, {"path": "gamma"}], "design": "add"}, "does not exist"),
+             ({"implementations": [{"path": "beta"}], "design": "   "}, "design is empty")]
+    with anyio.fail_after(60):
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            for arguments, says in calls:
+                result = await session.call_tool("judge", {**arguments, "wait_seconds": 5})
+                text = "".join(getattr(c, "text", "") for c in result.content)
+                assert result.is_error, text
+                assert says in text
+            runs = await session.call_tool("list_runs", {})
+    assert fake_llm.chat_requests() == []
+    assert "judge" not in json.dumps(runs.structured_content)  # no run was created
+
+
+# --------------------------------------------------------------------------------------------------
+# big trees
+
+
+@pytest.mark.anyio
+async def test_measuring_does_not_block_the_event_loop(fake_llm: FakeLLM, settings: Settings,
+                                                       two_impls: list[dict], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import time
+
+    import speedrun.nodes.measure as measure_node
+
+    real = measure_node.measure_tree
+
+    def slow_measure(*args, **kwargs):
+        time.sleep(0.6)  # a big tree: the walk takes a while
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(measure_node, "measure_tree", slow_measure)
+    fake_llm.responder = Script(strong_marker="first + second")
+    impls = [{k: v for k, v in impl.items() if k != "test_command"} for impl in two_impls]
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while not done.is_set():
+            await asyncio.sleep(0.02)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    try:
+        outcome = await asyncio.gather(graph.ainvoke({"implementations": impls, "design": "add two integers",
+                                                      "worksheet_dir": str(tmp_path / "ws")},
+                                                     context=RunContext(settings)), return_exceptions=True)
+    finally:
+        done.set()
+        await tick
+    assert max(gaps) < 0.4, f"the event loop stalled for {max(gaps):.2f}s"
+    assert not isinstance(outcome[0], BaseException), outcome[0]
+    assert outcome[0]["result"].winner == "alpha-impl"
+
+
+def test_cli_judge_of_the_file_system_root_fails_fast_naming_the_limit(fake_llm: FakeLLM, tmp_path: Path) -> None:
+    import time
+
+    design = tmp_path / "design.md"
+    design.write_text("add two integers")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "CEREBRAS_API_KEY": "sk-judge-secret",
+           "CEREBRAS_URL": fake_llm.base_url, "CEREBRAS_MODEL": "fake-model", "SPEEDRUN_HOME": str(tmp_path / "h")}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "speedrun", "judge", "/", "--design", str(design),
+                           "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - started < 60
+    assert proc.returncode != 0
+    assert "/ is too large to judge" in proc.stderr and "(the limit)" in proc.stderr, proc.stderr
+    assert fake_llm.chat_requests() == []  # refused before any model call
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# compact results
+
+
+@pytest.mark.anyio
+async def test_the_result_is_compact_and_the_worksheet_keeps_every_word(fake_llm: FakeLLM, settings: Settings,
+                                                                       tmp_path: Path) -> None:
+    impls = []
+    for number in range(5):
+        name = f"implementation-with-a-rather-long-descriptive-name-number-{number}"
+        body = "def add(first, second):\n    return first + second\n" if number == 0 else \
+            "def add(first, second):\n    return first - second\n"
+        impls.append({"name": name, "path": str(_project(tmp_path / name, body))})
+
+    def responder(body: dict) -> str:
+        text = _text(body)
+        if "fresh-eyes" in text:
+            return json.dumps({"findings": [{"severity": "major", "category": "logic", "file": "calc.py", "line": 2,
+                                             "message": "subtracts instead of adding; " * 20}] * 4})
+        verdict = json.loads(Script(strong_marker="first + second")(body))
+        for answers in verdict.values():  # everybody but the strong one scores 1 on fitness and robustness
+            if sum(a["answer"] for a in answers["fitness"].values()) < 8:
+                _set_yes(answers["fitness"], 0)
+                _set_yes(answers["robustness"], 0)
+            for item in answers["fitness"].values():
+                item["evidence"] = "a long piece of evidence " * 30
+        return json.dumps(verdict)
+
+    fake_llm.responder = responder
+    out = await graph.ainvoke({"implementations": impls, "design": "add two integers",
+                               "worksheet_dir": str(tmp_path / "ws")}, context=RunContext(settings))
+    result = out["result"]
+    assert result.winner == impls[0]["name"]
+    size = len(result.model_dump_json())
+    assert size <= 1024 + 450 * len(impls), size  # names of 62 characters included
+    assert len(result.decision.rationale) <= 300 and len(result.decision.tradeoffs) <= 4
+    assert all(len(t) <= 120 for t in result.decision.tradeoffs)
+    assert "evidence" not in result.model_dump_json() and "subtracts" not in result.model_dump_json()
+    worksheet = Path(result.worksheet_path).read_text()
+    full = json.loads(Path(result.scorecard_path).read_text())["decision"]["rationale"]
+    assert len(full) > 300 and full in worksheet  # the whole text is kept where the result points
+    assert "subtracts instead of adding" in worksheet

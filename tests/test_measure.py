@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
+import speedrun.measure
+from speedrun.errors import InputError
 from speedrun.measure import MAX_FUNCTION_LINES, is_test_file, measure_tree, source_files
+from speedrun.scoring import SCORE_TABLES, readability_rate
 from speedrun.state.judge import Measurement, Violation
+
+#: The test file shipped with the example task (tests named `b` and `t`), as every implementation gets it.
+SHIPPED_TESTS = Path(__file__).resolve().parents[1] / "examples" / "token-bucket" / "tests" / "test_token_bucket.py"
+#: A clean implementation of that task (passes SHIPPED_TESTS, no readability violation of its own).
+TOKEN_BUCKET_PY = '"""A thread-safe token-bucket rate limiter with an injectable clock."""\n\nimport threading\nimport time\nfrom collections.abc import Callable\n\n\nclass TokenBucket:\n    """Holds up to `capacity` tokens, refilled at `refill_rate` tokens per second."""\n\n    def __init__(self, capacity: float, refill_rate: float, *, clock: Callable[[], float] = time.monotonic,\n                 sleep: Callable[[float], None] = time.sleep) -> None:\n        if capacity <= 0 or refill_rate <= 0:\n            raise ValueError("capacity and refill_rate must be positive")\n        self.capacity = float(capacity)\n        self.refill_rate = float(refill_rate)\n        self._clock = clock\n        self._sleep = sleep\n        self._tokens = self.capacity\n        self._last = clock()\n        self._lock = threading.Lock()\n\n    def _refill(self) -> None:\n        now = self._clock()\n        elapsed = max(0.0, now - self._last)\n        self._tokens = min(self.capacity, self._tokens + elapsed * self.refill_rate)\n        self._last = now\n\n    def _check(self, tokens: float) -> None:\n        if tokens <= 0 or tokens > self.capacity:\n            raise ValueError(f"tokens must be in (0, {self.capacity}]")\n\n    def available(self) -> float:\n        """Tokens available now."""\n        with self._lock:\n            self._refill()\n            return self._tokens\n\n    def try_acquire(self, tokens: float = 1) -> bool:\n        """Take `tokens` if they are available now."""\n        self._check(tokens)\n        with self._lock:\n            self._refill()\n            if self._tokens < tokens:\n                return False\n            self._tokens -= tokens\n            return True\n\n    def time_until(self, tokens: float = 1) -> float:\n        """Seconds until `tokens` would be available."""\n        with self._lock:\n            self._refill()\n            return max(0.0, (tokens - self._tokens) / self.refill_rate)\n\n    def acquire(self, tokens: float = 1, timeout: float | None = None) -> bool:\n        """Wait for `tokens`, giving up when the wait would exceed `timeout`."""\n        self._check(tokens)\n        while True:\n            wait = self.time_until(tokens)\n            if timeout is not None and wait > timeout:\n                return False\n            if wait > 0:\n                self._sleep(wait)\n            if self.try_acquire(tokens):\n                return True\n'
 
 
 def _write(root: Path, files: dict[str, str]) -> Path:
@@ -469,3 +477,62 @@ def test_custom_exclude_and_missing_root(tmp_path: Path) -> None:
 def test_source_files_lists_what_is_measured(tmp_path: Path) -> None:
     _write(tmp_path, {"b.py": "value = 1\n", "a/c.js": "let v;\n", "notes.md": "# n\n", ".git/x.py": "value = 1\n"})
     assert [rel for _, rel in source_files(tmp_path)] == ["a/c.js", "b.py"]
+
+
+def test_is_test_file_other_languages() -> None:
+    for rel in ("bucket_test.go", "src/bucket.test.ts", "web/app.spec.js", "src/__tests__/app.js", "spec/a_spec.rb"):
+        assert is_test_file(rel), rel
+    for rel in ("src/bucket.go", "latest.py", "src/testing.js", "attest/x.py"):
+        assert not is_test_file(rel), rel
+
+
+def test_the_shipped_example_tests_do_not_count_toward_readability(tmp_path: Path) -> None:
+    """The example's test file names a bucket `b` and a fake clock `t`; every implementation ships it unchanged,
+    so it must not eliminate them all (it did: 17 violations per 134 LOC gave readability 1)."""
+    _write(tmp_path, {"token_bucket.py": TOKEN_BUCKET_PY, "tests/test_token_bucket.py": SHIPPED_TESTS.read_text()})
+    measurement = measure_tree(tmp_path)
+    assert measurement.violations == []
+    assert {v.kind for v in measurement.test_violations} == {"single_letter_name"}
+    assert {v.file for v in measurement.test_violations} == {"tests/test_token_bucket.py"}
+    assert measurement.test_loc > 0 and measurement.loc > measurement.test_loc
+    assert SCORE_TABLES["readability"].lookup(readability_rate(measurement)) == 5
+    assert "Test files (1)" in measurement.counted
+
+
+def test_dependency_cache_and_build_directories_are_skipped(tmp_path: Path) -> None:
+    skipped = ["myenv/lib/python3.11/site-packages/dep.py", "node_modules/dep/index.js", ".tox/py311/lib/x.py",
+               ".mypy_cache/3.11/x.py", "build/lib/pkg/app.py", "dist/pkg/app.py", "pkg.egg-info/x.py",
+               "pkg/__pycache__/app.py", ".git/hooks/x.py", ".speedrun/backups/app.py", "venv/x.py"]
+    _write(tmp_path, {"pkg/app.py": "value = 1\n", "myenv/pyvenv.cfg": "home = /usr/bin\n",
+                      **{rel: "value = 1\n" for rel in skipped}})
+    assert [rel for _, rel in source_files(tmp_path)] == ["pkg/app.py"]
+    assert measure_tree(tmp_path).files == 1
+
+
+@pytest.mark.parametrize(("limit", "value", "files", "says"), [
+    ("MAX_TREE_ENTRIES", 10, {f"data/{i}.txt": "x" for i in range(12)}, "more than 10 files and directories"),
+    ("MAX_SOURCE_FILES", 3, {f"src/m{i}.py": "value = 1\n" for i in range(4)}, "more than 3 source files"),
+    ("MAX_SOURCE_BYTES", 100, {"src/a.py": "value = 1\n" * 8, "src/b.py": "value = 1\n" * 8},
+     "more than 100 bytes of source code"),
+])
+def test_a_tree_over_a_limit_is_refused_naming_the_path_and_the_limit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: str, value: int, files: dict[str, str],
+        says: str) -> None:
+    monkeypatch.setattr(speedrun.measure, limit, value)
+    _write(tmp_path, files)
+    with pytest.raises(InputError) as caught:
+        measure_tree(tmp_path, name="alpha")
+    message = str(caught.value)
+    assert says in message and str(tmp_path) in message and "'alpha'" in message
+    assert "own directory" in message
+    with pytest.raises(InputError):
+        source_files(tmp_path)  # the judge's source excerpts obey the same bound
+
+
+def test_the_file_system_root_is_refused_fast() -> None:
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(InputError, match=r"^implementation '/' at / is too large to judge"):
+        measure_tree(Path("/"), name="/")
+    assert time.monotonic() - started < 20

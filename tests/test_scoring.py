@@ -268,3 +268,15 @@ def test_short_code_is_rated_per_100_lines_not_per_its_own_length() -> None:
     # Two violations in 5 lines are two violations, not a rate of 40 per 100 lines (which would eliminate).
     assert score(_measurement(loc=5, violations=2), _checklists(estimate=5)).readability == 4
     assert score(_measurement(loc=200, violations=8), _checklists(estimate=200)).readability == 3
+
+
+def test_readability_counts_neither_the_lines_nor_the_violations_of_test_files() -> None:
+    # 400 LOC of which 300 are tests: 6 violations in the 100 lines of code is 6 per 100 (score 3), not 1.5 per
+    # 100 (score 4) diluted by test lines; the 40 test-file violations are listed apart and never scored.
+    measured = _measurement(loc=400, violations=6).model_copy(update={
+        "test_loc": 300,
+        "test_violations": [Violation(kind="single_letter_name", file="tests/test_a.py", line=n + 1,
+                                      detail="'b' is assigned in test_x") for n in range(40)]})
+    assert score(measured, _checklists(estimate=400)).readability == 3
+    card = build_scorecard(measured, _checklists(estimate=400))
+    assert not card.eliminated and card.findings_count["single_letter_name"] == 0

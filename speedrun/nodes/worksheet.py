@@ -47,7 +47,7 @@ def summary(card: Scorecard, review: ImplementationReview | None) -> ScorecardSu
         name=card.name, label=card.label, scores=card.scores, total=card.scores.total, eliminated=card.eliminated,
         elimination_reasons=card.elimination_reasons,
         metrics=RunMetrics(llm_calls=m.llm_calls, fix_cycles=m.fix_cycles, generation_ms=m.generation_ms),
-        loc=m.loc, violations=m.violation_counts(), findings=len(review.findings) if review else 0)
+        loc=m.loc, violations=len(m.violations), findings=len(review.findings) if review else 0)
 
 
 def compact_decision(decision: Decision) -> Decision:

@@ -23,7 +23,7 @@ class RunMetrics(BaseModel):
 
 
 #: Bounds of the texts in the compact result (the worksheet keeps them whole).
-RATIONALE_CHARS, MAX_TRADEOFFS, TRADEOFF_CHARS = 400, 3, 160
+RATIONALE_CHARS, MAX_TRADEOFFS, TRADEOFF_CHARS = 300, 3, 120
 #: How many implementations one judgement compares.
 MIN_IMPLEMENTATIONS, MAX_IMPLEMENTATIONS = 1, 5
 _ECHO = 200  # characters of a bad input echoed back in an error
@@ -159,7 +159,7 @@ class ScorecardSummary(BaseModel):
     elimination_reasons: list[str] = Field(description="e.g. 'robustness scored 1' (at most one per criterion).")
     metrics: RunMetrics = Field(description="Model calls, fix cycles and generation time.")
     loc: int = Field(description="Lines of code measured.")
-    violations: dict[str, int] = Field(description="Readability violations per kind (test files not counted).")
+    violations: int = Field(description="Readability violations outside test files (per kind in scorecard.json).")
     findings: int = Field(description="Number of fresh-eyes review findings.")
 
 
