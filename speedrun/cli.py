@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from speedrun.config import Settings, load_settings
-from speedrun.errors import InputError, SpeedRunError, parse_input
+from speedrun.errors import InputError, SpeedRunError, echo, parse_input
+
+# TurboInput fields as the CLI user types them, for error messages.
+TURBO_FLAGS = {"task": "--task", "contract": "--contract", "output_dir": "--out", "test_command": "--test-cmd",
+               "max_fix_cycles": "--max-fix-cycles", "context_files": "--context", "allow_paths": "--allow-path"}
 
 
 def _print_err(text: str) -> None:
@@ -29,7 +33,7 @@ def _read_prompt(args: argparse.Namespace) -> str:
     if args.prompt_file:
         path = Path(args.prompt_file)
         if not path.is_file():
-            raise InputError(f"--prompt-file {args.prompt_file!r} does not exist.")
+            raise InputError(f"--prompt-file {echo(args.prompt_file)} does not exist.")
         return path.read_text(encoding="utf-8")
     if args.prompt == "-":
         return sys.stdin.read()
@@ -39,29 +43,65 @@ def _read_prompt(args: argparse.Namespace) -> str:
 
 
 async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
-    """Report whether the generator is configured and its endpoint answers."""
-    from speedrun.llm import list_models
+    """Report whether every role of the default workflow is configured and its endpoint answers."""
+    from speedrun.preflight import NO_PROVIDER, check_setup
 
-    spec = settings.role("generator").primary
-    models = await list_models(spec, settings)
-    print(f"endpoint  {spec.base_url}\nmodel     {spec.model}\nkey       {'set' if spec.api_key else 'not needed'}")
-    print(f"models    {', '.join(models) if models else '(none listed)'}")
-    if models and spec.model not in models:
-        _print_err(f"warning: {spec.model!r} is not among the endpoint's models; set CEREBRAS_MODEL or "
-                   "SPEEDRUN_GENERATOR to one of them.")
+    status = await check_setup(settings)
+    if status.error and not status.roles:  # nothing is configured: one message, the how-to when there is one
+        raise _SetupError(status.setup_hint if status.error == NO_PROVIDER else status.error)
+    print(f"endpoint  {status.url}\nmodel     {status.model}")
+    for role, model in status.roles.items():
+        print(f"{role:9} {model}")
+    print(f"models    {', '.join(status.available_models) if status.available_models else '(none listed)'}")
+    if status.isolation:
+        print(f"tests     {status.isolation}")
+    if status.timeout_note:
+        print(f"timeout   {status.timeout_note}")
+    if status.status != "ok":
+        _print_err(f"error: {status.error}" + (f"\n{status.setup_hint}" if status.setup_hint and
+                                                status.setup_hint not in (status.error or "") else ""))
         return 1
     print("status    ok")
     return 0
 
 
+class _SetupError(SpeedRunError):
+    """No role can be resolved at all (e.g. no key): one message, exit 2."""
+
+    exit_code = 2
+
+
+def _wait_lines() -> Any:
+    """The gateway's rate-budget waits (> 2 s) as stderr lines, when it reports them."""
+    from contextlib import nullcontext
+
+    from speedrun import llm
+
+    reporter = getattr(llm, "report_waits", None)
+    return reporter(lambda message: _print_err(f"  waiting: {message}")) if reporter else nullcontext()
+
+
+def _allow_kw(allow_paths: list[str] | None) -> dict[str, Any]:
+    return {"allow_paths": list(allow_paths)} if allow_paths else {}
+
+
+def _root_for(out: Path) -> Path:
+    """The root protected places are judged against: the working directory when --out lies inside it."""
+    cwd = Path.cwd().resolve()
+    return cwd if out == cwd or out.is_relative_to(cwd) else out
+
+
 async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     """Generate files from a prompt into --out, printing each file as it lands."""
     from speedrun.codegen import generate_and_write, read_context_files
+    from speedrun.preflight import check_generate
     from speedrun.state import Usage
 
     prompt = _read_prompt(args)
     settings.require("generator")
     out = Path(args.out).expanduser().resolve()
+    await check_generate(settings, out, _root_for(out), max_tokens=args.max_tokens, allow_paths=args.allow_path,
+                         max_tokens_name="--max-tokens")
     context = read_context_files(args.context or [], Path.cwd(), [Path.cwd().resolve(), out])
 
     async def progress(outcome: Any) -> None:
@@ -69,14 +109,19 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
         _print_err(f"  {action or 'REFUSED':9} {outcome.path}" + ("" if action else f": {outcome.error}"))
 
     _print_err(f"generating into {out} ...")
-    result = await generate_and_write(settings, prompt, out, system_prompt=args.system, context=context,
-                                      max_tokens=args.max_tokens, on_file=progress)
+    with _wait_lines():
+        result = await generate_and_write(settings, prompt, out, system_prompt=args.system, context=context,
+                                          max_tokens=args.max_tokens, on_file=progress,
+                                          **_allow_kw(args.allow_path))
     files = result.report.files_written
     usage = Usage.of(result.entries)
+    warnings = list(getattr(result, "warnings", []) or [])
+    model = result.entries[-1] if result.entries else None
     if args.json:
         print(json.dumps({"status": result.status, "output_dir": str(out),
+                          "model": model.model if model else "", "provider": model.provider if model else "",
                           "files_written": [f.model_dump() for f in files],
-                          "errors": [e.model_dump() for e in result.report.errors],
+                          "errors": [e.model_dump() for e in result.report.errors], "warnings": warnings,
                           "generation_time_ms": result.generation_time_ms, "usage": usage.model_dump()}, indent=2))
     else:
         if files:
@@ -84,6 +129,8 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
                          ["file", "lines", "action", "backup"]))
         for err in result.report.errors:
             print(f"error: {err.path}: {err.error}")
+        for warning in warnings:
+            print(f"warning: {warning}")
         print(f"\n{result.status}: {len(files)} files, {sum(f.lines for f in files)} lines in "
               f"{result.generation_time_ms} ms; {usage.prompt_tokens} prompt + {usage.completion_tokens} "
               f"completion tokens")
@@ -131,10 +178,22 @@ async def _follow(runs: Any, run_id: str) -> int:
         await runs.cancel(run_id)
         _print_err(f"cancelled; continue later with: speedrun resume {run_id}")
         return 130
-    return _print_status(status)
+    return _print_status(status, await runs.full_result(run_id))
 
 
-def _print_status(status: Any) -> int:
+def command_for(action: Any) -> str:
+    """A RunStatus next action as the shell command that does it."""
+    run_id = action.args.get("run_id", "")
+    if action.tool == "resume_run":
+        step = action.args.get("action", "continue")
+        return f"speedrun resume {run_id}" + ("" if step == "continue" else f" --action {step}")
+    if action.tool == "cancel_run":
+        return f"Ctrl-C in the terminal that runs {run_id}"
+    return "speedrun runs"
+
+
+def _print_status(status: Any, full: Any = None) -> int:
+    """Print a finished run (its full result) or what to do next; returns the exit code."""
     if status.status == "needs_input":
         for need in status.needs or []:
             _print_err(f"tests failed in {need.get('output_dir')} (cycle {need.get('cycle')}):")
@@ -142,34 +201,35 @@ def _print_status(status: Any) -> int:
                 _print_err(f"  - {f.get('name')}: {(str(f.get('message') or '').splitlines() or [''])[0]}")
         _print_err(f"fix the files, then: speedrun resume {status.run_id} --action retest   (or --action stop)")
         return 3
-    if status.result is None:
+    if full is None:
         _print_err(f"run {status.run_id} is {status.status}" + (f": {status.error}" if status.error else ""))
-        if status.next:
-            _print_err(status.next.replace("resume_run(", "speedrun resume (").replace(", 'continue')", ")"))
+        for action in status.next_actions:
+            _print_err(f"{action.why}: {command_for(action)}")
         return 1
-    r = status.result
-    if r.get("files"):
-        print(_table([[f["path"], f["lines"], f["action"]] for f in r["files"]], ["file", "lines", "action"]))
-    for err in r.get("file_errors", []):
-        print(f"refused: {err['path']}: {err['error']}")
-    tests = r.get("tests") or {}
+    r = full
+    if r.files:
+        print(_table([[f.path, f.lines, f.action] for f in r.files], ["file", "lines", "action"]))
+    for err in r.file_errors:
+        print(f"refused: {err.path}: {err.error}")
     print()
-    rows = [[role, u["calls"], u["prompt_tokens"], u["completion_tokens"], u["duration_ms"]]
-            for role, u in r.get("ledger", {}).items()]
+    rows = [[role, u.calls, u.prompt_tokens, u.completion_tokens, u.duration_ms] for role, u in r.ledger.items()]
     if rows:
         print(_table(rows, ["role", "calls", "prompt tok", "completion tok", "ms"]))
-    for w in r.get("warnings", []):
+    for w in r.warnings:
         print(f"warning: {w}")
-    for f in tests.get("failures", []):
-        print(f"FAILED {f['name']}: {f['message'].splitlines()[0] if f['message'] else ''}")
-    print(f"\n{r['status'].upper()}: {tests.get('passed', 0)} passed, {tests.get('failed', 0)} failed, "
-          f"{tests.get('errors', 0)} errors after {len(r.get('cycles', []))} fix cycle(s); run {status.run_id}")
-    return 0 if r["status"] == "passed" else 1
+    tests = r.tests
+    for f in tests.failures if tests else []:
+        print(f"FAILED {f.name}: {f.message.splitlines()[0] if f.message else ''}")
+    print(f"\n{r.status.upper()}: {tests.passed if tests else 0} passed, {tests.failed if tests else 0} failed, "
+          f"{tests.errors if tests else 0} errors after {len(r.cycles)} fix cycle(s); run {status.run_id}")
+    if r.report_path:
+        print(f"report: {r.report_path}")
+    return 0 if r.status == "passed" else 1
 
 
 async def cmd_turbo(settings: Settings, args: argparse.Namespace) -> int:
     """Run the turbo workflow in the foreground with live progress."""
-    from speedrun.config import with_roles
+    from speedrun.preflight import check_turbo
     from speedrun.runs import RunManager
     from speedrun.state.turbo import TurboInput
 
@@ -177,15 +237,16 @@ async def cmd_turbo(settings: Settings, args: argparse.Namespace) -> int:
     if args.contract:
         path = Path(args.contract)
         if not path.is_file():
-            raise InputError(f"--contract {args.contract!r} does not exist; pass a text file with DATA CONTRACT, "
-                             "API CONTRACT, ALGORITHM and RULES sections.")
+            raise InputError(f"--contract {echo(args.contract)} does not exist; pass a text file with DATA "
+                             "CONTRACT, API CONTRACT, ALGORITHM and RULES sections.")
         contract = path.read_text(encoding="utf-8")
     roles = {"fixer": "client"} if args.client_fix else {}
+    out = Path(args.out).expanduser().resolve()
     inputs = parse_input(TurboInput, {
-        "task": args.task, "contract": contract, "output_dir": str(Path(args.out).expanduser().resolve()),
+        "task": args.task, "contract": contract, "output_dir": str(out),
         "test_command": args.test_cmd, "max_fix_cycles": args.max_fix_cycles, "context_files": args.context or [],
-        "roles": roles})
-    with_roles(settings, roles).require("generator", "fixer", *(() if contract else ("planner",)))
+        "roles": roles, "allow_paths": args.allow_path or []}, TURBO_FLAGS)
+    await check_turbo(settings, inputs, _root_for(out))
     async with RunManager.open(settings) as runs:
         run_id = await runs.start("turbo", inputs.model_dump())
         return await _follow(runs, run_id)
@@ -200,7 +261,7 @@ async def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
         try:
             edits = json.loads(Path(args.edits).read_text(encoding="utf-8")) if args.edits else []
         except (OSError, ValueError) as exc:
-            raise InputError(f"--edits {args.edits!r} is not a readable JSON file ({exc}); it must hold "
+            raise InputError(f"--edits {echo(args.edits)} is not a readable JSON file ({exc}); it must hold "
                              "[{\"path\": ..., \"search\": ..., \"replace\": ...}].") from None
         answer = {"action": args.action, "edits": edits}
     async with RunManager.open(settings) as runs:
@@ -220,31 +281,27 @@ async def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_judge(settings: Settings, args: argparse.Namespace) -> int:
     """Judge implementation directories against a design; print the scorecard and write the worksheet."""
+    from speedrun.preflight import check_judge
     from speedrun.runs import RunManager
     from speedrun.state.judging import JudgeInput
 
     design = Path(args.design)
     if not design.is_file():
-        raise InputError(f"--design {args.design!r} does not exist; pass the design or plan as a text file.")
+        raise InputError(f"--design {echo(args.design)} does not exist; pass the design or plan as a text file.")
     dirs = [Path(d).expanduser().resolve() for d in args.dirs]
-    for d in dirs:
-        if not d.is_dir():
-            raise InputError(f"{d} is not a directory; pass the implementation directories to judge.")
-    if len({d.name for d in dirs}) != len(dirs):
-        raise InputError("implementation directories must have distinct names (they label the scorecard).")
-    settings.require("reviewer", "judge")
+    inputs = parse_input(JudgeInput, {
+        "implementations": [{"name": d.name, "path": str(d), "test_command": args.test_cmd} for d in dirs],
+        "design": design.read_text(encoding="utf-8"), "mode": args.mode,
+        "worksheet_dir": str(Path(args.out).expanduser().resolve())})
+    await check_judge(settings, inputs)
     async with RunManager.open(settings) as runs:
         # Directories written by earlier turbo runs bring their calls, fix cycles and generation time along.
-        inputs = parse_input(JudgeInput, {
-            "implementations": [{"name": d.name, "path": str(d), "test_command": args.test_cmd,
-                                 "metrics": await runs.metrics_for(str(d))} for d in dirs],
-            "design": design.read_text(encoding="utf-8"), "mode": args.mode,
-            "worksheet_dir": str(Path(args.out).expanduser().resolve())})
-        run_id = await runs.start("judge", inputs.model_dump())
+        run_id = await runs.start("judge", await runs.with_metrics(inputs))
         status = await _Progress().watch(runs, run_id)
-    if status.result is None:
+        full = await runs.full_result(run_id)
+    if full is None:
         return _print_status(status)
-    r = status.result
+    r = full.model_dump(mode="json")
     rows = [[c["name"], *c["scores"].values(), c["total"], "eliminated" if c["eliminated"] else ""]
             for c in r["scorecards"]]
     print(_table(rows, ["implementation", "fitness", "complexity", "readability", "robustness", "maintain.",
@@ -275,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--system", help="extra system prompt")
     gen.add_argument("--context", action="append", help="existing file to show the model (repeatable)")
     gen.add_argument("--max-tokens", type=int, help="output token limit (default: sized to the prompt)")
+    gen.add_argument("--allow-path", action="append", help="protected path the reply may write anyway, e.g. "
+                                                           ".github/workflows/ci.yml (repeatable)")
     gen.add_argument("--json", action="store_true", help="print the result as JSON")
     sub.add_parser("mcp", help="run the MCP server on stdio (for Claude Code and other MCP clients)")
     tur = sub.add_parser("turbo", help="contract → generate → test → surgical fixes, in the foreground")
@@ -286,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     tur.add_argument("--max-fix-cycles", type=int, default=3, help="surgical fix rounds (default 3)")
     tur.add_argument("--context", action="append", help="existing file in --out to show the generator")
     tur.add_argument("--client-fix", action="store_true", help="pause on failures so you fix them yourself")
+    tur.add_argument("--allow-path", action="append", help="protected path the generator may write anyway, e.g. "
+                                                           ".github/workflows/ci.yml (repeatable)")
     res = sub.add_parser("resume", help="continue a run (after a crash, cancel, or your own fix)")
     res.add_argument("run_id")
     res.add_argument("--action", choices=["continue", "retest", "stop", "edits"],
@@ -311,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "mcp":
         return cmd_mcp(args)
+    from speedrun.sandbox import harden_process
+
+    harden_process()  # same-user test code cannot read this process's environment (the keys)
     settings: Settings | None = None
     try:
         settings = load_settings()

@@ -40,10 +40,34 @@ class RunNotFoundError(InputError):
     """A run id that no checkpoint knows about."""
 
 
-def parse_input(model: type[M], data: dict[str, Any]) -> M:
-    """Validate input arriving at an edge (CLI, MCP) into a record; a bad field becomes an InputError naming it."""
+ECHO_LIMIT = 120  # characters of a caller's bad input repeated back in an error
+
+
+def echo(value: object, limit: int = ECHO_LIMIT) -> str:
+    """A bad input quoted for an error message, cut to `limit` characters so a huge value is never echoed whole."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text)} characters)"
+
+
+def describe_validation(exc: ValidationError, names: dict[str, str] | None = None) -> str:
+    """A pydantic error in the caller's words: each bad field and why, no class names, links or input dumps."""
+    names = names or {}
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p)[:ECHO_LIMIT] for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        problems.append(f"{names.get(loc, loc)}: {msg}" if loc else msg)
+    return "; ".join(problems)
+
+
+def parse_input(model: type[M], data: dict[str, Any], names: dict[str, str] | None = None) -> M:
+    """Validate input arriving at an edge (CLI, MCP) into a record; a bad field becomes an InputError naming it.
+
+    `names` maps field names to what the caller typed (e.g. {"max_fix_cycles": "--max-fix-cycles"}).
+    """
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors())
-        raise InputError(f"invalid {model.__name__}: {problems}.") from None
+        raise InputError(f"invalid input: {describe_validation(exc, names)}.") from None

@@ -12,31 +12,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
-
 from speedrun.config import RunContext, Settings
-from speedrun.errors import InputError, RunNotFoundError, SpeedRunError
+from speedrun.errors import InputError, RunNotFoundError, SpeedRunError, echo
+from speedrun.state.records import NextAction, RunRow, RunStatus, one_line
 
 RunState = Literal["running", "passed", "failed", "stopped", "done", "needs_input", "interrupted", "cancelled",
                    "error"]
-PROGRESS_KEEP = 30
+FINISHED = ("passed", "failed", "stopped", "done")
+PROGRESS_KEEP = 30  # lines kept in memory per live run
+PROGRESS_SHOWN = 5  # lines a caller sees while it runs
+PROGRESS_LINE = 160
+ERROR_SHOWN = 600
 
-
-class RunStatus(BaseModel):
-    """What a caller sees about a run: compact, no file contents."""
-
-    run_id: str
-    workflow: str
-    status: RunState = Field(description="running, passed, failed, stopped, done (judge), needs_input (the caller "
-                                         "must act), "
-                                         "interrupted (the process died: resume it), cancelled or error.")
-    created_at: str
-    output_dir: str | None = None
-    progress: list[str] = Field(default_factory=list, description="Latest progress lines, oldest first.")
-    result: dict[str, Any] | None = Field(None, description="The final result when the run is done.")
-    needs: list[dict[str, Any]] | None = Field(None, description="Open interrupt payloads (needs_input).")
-    error: str | None = None
-    next: str | None = Field(None, description="What to do next, in words.")
+__all__ = ["FINISHED", "NextAction", "RunManager", "RunStatus", "new_run_id", "owner_alive", "process_tag"]
 
 
 @dataclass
@@ -145,7 +133,7 @@ class RunManager:
                 (run_id,)) as cur:
             row = await cur.fetchone()
         if row is None:
-            raise RunNotFoundError(f"no run {run_id!r}; list runs with `speedrun runs` or the list_runs tool.")
+            raise RunNotFoundError(f"no run {echo(run_id)}; list runs with `speedrun runs` or the list_runs tool.")
         return row
 
     async def _mark(self, run_id: str, state: str, error: str | None = None) -> None:
@@ -204,18 +192,33 @@ class RunManager:
         self._launch(run_id, workflow, Command(resume=resume) if resume is not None else None)
 
     async def cancel(self, run_id: str) -> RunStatus:
-        """Stop a running run; its checkpoints stay, so it can still be resumed later."""
+        """Stop a running run; its checkpoints stay, so it can still be resumed later.
+
+        A run that already ended keeps its record: cancelling it is refused with its status (and error).
+        """
         await self._row(run_id)
         live = self.live.get(run_id)
         running_here = live is not None and not live.task.done()
-        if not running_here and await self._driven_elsewhere(run_id):
-            raise InputError(f"run {run_id} is running in another speedrun process; stop it there (Ctrl-C keeps "
-                             "it resumable).")
         if running_here:
             live.task.cancel()
             await asyncio.gather(live.task, return_exceptions=True)
-        await self._mark(run_id, "cancelled")
-        return await self.status(run_id)
+            await self._mark(run_id, "cancelled")
+            return await self.status(run_id)
+        if await self._driven_elsewhere(run_id):
+            raise InputError(f"run {run_id} is running in another speedrun process; stop it there (Ctrl-C keeps "
+                             "it resumable).")
+        status = await self.status(run_id)
+        if status.status in FINISHED:
+            raise InputError(f"run {run_id} already finished ({status.status}); there is nothing to cancel.")
+        if status.status == "error":
+            raise InputError(f"run {run_id} already ended with an error, kept as it was: {status.error}")
+        if status.status == "needs_input":
+            raise InputError(f"run {run_id} is not running: it waits for your fix. To end it, resume it with "
+                             "action 'stop'.")
+        if status.status == "interrupted":
+            await self._mark(run_id, "cancelled")
+            return await self.status(run_id)
+        return status  # already cancelled
 
     def _launch(self, run_id: str, workflow: str, payload: Any) -> None:
         live = self.live.get(run_id) or _Live(task=None)  # type: ignore[arg-type]
@@ -224,18 +227,25 @@ class RunManager:
 
     async def _drive(self, run_id: str, workflow: str, payload: Any, live: _Live) -> None:
         config = {"configurable": {"thread_id": run_id}, "recursion_limit": 200}
+
+        async def publish(line: str) -> None:
+            live.progress = (live.progress + [line])[-PROGRESS_KEEP:]
+            for listener in list(live.listeners):
+                try:
+                    await _maybe_await(listener(line))
+                except Exception:  # a watcher that went away (closed client) must not end the run
+                    if listener in live.listeners:
+                        live.listeners.remove(listener)
+
         try:
-            async for _ns, mode, chunk in self.graphs[workflow].astream(
-                    payload, config, context=RunContext(self.settings), stream_mode=["updates", "custom"],
-                    subgraphs=True, durability="sync"):
-                line = _progress_line(mode, chunk)
-                if line:
-                    live.progress = (live.progress + [line])[-PROGRESS_KEEP:]
-                    for listener in list(live.listeners):
-                        try:
-                            await _maybe_await(listener(line))
-                        except Exception:  # a watcher that went away (closed client) must not end the run
-                            live.listeners.remove(listener)
+            # Rate-budget waits of this run's model calls show up as progress ("waiting 12 s for ... tokens/min").
+            with _report_waits(lambda message: publish(f"waiting: {message}")):
+                async for _ns, mode, chunk in self.graphs[workflow].astream(
+                        payload, config, context=RunContext(self.settings), stream_mode=["updates", "custom"],
+                        subgraphs=True, durability="sync"):
+                    line = _progress_line(mode, chunk)
+                    if line:
+                        await publish(line)
             await self._mark(run_id, "done")
         except asyncio.CancelledError:
             raise
@@ -259,46 +269,75 @@ class RunManager:
         return await self.status(run_id)
 
     async def status(self, run_id: str) -> RunStatus:
-        """The run's status from the live task or, for past processes, from its checkpoints."""
+        """The run's status from the live task or, for past processes, from its checkpoints. Compact: the full
+        result is in `report_path` (turbo) or the worksheet files (judge), and in `full_result()`."""
         workflow, created, output_dir, state, error = await self._row(run_id)
         live = self.live.get(run_id)
+        progress = [one_line(p, PROGRESS_LINE) for p in (live.progress if live else [])]
         status = RunStatus(run_id=run_id, workflow=workflow, created_at=created, output_dir=output_dir,
-                           status="running", progress=list(live.progress) if live else [])
+                           status="running", progress=progress[-PROGRESS_SHOWN:])
         if live and not live.task.done():
-            status.next = f"poll run_status('{run_id}') or wait; cancel_run to stop it."
+            status.next = "wait for it (poll its status), or cancel it."
+            status.next_actions = [_act("run_status", run_id, "poll until it ends"),
+                                   _act("cancel_run", run_id, "stop it; it stays resumable")]
             return status
+        status.progress = []  # over: the result says how it ended
         snapshot = await self.graphs[workflow].aget_state({"configurable": {"thread_id": run_id}})
-        values = snapshot.values or {}
-        result = values.get("result") if isinstance(values, dict) else getattr(values, "result", None)
+        result = _result_of(workflow, snapshot.values)
         if result is not None:
-            status.result = result.model_dump(mode="json") if hasattr(result, "model_dump") else dict(result)
-            status.result["run_id"] = run_id
-            status.status = status.result.get("status", "done")  # the judge has a verdict, not pass/fail
+            summary = result.summary() if hasattr(result, "summary") else result
+            verdict = getattr(summary, "status", "done")  # the judge has a verdict, not pass/fail
+            status.status = verdict if verdict in FINISHED else "done"
+            # Said once, at the top: its status, and the directory (in the report, and in list_runs).
+            status.result = summary.model_dump(mode="json", exclude={"status", "output_dir"})
+            status.report_path = getattr(result, "report_path", None) or getattr(result, "scorecard_path", None)
+            status.output_dir = None
         elif snapshot.interrupts:
             status.status = "needs_input"
             status.needs = [i.value for i in snapshot.interrupts]
-            status.error = error if state == "error" else None  # e.g. why the last answer was rejected
-            status.next = (f"fix the files, then resume_run('{run_id}', 'retest'); or resume_run with "
-                           "action 'edits' and edits, or 'stop'.")
+            status.error = _clip(error) if state == "error" else None  # e.g. why the last answer was rejected
+            status.next = "fix the files, then resume with action 'retest'; or send 'edits', or 'stop'."
+            status.next_actions = [_act("resume_run", run_id, "after you fixed the files", action="retest"),
+                                   _act("resume_run", run_id, "end the run", action="stop")]
         elif state == "cancelled":
             status.status = "cancelled"
-            status.next = f"resume_run('{run_id}', 'continue') picks it up where it stopped."
+            status.next = "continue it to pick it up where it stopped."
+            status.next_actions = [_act("resume_run", run_id, "pick it up where it stopped", action="continue")]
         elif state == "error":
-            status.status, status.error = "error", error
-            status.next = f"fix the cause, then resume_run('{run_id}', 'continue') retries from the failed step."
+            status.status, status.error = "error", _clip(error)
+            status.next = "fix the cause, then continue it: it retries from the failed step."
+            status.next_actions = [_act("resume_run", run_id, "retry from the failed step", action="continue")]
         elif await self._driven_elsewhere(run_id):
-            status.next = "another speedrun process is running it; poll run_status or watch that process."
+            status.next = "another speedrun process is running it; poll its status or watch that process."
+            status.next_actions = [_act("run_status", run_id, "poll until it ends")]
         else:
             status.status = "interrupted"
-            status.next = f"the process running it stopped; resume_run('{run_id}', 'continue') picks it up."
+            status.next = "the process running it stopped; continue it to pick it up."
+            status.next_actions = [_act("resume_run", run_id, "pick it up where it stopped", action="continue")]
         return status
 
-    async def list(self, limit: int = 50) -> list[RunStatus]:
+    async def full_result(self, run_id: str) -> Any:
+        """The run's full result record (TurboResult, JudgeResult), or None while it has none."""
+        workflow = (await self._row(run_id))[0]
+        snapshot = await self.graphs[workflow].aget_state({"configurable": {"thread_id": run_id}})
+        return _result_of(workflow, snapshot.values)
+
+    async def list(self, limit: int = 50) -> list[RunRow]:
         """Recent runs, newest first."""
         async with self.saver.conn.execute(
-                "SELECT run_id FROM speedrun_runs ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)) as cur:
-            ids = [r[0] for r in await cur.fetchall()]
-        return [await self.status(i) for i in ids]
+                "SELECT run_id, workflow, created_at, output_dir FROM speedrun_runs "
+                "ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)) as cur:
+            rows = await cur.fetchall()
+        return [RunRow(run_id=run_id, workflow=workflow, created_at=created, output_dir=output_dir,
+                       status=(await self.status(run_id)).status) for run_id, workflow, created, output_dir in rows]
+
+    async def with_metrics(self, inputs: Any) -> dict[str, Any]:
+        """Judge inputs as a dict, each implementation without metrics given those of the turbo run that wrote it."""
+        data = inputs.model_dump()
+        for impl in data["implementations"]:
+            if impl.get("metrics") is None:
+                impl["metrics"] = await self.metrics_for(impl["path"])
+        return data
 
     async def metrics_for(self, output_dir: str) -> dict[str, int] | None:
         """Speed-run metrics of the newest finished turbo run that wrote `output_dir`, for the judge."""
@@ -307,12 +346,41 @@ class RunManager:
                 "ORDER BY created_at DESC, rowid DESC", (output_dir,)) as cur:
             ids = [r[0] for r in await cur.fetchall()]
         for run_id in ids:
-            result = (await self.status(run_id)).result
-            if result:
-                ledger = result.get("ledger", {}).values()
-                return {"llm_calls": sum(u["calls"] for u in ledger), "fix_cycles": len(result.get("cycles", [])),
-                        "generation_ms": sum(u["duration_ms"] for u in ledger)}
+            result = await self.full_result(run_id)
+            if result is not None:
+                ledger = result.ledger.values()
+                return {"llm_calls": sum(u.calls for u in ledger), "fix_cycles": len(result.cycles),
+                        "generation_ms": sum(u.duration_ms for u in ledger)}
         return None
+
+
+def _act(tool: str, run_id: str, why: str, **args: str) -> NextAction:
+    return NextAction(tool=tool, args={"run_id": run_id, **args}, why=why)  # type: ignore[arg-type]
+
+
+def _clip(text: str | None) -> str | None:
+    return text if text is None or len(text) <= ERROR_SHOWN else text[:ERROR_SHOWN - 1] + "…"
+
+
+def _result_of(workflow: str, values: Any) -> Any:
+    values = values or {}
+    result = values.get("result") if isinstance(values, dict) else getattr(values, "result", None)
+    if isinstance(result, dict):  # a checkpoint from before the record was on the allow-list
+        from speedrun.state.judging import JudgeResult
+        from speedrun.state.turbo import TurboResult
+
+        result = {"turbo": TurboResult, "judge": JudgeResult}[workflow].model_validate(result)
+    return result
+
+
+def _report_waits(callback: Callable[[str], Any]) -> Any:
+    """The gateway's rate-wait reporter (speedrun.llm.report_waits) when it has one; else a no-op context."""
+    from contextlib import nullcontext
+
+    from speedrun import llm
+
+    reporter = getattr(llm, "report_waits", None)
+    return reporter(callback) if reporter is not None else nullcontext()
 
 
 def _progress_line(mode: str, chunk: Any) -> str | None:

@@ -108,7 +108,7 @@ def test_check_with_a_rejected_key_fails_cleanly(tmp_path: Path, fake_llm: FakeL
 
 
 @pytest.mark.parametrize("args, field", [
-    (["turbo", "--task", "x", "--out", "ws", "--max-fix-cycles", "50"], "max_fix_cycles"),
+    (["turbo", "--task", "x", "--out", "ws", "--max-fix-cycles", "50"], "--max-fix-cycles"),
     (["turbo", "--task", "  ", "--out", "ws"], "give either `task`"),
 ])
 def test_bad_turbo_input_is_one_message_naming_the_field(tmp_path: Path, fake_llm: FakeLLM, args: list[str],

@@ -111,7 +111,7 @@ async def test_tools_generate_and_check_status(tmp_path: Path, fake_llm: FakeLLM
         out = result.structured_content
         assert out["status"] == "ok"
         assert out["response"] == "the generated answer"
-        assert out["model"] == "cerebras:fake-model"
+        assert (out["model"], out["provider"]) == ("fake-model", "cerebras")  # the bare name, as the seed's server
         assert isinstance(out["total_duration_ms"], int) and out["total_duration_ms"] >= 0
         assert out["usage"] == {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16}
         assert "HIDDEN" not in t.text()
@@ -181,7 +181,7 @@ async def test_generate_and_write_files(tmp_path: Path, fake_llm: FakeLLM) -> No
         assert [(f["path"], f["filename"], f["lines"], f["action"]) for f in out["files_written"]] == [
             ("src/app.py", "app.py", 2, "created"), ("tests/test_app.py", "test_app.py", 5, "created")]
         assert (out["total_files"], out["total_lines"], out["errors"]) == (2, 7, [])
-        assert out["model"] == "cerebras:fake-model"
+        assert (out["model"], out["provider"]) == ("fake-model", "cerebras")
         assert isinstance(out["generation_time_ms"], int)
         assert out["usage"]["total_tokens"] > 0
         assert "DISTINCTIVE_CODE" not in json.dumps(result.model_dump(mode="json"))  # never the code
@@ -205,10 +205,10 @@ async def test_generate_and_write_files(tmp_path: Path, fake_llm: FakeLLM) -> No
         assert [e["path"] for e in out["errors"]] == ["../../escape.py"]
         assert not (tmp_path / "escape.py").exists()
 
-        # A reply with no files at all: status error.
+        # A reply with no files at all: a tool error that says so and quotes the reply's start.
         fake_llm.script("I cannot do that.")
-        out = (await t.call("generate_and_write_files", {"prompt": "x", "output_dir": "proj"})).structured_content
-        assert out["status"] == "error" and out["total_files"] == 0
+        text = error_text(await t.call("generate_and_write_files", {"prompt": "x", "output_dir": "proj"}))
+        assert "no file blocks" in text and "I cannot do that." in text
 
         # Context files: shown to the model from inside the root, refused from outside it.
         (tmp_path / "secret.txt").write_text("OUTSIDE-SECRET\n")

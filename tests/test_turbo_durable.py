@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -90,7 +91,10 @@ def test_killed_after_generate_resumes_in_a_new_process_without_regenerating(spe
         os.killpg(cli.pid, signal.SIGKILL)
         cli.wait(10)
     test_group = int((out / ".pid").read_text())
-    os.killpg(test_group, signal.SIGKILL)  # the orphaned test run would otherwise sleep on
+    try:  # the sandbox takes the test run down with its parent; without one it could sleep on
+        os.killpg(test_group, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     wait_for(lambda: group_gone(test_group), 10, "the orphaned test process group to die")
     assert [role_of(r) for r in fake_llm.chat_requests()] == ["generator"]
     assert run_id.startswith("turbo-")
@@ -126,12 +130,13 @@ async def test_wait_seconds_expires_then_run_status_returns_the_final_result(spe
             assert early.result is None
             assert any(line.startswith("generate:") for line in early.progress)
 
-            final = await runs.wait(run_id, 30)
-    assert final.status == "passed"
-    assert final.result["status"] == "passed"
-    assert final.result["run_id"] == run_id
+            seen: list[str] = []
+            final = await runs.wait(run_id, 30, on_progress=seen.append)
+    assert final.status == "passed" and final.run_id == run_id
     assert final.result["tests"]["passed"] == 1
-    assert final.progress[-1].startswith("report: passed")
+    assert final.report_path and json.loads(Path(final.report_path).read_text())["run_id"] == run_id
+    assert seen[-1].startswith("report: passed")
+    assert final.progress == []  # over: the result says how it ended
 
 
 @pytest.mark.anyio

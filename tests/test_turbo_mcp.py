@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -87,8 +88,12 @@ async def test_client_fixer_over_mcp_retest_edits_and_stop(speedrun_env, fake_ll
             assert done["status"] == "passed"
             result = done["result"]
             assert result["tests"]["passed"] == 1
-            assert [(c["source"], c["diagnosis"]) for c in result["cycles"]] == [("client", "caller fixed the files")]
-            assert "fixer" not in result["ledger"]
+            assert result["fix_cycles"] == 1
+            assert (result["last_cycle"]["source"], result["last_cycle"]["diagnosis"]) == (
+                "client", "caller fixed the files")
+            full = json.loads(Path(done["report_path"]).read_text())  # the full report, for what the summary omits
+            assert "fixer" not in full["ledger"]
+            assert result["llm"]["calls"] == 1
             assert [role_of(r) for r in fake_llm.chat_requests()] == ["generator"]  # no model fixer
 
             # 2. The caller answers with search/replace edits instead.
@@ -106,9 +111,11 @@ async def test_client_fixer_over_mcp_retest_edits_and_stop(speedrun_env, fake_ll
                                       edits=[{"path": "calc.py", "search": "    return a - b",
                                               "replace": "    return a + b"}])
             assert done2["status"] == "passed"
-            [cycle] = done2["result"]["cycles"]
-            assert cycle["source"] == "client"
-            assert [(e["path"], e["status"]) for e in cycle["edits"]] == [("calc.py", "applied")]
+            cycle = done2["result"]["last_cycle"]
+            assert (cycle["source"], cycle["applied"], done2["result"]["fix_cycles"]) == ("client", 1, 1)
+            assert "edits" not in cycle  # only edits that did not apply are listed
+            [full_cycle] = json.loads(Path(done2["report_path"]).read_text())["cycles"]
+            assert [(e["path"], e["status"]) for e in full_cycle["edits"]] == [("calc.py", "applied")]
             assert (second / "calc.py").read_text() == FIXED_CALC
 
             # 3. The caller gives up.
@@ -117,7 +124,7 @@ async def test_client_fixer_over_mcp_retest_edits_and_stop(speedrun_env, fake_ll
             paused3 = await caller.call("turbo", output_dir=str(third), **common)
             stopped = await caller.call("resume_run", run_id=paused3["run_id"], action="stop")
             assert stopped["status"] == "stopped"
-            assert stopped["result"]["status"] == "stopped"
+            assert "status" not in stopped["result"]  # said once, at the top
             assert (third / "calc.py").read_text() == BUGGY_CALC
             finished = await caller.error("resume_run", run_id=paused3["run_id"], action="retest")
             assert "already finished" in finished

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+import threading
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import unquote, urlparse
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPDeprecationWarning
 from pydantic import Field
 
-from speedrun.config import SETUP_HINT, Settings, load_settings
-from speedrun.errors import ConfigError, InputError, SpeedRunError, parse_input
+from speedrun.config import Settings, load_settings
+from speedrun.errors import ConfigError, InputError, SpeedRunError, echo, parse_input
 from speedrun.state import GenerateResult, StatusResult, Usage, WriteFilesResult
+from speedrun.state.records import RunList, RunStatus
 
 log = logging.getLogger("speedrun.mcp")
 R = TypeVar("R")
@@ -54,7 +60,10 @@ async def allowed_roots(ctx: Context | None, settings: Settings) -> list[Path]:
         caps = ctx.session.client_capabilities
         if caps is not None and caps.roots is not None:
             try:
-                listed = await ctx.session.list_roots()
+                with warnings.catch_warnings():  # roots are deprecated in the spec, but clients still send them
+                    warnings.simplefilter("ignore", MCPDeprecationWarning)
+                    pending = ctx.session.list_roots()
+                listed = await pending
                 roots = [p for p in (_uri_to_path(r.uri) for r in listed.roots) if p is not None]
                 if roots:
                     return roots
@@ -63,20 +72,94 @@ async def allowed_roots(ctx: Context | None, settings: Settings) -> list[Path]:
     return settings.allowed_roots() or [Path.cwd().resolve()]
 
 
-def resolve_output_dir(output_dir: str, roots: list[Path]) -> Path:
-    """A relative output_dir resolves against the first root; the result must lie inside some root."""
+def resolve_output_dir(output_dir: str, roots: list[Path], name: str = "output_dir") -> tuple[Path, Path]:
+    """A relative output_dir resolves against the first root; the result must lie inside some root.
+
+    Returns (the resolved directory, the root it lies in).
+    """
     if not output_dir or not output_dir.strip():
-        raise InputError("output_dir is empty; pass a directory (relative to the project root, or absolute).")
+        raise InputError(f"{name} is empty; pass a directory (relative to the project root, or absolute).")
     if "\x00" in output_dir:
-        raise InputError("output_dir contains a NUL byte.")
+        raise InputError(f"{name} contains a NUL byte.")
     path = Path(output_dir).expanduser()
     path = (path if path.is_absolute() else roots[0] / path).resolve()
-    if not any(path == root or path.is_relative_to(root) for root in roots):
-        raise InputError(
-            f"output_dir {output_dir!r} resolves to {path}, outside the allowed roots "
-            f"({', '.join(map(str, roots))}). Pass a directory inside them, or allow it: add it to SPEEDRUN_ROOTS "
-            "(os.pathsep-separated) in the MCP server's env, or open the client in that directory.")
-    return path
+    for root in roots:
+        if path == root or path.is_relative_to(root):
+            return path, root
+    raise InputError(
+        f"{name} {echo(output_dir)} resolves to {echo(str(path), 200)}, outside the allowed roots "
+        f"({', '.join(map(str, roots))}). Pass a directory inside them, or allow it: add it to SPEEDRUN_ROOTS "
+        "(os.pathsep-separated) in the MCP server's env, or open the client in that directory.")
+
+
+class Runs:
+    """The server's RunManager, opened on first use (under a lock: concurrent first calls share one database
+    connection) and closed by the server's lifespan on shutdown."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._lock = asyncio.Lock()
+        self._stack = AsyncExitStack()
+        self._manager: Any = None
+
+    async def get(self) -> Any:
+        """The RunManager; heavy imports (langgraph, sqlite) happen here, not at start-up."""
+        async with self._lock:
+            if self._manager is None:
+                from speedrun.runs import RunManager
+
+                self._manager = await self._stack.enter_async_context(RunManager.open(self.settings))
+        return self._manager
+
+    async def aclose(self) -> None:
+        """Stop live runs (they stay resumable) and close the database."""
+        async with self._lock:
+            await self._stack.aclose()
+            self._manager = None
+
+
+WARM_MODULES = ("speedrun.llm", "openai", "langchain_openai")
+
+
+def _warm_imports() -> None:
+    """Import what the first model call needs, so its generation time is not spent importing."""
+    import importlib
+
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # a warm-up never breaks the server; the real call reports real problems
+            log.debug("warm-up import of %s failed", name, exc_info=True)
+
+
+async def _warm_after_initialized(ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Middleware: once the client confirms initialization, warm the gateway's imports in a background thread."""
+    result = await call_next(ctx)
+    if getattr(ctx, "method", None) == "notifications/initialized":
+        threading.Thread(target=_warm_imports, name="speedrun-warm", daemon=True).start()
+    return result
+
+
+def _progress_waits(ctx: Context) -> Any:
+    """Report the gateway's rate-budget waits (> 2 s) as MCP progress notifications, when it offers them."""
+    from contextlib import nullcontext
+
+    from speedrun import llm
+
+    reporter = getattr(llm, "report_waits", None)
+    if reporter is None:
+        return nullcontext()
+    count = 0
+
+    async def forward(message: str) -> None:
+        nonlocal count
+        count += 1
+        try:
+            await ctx.report_progress(count, None, message)
+        except Exception:  # a client that went away must not fail the call
+            log.debug("progress notification failed", exc_info=True)
+
+    return reporter(forward)
 
 
 def create_server(settings: Settings | None = None) -> MCPServer:
@@ -104,28 +187,44 @@ def create_server(settings: Settings | None = None) -> MCPServer:
             raise
         except Exception as exc:
             log.exception("unexpected error in a tool")
-            raise ToolError(redact(f"internal error ({type(exc).__name__}): {exc}")) from None
+            raise ToolError(redact(f"internal error ({type(exc).__name__}): {str(exc)[:500]}")) from None
 
-    server = MCPServer("speed-run", instructions=INSTRUCTIONS, version=_version())
+    runs = Runs(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncIterator[dict[str, Any]]:
+        try:
+            yield {"runs": runs}
+        finally:
+            await runs.aclose()
+
+    server = MCPServer("speed-run", instructions=INSTRUCTIONS, version=_version(), lifespan=lifespan,
+                       middleware=[_warm_after_initialized])
 
     @server.tool()
     async def generate(
         prompt: Annotated[str, Field(description="What to generate; a contract prompt works best.")],
+        ctx: Context,
         system_prompt: Annotated[str | None, Field(description="Optional system prompt.")] = None,
-        max_tokens: Annotated[int | None, Field(description="Output token limit; sized to the prompt if omitted.",
-                                                gt=0)] = None,
+        max_tokens: Annotated[int | None, Field(description="Output token limit (a positive number); sized to the "
+                                                            "prompt if omitted.", json_schema_extra={"minimum": 1})
+                              ] = None,
     ) -> GenerateResult:
         """Send a prompt to the fast generator model and return its raw text answer."""
         from speedrun.llm import complete
 
+        from speedrun.preflight import check_max_tokens
+
         async def run() -> GenerateResult:
             if not prompt.strip():
                 raise InputError("prompt is empty.")
+            check_max_tokens(max_tokens)  # here, in words, rather than as a schema error with a pydantic link
             messages = ([("system", system_prompt)] if system_prompt else []) + [("user", prompt)]
-            reply = await complete(settings, "generator", messages, max_tokens=max_tokens)
+            with _progress_waits(ctx):
+                reply = await complete(settings, "generator", messages, max_tokens=max_tokens)
             e = reply.entry
-            return GenerateResult(response=reply.text, model=f"{e.provider}:{e.model}", total_duration_ms=e.duration_ms,
-                                  finish_reason=e.finish_reason, usage=reply.usage)
+            return GenerateResult(response=reply.text, model=e.model, provider=e.provider,
+                                  total_duration_ms=e.duration_ms, finish_reason=e.finish_reason, usage=reply.usage)
 
         return await guarded(run)
 
@@ -138,16 +237,22 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         system_prompt: Annotated[str | None, Field(description="Optional extra system instructions.")] = None,
         context_files: Annotated[list[str] | None, Field(description="Existing files to show the model "
                                                                      "(paths relative to output_dir).")] = None,
-        max_tokens: Annotated[int | None, Field(description="Output token limit; sized to the prompt if omitted.",
-                                                gt=0)] = None,
+        max_tokens: Annotated[int | None, Field(description="Output token limit (a positive number); sized to the "
+                                                            "prompt if omitted.", json_schema_extra={"minimum": 1})
+                              ] = None,
+        allow_paths: Annotated[list[str] | None, Field(description="Protected paths the reply may write anyway "
+                                                                   "(e.g. .github/workflows/ci.yml), relative to "
+                                                                   "output_dir.")] = None,
     ) -> WriteFilesResult:
         """Generate files with the fast model and write them to disk; returns metadata only, never the code."""
         from speedrun.codegen import generate_and_write, read_context_files
+        from speedrun.preflight import check_generate
 
         async def run() -> WriteFilesResult:
             settings.require("generator")  # fail fast with the setup hint before touching the disk
             roots = await allowed_roots(ctx, settings)
-            out = resolve_output_dir(output_dir, roots)
+            out, root = resolve_output_dir(output_dir, roots)
+            await check_generate(settings, out, root, max_tokens=max_tokens, allow_paths=allow_paths)
             context = read_context_files(context_files or [], out, roots)
             count = 0
 
@@ -156,65 +261,44 @@ def create_server(settings: Settings | None = None) -> MCPServer:
                 count += 1
                 await ctx.report_progress(count, None, f"{getattr(outcome, 'action', 'refused')}: {outcome.path}")
 
-            result = await generate_and_write(settings, prompt, out, system_prompt=system_prompt, context=context,
-                                              max_tokens=max_tokens, on_file=progress)
+            with _progress_waits(ctx):
+                result = await generate_and_write(settings, prompt, out, system_prompt=system_prompt,
+                                                  context=context, max_tokens=max_tokens, on_file=progress,
+                                                  **_allow_kw(allow_paths))
             files = result.report.files_written
             model = result.entries[-1] if result.entries else None
             return WriteFilesResult(
-                status=result.status, output_dir=str(out),
-                model=f"{model.provider}:{model.model}" if model else "", generation_time_ms=result.generation_time_ms,
+                status=result.status, output_dir=str(out), model=model.model if model else "",
+                provider=model.provider if model else "", generation_time_ms=result.generation_time_ms,
                 files_written=files, total_files=len(files), total_lines=sum(f.lines for f in files),
-                errors=result.report.errors, usage=Usage.of(result.entries))
+                errors=result.report.errors, warnings=list(getattr(result, "warnings", []) or []),
+                usage=Usage.of(result.entries))
 
         return await guarded(run)
 
     @server.tool()
     async def check_status() -> StatusResult:
-        """Check that an API key is set and the generator endpoint answers. Never reveals the key."""
-        from speedrun.llm import list_models
+        """Check every role the default workflow needs (generator, planner, fixer): key set, endpoint answers,
+        model listed. Also says how GENERATION_TIMEOUT was read and how tests are isolated. Never reveals a key."""
+        from speedrun.preflight import check_setup
 
-        if config_error:
-            return StatusResult(status="error", error=config_error, setup_hint=SETUP_HINT)
-        try:
-            spec = settings.role("generator").primary
-        except ConfigError as exc:
-            error = ("no model provider: CEREBRAS_API_KEY is not set and no local provider is configured"
-                     if str(exc) == SETUP_HINT else redact(str(exc)))
-            return StatusResult(status="error", url=settings.cerebras_url, model=settings.cerebras_model,
-                                error=error, setup_hint=SETUP_HINT)
-        try:
-            models = await list_models(spec, settings)
-        except SpeedRunError as exc:
-            return StatusResult(status="error", url=spec.base_url, model=spec.model, error=redact(str(exc)),
-                                setup_hint="Check the URL, the key and the network; the endpoint must answer GET /models.")
-        warning = None if not models or spec.model in models else (
-            f"model {spec.model!r} is not in the endpoint's model list; set CEREBRAS_MODEL (or SPEEDRUN_GENERATOR) "
-            "to one of available_models.")
-        return StatusResult(status="error" if warning else "ok", url=spec.base_url, model=spec.model,
-                            available_models=models, error=warning)
+        return await check_setup(settings, config_error)
 
-    register_run_tools(server, settings, guarded)  # after the seed's three, so clients list those first
+    register_run_tools(server, settings, guarded, runs)  # after the seed's three, so clients list those first
     return server
 
 
+def _allow_kw(allow_paths: list[str] | None) -> dict[str, Any]:
+    """codegen's allow_paths keyword, passed only when the caller named paths (so an older codegen still works)."""
+    return {"allow_paths": list(allow_paths)} if allow_paths else {}
+
+
 def register_run_tools(server: MCPServer, settings: Settings,
-                       guarded: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]) -> None:
+                       guarded: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]], runs: Runs) -> None:
     """Tools that start and steer durable graph runs (turbo, status, resume, cancel, list)."""
-    from contextlib import AsyncExitStack
+    manager = runs.get
 
-    holder: dict[str, Any] = {}
-
-    async def manager() -> Any:
-        # Opened on first use so start-up stays light; lives as long as the server.
-        if "manager" not in holder:
-            from speedrun.runs import RunManager
-
-            stack = AsyncExitStack()
-            holder["manager"] = await stack.enter_async_context(RunManager.open(settings))
-            holder["stack"] = stack
-        return holder["manager"]
-
-    async def wait_and_report(run_id: str, wait_seconds: float, ctx: Context | None) -> dict[str, Any]:
+    async def wait_and_report(run_id: str, wait_seconds: float, ctx: Context | None) -> RunStatus:
         runs = await manager()
         count = 0
 
@@ -224,8 +308,7 @@ def register_run_tools(server: MCPServer, settings: Settings,
             if ctx is not None:
                 await ctx.report_progress(count, None, line)
 
-        status = await runs.wait(run_id, wait_seconds, on_progress=forward)
-        return status.model_dump(mode="json", exclude_none=True)
+        return await runs.wait(run_id, wait_seconds, on_progress=forward)
 
     @server.tool()
     async def turbo(
@@ -243,18 +326,23 @@ def register_run_tools(server: MCPServer, settings: Settings,
                                                                   "{'fixer': 'client'} to fix failures yourself.")] = None,
         wait_seconds: Annotated[float, Field(description="How long to wait for the result before returning "
                                                          "a run_id to poll.", ge=0, le=600)] = 45,
-    ) -> dict[str, Any]:
-        """Run the turbo workflow: contract → generate → test → surgical fixes. Returns metadata, never code."""
-        from speedrun.config import with_roles
+        allow_paths: Annotated[list[str] | None, Field(description="Protected paths the generator may write anyway "
+                                                                   "(e.g. .github/workflows/ci.yml), relative to "
+                                                                   "output_dir.")] = None,
+    ) -> RunStatus:
+        """Run the turbo workflow: contract → generate → test → surgical fixes. Returns compact metadata (never
+        code) and report_path, a JSON file with the full report."""
+        from speedrun.preflight import check_turbo
         from speedrun.state.turbo import TurboInput
 
-        async def run() -> dict[str, Any]:
+        async def run() -> RunStatus:
             inputs = parse_input(TurboInput, {
                 "task": task, "contract": contract, "output_dir": output_dir, "test_command": test_command,
-                "max_fix_cycles": max_fix_cycles, "context_files": context_files or [], "roles": roles or {}})
-            with_roles(settings, roles).require("generator", "fixer", *(() if contract else ("planner",)))
-            out = resolve_output_dir(output_dir, await allowed_roots(ctx, settings))
+                "max_fix_cycles": max_fix_cycles, "context_files": context_files or [], "roles": roles or {},
+                "allow_paths": allow_paths or []})
+            out, root = resolve_output_dir(output_dir, await allowed_roots(ctx, settings))
             inputs.output_dir = str(out)
+            await check_turbo(settings, inputs, root)
             runs = await manager()
             run_id = await runs.start("turbo", inputs.model_dump())
             return await wait_and_report(run_id, wait_seconds, ctx)
@@ -271,23 +359,24 @@ def register_run_tools(server: MCPServer, settings: Settings,
         mode: Annotated[Literal["showdown", "any_percent"], Field(
             description="showdown: same design; any_percent: different approaches.")] = "showdown",
         wait_seconds: Annotated[float, Field(ge=0, le=600, description="How long to wait for the verdict.")] = 45,
-    ) -> dict[str, Any]:
+    ) -> RunStatus:
         """Score implementations on 5 criteria from measured evidence and typed checklists; pick a winner."""
+        from speedrun.preflight import check_judge
         from speedrun.state.judging import JudgeInput
 
-        async def run() -> dict[str, Any]:
+        async def run() -> RunStatus:
             settings.require("reviewer", "judge")
             roots = await allowed_roots(ctx, settings)
             impls = []
             for i, impl in enumerate(implementations):
                 if not isinstance(impl, dict) or not impl.get("path"):
                     raise InputError(f"implementations[{i}] needs at least a 'path' (and a 'name').")
-                path = resolve_output_dir(str(impl["path"]), roots)
-                metrics = impl.get("metrics") or await (await manager()).metrics_for(str(path))
-                impls.append({**impl, "name": impl.get("name") or path.name, "path": str(path), "metrics": metrics})
+                path, _ = resolve_output_dir(str(impl["path"]), roots, name=f"implementations[{i}].path")
+                impls.append({**impl, "name": impl.get("name") or path.name, "path": str(path)})
             inputs = parse_input(JudgeInput, {"implementations": impls, "design": design, "mode": mode})
+            await check_judge(settings, inputs)
             runs = await manager()
-            run_id = await runs.start("judge", inputs.model_dump())
+            run_id = await runs.start("judge", await runs.with_metrics(inputs))
             return await wait_and_report(run_id, wait_seconds, ctx)
 
         return await guarded(run)
@@ -298,8 +387,8 @@ def register_run_tools(server: MCPServer, settings: Settings,
         ctx: Context,
         wait_seconds: Annotated[float, Field(description="Wait up to this long for the run to finish.",
                                              ge=0, le=600)] = 0,
-    ) -> dict[str, Any]:
-        """Status of a run: running (with progress), needs_input, or its final compact result."""
+    ) -> RunStatus:
+        """Status of a run: running (with progress), needs_input, or its final compact result and report_path."""
         return await guarded(lambda: wait_and_report(run_id, wait_seconds, ctx))
 
     @server.tool()
@@ -312,10 +401,10 @@ def register_run_tools(server: MCPServer, settings: Settings,
         edits: Annotated[list[dict[str, str]] | None, Field(
             description="For action 'edits': [{path, search, replace}], search copied exactly from the file.")] = None,
         wait_seconds: Annotated[float, Field(ge=0, le=600, description="How long to wait for the result.")] = 45,
-    ) -> dict[str, Any]:
+    ) -> RunStatus:
         """Continue a run that needs input or was interrupted."""
 
-        async def run() -> dict[str, Any]:
+        async def run() -> RunStatus:
             runs = await manager()
             answer = None if action == "continue" else {"action": action, "edits": edits or []}
             await runs.resume(run_id, answer)
@@ -324,23 +413,22 @@ def register_run_tools(server: MCPServer, settings: Settings,
         return await guarded(run)
 
     @server.tool()
-    async def cancel_run(run_id: Annotated[str, Field(description="The run to stop.")]) -> dict[str, Any]:
-        """Stop a running run. Its progress is kept; resume_run with 'continue' picks it up later."""
+    async def cancel_run(run_id: Annotated[str, Field(description="The run to stop.")]) -> RunStatus:
+        """Stop a running run. Its progress is kept; resume_run with 'continue' picks it up later. A run that
+        already ended is left as it is, and the answer says so."""
 
-        async def run() -> dict[str, Any]:
-            return (await (await manager()).cancel(run_id)).model_dump(mode="json", exclude_none=True)
+        async def run() -> RunStatus:
+            return await (await manager()).cancel(run_id)
 
         return await guarded(run)
 
     @server.tool()
-    async def list_runs(limit: Annotated[int, Field(ge=1, le=200, description="How many, newest first.")] = 20
-                        ) -> dict[str, Any]:
+    async def list_runs(limit: Annotated[int, Field(ge=1, le=200, description="How many, newest first.")] = 10
+                        ) -> RunList:
         """Recent runs with their status (no results; use run_status for one run's details)."""
 
-        async def run() -> dict[str, Any]:
-            runs = await (await manager()).list(limit)
-            return {"runs": [{"run_id": r.run_id, "workflow": r.workflow, "status": r.status,
-                              "created_at": r.created_at, "output_dir": r.output_dir} for r in runs]}
+        async def run() -> RunList:
+            return RunList(runs=await (await manager()).list(limit))
 
         return await guarded(run)
 
@@ -359,4 +447,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="speed-run %(levelname)s %(message)s")
     for noisy in ("httpx", "httpx2", "openai"):  # one INFO line per model request drowns the useful ones
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    harden()
     create_server().run()
+
+
+def harden() -> None:
+    """Make this process non-dumpable, so same-user test code cannot read its environment (the keys)."""
+    from speedrun.sandbox import harden_process
+
+    harden_process()

@@ -1,19 +1,40 @@
-"""report: assemble the compact TurboResult the caller sees."""
+"""report: assemble the TurboResult, write it in full to the run's folder, and keep the caller's copy compact."""
 
 from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
 
 from langgraph.runtime import Runtime
 
 from speedrun.config import RunContext
 from speedrun.llm import estimate_tokens
-from speedrun.nodes.common import progress
+from speedrun.nodes.common import progress, run_settings
 from speedrun.state.turbo import TurboResult, TurboState, ledger_by_role
 
 GENERATING_ROLES = ("generator", "fixer", "planner")
 
 
+def report_path(home: Path, run_id: str) -> Path:
+    """Where a run's full report lives: SPEEDRUN_HOME/runs/<run_id>/report.json."""
+    return home / "runs" / run_id / "report.json"
+
+
+def write_private_json(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically, readable by the user only (dir 0700, file 0600): reports name their paths."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    tmp = path.with_name(f".report-{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 async def report(state: TurboState, runtime: Runtime[RunContext]) -> dict:
-    """Decide the final status and summarize files, tests, fix cycles and the ledger."""
+    """Decide the final status, summarize files, tests, fix cycles and the ledger, and save the full report."""
     tests = state.tests
     if state.stopped:
         status = "stopped"
@@ -24,13 +45,19 @@ async def report(state: TurboState, runtime: Runtime[RunContext]) -> dict:
     warnings = list(state.warnings)
     if not state.files:
         warnings.append("the generator wrote no files; see file_errors and the ledger's finish reasons")
-    if tests is not None:
-        tests = tests.compact()  # the caller's copy; the full report stays in the checkpoint
     run_id = getattr(getattr(runtime, "execution_info", None), "thread_id", None)
     result = TurboResult(run_id=run_id, status=status, output_dir=state.output_dir, files=state.files,
                          file_errors=state.file_errors, tests=tests, cycles=state.cycles,
                          ledger=ledger_by_role(state.ledger), warnings=warnings)
     generated = sum(e.completion_tokens for e in state.ledger if e.role in GENERATING_ROLES)
-    result.caller_tokens_saved = max(0, generated - estimate_tokens(result.model_dump_json()))
+    result.caller_tokens_saved = max(0, generated - estimate_tokens(result.summary().model_dump_json()))
+    if run_id:
+        path = report_path(run_settings(runtime).home, str(run_id))
+        result.report_path = str(path)
+        try:  # off the event loop: Studio refuses blocking calls in nodes
+            await asyncio.to_thread(write_private_json, path, json.dumps(result.model_dump(mode="json"), indent=1))
+        except OSError as exc:
+            result.report_path = None
+            result.warnings.append(f"could not write the full report to {path}: {exc.strerror or exc}")
     progress(runtime, "report", f"{status}: {len(state.files)} files, {len(state.cycles)} fix cycle(s)")
     return {"result": result}

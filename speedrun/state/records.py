@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 FileAction = Literal["created", "modified", "unchanged"]
+
+
+def one_line(text: str | None, limit: int = 160) -> str:
+    """The first non-blank line of `text`, cut to `limit` characters: how a long message is shown to a caller."""
+    line = next((ln.strip() for ln in (text or "").splitlines() if ln.strip()), "")
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+class CompactModel(BaseModel):
+    """A record for a caller's context window: fields that are None, empty or False are left out when dumped."""
+
+    @model_serializer(mode="wrap")
+    def _drop_empty(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        return {k: v for k, v in data.items() if not (v is None or v is False or v in ("", [], {}))}
 
 
 class GeneratedFile(BaseModel):
@@ -111,7 +126,8 @@ class GenerateResult(BaseModel):
 
     status: Literal["ok"] = "ok"
     response: str = Field(description="The model's answer text (reasoning removed).")
-    model: str = Field(description="provider:model that answered.")
+    model: str = Field(description="The model that answered, e.g. gpt-oss-120b.")
+    provider: str = Field("", description="The provider preset that served it, e.g. cerebras.")
     total_duration_ms: int
     finish_reason: str | None = None
     usage: Usage
@@ -123,12 +139,15 @@ class WriteFilesResult(BaseModel):
     status: Literal["ok", "partial", "error"] = Field(
         description="ok: every file written; partial: some refused; error: none written.")
     output_dir: str = Field(description="Absolute directory the files were written under.")
-    model: str
+    model: str = Field(description="The model that answered, e.g. gpt-oss-120b.")
+    provider: str = Field("", description="The provider preset that served it, e.g. cerebras.")
     generation_time_ms: int
     files_written: list[WrittenFile]
     total_files: int
     total_lines: int
     errors: list[FileError]
+    warnings: list[str] = Field(default_factory=list, description="Written, but worth a look (e.g. a file whose "
+                                                                   "closing tag was missing).")
     usage: Usage
 
 
@@ -136,8 +155,57 @@ class StatusResult(BaseModel):
     """Result of `check_status`: is a key set and does the endpoint answer. Never contains the key."""
 
     status: Literal["ok", "error"]
-    url: str | None = None
-    model: str | None = None
-    available_models: list[str] = Field(default_factory=list)
+    url: str | None = Field(None, description="The generator's endpoint.")
+    model: str | None = Field(None, description="The generator's model.")
+    available_models: list[str] = Field(default_factory=list, description="Models the generator's endpoint lists.")
+    roles: dict[str, str] = Field(default_factory=dict, description="Every role the default workflow (turbo with a "
+                                                                    "task) needs, and the provider:model it uses.")
     error: str | None = None
     setup_hint: str | None = None
+    timeout_note: str | None = Field(None, description="How GENERATION_TIMEOUT was read, when it may surprise.")
+    isolation: str | None = Field(None, description="How generated tests are isolated on this machine.")
+
+
+class NextAction(BaseModel):
+    """One thing the caller can do next: a tool and its arguments, which each edge renders in its own form."""
+
+    tool: Literal["run_status", "resume_run", "cancel_run"] = Field(description="The MCP tool to call.")
+    args: dict[str, str] = Field(description="Its arguments, e.g. {'run_id': ..., 'action': 'continue'}.")
+    why: str = Field(description="When to do it, in words.")
+
+
+class RunStatus(CompactModel):
+    """What a caller sees about a run: compact, no file contents. Empty fields are left out."""
+
+    run_id: str
+    workflow: str
+    status: Literal["running", "passed", "failed", "stopped", "done", "needs_input", "interrupted", "cancelled",
+                    "error"] = Field(description="running, passed, failed, stopped, done (judge), needs_input (the "
+                                                 "caller must act), interrupted (the process died: resume it), "
+                                                 "cancelled or error.")
+    created_at: str
+    output_dir: str | None = None
+    progress: list[str] = Field(default_factory=list, description="Latest progress lines, oldest first.")
+    result: dict[str, Any] | None = Field(None, description="The compact final result when the run is done.")
+    report_path: str | None = Field(None, description="JSON file with the full report (every failure, edit and "
+                                                      "call).")
+    needs: list[dict[str, Any]] | None = Field(None, description="Open interrupt payloads (needs_input).")
+    error: str | None = None
+    next: str | None = Field(None, description="What to do next, in words.")
+    next_actions: list[NextAction] = Field(default_factory=list, description="What to do next, as tool calls.")
+
+
+class RunRow(CompactModel):
+    """One line of list_runs."""
+
+    run_id: str
+    workflow: str
+    status: str
+    created_at: str
+    output_dir: str | None = None
+
+
+class RunList(BaseModel):
+    """Recent runs, newest first (no results; run_status gives one run's details)."""
+
+    runs: list[RunRow]

@@ -6,9 +6,9 @@ import operator
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from speedrun.state.records import FileError, LedgerEntry, TestReport, WrittenFile
+from speedrun.state.records import CompactModel, FileError, LedgerEntry, TestReport, WrittenFile, one_line
 
 SECTIONS = ("DATA CONTRACT", "API CONTRACT", "ALGORITHM", "RULES")
 
@@ -85,8 +85,80 @@ class FixCycle(BaseModel):
     edits: list[AppliedEdit] = Field(default_factory=list)
 
 
+# What a caller's context gets of a finished run (about 1 KB plus a line per file); the report file has the rest.
+SHOWN_FAILURES = 3
+SHOWN_EDITS = 2
+SHOWN_WARNINGS = 2
+LINE = 70  # characters of one message line
+FAILURE_LINE = 90  # characters of a failing test's line, its id included
+DIAGNOSIS = 50
+
+
+class FileLine(CompactModel):
+    """A written file in a compact result."""
+
+    path: str
+    lines: int
+    action: str
+
+
+class TestsLine(CompactModel):
+    """A test report in a compact result."""
+
+    __test__ = False
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    exit_code: int | None = Field(None, description="Shown when the command failed without a failing test.")
+    timed_out: bool = False
+    failures: list[str] = Field(default_factory=list, description=f"At most {SHOWN_FAILURES}, each 'test id: "
+                                                                  "first line of its message', trimmed.")
+
+
+class EditLine(CompactModel):
+    """An edit that did not apply, in a compact result."""
+
+    path: str
+    status: str
+    message: str = ""
+
+
+class CycleLine(CompactModel):
+    """The last fix cycle in a compact result: its applied edits counted, the others shown."""
+
+    cycle: int
+    source: str
+    diagnosis: str = ""
+    applied: int = 0
+    edits: list[EditLine] = Field(default_factory=list, description=f"Edits that did not apply, at most "
+                                                                    f"{SHOWN_EDITS}.")
+
+
+class CallsLine(BaseModel):
+    """Model calls of a run: count, tokens (prompt + completion) and ms, all roles together."""
+
+    calls: int
+    tokens: int
+    ms: int
+
+
+class TurboSummary(CompactModel):
+    """The compact outcome of a turbo run, for a caller's context: at most about 1 KB plus a line per file."""
+
+    status: str
+    files: list[FileLine] = Field(default_factory=list)
+    file_errors: list[FileError] = Field(default_factory=list, description=f"At most {SHOWN_FAILURES}, trimmed.")
+    tests: TestsLine | None = None
+    fix_cycles: int = Field(0, description="Fix cycles run; `last_cycle` shows the last one.")
+    last_cycle: CycleLine | None = None
+    llm: CallsLine | None = None
+    caller_tokens_saved: int = 0
+    warnings: list[str] = Field(default_factory=list)
+    omitted: str | None = Field(None, description="What was left out here; the report file (report_path) has it.")
+
+
 class TurboResult(BaseModel):
-    """The compact outcome of a turbo run: metadata only, never file contents."""
+    """The full outcome of a turbo run: metadata only, never file contents. `summary()` is what a caller sees."""
 
     run_id: str | None = None
     status: Literal["passed", "failed", "stopped"]
@@ -99,6 +171,40 @@ class TurboResult(BaseModel):
     caller_tokens_saved: int = Field(0, description="Estimate: tokens the models generated minus tokens "
                                                     "returned to the caller.")
     warnings: list[str] = Field(default_factory=list)
+    report_path: str | None = Field(None, description="JSON file holding this full report.")
+
+    def summary(self) -> TurboSummary:
+        """The compact form a caller's context gets: a few failures, the last cycle, one trimmed line per message."""
+        tests = self.tests
+        failures = tests.failures if tests else []
+        last = self.cycles[-1] if self.cycles else None
+        missed = [e for e in last.edits if e.status != "applied"] if last else []
+        left_out = [f"{n} {what}" for n, what in (
+            (len(failures) - SHOWN_FAILURES, "failing tests"), (len(self.cycles) - 1, "fix cycles"),
+            (len(missed) - SHOWN_EDITS, "edits"), (len(self.file_errors) - SHOWN_FAILURES, "refused files"),
+            (len(self.warnings) - SHOWN_WARNINGS, "warnings")) if n > 0]
+        calls = [u for u in self.ledger.values()]
+        return TurboSummary(
+            status=self.status,
+            files=[FileLine(path=f.path, lines=f.lines, action=f.action) for f in self.files],
+            file_errors=[FileError(path=one_line(e.path, LINE), error=one_line(e.error, LINE))
+                         for e in self.file_errors[:SHOWN_FAILURES]],
+            tests=None if tests is None else TestsLine(
+                passed=tests.passed, failed=tests.failed, errors=tests.errors, timed_out=tests.timed_out,
+                exit_code=tests.exit_code if not (tests.ok or tests.failed or tests.errors) else None,
+                failures=[one_line(f"{f.name}: {one_line(f.message, FAILURE_LINE)}", FAILURE_LINE)
+                          for f in failures[:SHOWN_FAILURES]]),
+            fix_cycles=len(self.cycles),
+            last_cycle=None if last is None else CycleLine(
+                cycle=last.cycle, source=last.source, diagnosis=one_line(last.diagnosis, DIAGNOSIS),
+                applied=len(last.edits) - len(missed),
+                edits=[EditLine(path=e.path, status=e.status, message=one_line(e.message, LINE))
+                       for e in missed[:SHOWN_EDITS]]),
+            llm=CallsLine(calls=sum(u.calls for u in calls), ms=sum(u.duration_ms for u in calls),
+                          tokens=sum(u.prompt_tokens + u.completion_tokens for u in calls)) if calls else None,
+            caller_tokens_saved=self.caller_tokens_saved,
+            warnings=[one_line(w, LINE) for w in self.warnings[:SHOWN_WARNINGS]],
+            omitted=", ".join(left_out) or None)
 
 
 class TurboInput(BaseModel):
@@ -114,6 +220,16 @@ class TurboInput(BaseModel):
     roles: dict[str, str] = Field(default_factory=dict, description="Per-role overrides, e.g. "
                                                                     "{'fixer': 'client', 'generator': 'groq'}.")
     test_timeout_s: float = Field(300, gt=0, description="Wall-clock limit for one test run.")
+    allow_paths: list[str] = Field(default_factory=list, description="Protected paths (e.g. .github/workflows/ci.yml) "
+                                                                     "the generator may write anyway.")
+
+    @field_validator("test_command")
+    @classmethod
+    def _test_command_runs_something(cls, value: str) -> str:
+        # A blank command "passes" without running a single test.
+        if not value.strip():
+            raise ValueError("test_command is empty; give the command that runs the tests, e.g. 'pytest -q'")
+        return value
 
     @model_validator(mode="after")
     def _task_or_contract(self) -> "TurboInput":

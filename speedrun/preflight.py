@@ -1,0 +1,163 @@
+"""Checks both edges (CLI, MCP) run on a request before any model call or run is created: one copy of each rule."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from speedrun.config import Settings, with_roles
+from speedrun.errors import InputError, echo
+
+if TYPE_CHECKING:
+    from speedrun.state import StatusResult
+    from speedrun.state.judging import JudgeInput
+    from speedrun.state.turbo import TurboInput
+
+#: The roles the default workflow (turbo with a task) needs: what `check` and check_status verify.
+DEFAULT_WORKFLOW_ROLES = ("generator", "planner", "fixer")
+
+
+def turbo_roles(inputs: TurboInput) -> tuple[str, ...]:
+    """The roles a turbo run needs: the planner only when it has no contract to start from."""
+    return ("generator", "fixer", *(() if inputs.contract and inputs.contract.strip() else ("planner",)))
+
+
+def check_max_tokens(max_tokens: int | None, name: str = "max_tokens") -> None:
+    """A token limit is a positive number, or absent (then it is sized to the prompt)."""
+    if max_tokens is not None and max_tokens <= 0:
+        raise InputError(f"{name} must be a positive number of tokens (got {max_tokens}); leave it out to have it "
+                         "sized to the prompt.")
+
+
+async def check_output_dir(path: Path, root: Path, allow_paths: list[str] | None = None) -> None:
+    """The output dir exists or can be created (it is created), and is not in a protected place."""
+    from speedrun.files import check_output_dir as check
+
+    await asyncio.to_thread(check, path, root, tuple(allow_paths or ()))
+
+
+async def check_generate(settings: Settings, out: Path, root: Path, *, max_tokens: int | None,
+                         allow_paths: list[str] | None = None, max_tokens_name: str = "max_tokens") -> None:
+    """Everything a one-shot generate-and-write needs before its model call."""
+    settings.require("generator")
+    check_max_tokens(max_tokens, max_tokens_name)
+    await check_output_dir(out, root, allow_paths)
+
+
+async def check_turbo(settings: Settings, inputs: TurboInput, root: Path) -> None:
+    """Everything a turbo run needs before it is created: its roles, a usable workspace, a test command that runs."""
+    from speedrun.sandbox import check_test_command
+
+    with_roles(settings, inputs.roles).require(*turbo_roles(inputs))  # type: ignore[arg-type]
+    out = Path(inputs.output_dir)
+    await asyncio.to_thread(check_test_command, inputs.test_command, out)
+    await check_output_dir(out, root, inputs.allow_paths)  # last: it creates the directory
+
+
+async def check_judge(settings: Settings, inputs: JudgeInput) -> None:
+    """Everything a judge run needs before it is created: its roles, a design, existing and distinct directories."""
+    settings.require("reviewer", "judge")
+    if not inputs.design.strip():
+        raise InputError("design is empty; pass the design or plan the implementations follow.")
+    names = [impl.name for impl in inputs.implementations]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(f"implementation names must be distinct (they label the scorecard); "
+                         f"{', '.join(echo(n) for n in dupes)} appears more than once. Give each a unique name.")
+    for impl in inputs.implementations:
+        if not await asyncio.to_thread(Path(impl.path).is_dir):
+            raise InputError(f"implementation {echo(impl.name)}: path {echo(impl.path)} is not an existing "
+                             "directory; pass the directory that holds it.")
+
+
+async def check_setup(settings: Settings | None, config_error: str | None = None) -> StatusResult:
+    """What `speedrun check` and check_status report: every role the default workflow needs, their endpoints,
+    how GENERATION_TIMEOUT was read and which isolation tests get. Never contains a key."""
+    from speedrun.config import SETUP_HINT
+    from speedrun.errors import ConfigError, SpeedRunError
+    from speedrun.llm import list_models
+    from speedrun.state import StatusResult
+
+    if settings is None or config_error:
+        error = config_error or "settings could not be read"
+        return StatusResult(status="error", error=NO_PROVIDER if error == SETUP_HINT else error,
+                            setup_hint=_hint_for(error))
+    redact = settings.redact
+    specs, roles = {}, {}
+    problems: dict[str, list[str]] = {}  # message -> the roles it concerns (one provider typo breaks them all)
+    for role in DEFAULT_WORKFLOW_ROLES:
+        if role == "fixer" and settings.fixer_is_client:
+            roles[role] = "client"
+            continue
+        try:
+            specs[role] = settings.role(role).primary  # type: ignore[arg-type]
+            roles[role] = specs[role].describe()
+        except ConfigError as exc:
+            problems.setdefault(redact(str(exc)), []).append(role)
+    gen = specs.get("generator")
+    result = StatusResult(status="ok", url=gen.base_url if gen else settings.cerebras_url,
+                          model=gen.model if gen else settings.cerebras_model, roles=roles,
+                          timeout_note=_timeout_note(settings), isolation=await _isolation(settings))
+    if problems:
+        result.status = "error"
+        if SETUP_HINT in problems:  # no provider at all: the short form; the hint carries the how-to
+            result.error = NO_PROVIDER
+            result.setup_hint = SETUP_HINT
+        else:
+            result.error = "; ".join(f"{', '.join(rs)}: {msg}" for msg, rs in problems.items())
+            result.setup_hint = _hint_for(result.error)
+        return result
+    listed: dict[str, list[str]] = {}
+    for role, spec in specs.items():  # one GET /models per endpoint and key, not per role
+        if spec.budget_key not in listed:
+            try:
+                listed[spec.budget_key] = await list_models(spec, settings)
+            except SpeedRunError as exc:
+                result.status, result.error = "error", f"{role} endpoint {spec.base_url}: {redact(str(exc))}"
+                result.setup_hint = "Check the URL, the key and the network; the endpoint must answer GET /models."
+                return result
+        models = listed[spec.budget_key]
+        if role == "generator":
+            result.available_models = models
+        if models and spec.model not in models:
+            var = f"SPEEDRUN_{role.upper()}" if (getattr(settings, role) or "").strip() else (
+                "CEREBRAS_MODEL" if spec.provider == "cerebras" else "SPEEDRUN_PROVIDER")
+            result.status = "error"
+            result.error = (f"{role}: model {spec.model!r} is not in the endpoint's model list "
+                            f"({', '.join(models[:8])}{', …' if len(models) > 8 else ''}); set {var} to one of them.")
+            return result
+    return result
+
+
+NO_PROVIDER = "no model provider: CEREBRAS_API_KEY is not set and no local provider is configured"
+
+
+def _hint_for(error: str) -> str | None:
+    """The setup hint that matches an error: the key how-to only when no provider is configured at all."""
+    from speedrun.config import SETUP_HINT
+
+    if not error:
+        return None
+    if error in (SETUP_HINT, NO_PROVIDER):
+        return SETUP_HINT
+    return "Fix the setting the error names, then restart the client (or rerun the command)."
+
+
+def _timeout_note(settings: Settings) -> str | None:
+    note = getattr(settings, "timeout_note", None)  # helper D's Settings.timeout_note()
+    return note() if callable(note) else None
+
+
+async def _isolation(settings: Settings) -> str | None:
+    """The sandbox's one-line summary (it may probe bubblewrap once: off the event loop)."""
+    from speedrun import sandbox
+
+    summary = getattr(sandbox, "isolation_summary", None)
+    if summary is None:
+        return None
+    try:
+        return await asyncio.to_thread(summary, getattr(settings, "sandbox", "auto") or "auto",
+                                       bool(getattr(settings, "sandbox_network", False)))
+    except Exception as exc:  # an unknown SPEEDRUN_SANDBOX mode is reported, not raised
+        return str(exc)

@@ -1,0 +1,237 @@
+"""The edges as users meet them: bad input stopped before any work, runs that keep their record, honest hints.
+
+MCP over a real stdio session, the CLI as a subprocess; the scripted server records every model request.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.fake_llm import FakeLLM, Reply
+from tests.test_cli import fake_env, run_cli
+from tests.test_mcp_stdio import KEY, Transcript, error_text, mcp_session, server_env
+from tests.test_turbo import PYTEST, TEST_CALC, FIXED_CALC, file_blocks
+from tests.test_turbo_durable import CONTRACT_TEXT
+
+
+def turbo_args(out: Path | str, **extra: Any) -> dict[str, Any]:
+    return {"contract": CONTRACT_TEXT, "output_dir": str(out), "test_command": PYTEST, "wait_seconds": 30, **extra}
+
+
+# --- 1c: runs tell the truth ------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_cancel_keeps_the_record_of_a_finished_or_failed_run(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    root = tmp_path / "root"
+    async with mcp_session(tmp_path, server_env(tmp_path, fake_llm)) as session:
+        t = Transcript(session)
+        fake_llm.script(Reply(status=401, error_message="invalid key"))  # the generator fails: the run errors
+        failed = (await t.call("turbo", turbo_args(root / "a"))).structured_content
+        assert failed["status"] == "error" and "rejected the API key" in failed["error"]
+
+        text = error_text(await t.call("cancel_run", {"run_id": failed["run_id"]}))
+        assert "already ended with an error" in text and "rejected the API key" in text
+        after = (await t.call("run_status", {"run_id": failed["run_id"]})).structured_content
+        assert after["status"] == "error" and after["error"] == failed["error"]  # the reason it failed is kept
+
+        fake_llm.script(file_blocks({"calc.py": FIXED_CALC, "test_calc.py": TEST_CALC}))
+        passed = (await t.call("turbo", turbo_args(root / "b"))).structured_content
+        assert passed["status"] == "passed"
+        text = error_text(await t.call("cancel_run", {"run_id": passed["run_id"]}))
+        assert "already finished (passed)" in text
+        assert (await t.call("run_status", {"run_id": passed["run_id"]})).structured_content["status"] == "passed"
+    assert KEY not in t.text()
+
+
+@pytest.mark.anyio
+async def test_concurrent_first_use_of_the_run_tools_shares_one_database(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    async with mcp_session(tmp_path, server_env(tmp_path, fake_llm)) as session:
+        results: list[Any] = []
+
+        async def one(tool: str, args: dict[str, Any]) -> None:
+            results.append(await session.call_tool(tool, args))
+
+        async with anyio.create_task_group() as tg:  # a fresh server: the run database is not open yet
+            for i in range(3):
+                tg.start_soon(one, "list_runs", {})
+                tg.start_soon(one, "run_status", {"run_id": f"turbo-missing-{i}"})
+        texts = [" ".join(getattr(c, "text", "") for c in r.content) for r in results]
+        assert not any("Connection closed" in text or "internal error" in text for text in texts), texts
+        assert sum(not r.is_error for r in results) == 3  # the three list_runs
+        assert all("no run 'turbo-missing-" in text for r, text in zip(results, texts) if r.is_error)
+
+
+@pytest.mark.anyio
+async def test_a_huge_run_id_is_not_echoed_whole(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    huge = "turbo-" + "x" * 1_000_000
+    async with mcp_session(tmp_path, server_env(tmp_path, fake_llm)) as session:
+        for tool, args in [("run_status", {"run_id": huge}), ("cancel_run", {"run_id": huge}),
+                           ("resume_run", {"run_id": huge, "action": "continue"})]:
+            text = error_text(await session.call_tool(tool, args))
+            assert "no run 'turbo-xxx" in text and "1000006 characters" in text
+            assert len(text) < 500, (tool, len(text))
+
+
+# --- section 6: bad input stops before any model call or run ------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_bad_input_over_mcp_is_a_tool_error_before_any_work(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a-file").write_text("not a directory\n")
+    (root / "impl").mkdir()
+    async with mcp_session(tmp_path, server_env(tmp_path, fake_llm)) as session:
+        t = Transcript(session)
+
+        async def refused(tool: str, args: dict[str, Any], *needles: str) -> str:
+            result = await t.call(tool, args)
+            text = error_text(result)
+            for needle in needles:
+                assert needle in text, (tool, args, text)
+            assert len(text) < 1200 and "Traceback" not in text
+            assert "TurboInput" not in text and "JudgeInput" not in text and "errors.pydantic.dev" not in text
+            return text
+
+        await refused("turbo", turbo_args(root / "ws", test_command="   "), "test_command", "empty")
+        await refused("turbo", turbo_args(root / "ws", test_command="no-such-test-runner-zz --all"),
+                      "no-such-test-runner-zz", "not found")
+        await refused("turbo", turbo_args(root / "a-file"), "a-file")
+        await refused("turbo", turbo_args(root / "a-file" / "sub"), "a-file")
+        await refused("turbo", {"output_dir": str(root / "ws"), "test_command": PYTEST}, "task", "contract")
+        await refused("generate_and_write_files", {"prompt": "x", "output_dir": str(root / "a-file")}, "a-file")
+        await refused("generate_and_write_files", {"prompt": "x", "output_dir": "ws", "max_tokens": 0},
+                      "max_tokens")
+        await refused("generate", {"prompt": "x", "max_tokens": -5}, "max_tokens")
+        await refused("judge", {"implementations": [{"name": "a", "path": str(root / "impl")},
+                                                    {"name": "b", "path": str(root / "missing")}],
+                                "design": "a design"}, "missing")
+        await refused("judge", {"implementations": [{"path": str(root / "impl")}, {"path": str(root / "impl")}],
+                                "design": "a design"}, "impl", "distinct")
+        await refused("judge", {"implementations": [{"name": "a", "path": str(root / "impl")}], "design": "  "},
+                      "design")
+        runs = (await t.call("list_runs", {})).structured_content
+    assert runs["runs"] == []  # no run was created
+    assert fake_llm.chat_requests() == []  # and no model was called
+    assert not (root / "ws").exists()
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["generate", "x", "--out", "a-file"], ["a-file"]),
+    (["generate", "x", "--out", "a-file/sub"], ["a-file"]),
+    (["generate", "x", "--out", "out", "--max-tokens", "0"], ["--max-tokens"]),
+    (["generate", "x", "--out", "out", "--max-tokens", "-3"], ["--max-tokens"]),
+    (["turbo", "--task", "x", "--out", "ws", "--test-cmd", " "], ["--test-cmd", "empty"]),
+    (["turbo", "--task", "x", "--out", "ws", "--test-cmd", "no-such-test-runner-zz"], ["no-such-test-runner-zz"]),
+    (["turbo", "--task", "x", "--out", "a-file"], ["a-file"]),
+])
+def test_bad_input_on_the_cli_exits_2_before_any_work(tmp_path: Path, fake_llm: FakeLLM, args: list[str],
+                                                      needles: list[str]) -> None:
+    (tmp_path / "a-file").write_text("not a directory\n")
+    proc = run_cli(args, tmp_path, **fake_env(fake_llm))
+    assert proc.returncode == 2, proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr and "TurboInput" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert fake_llm.chat_requests() == []
+    assert not (tmp_path / "out").exists() and not (tmp_path / "ws").exists()
+    assert not (tmp_path / "state" / "runs.sqlite").exists()  # no run was created
+
+
+def test_the_resume_hint_is_a_command_that_runs(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    (tmp_path / "contract.txt").write_text(CONTRACT_TEXT)
+    fake_llm.script(Reply(status=401, error_message="invalid key"))
+    proc = run_cli(["turbo", "--contract", "contract.txt", "--out", "ws", "--test-cmd", PYTEST], tmp_path,
+                   **fake_env(fake_llm))
+    assert proc.returncode == 1
+    run_id = re.search(r"^run (\S+)$", proc.stderr, re.M).group(1)
+    [hint] = [line for line in proc.stderr.splitlines() if "speedrun resume" in line]
+    command = shlex.split(hint[hint.index("speedrun resume"):])
+    assert command == ["speedrun", "resume", run_id]
+
+    fake_llm.script(file_blocks({"calc.py": FIXED_CALC, "test_calc.py": TEST_CALC}))
+    resumed = run_cli(command[1:], tmp_path, **fake_env(fake_llm))  # the hint, as the user would paste it
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"PASSED: 1 passed, 0 failed, 0 errors after 0 fix cycle(s); run {run_id}" in resumed.stdout
+
+
+# --- check: every role, a hint that matches the error ----------------------------------------------------------
+
+
+def test_check_covers_every_role_of_the_default_workflow(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    # The generator is fine; the planner names a provider whose key is not set.
+    proc = run_cli(["check"], tmp_path, **fake_env(fake_llm), SPEEDRUN_PLANNER="groq")
+    assert proc.returncode != 0
+    assert "planner" in proc.stderr and "GROQ_API_KEY" in proc.stderr
+    assert "Traceback" not in proc.stderr and KEY not in proc.stdout + proc.stderr
+
+    ok = run_cli(["check"], tmp_path, **fake_env(fake_llm))
+    assert ok.returncode == 0, ok.stderr
+    assert re.search(r"^planner\s+cerebras:fake-model$", ok.stdout, re.M)
+    assert re.search(r"^fixer\s+cerebras:fake-model$", ok.stdout, re.M)
+
+
+@pytest.mark.anyio
+async def test_check_status_checks_every_role_and_its_hint_matches_the_error(tmp_path: Path,
+                                                                            fake_llm: FakeLLM) -> None:
+    env = server_env(tmp_path, fake_llm, SPEEDRUN_PLANNER="groq")
+    async with mcp_session(tmp_path, env) as session:
+        status = (await session.call_tool("check_status", {})).structured_content
+    assert status["status"] == "error"
+    assert "planner" in status["error"] and "GROQ_API_KEY" in status["error"]
+    assert "CEREBRAS_API_KEY" not in (status.get("setup_hint") or "")  # the key is set; the hint must not say otherwise
+
+    typo = server_env(tmp_path, fake_llm, SPEEDRUN_PROVIDER="cerebraz")
+    async with mcp_session(tmp_path, typo) as session:
+        status = (await session.call_tool("check_status", {})).structured_content
+    assert status["status"] == "error"
+    assert "cerebraz" in status["error"] and "unknown provider" in status["error"]
+    assert "No model provider is configured" not in (status.get("setup_hint") or "")
+    assert status["error"].count("unknown provider") == 1  # one message for the three roles it breaks
+
+    async with mcp_session(tmp_path, server_env(tmp_path, fake_llm)) as session:
+        status = (await session.call_tool("check_status", {})).structured_content
+    assert status["status"] == "ok"
+    assert status["roles"] == {"generator": "cerebras:fake-model", "planner": "cerebras:fake-model",
+                               "fixer": "cerebras:fake-model"}
+    assert status["isolation"]  # which sandbox the tests get
+    assert [r.path for r in fake_llm.requests] == ["/v1/models"]  # one endpoint, asked once
+
+
+# --- parity and noise -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_roots_are_read_without_the_deprecation_noise(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    client_root = tmp_path / "client-project"
+    client_root.mkdir()
+    async with mcp_session(tmp_path, server_env(tmp_path, fake_llm), client_roots=[client_root]) as session:
+        for _ in range(2):
+            fake_llm.script('<FILE path="a.py">\nA = 1\n</FILE>\n')
+            result = await session.call_tool("generate_and_write_files", {"prompt": "x", "output_dir": "app"})
+            assert not result.is_error
+    assert (client_root / "app" / "a.py").read_text() == "A = 1\n"  # roots are still used
+    log = (tmp_path / "server-stderr.log").read_text()
+    assert "MCPDeprecationWarning" not in log and "roots capability is deprecated" not in log
+
+
+@pytest.mark.anyio
+async def test_every_run_tool_has_an_output_schema(tmp_path: Path) -> None:
+    async with mcp_session(tmp_path, server_env(tmp_path, None)) as session:
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+    for name in ("turbo", "judge", "run_status", "resume_run", "cancel_run", "list_runs", "check_status"):
+        schema = tools[name].output_schema
+        assert schema and schema.get("properties"), name
+    assert "next_actions" in tools["run_status"].output_schema["properties"]
+    assert "report_path" in tools["turbo"].output_schema["properties"]
+    for name in ("turbo", "generate_and_write_files"):
+        assert "allow_paths" in tools[name].input_schema["properties"]
