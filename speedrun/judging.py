@@ -157,6 +157,12 @@ def render_worksheet(inputs: JudgeFields, cards: list[Scorecard], decision: Deci
                 f"Measured: {m.loc} LOC in {m.files} files ({', '.join(m.languages) or 'no recognised language'}). "
                 f"{m.counted}", "",
                 "Readability violations: " + ", ".join(f"{k} {v}" for k, v in m.violation_counts().items()), ""]
+        if m.test_violations:
+            kinds: dict[str, int] = {}
+            for violation in m.test_violations:
+                kinds[violation.kind] = kinds.get(violation.kind, 0) + 1
+            out += ["In test files (listed, not scored: tests often ship with the task): "
+                    + ", ".join(f"{k} {v}" for k, v in kinds.items()), ""]
         if c.checklists:
             for title, answers in (("Fitness", c.checklists.fitness), ("Robustness & scale", c.checklists.robustness),
                                    ("Maintainability", c.checklists.maintainability)):

@@ -328,6 +328,7 @@ async def test_the_shipped_example_tests_eliminate_nobody(fake_llm: FakeLLM, set
         assert card.scores.readability == 5 and card.violations == 0
     worksheet = Path(result.worksheet_path).read_text()
     assert "their violations are listed apart and not scored" in worksheet
+    assert "In test files (listed, not scored: tests often ship with the task): single_letter_name" in worksheet
 
 
 # --------------------------------------------------------------------------------------------------

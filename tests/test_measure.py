@@ -16,7 +16,73 @@ from speedrun.state.judge import Measurement, Violation
 #: The test file shipped with the example task (tests named `b` and `t`), as every implementation gets it.
 SHIPPED_TESTS = Path(__file__).resolve().parents[1] / "examples" / "token-bucket" / "tests" / "test_token_bucket.py"
 #: A clean implementation of that task (passes SHIPPED_TESTS, no readability violation of its own).
-TOKEN_BUCKET_PY = '"""A thread-safe token-bucket rate limiter with an injectable clock."""\n\nimport threading\nimport time\nfrom collections.abc import Callable\n\n\nclass TokenBucket:\n    """Holds up to `capacity` tokens, refilled at `refill_rate` tokens per second."""\n\n    def __init__(self, capacity: float, refill_rate: float, *, clock: Callable[[], float] = time.monotonic,\n                 sleep: Callable[[float], None] = time.sleep) -> None:\n        if capacity <= 0 or refill_rate <= 0:\n            raise ValueError("capacity and refill_rate must be positive")\n        self.capacity = float(capacity)\n        self.refill_rate = float(refill_rate)\n        self._clock = clock\n        self._sleep = sleep\n        self._tokens = self.capacity\n        self._last = clock()\n        self._lock = threading.Lock()\n\n    def _refill(self) -> None:\n        now = self._clock()\n        elapsed = max(0.0, now - self._last)\n        self._tokens = min(self.capacity, self._tokens + elapsed * self.refill_rate)\n        self._last = now\n\n    def _check(self, tokens: float) -> None:\n        if tokens <= 0 or tokens > self.capacity:\n            raise ValueError(f"tokens must be in (0, {self.capacity}]")\n\n    def available(self) -> float:\n        """Tokens available now."""\n        with self._lock:\n            self._refill()\n            return self._tokens\n\n    def try_acquire(self, tokens: float = 1) -> bool:\n        """Take `tokens` if they are available now."""\n        self._check(tokens)\n        with self._lock:\n            self._refill()\n            if self._tokens < tokens:\n                return False\n            self._tokens -= tokens\n            return True\n\n    def time_until(self, tokens: float = 1) -> float:\n        """Seconds until `tokens` would be available."""\n        with self._lock:\n            self._refill()\n            return max(0.0, (tokens - self._tokens) / self.refill_rate)\n\n    def acquire(self, tokens: float = 1, timeout: float | None = None) -> bool:\n        """Wait for `tokens`, giving up when the wait would exceed `timeout`."""\n        self._check(tokens)\n        while True:\n            wait = self.time_until(tokens)\n            if timeout is not None and wait > timeout:\n                return False\n            if wait > 0:\n                self._sleep(wait)\n            if self.try_acquire(tokens):\n                return True\n'
+TOKEN_BUCKET_PY = '''\
+"""A thread-safe token-bucket rate limiter with an injectable clock."""
+
+import threading
+import time
+from collections.abc import Callable
+
+
+class TokenBucket:
+    """Holds up to `capacity` tokens, refilled at `refill_rate` tokens per second."""
+
+    def __init__(self, capacity: float, refill_rate: float, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if capacity <= 0 or refill_rate <= 0:
+            raise ValueError("capacity and refill_rate must be positive")
+        self.capacity = float(capacity)
+        self.refill_rate = float(refill_rate)
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = self.capacity
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        elapsed = max(0.0, now - self._last)
+        self._tokens = min(self.capacity, self._tokens + elapsed * self.refill_rate)
+        self._last = now
+
+    def _check(self, tokens: float) -> None:
+        if tokens <= 0 or tokens > self.capacity:
+            raise ValueError(f"tokens must be in (0, {self.capacity}]")
+
+    def available(self) -> float:
+        """Tokens available now."""
+        with self._lock:
+            self._refill()
+            return self._tokens
+
+    def try_acquire(self, tokens: float = 1) -> bool:
+        """Take `tokens` if they are available now."""
+        self._check(tokens)
+        with self._lock:
+            self._refill()
+            if self._tokens < tokens:
+                return False
+            self._tokens -= tokens
+            return True
+
+    def time_until(self, tokens: float = 1) -> float:
+        """Seconds until `tokens` would be available."""
+        with self._lock:
+            self._refill()
+            return max(0.0, (tokens - self._tokens) / self.refill_rate)
+
+    def acquire(self, tokens: float = 1, timeout: float | None = None) -> bool:
+        """Wait for `tokens`, giving up when the wait would exceed `timeout`."""
+        self._check(tokens)
+        while True:
+            wait = self.time_until(tokens)
+            if timeout is not None and wait > timeout:
+                return False
+            if wait > 0:
+                self._sleep(wait)
+            if self.try_acquire(tokens):
+                return True
+'''
 
 
 def _write(root: Path, files: dict[str, str]) -> Path:
