@@ -181,9 +181,8 @@ class RateBudget:
                         left = f"{delay:.0f} s left" if delay is not None else f"waited {waited:.0f} s so far"
                         await _announce(f"{self.name}: waiting for the rate limit ({why}), {left}.")
                         next_note = now + ANNOUNCE_EVERY_S
-                # Woken early when a slot frees or a charge settles; the poll also covers the next announcement.
-                pause = min(delay if delay is not None else 1.0, 1.0, max(0.01, next_note - now)
-                            if waited + 1.0 >= ANNOUNCE_AFTER_S else 1.0)
+                # Woken early when a slot frees or a charge settles; the 1 s poll also paces the announcements.
+                pause = 1.0 if delay is None else min(delay, 1.0)
                 try:
                     await asyncio.wait_for(me.event.wait(), max(0.005, pause))
                 except TimeoutError:
