@@ -81,9 +81,6 @@ def _wait_lines() -> Any:
     return reporter(lambda message: _print_err(f"  waiting: {message}")) if reporter else nullcontext()
 
 
-def _allow_kw(allow_paths: list[str] | None) -> dict[str, Any]:
-    return {"allow_paths": list(allow_paths)} if allow_paths else {}
-
 
 def _root_for(out: Path) -> Path:
     """The root protected places are judged against: the working directory when --out lies inside it."""
@@ -112,7 +109,7 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     with _wait_lines():
         result = await generate_and_write(settings, prompt, out, system_prompt=args.system, context=context,
                                           max_tokens=args.max_tokens, on_file=progress,
-                                          **_allow_kw(args.allow_path))
+                                          allow_paths=args.allow_path or ())
     files = result.report.files_written
     usage = Usage.of(result.entries)
     warnings = list(getattr(result, "warnings", []) or [])

@@ -235,3 +235,129 @@ async def test_every_run_tool_has_an_output_schema(tmp_path: Path) -> None:
     assert "report_path" in tools["turbo"].output_schema["properties"]
     for name in ("turbo", "generate_and_write_files"):
         assert "allow_paths" in tools[name].input_schema["properties"]
+
+
+def server_pid(marker: str) -> int:
+    """The pid of the `speedrun mcp` process whose environment holds `marker` (its own SPEEDRUN_HOME)."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"speedrun\x00mcp" in (proc / "cmdline").read_bytes() and marker.encode() in (
+                    proc / "environ").read_bytes():
+                return int(proc.name)
+        except OSError:
+            continue
+    raise AssertionError("no speedrun mcp process found")
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/<pid>/maps")
+@pytest.mark.anyio
+async def test_gateway_imports_are_warmed_after_initialize_without_a_tool_call(tmp_path: Path) -> None:
+    # langchain_openai loads tiktoken's compiled module: its presence in the server's memory map shows the gateway
+    # was imported, without timing anything and without calling a tool.
+    env = server_env(tmp_path, None)
+    async with mcp_session(tmp_path, env):
+        maps = Path(f"/proc/{server_pid(env['SPEEDRUN_HOME'])}/maps")
+        with anyio.fail_after(30):
+            while "_tiktoken" not in maps.read_text():
+                await anyio.sleep(0.1)
+
+
+# --- rate-budget waits are never silent --------------------------------------------------------------------------
+
+EXHAUSTED = {"x-ratelimit-limit-requests-minute": "30", "x-ratelimit-remaining-requests-minute": "0",
+             "x-ratelimit-reset-requests-minute": "3.5"}
+
+
+@pytest.mark.anyio
+async def test_rate_waits_show_up_as_mcp_progress_and_in_the_runs_progress(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    async with mcp_session(tmp_path, server_env(tmp_path, fake_llm)) as session:
+        heard: list[str] = []
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            heard.append(message or "")
+
+        fake_llm.script(Reply(content="first", headers=EXHAUSTED), "second")
+        await session.call_tool("generate", {"prompt": "a"})
+        second = await session.call_tool("generate", {"prompt": "b"}, progress_callback=on_progress)
+        assert second.structured_content["response"] == "second"
+        assert any("cerebras" in m and "s left" in m for m in heard), heard
+
+        heard.clear()
+        fake_llm.script(Reply(content="x", headers=EXHAUSTED),
+                        file_blocks({"calc.py": FIXED_CALC, "test_calc.py": TEST_CALC}))
+        await session.call_tool("generate", {"prompt": "c"})
+        done = await session.call_tool("turbo", turbo_args(tmp_path / "root" / "ws"), progress_callback=on_progress)
+        assert done.structured_content["status"] == "passed"
+        assert any(m.startswith("waiting: ") and "cerebras" in m for m in heard), heard  # the run's own progress
+
+
+def test_cli_generate_prints_a_line_while_it_waits_for_the_rate_budget(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    # The first reply is cut by the token limit and leaves the budget empty; the follow-up request must wait.
+    fake_llm.script(Reply(content='<FILE path="a.py">\nA = 1\n', finish_reason="length", headers=EXHAUSTED),
+                    'A = 1\n</FILE>\n')
+    proc = run_cli(["generate", "x", "--out", "out"], tmp_path, **fake_env(fake_llm))
+    assert len(fake_llm.chat_requests()) == 2, proc.stderr
+    waits = [line for line in proc.stderr.splitlines() if line.strip().startswith("waiting:")]
+    assert waits and "cerebras" in waits[0], proc.stderr
+
+
+# --- allow_paths: protected places only where the user names them ---------------------------------------------
+
+CI_REPLY = '<FILE path=".github/workflows/ci.yml">\non: push\n</FILE>\n<FILE path="app.py">\nA = 1\n</FILE>\n'
+
+
+@pytest.mark.anyio
+async def test_allow_paths_lets_a_named_protected_file_through_over_mcp(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    proj = tmp_path / "root" / "proj"
+    async with mcp_session(tmp_path, server_env(tmp_path, fake_llm)) as session:
+        fake_llm.script(CI_REPLY)
+        refused = (await session.call_tool("generate_and_write_files",
+                                           {"prompt": "x", "output_dir": "proj"})).structured_content
+        assert refused["status"] == "partial"
+        assert [e["path"] for e in refused["errors"]] == [".github/workflows/ci.yml"]
+        assert not (proj / ".github").exists()
+
+        fake_llm.script(CI_REPLY)
+        allowed = (await session.call_tool("generate_and_write_files", {
+            "prompt": "x", "output_dir": "proj", "allow_paths": [".github/workflows/ci.yml"]})).structured_content
+    assert allowed["status"] == "ok", allowed
+    assert (proj / ".github" / "workflows" / "ci.yml").read_text() == "on: push\n"
+
+
+def test_allow_path_flag_on_the_cli(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    fake_llm.script(CI_REPLY, CI_REPLY)
+    refused = run_cli(["generate", "x", "--out", "out"], tmp_path, **fake_env(fake_llm))
+    assert refused.returncode == 1 and ".github/workflows/ci.yml" in refused.stdout
+    assert not (tmp_path / "out" / ".github").exists()
+    allowed = run_cli(["generate", "x", "--out", "out", "--allow-path", ".github/workflows/ci.yml"], tmp_path,
+                      **fake_env(fake_llm))
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert (tmp_path / "out" / ".github" / "workflows" / "ci.yml").read_text() == "on: push\n"
+
+
+@pytest.mark.anyio
+async def test_codegen_warnings_reach_the_caller(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    unclosed = '<FILE path="a.py">\nA = 1\n'  # the reply ended normally without the closing tag
+    async with mcp_session(tmp_path, server_env(tmp_path, fake_llm)) as session:
+        fake_llm.script(unclosed)
+        out = (await session.call_tool("generate_and_write_files",
+                                       {"prompt": "x", "output_dir": "proj"})).structured_content
+    assert (tmp_path / "root" / "proj" / "a.py").read_text() == "A = 1\n"
+    assert any("a.py" in w for w in out["warnings"]), out
+
+    fake_llm.script(unclosed)
+    proc = run_cli(["generate", "x", "--out", "out"], tmp_path, **fake_env(fake_llm))
+    assert any(line.startswith("warning: ") and "a.py" in line for line in proc.stdout.splitlines()), proc.stdout
+
+
+@pytest.mark.anyio
+async def test_check_says_how_generation_timeout_was_read(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    async with mcp_session(tmp_path, server_env(tmp_path, fake_llm, GENERATION_TIMEOUT="120")) as session:
+        status = (await session.call_tool("check_status", {})).structured_content
+    assert status["status"] == "ok"
+    assert "120 seconds" in status["timeout_note"]
+
+    proc = run_cli(["check"], tmp_path, **fake_env(fake_llm), GENERATION_TIMEOUT="120")
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^timeout\s+GENERATION_TIMEOUT=120 is read as 120 seconds", proc.stdout, re.M)
+    assert re.search(r"^tests\s+\S", proc.stdout, re.M)  # which isolation the tests get

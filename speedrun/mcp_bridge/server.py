@@ -121,10 +121,15 @@ class Runs:
 WARM_MODULES = ("speedrun.llm", "openai", "langchain_openai")
 
 
+WARM_DELAY_S = 0.3  # let the client's tools/list, which follows `initialized` at once, be answered first
+
+
 def _warm_imports() -> None:
     """Import what the first model call needs, so its generation time is not spent importing."""
     import importlib
+    import time
 
+    time.sleep(WARM_DELAY_S)
     for name in WARM_MODULES:
         try:
             importlib.import_module(name)
@@ -264,7 +269,7 @@ def create_server(settings: Settings | None = None) -> MCPServer:
             with _progress_waits(ctx):
                 result = await generate_and_write(settings, prompt, out, system_prompt=system_prompt,
                                                   context=context, max_tokens=max_tokens, on_file=progress,
-                                                  **_allow_kw(allow_paths))
+                                                  allow_paths=allow_paths or ())
             files = result.report.files_written
             model = result.entries[-1] if result.entries else None
             return WriteFilesResult(
@@ -286,11 +291,6 @@ def create_server(settings: Settings | None = None) -> MCPServer:
 
     register_run_tools(server, settings, guarded, runs)  # after the seed's three, so clients list those first
     return server
-
-
-def _allow_kw(allow_paths: list[str] | None) -> dict[str, Any]:
-    """codegen's allow_paths keyword, passed only when the caller named paths (so an older codegen still works)."""
-    return {"allow_paths": list(allow_paths)} if allow_paths else {}
 
 
 def register_run_tools(server: MCPServer, settings: Settings,
