@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from speedrun.config import Settings, with_roles
-from speedrun.errors import InputError, echo
+from speedrun.errors import InputError
 
 if TYPE_CHECKING:
     from speedrun.state import StatusResult
@@ -56,19 +56,9 @@ async def check_turbo(settings: Settings, inputs: TurboInput, root: Path) -> Non
 
 
 async def check_judge(settings: Settings, inputs: JudgeInput) -> None:
-    """Everything a judge run needs before it is created: its roles, a design, existing and distinct directories."""
+    """What a judge run needs besides valid input: its roles. (JudgeInput itself refuses an empty design,
+    missing directories and duplicate names, so both edges get those from parse_input.)"""
     settings.require("reviewer", "judge")
-    if not inputs.design.strip():
-        raise InputError("design is empty; pass the design or plan the implementations follow.")
-    names = [impl.name for impl in inputs.implementations]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise InputError(f"implementation names must be distinct (they label the scorecard); "
-                         f"{', '.join(echo(n) for n in dupes)} appears more than once. Give each a unique name.")
-    for impl in inputs.implementations:
-        if not await asyncio.to_thread(Path(impl.path).is_dir):
-            raise InputError(f"implementation {echo(impl.name)}: path {echo(impl.path)} is not an existing "
-                             "directory; pass the directory that holds it.")
 
 
 async def check_setup(settings: Settings | None, config_error: str | None = None) -> StatusResult:

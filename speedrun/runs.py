@@ -288,9 +288,10 @@ class RunManager:
             summary = result.summary() if hasattr(result, "summary") else result
             verdict = getattr(summary, "status", "done")  # the judge has a verdict, not pass/fail
             status.status = verdict if verdict in FINISHED else "done"
-            # Said once, at the top: its status, and the directory (in the report, and in list_runs).
-            status.result = summary.model_dump(mode="json", exclude={"status", "output_dir"})
+            # Said once, at the top: its status, the full report's path; the directory is in the report and list_runs.
             status.report_path = getattr(result, "report_path", None) or getattr(result, "scorecard_path", None)
+            status.result = summary.model_dump(mode="json", exclude={"status", "output_dir", "report_path",
+                                                                     "scorecard_path"})
             status.output_dir = None
         elif snapshot.interrupts:
             status.status = "needs_input"

@@ -93,3 +93,29 @@ async def test_failed_run_with_two_fix_cycles_is_compact_and_the_full_report_is_
     assert {role: u["calls"] for role, u in full["ledger"].items()} == {"generator": 1, "fixer": fixer_calls}
     assert "sk-test-not-a-real-key" not in report_path.read_text()
     assert status.structured_content["report_path"] == str(report_path)
+
+
+@pytest.mark.anyio
+async def test_a_judge_of_three_implementations_is_compact_over_mcp(speedrun_env, fake_llm: FakeLLM, tmp_path):
+    from tests.test_judge import Script
+
+    for name, body in (("alpha", "first + second"), ("beta", "sum((first, second))"), ("gamma", "second + first")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "calc.py").write_text(f"def add(first, second):\n    return {body}\n")
+        (tmp_path / name / "test_calc.py").write_text(TESTS.split("\n\n\n", 1)[0] + "\n")
+    fake_llm.responder = Script(strong_marker="first + second")
+    params = StdioServerParameters(command=sys.executable, args=["-m", "speedrun", "mcp"], env=speedrun_env,
+                                   cwd=str(tmp_path))
+    with anyio.fail_after(120):
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            result = await session.call_tool("judge", {
+                "implementations": [{"path": n, "test_command": PYTEST} for n in ("alpha", "beta", "gamma")],
+                "design": "add two integers " * 200, "wait_seconds": 90})
+    assert not result.is_error, result.content
+    print(f"\njudge result {compact_size(result)} B")
+    assert result.structured_content["status"] == "done"
+    assert compact_size(result) <= BYTES_BASE + 3 * 400  # a verdict line per implementation
+    report = Path(result.structured_content["report_path"])
+    assert report.name == "scorecard.json" and report.is_file()  # every answer, finding and score
+    assert "scorecard_path" not in result.structured_content["result"]  # said once

@@ -46,4 +46,4 @@ builder.add_conditional_edges("run_tests", after_tests, ["report", "surgical_fix
 builder.add_conditional_edges("surgical_fix", after_fix, ["run_tests", "report"])
 builder.add_edge("report", END)
 
-graph = builder.compile()
+graph = builder.compile(name="turbo")

@@ -365,7 +365,6 @@ def register_run_tools(server: MCPServer, settings: Settings,
         from speedrun.state.judging import JudgeInput
 
         async def run() -> RunStatus:
-            settings.require("reviewer", "judge")
             roots = await allowed_roots(ctx, settings)
             impls = []
             for i, impl in enumerate(implementations):

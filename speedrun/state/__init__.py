@@ -4,19 +4,24 @@ from speedrun.state.records import (
     FileAction,
     FileError,
     GenerateResult,
-    StatusResult,
-    WriteFilesResult,
     GeneratedFile,
     LedgerEntry,
+    NextAction,
+    RunList,
+    RunRow,
+    RunStatus,
+    StatusResult,
     TestFailure,
     TestReport,
     Usage,
+    WriteFilesResult,
     WriteReport,
     WrittenFile,
 )
 
 __all__ = ["FileAction", "FileError", "GeneratedFile", "LedgerEntry", "TestFailure", "TestReport", "Usage",
-           "WriteReport", "WrittenFile", "GenerateResult", "StatusResult", "WriteFilesResult"]
+           "WriteReport", "WrittenFile", "GenerateResult", "StatusResult", "WriteFilesResult", "NextAction",
+           "RunStatus", "RunRow", "RunList"]
 
 
 def checkpoint_types() -> list[tuple[str, str]]:
