@@ -72,13 +72,10 @@ class _SetupError(SpeedRunError):
 
 
 def _wait_lines() -> Any:
-    """The gateway's rate-budget waits (> 2 s) as stderr lines, when it reports them."""
-    from contextlib import nullcontext
+    """The gateway's rate-budget waits (> 2 s) as stderr lines."""
+    from speedrun.llm import report_waits
 
-    from speedrun import llm
-
-    reporter = getattr(llm, "report_waits", None)
-    return reporter(lambda message: _print_err(f"  waiting: {message}")) if reporter else nullcontext()
+    return report_waits(lambda message: _print_err(f"  waiting: {message}"))
 
 
 
@@ -95,11 +92,10 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     from speedrun.state import Usage
 
     prompt = _read_prompt(args)
-    settings.require("generator")
     out = Path(args.out).expanduser().resolve()
     await check_generate(settings, out, _root_for(out), max_tokens=args.max_tokens, allow_paths=args.allow_path,
                          max_tokens_name="--max-tokens")
-    context = read_context_files(args.context or [], Path.cwd(), [Path.cwd().resolve(), out])
+    context = await asyncio.to_thread(read_context_files, args.context or [], Path.cwd(), [Path.cwd().resolve(), out])
 
     async def progress(outcome: Any) -> None:
         action = getattr(outcome, "action", None)
@@ -109,10 +105,10 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     with _wait_lines():
         result = await generate_and_write(settings, prompt, out, system_prompt=args.system, context=context,
                                           max_tokens=args.max_tokens, on_file=progress,
-                                          allow_paths=args.allow_path or ())
+                                          allow_paths=args.allow_path or (), confine_to=_root_for(out))
     files = result.report.files_written
     usage = Usage.of(result.entries)
-    warnings = list(getattr(result, "warnings", []) or [])
+    warnings = result.warnings
     model = result.entries[-1] if result.entries else None
     if args.json:
         print(json.dumps({"status": result.status, "output_dir": str(out),

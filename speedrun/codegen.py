@@ -105,20 +105,20 @@ async def generate_and_write(
     role: Role = "generator",
     on_file: Callable[[WrittenFile | FileError], Awaitable[None]] | None = None,
     allow_paths: Sequence[str] = (),
+    confine_to: Path | None = None,
 ) -> CodegenResult:
     """Generate files for `prompt` and write each one under `output_dir` as soon as it is complete.
 
     allow_paths: protected places (CI workflows, virtualenvs, ...) the user explicitly lets the model write,
-    on top of the settings' SPEEDRUN_ALLOW_PATHS. Raises FileProtocolError when the reply holds no file block.
+    on top of the settings' SPEEDRUN_ALLOW_PATHS. confine_to: the allowed root that protected places are judged
+    against (an output_dir inside its .git/hooks is refused); output_dir itself when None. Raises FileProtocolError when the reply holds no file block.
     """
     if not prompt.strip():
         raise InputError("prompt is empty; describe the files to generate (ideally as a contract).")
-    # Bridge until Settings.allowed_paths() (SPEEDRUN_ALLOW_PATHS) exists everywhere; then call it directly.
-    from_settings = getattr(settings, "allowed_paths", None)
-    allowed = [*(from_settings() if callable(from_settings) else ()), *allow_paths]
-    extra = {"allow_paths": allowed} if allowed else {}
+    allowed = [*settings.allowed_paths(), *allow_paths]
     # Off the event loop: building a writer may touch the disk, and Studio (langgraph dev) refuses blocking calls.
-    writer = await asyncio.to_thread(SafeWriter, output_dir, max_file_bytes=settings.max_file_bytes, **extra)
+    writer = await asyncio.to_thread(SafeWriter, output_dir, max_file_bytes=settings.max_file_bytes,
+                                     allow_paths=allowed, confine_to=confine_to)
     system = prompts.CODEGEN_SYSTEM + (f"\n{system_prompt}" if system_prompt else "")
     messages: Messages = [("system", system), ("user", prompts.CODEGEN_USER.format(context=context, prompt=prompt))]
     result = CodegenResult(report=writer.report)

@@ -88,7 +88,7 @@ async def check_setup(settings: Settings | None, config_error: str | None = None
     gen = specs.get("generator")
     result = StatusResult(status="ok", url=gen.base_url if gen else settings.cerebras_url,
                           model=gen.model if gen else settings.cerebras_model, roles=roles,
-                          timeout_note=_timeout_note(settings), isolation=await _isolation(settings))
+                          timeout_note=settings.timeout_note(), isolation=await _isolation(settings))
     if problems:
         result.status = "error"
         if SETUP_HINT in problems:  # no provider at all: the short form; the hint carries the how-to
@@ -134,20 +134,11 @@ def _hint_for(error: str) -> str | None:
     return "Fix the setting the error names, then restart the client (or rerun the command)."
 
 
-def _timeout_note(settings: Settings) -> str | None:
-    note = getattr(settings, "timeout_note", None)  # helper D's Settings.timeout_note()
-    return note() if callable(note) else None
-
-
 async def _isolation(settings: Settings) -> str | None:
     """The sandbox's one-line summary (it may probe bubblewrap once: off the event loop)."""
     from speedrun import sandbox
 
-    summary = getattr(sandbox, "isolation_summary", None)
-    if summary is None:
-        return None
     try:
-        return await asyncio.to_thread(summary, getattr(settings, "sandbox", "auto") or "auto",
-                                       bool(getattr(settings, "sandbox_network", False)))
+        return await asyncio.to_thread(sandbox.isolation_summary, settings.sandbox, settings.sandbox_network)
     except Exception as exc:  # an unknown SPEEDRUN_SANDBOX mode is reported, not raised
         return str(exc)

@@ -226,6 +226,8 @@ class RunManager:
         live.task = asyncio.create_task(self._drive(run_id, workflow, payload, live), name=f"speedrun:{run_id}")
 
     async def _drive(self, run_id: str, workflow: str, payload: Any, live: _Live) -> None:
+        from speedrun.llm import report_waits
+
         config = {"configurable": {"thread_id": run_id}, "recursion_limit": 200}
 
         async def publish(line: str) -> None:
@@ -239,7 +241,7 @@ class RunManager:
 
         try:
             # Rate-budget waits of this run's model calls show up as progress ("waiting 12 s for ... tokens/min").
-            with _report_waits(lambda message: publish(f"waiting: {message}")):
+            with report_waits(lambda message: publish(f"waiting: {message}")):
                 async for _ns, mode, chunk in self.graphs[workflow].astream(
                         payload, config, context=RunContext(self.settings), stream_mode=["updates", "custom"],
                         subgraphs=True, durability="sync"):
@@ -372,16 +374,6 @@ def _result_of(workflow: str, values: Any) -> Any:
 
         result = {"turbo": TurboResult, "judge": JudgeResult}[workflow].model_validate(result)
     return result
-
-
-def _report_waits(callback: Callable[[str], Any]) -> Any:
-    """The gateway's rate-wait reporter (speedrun.llm.report_waits) when it has one; else a no-op context."""
-    from contextlib import nullcontext
-
-    from speedrun import llm
-
-    reporter = getattr(llm, "report_waits", None)
-    return reporter(callback) if reporter is not None else nullcontext()
 
 
 def _progress_line(mode: str, chunk: Any) -> str | None:

@@ -824,7 +824,7 @@ async def _run(command: str, cwd: Path, argv: list[str], env: dict, tmp: Path, *
         output_tail=output_tail,
         duration_ms=duration_ms,
         timed_out=timed_out,
-        problem=problem,  # ignored until TestReport has the field
+        problem=problem,
     )
     last = _last_lines(output_tail, _GENERIC_TAIL_LINES, _GENERIC_MESSAGE_CAP)
 

@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     allow_paths: str | None = Field(None, validation_alias="SPEEDRUN_ALLOW_PATHS",
                                     description="Comma-separated relative paths the user allows even in protected "
                                                 "places (e.g. .github/workflows/ci.yml).")
+    sandbox: Literal["auto", "bwrap", "none"] = Field(
+        "auto", validation_alias="SPEEDRUN_SANDBOX",
+        description="How tests run: bwrap (bubblewrap OS sandbox), none (scrubbed environment only), or auto "
+                    "(bwrap when it works here, else none with a warning).")
+    sandbox_network: bool = Field(False, validation_alias="SPEEDRUN_SANDBOX_NETWORK",
+                                  description="Let sandboxed tests reach the network (off by default).")
     roots: str | None = Field(None, validation_alias="SPEEDRUN_ROOTS",
                               description="os.pathsep-separated directories the MCP server may write into.")
     home: Path = Field(default_factory=lambda: _default_home(), validation_alias="SPEEDRUN_HOME",

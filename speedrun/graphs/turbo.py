@@ -22,8 +22,11 @@ def after_generate(state: TurboState) -> Literal["run_tests", "report"]:
 
 
 def after_tests(state: TurboState) -> Literal["report", "surgical_fix"]:
-    """Green → report; red with fix cycles left → fix; otherwise report the failure."""
-    if state.tests is not None and state.tests.ok:
+    """Green → report; red with fix cycles left → fix; otherwise report the failure.
+
+    A test command that could not run at all (not found, not executable) is no code defect: no edit can fix it.
+    """
+    if state.tests is not None and (state.tests.ok or state.tests.problem):
         return "report"
     return "surgical_fix" if len(state.cycles) < state.max_fix_cycles else "report"
 

@@ -146,14 +146,9 @@ async def _warm_after_initialized(ctx: Any, call_next: Callable[[Any], Awaitable
 
 
 def _progress_waits(ctx: Context) -> Any:
-    """Report the gateway's rate-budget waits (> 2 s) as MCP progress notifications, when it offers them."""
-    from contextlib import nullcontext
+    """Report the gateway's rate-budget waits (> 2 s) as MCP progress notifications."""
+    from speedrun.llm import report_waits
 
-    from speedrun import llm
-
-    reporter = getattr(llm, "report_waits", None)
-    if reporter is None:
-        return nullcontext()
     count = 0
 
     async def forward(message: str) -> None:
@@ -164,7 +159,7 @@ def _progress_waits(ctx: Context) -> Any:
         except Exception:  # a client that went away must not fail the call
             log.debug("progress notification failed", exc_info=True)
 
-    return reporter(forward)
+    return report_waits(forward)
 
 
 def create_server(settings: Settings | None = None) -> MCPServer:
@@ -254,11 +249,10 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         from speedrun.preflight import check_generate
 
         async def run() -> WriteFilesResult:
-            settings.require("generator")  # fail fast with the setup hint before touching the disk
             roots = await allowed_roots(ctx, settings)
             out, root = resolve_output_dir(output_dir, roots)
             await check_generate(settings, out, root, max_tokens=max_tokens, allow_paths=allow_paths)
-            context = read_context_files(context_files or [], out, roots)
+            context = await asyncio.to_thread(read_context_files, context_files or [], out, roots)
             count = 0
 
             async def progress(outcome: Any) -> None:
@@ -269,14 +263,14 @@ def create_server(settings: Settings | None = None) -> MCPServer:
             with _progress_waits(ctx):
                 result = await generate_and_write(settings, prompt, out, system_prompt=system_prompt,
                                                   context=context, max_tokens=max_tokens, on_file=progress,
-                                                  allow_paths=allow_paths or ())
+                                                  allow_paths=allow_paths or (), confine_to=root)
             files = result.report.files_written
             model = result.entries[-1] if result.entries else None
             return WriteFilesResult(
                 status=result.status, output_dir=str(out), model=model.model if model else "",
                 provider=model.provider if model else "", generation_time_ms=result.generation_time_ms,
                 files_written=files, total_files=len(files), total_lines=sum(f.lines for f in files),
-                errors=result.report.errors, warnings=list(getattr(result, "warnings", []) or []),
+                errors=result.report.errors, warnings=result.warnings,
                 usage=Usage.of(result.entries))
 
         return await guarded(run)

@@ -19,3 +19,9 @@ def progress(runtime: Any, step: str, message: str, **data: Any) -> None:
     writer = getattr(runtime, "stream_writer", None)
     if writer is not None:
         writer({"step": step, "message": message, **data})
+
+
+def sandbox_options(runtime: Any) -> dict:
+    """Sandbox mode, network and the places to mask, from the run's settings (defaults: auto, off)."""
+    settings = run_settings(runtime)
+    return {"mode": settings.sandbox, "network": settings.sandbox_network, "mask": (settings.home,)}

@@ -27,8 +27,6 @@ async def generate(state: TurboState, runtime: Runtime[RunContext]) -> dict:
         progress(runtime, "generate", f"{action} {outcome.path}", path=outcome.path, action=action)
 
     result = await generate_and_write(settings, prompts.GENERATE_FROM_CONTRACT.format(contract=state.spec.render()),
-                                      out, context=context, on_file=on_file,
-                                      # getattr: a bridge until TurboInput.allow_paths is committed everywhere.
-                                      allow_paths=getattr(state, "allow_paths", None) or ())
+                                      out, context=context, on_file=on_file, allow_paths=state.allow_paths)
     return {"files": result.report.files_written, "file_errors": result.report.errors, "ledger": result.entries,
             "warnings": result.warnings}

@@ -10,7 +10,7 @@ from langgraph.runtime import Runtime
 from speedrun.config import RunContext
 from speedrun.errors import InputError
 from speedrun.measure import measure_tree
-from speedrun.nodes.common import progress
+from speedrun.nodes.common import progress, sandbox_options
 from speedrun.sandbox import run_tests
 from speedrun.state.judge import Measurement
 from speedrun.state.judging import MeasureTask
@@ -34,7 +34,7 @@ async def measure(task: MeasureTask, runtime: Runtime[RunContext]) -> dict:
     report = impl.test_report
     if report is None and impl.test_command:
         progress(runtime, "measure", f"{impl.name}: running {impl.test_command}")
-        report = await run_tests(impl.test_command, root)
+        report = await run_tests(impl.test_command, root, **sandbox_options(runtime))
     metrics = impl.metrics
     m = m.model_copy(update={"tests": report, **(metrics.model_dump() if metrics else {})})
     progress(runtime, "measure", f"{impl.name}: {m.loc} LOC, {len(m.violations)} readability violations")

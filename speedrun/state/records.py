@@ -108,6 +108,8 @@ class TestReport(BaseModel):
     output_tail: str = Field("", description="Last lines of combined output, capped.")
     duration_ms: int = 0
     timed_out: bool = False
+    problem: str | None = Field(None, description="Why the test command could not run at all (command not found, "
+                                                  "not executable): a set-up problem, not a failing test.")
 
     @property
     def ok(self) -> bool:
