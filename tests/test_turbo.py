@@ -247,3 +247,15 @@ async def test_progress_events_for_every_step(speedrun_env, fake_llm, tmp_path):
     assert [e["path"] for e in events if e["step"] == "generate" and "path" in e] == ["calc.py", "test_calc.py"]
     test_runs = [e for e in events if e["step"] == "run_tests" and "passed" in e]
     assert [(e["passed"], e["failed"]) for e in test_runs] == [(0, 1), (1, 0)]
+
+
+@pytest.mark.anyio
+async def test_a_test_command_that_cannot_run_spends_no_fix_cycles(speedrun_env, fake_llm, tmp_path):
+    # The Python API has no edge preflight: the graph itself must see that exit 127 is no code defect.
+    fake_llm.script(file_blocks({"calc.py": FIXED_CALC, "test_calc.py": TEST_CALC}))
+    result = await run(tmp_path / "ws", test_command="no-such-test-runner-xyz -q")
+    assert [role_of(r) for r in fake_llm.chat_requests()] == ["generator"]
+    assert result.status == "failed"
+    assert result.cycles == []
+    assert result.tests.problem and "could not run" in result.tests.problem
+    assert any("could not run" in w for w in result.warnings)
