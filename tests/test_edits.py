@@ -383,7 +383,7 @@ def test_closest_region_in_a_big_file_is_found_by_its_words(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("answer", "says"),
     [
-        ({"action": "edits", "edits": [{"path": "calc.py"}]}, "edit 1 is not valid (`search` field required"),
+        ({"action": "edits", "edits": [{"path": "calc.py"}]}, "edit 1 is not valid (search: Field required"),
         ({"action": "edits", "edits": [{"path": "a.py", "search": "x", "replace": "y"}, 7]}, "edit 2 is not an object"),
         ({"action": "edits", "edits": "calc.py"}, "`edits` must be a list"),
     ],

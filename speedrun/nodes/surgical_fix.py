@@ -8,11 +8,12 @@ from pathlib import Path
 
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
+from pydantic import ValidationError
 
 from speedrun import prompts
 from speedrun.config import RunContext
 from speedrun.edits import apply_edits, numbered
-from speedrun.errors import InputError
+from speedrun.errors import InputError, describe_validation, echo
 from speedrun.llm import structured
 from speedrun.nodes.common import progress, run_settings
 from speedrun.state.edits import Edit, EditOutcome, FixPlan
@@ -83,7 +84,7 @@ def parse_resume(answer: object) -> tuple[str, list[Edit]]:
         answer = {"action": answer}
     if not isinstance(answer, dict) or answer.get("action") not in ("retest", "stop", "edits"):
         raise InputError(f"resume value must be 'retest', 'stop' or {{'action': 'edits', 'edits': [...]}}; "
-                         f"got {answer!r}.")
+                         f"got {echo(answer)}.")
     raw = answer.get("edits") or []
     if not isinstance(raw, list):
         raise InputError("`edits` must be a list of {path, search, replace} objects.")
@@ -93,10 +94,8 @@ def parse_resume(answer: object) -> tuple[str, list[Edit]]:
             raise InputError(f"edit {n} is not an object: each edit is {{path, search, replace}} with string values.")
         try:
             edits.append(Edit.model_validate(item))
-        except ValueError as exc:  # pydantic's ValidationError: say which edit and field, in the caller's words
-            problems = "; ".join(f"`{'.'.join(map(str, e.get('loc', ()))) or 'edit'}` {e.get('msg', 'is invalid')}".lower()
-                                 for e in getattr(exc, "errors", lambda: [])()[:3])
-            raise InputError(f"edit {n} is not valid ({problems or 'bad fields'}): each edit needs string "
+        except ValidationError as exc:
+            raise InputError(f"edit {n} is not valid ({describe_validation(exc)}): each edit needs string "
                              "`path`, `search` and `replace`.") from None
     if answer["action"] == "edits" and not edits:
         raise InputError("action 'edits' needs a non-empty `edits` list of {path, search, replace}.")
