@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from math import gcd
@@ -407,24 +407,26 @@ def _load(root: Path, rel: str, max_file_bytes: int) -> str | None:
 
 
 def apply_edits(
-    root: Path, edits: list[Edit], *, max_file_bytes: int = 1_000_000, max_share: float = 0.6
+    root: Path, edits: list[Edit], *, max_file_bytes: int = 1_000_000, max_share: float = 0.6,
+    allow_paths: Sequence[str] = (),
 ) -> list[EditOutcome]:
     """Apply edits in order (later edits see earlier ones), then write each changed file once, safely.
 
     Returns one outcome per edit, in order. Nothing is written for an edit that is not 'applied'; if a
-    file's write fails, every edit applied to it becomes 'error' with the writer's reason. Blocking: call
+    file's write fails, every edit applied to it becomes 'error' with the writer's reason. `allow_paths`: the
+    protected places the user let the run write (the same list the generator's writes obeyed). Blocking: call
     it from async code through asyncio.to_thread.
     """
     root = Path(root)
-    writer = SafeWriter(root, max_file_bytes=max_file_bytes)
+    writer = SafeWriter(root, max_file_bytes=max_file_bytes, allow_paths=allow_paths)
     real_root = root.resolve()
     outcomes: list[EditOutcome] = []
     pending: dict[str, _Pending] = {}
 
     for edit in edits:
-        outcome = _apply_one(real_root, edit, pending, max_file_bytes, max_share)
+        outcome = _apply_one(real_root, edit, pending, max_file_bytes, max_share, allow_paths)
         if outcome.status == "applied":
-            pending[normalize_relpath(edit.path)].applied.append(len(outcomes))
+            pending[normalize_relpath(edit.path, allow_paths)].applied.append(len(outcomes))
         outcomes.append(outcome)
 
     for state in pending.values():
@@ -441,13 +443,14 @@ def apply_edits(
 
 
 def _apply_one(
-    root: Path, edit: Edit, pending: dict[str, _Pending], max_file_bytes: int, max_share: float
+    root: Path, edit: Edit, pending: dict[str, _Pending], max_file_bytes: int, max_share: float,
+    allow_paths: Sequence[str],
 ) -> EditOutcome:
     def out(status: EditStatus, message: str = "", closest: str | None = None) -> EditOutcome:
         return EditOutcome(edit=edit, status=status, message=_cap(message), closest=closest)
 
     try:
-        rel = normalize_relpath(edit.path)
+        rel = normalize_relpath(edit.path, allow_paths)
     except FileProtocolError as exc:
         return out("refused", f"unsafe path {_show(edit.path)!r}: {exc}")
     shown = _show(rel)

@@ -397,3 +397,17 @@ def test_bad_client_edits_name_the_edit_in_plain_words(answer: dict, says: str) 
     text = str(info.value)
     assert says in text
     assert "pydantic" not in text and "For further information" not in text and "validation error" not in text
+
+
+def test_an_allowed_protected_file_can_be_edited_and_others_stay_refused(tmp_path: Path) -> None:
+    # A user who let the run write .github/workflows/ci.yml must let the fixer repair it too.
+    workflow = tmp_path / ".github" / "workflows" / "ci.yml"
+    workflow.parent.mkdir(parents=True)
+    workflow.write_text("on: push\njobs:\n  test:\n    runs-on: ubuntu-lates\n")
+    edit = Edit(path=".github/workflows/ci.yml", search="    runs-on: ubuntu-lates\n",
+                replace="    runs-on: ubuntu-latest\n")
+    [refused] = apply_edits(tmp_path, [edit])
+    assert refused.status == "refused" and workflow.read_text().endswith("ubuntu-lates\n")
+    [applied] = apply_edits(tmp_path, [edit], allow_paths=[".github/workflows/ci.yml"])
+    assert applied.status == "applied", applied.message
+    assert workflow.read_text() == "on: push\njobs:\n  test:\n    runs-on: ubuntu-latest\n"

@@ -11,7 +11,7 @@ from langgraph.types import interrupt
 from pydantic import ValidationError
 
 from speedrun import prompts
-from speedrun.config import RunContext
+from speedrun.config import RunContext, Settings
 from speedrun.edits import apply_edits, numbered
 from speedrun.errors import InputError, describe_validation, echo
 from speedrun.llm import structured
@@ -33,7 +33,7 @@ async def surgical_fix(state: TurboState, runtime: Runtime[RunContext]) -> dict:
     report = state.tests
     failures_before = (report.failed + report.errors) if report else 0
     if settings.fixer_is_client:
-        return await _client_fix(state, cycle, failures_before)
+        return await _client_fix(state, settings, cycle, failures_before)
     progress(runtime, "surgical_fix", f"cycle {cycle}: fixer is reading {failures_before} failure(s)")
     root = Path(state.output_dir)
     # File reads and writes run in a worker thread: the event loop serves other runs and tools meanwhile,
@@ -43,7 +43,7 @@ async def surgical_fix(state: TurboState, runtime: Runtime[RunContext]) -> dict:
         test_command=state.test_command, summary=_summary(state), failures=_failures_text(state),
         contract=state.spec.render() if state.spec else "(none)", excerpts=excerpts))]
     plan, ledger = await structured(settings, "fixer", FixPlan, messages)
-    outcomes = await asyncio.to_thread(apply_edits, root, plan.edits, max_file_bytes=settings.max_file_bytes)
+    outcomes = await asyncio.to_thread(apply_edits, root, plan.edits, **_edit_limits(settings, state))
     retry = [o for o in outcomes if o.status in ("not_found", "ambiguous")]
     if retry:  # one retry, showing the closest match with line numbers
         progress(runtime, "surgical_fix", f"cycle {cycle}: {len(retry)} edit(s) did not match; asking once more")
@@ -52,7 +52,7 @@ async def surgical_fix(state: TurboState, runtime: Runtime[RunContext]) -> dict:
         second, more = await structured(settings, "fixer", FixPlan, messages)
         ledger += more
         outcomes = [o for o in outcomes if o not in retry] + await asyncio.to_thread(
-            apply_edits, root, second.edits, max_file_bytes=settings.max_file_bytes)
+            apply_edits, root, second.edits, **_edit_limits(settings, state))
     applied = sum(o.status == "applied" for o in outcomes)
     progress(runtime, "surgical_fix", f"cycle {cycle}: applied {applied} of {len(outcomes)} edit(s)")
     fix = FixCycle(cycle=cycle, source="model", diagnosis=plan.diagnosis, failures_before=failures_before,
@@ -60,7 +60,7 @@ async def surgical_fix(state: TurboState, runtime: Runtime[RunContext]) -> dict:
     return {"cycles": [fix], "ledger": ledger}
 
 
-async def _client_fix(state: TurboState, cycle: int, failures_before: int) -> dict:
+async def _client_fix(state: TurboState, settings: Settings, cycle: int, failures_before: int) -> dict:
     report = state.tests
     request = ClientFixRequest(
         cycle=cycle, output_dir=state.output_dir, files=[f.path for f in state.files],
@@ -73,9 +73,15 @@ async def _client_fix(state: TurboState, cycle: int, failures_before: int) -> di
     if action == "stop":
         return {"cycles": [fix], "stopped": True}
     if action == "edits":
-        outcomes = await asyncio.to_thread(apply_edits, Path(state.output_dir), edits)
+        outcomes = await asyncio.to_thread(apply_edits, Path(state.output_dir), edits,
+                                           **_edit_limits(settings, state))
         fix.edits = [_applied(o) for o in outcomes]
     return {"cycles": [fix]}
+
+
+def _edit_limits(settings: Settings, state: TurboState) -> dict:
+    """The same file-size cap and allowed protected places as the generator's writes, for every edit."""
+    return {"max_file_bytes": settings.max_file_bytes, "allow_paths": [*settings.allowed_paths(), *state.allow_paths]}
 
 
 def parse_resume(answer: object) -> tuple[str, list[Edit]]:
