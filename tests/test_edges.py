@@ -5,7 +5,6 @@ MCP over a real stdio session, the CLI as a subprocess; the scripted server reco
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from pathlib import Path

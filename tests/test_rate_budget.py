@@ -11,26 +11,16 @@ import anyio
 import pytest
 
 from speedrun import llm
-from speedrun.config import Settings
 from speedrun.errors import ProviderError
 from speedrun.llm import complete, report_waits
 from tests.fake_llm import FakeLLM, Reply
+from tests.test_gateway import KEY, make_settings
 
-KEY = "csk-budget-SECRET-77aa"
 USER = [("user", "say something short")]
 SMALL = {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}
 # The Cerebras preset's defaults, set explicitly: the scripted server is on loopback, where only the concurrency
 # limit holds unless the user sets per-minute limits.
 CEREBRAS_DEFAULTS = {"SPEEDRUN_LIMITS__CEREBRAS__RPM": 30, "SPEEDRUN_LIMITS__CEREBRAS__TPM": 60_000}
-
-
-def make_settings(env: pytest.MonkeyPatch, fake: FakeLLM, **extra: object) -> Settings:
-    env.setenv("CEREBRAS_API_KEY", KEY)
-    env.setenv("CEREBRAS_URL", fake.base_url)
-    env.setenv("CEREBRAS_MODEL", "fake-model")
-    for name, value in extra.items():
-        env.setenv(name, str(value))
-    return Settings()
 
 
 # --- settling -------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 
 from speedrun import sandbox
 from speedrun.errors import ConfigError
-from speedrun.sandbox import _bwrap_works, harden_process, isolation_summary, run_tests
+from speedrun.sandbox import _bwrap_works, isolation_summary, run_tests
 
 BWRAP_OK, BWRAP_WHY = _bwrap_works()
 needs_bwrap = pytest.mark.skipif(not BWRAP_OK, reason=f"bwrap unavailable: {BWRAP_WHY}")
