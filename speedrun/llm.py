@@ -572,7 +572,8 @@ def _explain(exc: BaseException, spec: ModelSpec, settings: Settings) -> str:
         asked = f" The provider asks to wait {retry_after:.0f} s (Retry-After)." if retry_after is not None else ""
         if early:
             msg = (f"{who} is rate-limiting requests (429) after {tries}.{asked} That is longer than this call may "
-                   f"take ({timeout}), so it failed at once. Try again later, or set {role_var}.")
+                   f"still wait ({timeout} covers all of a call's waits), so it failed at once. Try again later, "
+                   f"or set {role_var}.")
         else:
             msg = (f"{who} is still rate-limiting requests (429) after {tries}.{asked} Wait for the provider's "
                    f"limit to reset, lower {_limit_vars(spec)}RPM / __TPM, or set {role_var}.")
@@ -685,9 +686,13 @@ async def _call(settings: Settings, spec: ModelSpec, messages: Messages, max_tok
     limit_s = settings.generation_timeout_s
     queued = time.monotonic()
     retries = 0
+    # Every wait of this call (the budget's queue, Retry-After, backoff) shares one GENERATION_TIMEOUT, so retries
+    # cannot add up to minutes while an MCP client's tool timeout runs out.
+    wait_left = limit_s
     while True:
-        charge = await budget.acquire(prompt_est + max_tokens, limit_s)
+        charge = await budget.acquire(prompt_est + max_tokens, max(0.0, wait_left))
         started = time.monotonic()
+        wait_left -= started - (queued if retries == 0 else retry_from)
         sent = False
         used = 0  # a failed request is settled to nothing: it produced no answer
 
@@ -720,11 +725,12 @@ async def _call(settings: Settings, spec: ModelSpec, messages: Messages, max_tok
             if not _retryable(exc) or sent:
                 raise _Failed(exc, retries) from None
             wait = _retry_after(exc)
-            if wait is not None and wait > limit_s:
+            if wait is not None and wait > wait_left:
                 raise _Failed(exc, retries, wait, gave_up_early=True) from None
             if retries >= settings.max_retries:
                 raise _Failed(exc, retries, wait) from None
             retries += 1
+            retry_from = time.monotonic()  # the backoff below and the next acquire count as this call's waiting
             if wait is None:  # the openai client's backoff: 0.5 s doubling to 8 s, with jitter
                 wait = min(8.0, 0.5 * 2 ** (retries - 1)) * (1 - 0.25 * random.random())
             if isinstance(exc, openai.RateLimitError):

@@ -635,3 +635,20 @@ async def test_json_schema_refusal_falls_back_for_that_endpoint_only(clean_env, 
         # Another endpoint still gets strict json_schema: no process-wide switch.
         assert other.chat_requests()[0].body["response_format"]["type"] == "json_schema"
         assert any("json_schema" in r.getMessage() and "400" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.anyio
+async def test_retry_after_waits_add_up_to_one_generation_timeout(clean_env, fake_llm: FakeLLM) -> None:
+    # Each wait alone fits GENERATION_TIMEOUT, but a call must not chain them past it: an MCP client's tool
+    # timeout would run out while the call still looked busy.
+    settings = make_settings(clean_env, fake_llm, GENERATION_TIMEOUT=2500)
+    fake_llm.default = Reply(status=429, headers={"Retry-After": "1"})
+    started = time.monotonic()
+    with pytest.raises(ProviderError) as info:
+        await complete(settings, "generator", USER)
+    took = time.monotonic() - started
+    assert len(fake_llm.chat_requests()) == 3  # waits of 1 s and 1 s fit 2.5 s; a third does not
+    assert took < 3.5
+    message = str(info.value)
+    assert "after 3 requests (2 retries)" in message and "asks to wait 1 s" in message
+    assert "GENERATION_TIMEOUT=2500 ms" in message
