@@ -620,18 +620,31 @@ async def complete(
     candidates = [(spec.primary, False)] + ([(spec.fallback, True)] if spec.fallback else [])
     errors: list[str] = []
     streamed = False
+    # A proxy may echo the request's Authorization header (or the URL's password) into the reply: no configured
+    # secret may leave through answer text, whether it ends up in a tool result, a written file or a ledger.
+    # Streamed pieces pass a redactor that holds back a possible secret's start until its end has arrived.
+    redactor = settings.stream_redactor()
 
     async def sink(piece: str) -> None:
         nonlocal streamed
         streamed = True
-        await on_text(piece)
+        safe = redactor.feed(piece)
+        if safe:
+            await on_text(safe)
 
     for model_spec, is_fallback in candidates:
         try:
-            return await _call(settings, model_spec, messages, budget_tokens, prompt_tokens,
-                               sink if on_text else None, is_fallback, json_answer)
+            result = await _call(settings, model_spec, messages, budget_tokens, prompt_tokens,
+                                 sink if on_text else None, is_fallback, json_answer)
         except _provider_errors() as exc:
             errors.append(_explain(exc, model_spec, settings))
+        else:
+            if on_text is not None:
+                tail = redactor.flush()
+                if tail:
+                    await on_text(tail)
+            result.text = settings.redact_secrets(result.text)
+            return result
         if streamed:
             # on_text already holds part of this reply; a fallback's answer would be spliced onto it (half a file
             # from one model, the rest from another), so stop here and let the caller see the error.
@@ -926,12 +939,13 @@ async def list_models(spec: ModelSpec, settings: Settings) -> list[str]:
     except httpx.HTTPError as exc:
         raise ProviderError(settings.redact(f"Could not reach {spec.base_url}: {type(exc).__name__} {exc}. "
                                     "Check the URL setting and your network.")) from None
+    where = settings.redact(spec.base_url)  # a URL may carry user:password@
     if response.status_code in (401, 403):
-        raise ProviderError(f"{spec.base_url} rejected the API key (HTTP {response.status_code}); "
+        raise ProviderError(f"{where} rejected the API key (HTTP {response.status_code}); "
                             f"check the key for provider {spec.provider!r}.")
     if response.status_code >= 400:
-        raise ProviderError(f"{spec.base_url}/models answered HTTP {response.status_code}.")
+        raise ProviderError(f"{where}/models answered HTTP {response.status_code}.")
     try:
         return sorted(str(m.get("id")) for m in response.json().get("data", []))
     except (ValueError, AttributeError):
-        raise ProviderError(f"{spec.base_url}/models did not return an OpenAI-style model list.") from None
+        raise ProviderError(f"{where}/models did not return an OpenAI-style model list.") from None

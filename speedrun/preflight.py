@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from speedrun.config import Settings, with_roles
+from speedrun.config import Settings, check_apart_from_home, with_roles
 from speedrun.errors import InputError
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ async def check_generate(settings: Settings, out: Path, root: Path, *, max_token
     """Everything a one-shot generate-and-write needs before its model call."""
     settings.require("generator")
     check_max_tokens(max_tokens, max_tokens_name)
+    await asyncio.to_thread(check_apart_from_home, settings.home, out)
     await check_output_dir(out, root, allow_paths)
 
 
@@ -52,6 +53,7 @@ async def check_turbo(settings: Settings, inputs: TurboInput, root: Path) -> Non
     with_roles(settings, inputs.roles).require(*turbo_roles(inputs))  # type: ignore[arg-type]
     out = Path(inputs.output_dir)
     await asyncio.to_thread(check_test_command, inputs.test_command, out)
+    await asyncio.to_thread(check_apart_from_home, settings.home, out)
     await check_output_dir(out, root, inputs.allow_paths)  # last: it creates the directory
 
 

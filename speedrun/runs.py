@@ -100,10 +100,11 @@ class RunManager:
         from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+        from speedrun.config import ensure_home
         from speedrun.state import checkpoint_types
 
         try:
-            settings.home.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(ensure_home, settings.home)  # 0700: checkpoints hold code and test output
         except OSError as exc:
             raise InputError(f"cannot create the state directory {settings.home} ({exc}); set SPEEDRUN_HOME "
                              "to a writable directory.") from None

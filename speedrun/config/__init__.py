@@ -7,16 +7,17 @@ import hashlib
 import ipaddress
 import logging
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from speedrun.config.providers import PRESETS, ProviderLimits, ProviderPreset
-from speedrun.errors import ConfigError, echo
+from speedrun.errors import ConfigError, InputError, echo
 
 MIN_SECRET_LEN = 8  # real API keys are far longer
 SECONDS_BELOW = 1000  # a GENERATION_TIMEOUT under this is seconds (the original server read seconds), else ms
@@ -230,18 +231,36 @@ class Settings(BaseSettings):
         return key if key is not None and key.get_secret_value().strip() else None
 
     def secrets(self) -> list[str]:
-        """Every configured secret value, for redaction at the edges."""
+        """Every configured secret value, for redaction at the edges: the keys and the passwords in the URLs."""
         values = [self.cerebras_api_key, self.groq_api_key, self.openrouter_api_key, self.openai_api_key,
                   self.openai_compatible_api_key]
-        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value().strip()]
+        found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value().strip()]
+        for url in (self.cerebras_url, self.ollama_url, self.openai_compatible_url):
+            found += url_passwords(url)
+        return found
+
+    def redact_secrets(self, text: str) -> str:
+        """Text with every configured secret value replaced by ***, and nothing else changed.
+
+        For text that must otherwise stay exact, such as a model's reply that becomes source files: a generic
+        `user:pass@` in generated code is the program's own, not ours to rewrite."""
+        for secret in self._long_secrets():
+            text = text.replace(secret, "***")
+        return text
 
     def redact(self, text: str) -> str:
-        """Text with every configured secret replaced by ***: applied to anything that leaves the process."""
-        for secret in self.secrets():
-            # A placeholder like "x" is no secret, and replacing every "x" would garble the message.
-            if len(secret) >= MIN_SECRET_LEN:
-                text = text.replace(secret, "***")
-        return text
+        """Text with every configured secret and every password in a URL replaced by ***: applied to anything
+        that leaves the process (logs, errors, test output, results)."""
+        return mask_url_credentials(self.redact_secrets(text))
+
+    def _long_secrets(self) -> list[str]:
+        # A placeholder like "x" is no secret, and replacing every "x" would garble the message. Longest first,
+        # so a key that contains another is replaced whole.
+        return sorted({s for s in self.secrets() if len(s) >= MIN_SECRET_LEN}, key=len, reverse=True)
+
+    def stream_redactor(self) -> "StreamRedactor":
+        """A redactor for text that arrives in pieces (a streamed reply): see StreamRedactor."""
+        return StreamRedactor(self._long_secrets())
 
     def allowed_paths(self) -> list[str]:
         """SPEEDRUN_ALLOW_PATHS as a list of relative paths (blank entries dropped); empty when unset."""
@@ -259,6 +278,90 @@ class Settings(BaseSettings):
     def generation_timeout_s(self) -> float:
         """GENERATION_TIMEOUT converted to seconds."""
         return self.generation_timeout_ms / 1000
+
+
+# scheme://user:password@ — the password runs to the last "@" before the path (an unencoded "@" in it is common),
+# and never across whitespace or quotes, so two URLs on one line stay apart.
+_URL_CREDENTIALS = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:'\"<>]*):(?P<password>[^\s/?#'\"<>]*)@")
+
+
+def mask_url_credentials(text: str) -> str:
+    """Every `scheme://user:pass@host` in text shown as `scheme://user:***@host` (the user name stays: it helps
+    tell which account is meant). The one rule for credentials in URLs; Settings.redact applies it."""
+    return _URL_CREDENTIALS.sub(lambda m: f"{m['head']}:***@" if m["password"] else m[0], text)
+
+
+def url_passwords(url: str | None) -> list[str]:
+    """The password of a URL, as written and percent-decoded (both may appear in messages); empty when none."""
+    if not url or "@" not in url:
+        return []
+    try:
+        password = urlsplit(url.strip()).password
+    except ValueError:
+        return []
+    return list(dict.fromkeys(p for p in (password, unquote(password or "")) if p))
+
+
+class StreamRedactor:
+    """Redacts secrets from text that arrives in pieces, where a secret may be split across two of them.
+
+    feed() passes on everything except the last len(longest secret) - 1 characters, which could be the start
+    of a secret whose rest has not arrived yet; flush() releases them at the end. With no secrets it holds
+    nothing back.
+    """
+
+    def __init__(self, secrets: list[str]):
+        self._secrets = sorted(set(secrets), key=len, reverse=True)
+        self._keep = max((len(s) for s in self._secrets), default=1) - 1
+        self._held = ""
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def feed(self, piece: str) -> str:
+        """The part of the text so far that is safe to pass on."""
+        text = self._scrub(self._held + piece)
+        if self._keep <= 0 or len(text) <= self._keep:
+            self._held = text if self._keep > 0 else ""
+            return "" if self._keep > 0 else text
+        self._held = text[-self._keep:]
+        return text[:-self._keep]
+
+    def flush(self) -> str:
+        """Whatever is still held back, redacted."""
+        out, self._held = self._scrub(self._held), ""
+        return out
+
+
+HOME_MODE = 0o700  # run checkpoints hold contracts, code and test output: for the user's eyes only
+
+
+def ensure_home(home: Path) -> Path:
+    """Create SPEEDRUN_HOME with mode 0700, or tighten an existing one that is ours and looser; returns it.
+
+    A directory owned by someone else is left alone (chmod would fail, and it is theirs to set)."""
+    home.mkdir(mode=HOME_MODE, parents=True, exist_ok=True)  # the mode applies to home only, not its parents
+    info = home.stat()
+    if info.st_uid == os.getuid() and info.st_mode & 0o777 & ~HOME_MODE:
+        home.chmod(HOME_MODE)
+    return home
+
+
+def check_apart_from_home(home: Path, workspace: Path, name: str = "output_dir") -> None:
+    """Refuse a workspace that is SPEEDRUN_HOME, lies inside it, or contains it: the tests run there would see
+    (and could change) every run's checkpoints, and generated files would land among them."""
+    home_r, work_r = Path(home).expanduser().resolve(), Path(workspace).expanduser().resolve()
+    if work_r == home_r or home_r in work_r.parents:
+        where = "is" if work_r == home_r else "lies inside"
+    elif work_r in home_r.parents:
+        where = "contains"
+    else:
+        return
+    raise InputError(f"{name} {echo(str(work_r))} {where} speed-run's state directory (SPEEDRUN_HOME="
+                     f"{echo(str(home_r))}), where other runs' checkpoints live. Choose an {name} outside it, or "
+                     "set SPEEDRUN_HOME to a directory outside your projects (the default is ~/.local/state/speed-run).")
 
 
 def _default_home() -> Path:

@@ -10,8 +10,8 @@ from langgraph.runtime import Runtime
 from speedrun.config import RunContext
 from speedrun.errors import InputError
 from speedrun.measure import measure_tree
-from speedrun.nodes.common import progress, sandbox_options
-from speedrun.sandbox import run_tests
+from speedrun.nodes.common import progress, run_settings
+from speedrun.nodes.run_tests import run_test_command
 from speedrun.state.judge import Measurement
 from speedrun.state.judging import MeasureTask
 
@@ -34,7 +34,9 @@ async def measure(task: MeasureTask, runtime: Runtime[RunContext]) -> dict:
     report = impl.test_report
     if report is None and impl.test_command:
         progress(runtime, "measure", f"{impl.name}: running {impl.test_command}")
-        report = await run_tests(impl.test_command, root, **sandbox_options(runtime))
+        report = await run_test_command(impl.test_command, root, runtime)
+    elif report is not None:  # a caller's report may carry what its tests printed, too
+        report = report.redacted(run_settings(runtime).redact)
     metrics = impl.metrics
     m = m.model_copy(update={"tests": report, **(metrics.model_dump() if metrics else {})})
     progress(runtime, "measure", f"{impl.name}: {m.loc} LOC, {len(m.violations)} readability violations")

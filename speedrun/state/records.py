@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
@@ -115,6 +116,17 @@ class TestReport(BaseModel):
     def ok(self) -> bool:
         """True when the command succeeded and nothing failed."""
         return self.exit_code == 0 and self.failed == 0 and self.errors == 0 and not self.timed_out
+
+    def redacted(self, redact: Callable[[str], str]) -> "TestReport":
+        """A copy with `redact` applied to every text the tests produced (output, failures, problem): what a
+        test prints reaches results, checkpoints, fixer prompts and reports only through this."""
+        def scrub(text: str | None) -> str | None:
+            return redact(text) if text else text
+
+        return self.model_copy(update={
+            "command": redact(self.command), "output_tail": redact(self.output_tail), "problem": scrub(self.problem),
+            "failures": [f.model_copy(update={"name": redact(f.name), "message": redact(f.message),
+                                              "file": scrub(f.file)}) for f in self.failures]})
 
     def compact(self, *, tail: int = 2_000, failures: int = 10, message: int = 600) -> "TestReport":
         """A copy small enough for a caller's context: the output's end (where the summary is), fewer failures."""
