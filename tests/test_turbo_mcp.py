@@ -118,10 +118,18 @@ async def test_client_fixer_over_mcp_retest_edits_and_stop(speedrun_env, fake_ll
             assert [(e["path"], e["status"]) for e in full_cycle["edits"]] == [("calc.py", "applied")]
             assert (second / "calc.py").read_text() == FIXED_CALC
 
-            # 3. The caller gives up.
+            # 3. An edit that does not apply comes back with the next pause; then the caller gives up.
             fake_llm.script(buggy)
             third = tmp_path / "ws3"
             paused3 = await caller.call("turbo", output_dir=str(third), **common)
+            again = await caller.call("resume_run", run_id=paused3["run_id"], action="edits",
+                                      edits=[{"path": "calc.py", "search": "return a * b", "replace": "return a + b"}])
+            assert again["status"] == "needs_input"
+            [need3] = again["needs"]
+            [refused] = need3["edits_not_applied"]
+            assert (refused["path"], refused["status"]) == ("calc.py", "not_found")
+            assert "\n" not in refused["message"] and refused["message"]
+            assert need3["cycle"] == 2 and need3["failures"][0]["name"] == "test_calc.py::test_add"
             stopped = await caller.call("resume_run", run_id=paused3["run_id"], action="stop")
             assert stopped["status"] == "stopped"
             assert "status" not in stopped["result"]  # said once, at the top

@@ -17,11 +17,13 @@ from speedrun.errors import InputError, describe_validation, echo
 from speedrun.llm import structured
 from speedrun.nodes.common import progress, run_settings
 from speedrun.state.edits import Edit, EditOutcome, FixPlan
+from speedrun.state.records import one_line
 from speedrun.state.turbo import AppliedEdit, ClientFixRequest, FixCycle, TurboState
 
 WHOLE_FILE_LINES = 200  # files up to this size are shown whole; larger ones as windows around cited lines
 WINDOW = 25
 EXCERPT_BUDGET = 60_000  # characters of code shown to the fixer
+CLIENT_FAILURES = 3  # failing tests listed when the caller is the fixer
 MAX_PROBLEMS = 10  # edits explained in one retry prompt; each outcome's message and excerpt are capped by apply_edits
 _CITE = re.compile(r"([\w./-]+\.\w+):(\d+)")
 
@@ -61,10 +63,15 @@ async def surgical_fix(state: TurboState, runtime: Runtime[RunContext]) -> dict:
 
 
 async def _client_fix(state: TurboState, settings: Settings, cycle: int, failures_before: int) -> dict:
-    report = state.tests
+    failures = state.tests.failures if state.tests else []
+    previous = state.cycles[-1].edits if state.cycles and state.cycles[-1].source == "client" else []
+    # Compact like every result a caller sees; a refused edit must reach the caller now, not only in the report.
     request = ClientFixRequest(
         cycle=cycle, output_dir=state.output_dir, files=[f.path for f in state.files],
-        failures=[f.model_dump(exclude_none=True) for f in (report.compact().failures if report else [])])
+        failures=[{"name": one_line(f.name), "message": one_line(f.message)} for f in failures[:CLIENT_FAILURES]],
+        more_failures=max(0, len(failures) - CLIENT_FAILURES),
+        edits_not_applied=[{"path": e.path, "status": e.status, "message": one_line(e.message, 300)}
+                           for e in previous if e.status != "applied"])
     answer = interrupt(request.model_dump())  # the graph pauses here until resume_run / `speedrun resume`
     action, edits = parse_resume(answer)
     fix = FixCycle(cycle=cycle, source="client", failures_before=failures_before,

@@ -265,7 +265,11 @@ class ClientFixRequest(BaseModel):
     kind: Literal["fix_needed"] = "fix_needed"
     cycle: int
     output_dir: str
-    failures: list[dict[str, Any]]
+    failures: list[dict[str, Any]] = Field(description="At most 3 failing tests, each {name, message} in one line.")
+    more_failures: int = Field(0, description="Failing tests not listed; run the tests to see them all.")
+    edits_not_applied: list[dict[str, Any]] = Field(
+        default_factory=list, description="Your edits of the previous cycle that did not apply: {path, status, "
+                                          "message}. Nothing of them was written.")
     files: list[str]
     how_to_resume: str = ("Fix the files yourself, then resume with action 'retest'; or send 'edits' "
                           "(search/replace); or 'stop'.")
