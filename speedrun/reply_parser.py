@@ -236,6 +236,10 @@ class FileStreamParser:
             joined = "".join(part.strip() for part in path.splitlines())
             self._warnings.append(f"{_show(path)}: the path was split over lines; joined to {_show(joined)}")
             path = joined
+        if "\ufffd" in path:
+            # The gateway turns bytes that were no valid text (bad UTF-8, lone surrogates) into U+FFFD: say so.
+            self._warnings.append(f"{_show(path)}: the path held characters that were not valid text; they were "
+                                  "replaced by U+FFFD, so check the file name")
         self._end_legacy_at_tag(path, out)
         self._tag_path, self._block = path, []
         self._seen.append(path)

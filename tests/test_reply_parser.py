@@ -212,3 +212,12 @@ def test_generated_replies_give_back_exactly_their_files(files, shapes, data) ->
     assert [(f.path, f.content) for f in got] == files
     assert unfinished is None
     assert (got, unfinished) == parse_files(text)
+
+
+def test_a_path_with_replaced_invalid_characters_is_written_with_a_warning() -> None:
+    files, unfinished = parse_files('<FILE path="a\ufffd.py">\nx = 1\n</FILE>\n')
+    assert [(f.path, f.content) for f in files] == [("a\ufffd.py", "x = 1\n")] and unfinished is None
+    parser = FileStreamParser()
+    parser.feed('<FILE path="a\ufffd.py">\nx = 1\n</FILE>\n')
+    parser.finish()
+    assert any("U+FFFD" in w for w in parser.warnings)
