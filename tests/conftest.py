@@ -2,13 +2,46 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fake_llm import FakeLLM
+
+
+def _refuse_unless_loopback(address: object) -> None:
+    host = address[0] if isinstance(address, tuple) and address else None
+    try:
+        if host is not None and not ipaddress.ip_address(str(host).split("%")[0]).is_loopback:
+            raise ConnectionRefusedError(f"the test suite is offline: a connection to {host} was refused "
+                                         "(loopback only; mark a test `live` to reach a real provider)")
+    except ValueError:  # not an IP address (e.g. a Unix socket path): not a network connection
+        pass
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reaches the network by accident: in-process connections go to 127.0.0.1/::1 or fail at once."""
+    if request.node.get_closest_marker("live"):
+        return
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def connect(sock: socket.socket, address: object) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            _refuse_unless_loopback(address)
+        return real_connect(sock, address)
+
+    def connect_ex(sock: socket.socket, address: object) -> int:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            _refuse_unless_loopback(address)
+        return real_connect_ex(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
 
 
 @pytest.fixture
