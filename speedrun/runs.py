@@ -89,7 +89,7 @@ class RunManager:
     def __init__(self, settings: Settings, saver: Any):
         self.settings = settings
         self.saver = saver
-        self.graphs = {name: b.compile(checkpointer=saver) for name, b in _graph_builders().items()}
+        self.graphs = {name: b.compile(checkpointer=saver, name=name) for name, b in _graph_builders().items()}
         self.live: dict[str, _Live] = {}
 
     @classmethod

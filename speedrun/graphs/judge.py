@@ -47,4 +47,4 @@ builder.add_edge("score", "decide")
 builder.add_edge("decide", "worksheet")
 builder.add_edge("worksheet", END)
 
-graph = builder.compile()
+graph = builder.compile(name="judge")
