@@ -587,9 +587,10 @@ def _explain(exc: BaseException, spec: ModelSpec, settings: Settings) -> str:
     elif isinstance(exc, openai.APIConnectionError):
         msg = f"Could not connect to {who} ({tries}). Check the URL setting and that the server is up."
     elif isinstance(exc, openai.APIStatusError):
-        msg = f"{who} failed with HTTP {exc.status_code} after {tries}: {str(exc.message)[:300]}"
+        # Redacted before it is cut short: a key cut in two would no longer be recognised.
+        msg = f"{who} failed with HTTP {exc.status_code} after {tries}: {settings.redact(str(exc.message))[:300]}"
     else:
-        msg = f"{who} failed: {type(exc).__name__}: {str(exc)[:300]}"
+        msg = f"{who} failed: {type(exc).__name__}: {settings.redact(str(exc))[:300]}"
     return settings.redact(msg)
 
 
@@ -718,7 +719,7 @@ async def _call(settings: Settings, spec: ModelSpec, messages: Messages, max_tok
             model = chat_model(spec, settings, max_tokens=max_tokens, streaming=on_text is not None)
             if on_text is None:
                 async with asyncio.timeout(limit_s + 1):
-                    message = await _invoke(model, messages, spec, budget, json_answer)
+                    message = await _invoke(model, messages, spec, budget, json_answer, settings.redact)
                 text, meta, usage = message.content, message.response_metadata, message.usage_metadata
                 text = _ThinkFilter().feed(text) if isinstance(text, str) else str(text)
                 text = _clean_surrogates(text)
@@ -786,7 +787,7 @@ def _with_instructions(messages: Messages, text: str) -> list[tuple[str, str]]:
 
 
 async def _invoke(model: "ChatOpenAI", messages: Messages, spec: ModelSpec, budget: RateBudget,
-                  json_answer: JsonAnswer | None) -> Any:
+                  json_answer: JsonAnswer | None, redact: Callable[[str], str] = str) -> Any:
     """Non-streamed call, in the best JSON mode the endpoint takes: json_schema (strict where supported), else
     json_object with the schema in the prompt, else plain text with the schema in the prompt. A mode that
     answers 400 is not asked again for this provider, key and model in this process."""
@@ -813,7 +814,7 @@ async def _invoke(model: "ChatOpenAI", messages: Messages, spec: ModelSpec, budg
         except openai.BadRequestError as exc:
             budget.refused_formats.add((spec.model, mode))
             log.warning("%s answered 400 to response_format %s (%s); asking in the next mode from now on.",
-                        spec.describe(), mode, str(exc.message)[:200])
+                        spec.describe(), mode, redact(str(exc.message))[:200])  # the CLI logs unfiltered
     raise AssertionError("unreachable: the plain-text mode always returns")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import stat
+import sys
 from pathlib import Path
 
 import anyio
@@ -50,8 +51,10 @@ def echo_authorization(fake: FakeLLM, template: str = "{}", **reply: object):
      "https://x-access-token:***@github.com/o/r.git"),
     ("https://__token__:pypi-AgEIcHlwaS5vcmc@upload.pypi.org/legacy/", "https://__token__:***@upload.pypi.org/legacy/"),
     ("https://u:p@ss@host/v1", "https://u:***@host/v1"),  # an unencoded @ in the password: the last @ ends it
-    ("Could not reach 'http://a:b%40c@127.0.0.1:1/v1': ConnectError", "Could not reach 'http://a:***@127.0.0.1:1/v1': ConnectError"),
-    ("two: amqp://guest:guest@mq:5672/ and http://me:pw@proxy:3128", "two: amqp://guest:***@mq:5672/ and http://me:***@proxy:3128"),
+    ("Could not reach 'http://a:b%40c@127.0.0.1:1/v1': ConnectError",
+     "Could not reach 'http://a:***@127.0.0.1:1/v1': ConnectError"),
+    ("two: amqp://guest:guest@mq:5672/ and http://me:pw@proxy:3128",
+     "two: amqp://guest:***@mq:5672/ and http://me:***@proxy:3128"),
     # Left as they are: no password in them.
     ("http://localhost:8080/v1", "http://localhost:8080/v1"),
     ("ssh://git@github.com/o/r.git", "ssh://git@github.com/o/r.git"),
@@ -249,6 +252,42 @@ async def test_judge_measurement_redacts_what_tests_print(speedrun_env: dict[str
     text = m.model_dump_json()
     assert m.tests is not None and m.tests.failed == 1
     assert "leaked ***" in text and ENV_KEY not in text
+
+
+def key_fragments(key: str, size: int = 8) -> list[str]:
+    return [key[i:i + size] for i in range(len(key) - size + 1)]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_key_cut_in_two_by_the_output_caps_is_masked_too(clean_env: pytest.MonkeyPatch, tmp_path: Path,
+                                                                  mode: str) -> None:
+    """Output is capped before it is redacted: the part of a key left at a cut (the tail's first line, a trimmed
+    failure message's end) must not survive because it no longer matches the whole key."""
+    from types import SimpleNamespace
+
+    from speedrun.config import RunContext
+    from speedrun.nodes.run_tests import run_test_command
+
+    key = "csk-cut-in-two-0123456789abcdefghij"
+    clean_env.setenv("CEREBRAS_API_KEY", key)
+    clean_env.setenv("SPEEDRUN_SANDBOX", mode)
+    runtime = SimpleNamespace(context=RunContext(Settings()), stream_writer=None)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "secret.txt").write_text(key)
+    # One failing test per padding, so some trimmed message (1,500 characters) ends inside the key.
+    tests = "".join(f"def test_pad_{n}():\n    assert False, 'x' * {n} + open('secret.txt').read()\n\n\n"
+                    for n in range(1440, 1500, 3))
+    (ws / "test_cut.py").write_text(tests)
+    report = await run_test_command(PYTEST, ws, runtime, max_failures=40)
+    assert report.failed == 20 and any(f.message.endswith("[trimmed]") for f in report.failures)
+    # And the output tail's first line starting inside the key, for a range of cut points.
+    for pad in range(0, 40, 4):
+        command = f"{sys.executable} -c \"print('A' * 300 + open('secret.txt').read() + 'B' * {120 + pad})\""
+        cut = await run_test_command(command, ws, runtime, output_cap=200)
+        text = cut.model_dump_json() + report.model_dump_json()
+        assert not [f for f in key_fragments(key) if f in text], (pad, text[:400])
 
 
 # --- SPEEDRUN_HOME --------------------------------------------------------------------------------------------

@@ -253,6 +253,26 @@ class Settings(BaseSettings):
         that leaves the process (logs, errors, test output, results)."""
         return mask_url_credentials(self.redact_secrets(text))
 
+    def redact_output(self, text: str) -> str:
+        """redact(), for output that was cut to size before it got here (test output tails, trimmed failure
+        messages): a secret cut in two at a line's start or end is masked as well, since its remaining part
+        would no longer match the whole value."""
+        text = self.redact(text)
+        secrets = self._long_secrets()
+        if not secrets:
+            return text
+        # Every MIN_SECRET_LEN-long piece of a secret: a line edge that is none of these needs no closer look.
+        pieces = {sec[i:i + MIN_SECRET_LEN] for sec in secrets for i in range(len(sec) - MIN_SECRET_LEN + 1)}
+        lines = text.split("\n")
+        for n, line in enumerate(lines):
+            if line[-MIN_SECRET_LEN:] in pieces:  # the start of a secret where the line ends
+                line = _cut_edge(line, secrets, at_end=True)
+            lead = 3 if line.startswith("...") else 0  # a cut mark
+            if line[lead:lead + MIN_SECRET_LEN] in pieces:  # the end of a secret where the line begins
+                line = line[:lead] + _cut_edge(line[lead:], secrets, at_end=False)
+            lines[n] = line
+        return "\n".join(lines)
+
     def _long_secrets(self) -> list[str]:
         # A placeholder like "x" is no secret, and replacing every "x" would garble the message. Longest first,
         # so a key that contains another is replaced whole.
@@ -283,6 +303,18 @@ class Settings(BaseSettings):
 # scheme://user:password@ — the password runs to the last "@" before the path (an unencoded "@" in it is common),
 # and never across whitespace or quotes, so two URLs on one line stay apart.
 _URL_CREDENTIALS = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:'\"<>]*):(?P<password>[^\s/?#'\"<>]*)@")
+
+
+def _cut_edge(line: str, secrets: list[str], *, at_end: bool) -> str:
+    """The line with the longest part of a secret (at least MIN_SECRET_LEN characters) that it ends with (the
+    secret's start) or begins with (the secret's end) replaced by ***."""
+    for secret in secrets:
+        for k in range(len(secret) - 1, MIN_SECRET_LEN - 1, -1):
+            if at_end and line.endswith(secret[:k]):
+                return line[:-k] + "***"
+            if not at_end and line.startswith(secret[-k:]):
+                return "***" + line[k:]
+    return line
 
 
 def mask_url_credentials(text: str) -> str:
@@ -361,7 +393,7 @@ def check_apart_from_home(home: Path, workspace: Path, name: str = "output_dir")
         return
     raise InputError(f"{name} {echo(str(work_r))} {where} speed-run's state directory (SPEEDRUN_HOME="
                      f"{echo(str(home_r))}), where other runs' checkpoints live. Choose an {name} outside it, or "
-                     "set SPEEDRUN_HOME to a directory outside your projects (the default is ~/.local/state/speed-run).")
+                     "set SPEEDRUN_HOME to a directory outside your projects (default: ~/.local/state/speed-run).")
 
 
 def _default_home() -> Path:

@@ -36,7 +36,7 @@ async def measure(task: MeasureTask, runtime: Runtime[RunContext]) -> dict:
         progress(runtime, "measure", f"{impl.name}: running {impl.test_command}")
         report = await run_test_command(impl.test_command, root, runtime)
     elif report is not None:  # a caller's report may carry what its tests printed, too
-        report = report.redacted(run_settings(runtime).redact)
+        report = report.redacted(run_settings(runtime).redact_output)
     metrics = impl.metrics
     m = m.model_copy(update={"tests": report, **(metrics.model_dump() if metrics else {})})
     progress(runtime, "measure", f"{impl.name}: {m.loc} LOC, {len(m.violations)} readability violations")

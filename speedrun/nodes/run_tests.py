@@ -20,7 +20,7 @@ async def run_test_command(command: str, cwd: Path, runtime: Any, **options: Any
     Test code can print anything it reaches, a key included; this is the one place a report is made for a run,
     so nothing it printed reaches a result, a checkpoint, a fixer prompt or a report unredacted."""
     report = await run_in_sandbox(command, cwd, **options, **sandbox_options(runtime))
-    return report.redacted(run_settings(runtime).redact)
+    return report.redacted(run_settings(runtime).redact_output)  # output was capped: keys may be cut
 
 
 async def run_tests(state: TurboState, runtime: Runtime[RunContext]) -> dict:
