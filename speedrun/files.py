@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
 import stat
+import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from pathlib import Path
 from speedrun.errors import FileProtocolError, InputError
 from speedrun.state.records import FileError, GeneratedFile, WriteReport, WrittenFile
 
-__all__ = ["SafeWriter", "check_output_dir", "normalize_relpath", "parse_allow_paths"]
+__all__ = ["SafeWriter", "check_output_dir", "normalize_relpath", "parse_allow_paths", "write_text_atomic"]
 
 # How writes stay confined (the rule's one owner is this module):
 # - A path is checked lexically first (normalize_relpath), then walked component by component from a directory file
@@ -804,3 +806,26 @@ class SafeWriter:
         finally:
             os.close(start)
         return os.path.join(anchor, *dest_parts)
+
+
+def write_text_atomic(path: Path, text: str, *, private: bool = False) -> None:
+    """Write one of speed-run's own files (a report, a worksheet) whole or not at all.
+
+    A temp file with a unique name in the same folder, then a rename: a reader never sees half a file, and two
+    writers never share a temp file. `private`: the folder becomes 0700 and the file 0600 (reports under
+    SPEEDRUN_HOME name paths and test output); otherwise the file is 0644. Blocking: use asyncio.to_thread.
+    """
+    path.parent.mkdir(mode=0o700 if private else 0o777, parents=True, exist_ok=True)
+    if private:
+        os.chmod(path.parent, 0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".speedrun-", suffix=".tmp")  # created 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        if not private:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

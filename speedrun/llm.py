@@ -702,11 +702,11 @@ async def _call(settings: Settings, spec: ModelSpec, messages: Messages, max_tok
     retries = 0
     # Every wait of this call (the budget's queue, Retry-After, backoff) shares one GENERATION_TIMEOUT, so retries
     # cannot add up to minutes while an MCP client's tool timeout runs out.
-    wait_left = limit_s
+    wait_left, waiting_since = limit_s, queued
     while True:
         charge = await budget.acquire(prompt_est + max_tokens, max(0.0, wait_left))
         started = time.monotonic()
-        wait_left -= started - (queued if retries == 0 else retry_from)
+        wait_left -= started - waiting_since
         sent = False
         used = 0  # a failed request is settled to nothing: it produced no answer
 
@@ -744,7 +744,7 @@ async def _call(settings: Settings, spec: ModelSpec, messages: Messages, max_tok
             if retries >= settings.max_retries:
                 raise _Failed(exc, retries, wait) from None
             retries += 1
-            retry_from = time.monotonic()  # the backoff below and the next acquire count as this call's waiting
+            waiting_since = time.monotonic()  # the backoff below and the next acquire count as this call's waiting
             if wait is None:  # the openai client's backoff: 0.5 s doubling to 8 s, with jitter
                 wait = min(8.0, 0.5 * 2 ** (retries - 1)) * (1 - 0.25 * random.random())
             if isinstance(exc, openai.RateLimitError):

@@ -88,7 +88,7 @@ async def check_setup(settings: Settings | None, config_error: str | None = None
         except ConfigError as exc:
             problems.setdefault(redact(str(exc)), []).append(role)
     gen = specs.get("generator")
-    result = StatusResult(status="ok", url=gen.base_url if gen else settings.cerebras_url,
+    result = StatusResult(status="ok", url=redact(gen.base_url if gen else settings.cerebras_url),
                           model=gen.model if gen else settings.cerebras_model, roles=roles,
                           timeout_note=settings.timeout_note(), isolation=await _isolation(settings))
     if problems:
@@ -106,7 +106,7 @@ async def check_setup(settings: Settings | None, config_error: str | None = None
             try:
                 listed[spec.budget_key] = await list_models(spec, settings)
             except SpeedRunError as exc:
-                result.status, result.error = "error", f"{role} endpoint {spec.base_url}: {redact(str(exc))}"
+                result.status, result.error = "error", f"{role} endpoint {redact(spec.base_url)}: {redact(str(exc))}"
                 result.setup_hint = "Check the URL, the key and the network; the endpoint must answer GET /models."
                 return result
         models = listed[spec.budget_key]

@@ -87,8 +87,6 @@ def test_errors_never_show_the_password_of_a_url(tmp_path: Path, fake_llm: FakeL
     assert password not in unreachable.stdout + unreachable.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="needs preflight.check_setup to pass `url` and the endpoint error's "
-                                       "`spec.base_url` through settings.redact (asked of the lead, who owns it)")
 @pytest.mark.parametrize("models_status", [200, 401])
 def test_check_shows_the_endpoint_without_its_password(tmp_path: Path, fake_llm: FakeLLM,
                                                        models_status: int) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 
 from langgraph.runtime import Runtime
 
-from speedrun.config import RunContext
+from speedrun.config import RunContext, ensure_home
+from speedrun.files import write_text_atomic
 from speedrun.llm import estimate_tokens
 from speedrun.nodes.common import progress, run_settings
 from speedrun.state.turbo import TurboResult, TurboState, ledger_by_role
@@ -22,15 +22,11 @@ def report_path(home: Path, run_id: str) -> Path:
     return home / "runs" / run_id / "report.json"
 
 
-def write_private_json(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically, readable by the user only (dir 0700, file 0600): reports name their paths."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    tmp = path.with_name(f".report-{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def save_report(home: Path, run_id: str, text: str) -> Path:
+    """Write a run's full report under SPEEDRUN_HOME (created 0700 if this is its first use); returns its path."""
+    path = report_path(ensure_home(home), run_id)
+    write_text_atomic(path, text, private=True)
+    return path
 
 
 async def report(state: TurboState, runtime: Runtime[RunContext]) -> dict:
@@ -52,10 +48,11 @@ async def report(state: TurboState, runtime: Runtime[RunContext]) -> dict:
     generated = sum(e.completion_tokens for e in state.ledger if e.role in GENERATING_ROLES)
     result.caller_tokens_saved = max(0, generated - estimate_tokens(result.summary().model_dump_json()))
     if run_id:
-        path = report_path(run_settings(runtime).home, str(run_id))
+        home = run_settings(runtime).home
+        path = report_path(home, str(run_id))
         result.report_path = str(path)
         try:  # off the event loop: Studio refuses blocking calls in nodes
-            await asyncio.to_thread(write_private_json, path, json.dumps(result.model_dump(mode="json"), indent=1))
+            await asyncio.to_thread(save_report, home, str(run_id), json.dumps(result.model_dump(mode="json"), indent=1))
         except OSError as exc:
             result.report_path = None
             result.warnings.append(f"could not write the full report to {path}: {exc.strerror or exc}")

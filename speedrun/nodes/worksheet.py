@@ -9,7 +9,8 @@ from pathlib import Path
 
 from langgraph.runtime import Runtime
 
-from speedrun.config import RunContext
+from speedrun.config import RunContext, ensure_home
+from speedrun.files import write_text_atomic
 from speedrun.judging import render_worksheet
 from speedrun.nodes.common import progress, run_settings
 from speedrun.state.judge import Decision, Scorecard
@@ -29,8 +30,10 @@ async def worksheet(state: JudgeState, runtime: Runtime[RunContext]) -> dict:
     """Write judge-worksheet.md and scorecard.json; the result carries their paths and numbers, not their text."""
     if state.worksheet_dir:
         out = Path(state.worksheet_dir)
-    else:
-        out = run_settings(runtime).home / "judgements" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    else:  # under SPEEDRUN_HOME, which is created 0700 if this is its first use
+        home = run_settings(runtime).home
+        out = home / "judgements" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        await asyncio.to_thread(ensure_home, home)
     md_path, json_path = await asyncio.to_thread(_write, out, state)
     progress(runtime, "worksheet", f"wrote {md_path}")
     reviews = {r.name: r for r in state.reviews}
@@ -71,12 +74,6 @@ def _write(out: Path, state: JudgeState) -> tuple[Path, Path]:
     full = {"mode": state.mode, "decision": state.decision.model_dump(mode="json"),
             "scorecards": [c.model_dump(mode="json") for c in state.cards],
             "reviews": [r.model_dump(mode="json") for r in state.reviews]}
-    _atomic_write(md_path, render_worksheet(state, state.cards, state.decision, state.reviews))
-    _atomic_write(json_path, json.dumps(full, indent=2) + "\n")
+    write_text_atomic(md_path, render_worksheet(state, state.cards, state.decision, state.reviews))
+    write_text_atomic(json_path, json.dumps(full, indent=2) + "\n")
     return md_path, json_path
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
