@@ -48,6 +48,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from speedrun.config import mask_url_credentials
 from speedrun.errors import ConfigError, InputError
 from speedrun.junit import parse_junit
 from speedrun.state.records import TestFailure, TestReport
@@ -75,8 +76,6 @@ _ALLOWED_PREFIXES = ("LC_",)
 
 #: Names that are dropped even when allow-listed (e.g. ``LC_AUTH_TOKEN``).
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|SESSION|COOKIE", re.IGNORECASE)
-#: Values that embed credentials in a URL: ``scheme://user:pass@host`` (user may be empty).
-_URL_CREDENTIALS = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#@\s:]*:[^/?#@\s]*@")
 
 _FORCED_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -107,7 +106,7 @@ def scrubbed_env(source: Mapping[str, str] | None = None) -> dict[str, str]:
     for name, value in src.items():
         if name not in ALLOWED_ENV_NAMES and not name.startswith(_ALLOWED_PREFIXES):
             continue
-        if _SECRET_NAME.search(name) or _URL_CREDENTIALS.search(value):
+        if _SECRET_NAME.search(name) or mask_url_credentials(value) != value:  # config owns the URL rule
             continue
         env[name] = value
     env.update(_FORCED_ENV)
