@@ -18,6 +18,7 @@ from speedrun.graphs.judge import graph
 from speedrun.scoring import FITNESS_ITEMS
 from speedrun.state.judging import JudgeInput
 from tests.fake_llm import FakeLLM
+from tests.schema_answers import follow_schema, request_schema, request_text
 from tests.test_measure import SHIPPED_TESTS, TOKEN_BUCKET_PY
 
 PYTEST = f"{sys.executable} -m pytest -q -p no:cacheprovider -p no:langsmith_plugin -p no:anyio"
@@ -30,57 +31,6 @@ def _project(root: Path, body: str) -> Path:
     (root / "calc.py").write_text(body)
     (root / "test_calc.py").write_text("from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n")
     return root
-
-
-def _text(body: dict) -> str:
-    return "\n".join(m["content"] for m in body["messages"] if isinstance(m.get("content"), str))
-
-
-def request_schema(body: dict) -> dict:
-    """The JSON schema a structured request asks for: from response_format json_schema, else from the prompt."""
-    fmt = body.get("response_format") or {}
-    if fmt.get("type") == "json_schema":
-        return fmt["json_schema"]["schema"]
-    text = _text(body)
-    decoder = json.JSONDecoder()
-    for start in [m.start() for m in re.finditer(r"\{", text)]:
-        try:
-            found, _end = decoder.raw_decode(text, start)
-        except ValueError:
-            continue
-        if isinstance(found, dict) and found.get("type") == "object" and "properties" in found:
-            return found
-    raise AssertionError("no JSON schema in the request")
-
-
-def follow_schema(schema: dict, root: dict | None = None, flip: list[int] | None = None) -> object:
-    """A value that satisfies `schema` and nothing more, the way a schema-constrained decoder answers:
-    every required property, the lowest allowed number, the first enum value, arbitrary strings, empty
-    arrays unless minItems asks for more, booleans alternating."""
-    root = root or schema
-    flip = flip if flip is not None else [0]
-    if "$ref" in schema:
-        return follow_schema(root["$defs"][schema["$ref"].rsplit("/", 1)[-1]], root, flip)
-    if "anyOf" in schema:
-        return follow_schema(schema["anyOf"][0], root, flip)
-    if "enum" in schema:
-        return schema["enum"][0]
-    if "const" in schema:
-        return schema["const"]
-    kind = schema.get("type")
-    if kind == "object":
-        return {key: follow_schema(sub, root, flip) for key, sub in schema.get("properties", {}).items()
-                if key in schema.get("required", [])}
-    if kind == "array":
-        return [follow_schema(schema["items"], root, flip) for _ in range(schema.get("minItems", 0))]
-    if kind == "boolean":
-        flip[0] += 1
-        return flip[0] % 2 == 0
-    if kind in ("integer", "number"):
-        return schema.get("minimum", schema.get("exclusiveMinimum", -1) + 1)
-    if kind == "string":
-        return "zq" * max(1, schema.get("minLength", 1))
-    raise AssertionError(f"unexpected schema {schema}")
 
 
 def _set_yes(answers: dict, yes: int) -> None:
@@ -101,7 +51,7 @@ class Script:
         self.weak_fitness = weak_fitness
 
     def __call__(self, body: dict) -> str:
-        text = _text(body)
+        text = request_text(body)
         if "fresh-eyes" in text:
             return json.dumps({"findings": [{"severity": "minor", "category": "edge case", "file": "calc.py",
                                              "line": 1, "message": "no input validation"}]})
@@ -172,7 +122,7 @@ async def test_prompts_are_blinded(fake_llm: FakeLLM, settings: Settings, two_im
     for body in bodies:
         for leak in ("alpha-impl", "beta-impl", str(tmp_path)):
             assert leak not in body
-    judge_prompt = _text(fake_llm.chat_requests()[-1].body)
+    judge_prompt = request_text(fake_llm.chat_requests()[-1].body)
     assert "=== Implementation A ===" in judge_prompt and "=== Implementation B ===" in judge_prompt
 
 
@@ -195,7 +145,7 @@ async def test_malformed_answer_is_retried_once_then_a_clear_error(
     calls = {"judge": 0}
 
     def responder(body: dict) -> str:
-        text = _text(body)
+        text = request_text(body)
         if "fresh-eyes" in text:
             return json.dumps({"findings": []})
         calls["judge"] += 1
@@ -216,7 +166,7 @@ async def test_wrong_labels_count_as_malformed_and_the_retry_can_fix_them(
     script = Script(strong_marker="first + second")
 
     def responder(body: dict) -> str:
-        text = _text(body)
+        text = request_text(body)
         if "fresh-eyes" in text or next(answers) == "right":
             return script(body)
         right = json.loads(script(body))
@@ -226,7 +176,7 @@ async def test_wrong_labels_count_as_malformed_and_the_retry_can_fix_them(
     out = await graph.ainvoke({"implementations": two_impls, "design": "add two integers", "mode": "showdown",
                                "worksheet_dir": str(tmp_path / "ws")}, context=RunContext(settings))
     assert out["result"].winner == "alpha-impl"
-    retry_prompt = _text(fake_llm.chat_requests()[-1].body)
+    retry_prompt = request_text(fake_llm.chat_requests()[-1].body)
     assert "That answer was not valid" in retry_prompt and re.search(r"\bA\b.*required", retry_prompt)
 
 
@@ -482,7 +432,7 @@ async def test_the_result_is_compact_and_the_worksheet_keeps_every_word(fake_llm
         impls.append({"name": name, "path": str(_project(tmp_path / name, body))})
 
     def responder(body: dict) -> str:
-        text = _text(body)
+        text = request_text(body)
         if "fresh-eyes" in text:
             return json.dumps({"findings": [{"severity": "major", "category": "logic", "file": "calc.py", "line": 2,
                                              "message": "subtracts instead of adding; " * 20}] * 4})

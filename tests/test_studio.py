@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_llm import FakeLLM
+from tests.schema_answers import follow_schema, request_schema
 
 pytest.importorskip("langgraph_api", reason="the studio group is not installed (uv sync --group studio)")
 
@@ -35,6 +36,7 @@ ALGORITHM: return a + b.
 RULES: write calc.py and test_calc.py.
 """
 CALC = "def add(a, b):\n    return a + b\n"
+BUGGY_CALC = "def add(a, b):\n    return a - b\n"
 TEST_CALC = "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
 
 
@@ -113,3 +115,46 @@ def test_turbo_runs_in_langgraph_dev_without_allow_blocking(studio, fake_llm: Fa
     assert final["result"]["status"] == "passed", json.dumps(final)[:2000]
     assert (out / "calc.py").read_text() == CALC
     assert final["result"]["tests"]["passed"] == 1
+
+
+def test_client_fix_interrupt_and_resume_over_the_studio_api(studio, fake_llm: FakeLLM, tmp_path: Path) -> None:
+    url, log = studio
+    fake_llm.script(f'<FILE path="calc.py">\n{BUGGY_CALC}</FILE>\n<FILE path="test_calc.py">\n{TEST_CALC}</FILE>\n')
+    out = tmp_path / "ws"
+    thread = _http("POST", f"{url}/threads", {})["thread_id"]
+    paused = _http("POST", f"{url}/threads/{thread}/runs/wait", {
+        "assistant_id": "turbo",
+        "input": {"contract": CONTRACT, "output_dir": str(out), "roles": {"fixer": "client"},
+                  "test_command": f"{sys.executable} -m pytest -q -p no:cacheprovider"}})
+    [interrupt] = paused["__interrupt__"]
+    assert interrupt["value"]["kind"] == "fix_needed"
+    assert interrupt["value"]["failures"][0]["name"] == "test_calc.py::test_add"
+
+    (out / "calc.py").write_text(CALC)  # the caller fixes the file, then asks for a retest
+    final = _http("POST", f"{url}/threads/{thread}/runs/wait",
+                  {"assistant_id": "turbo", "command": {"resume": "retest"}})
+    assert "BlockingError" not in log.read_text(errors="replace")
+    assert final["result"]["status"] == "passed", json.dumps(final)[:2000]
+    assert [c["source"] for c in final["result"]["cycles"]] == ["client"]
+    assert len(fake_llm.chat_requests()) == 1  # the generator only: the caller was the fixer
+
+
+def test_judge_runs_in_langgraph_dev(studio, fake_llm: FakeLLM, tmp_path: Path) -> None:
+    url, log = studio
+    impls = []
+    for name, body in (("alpha", CALC), ("beta", BUGGY_CALC)):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "calc.py").write_text(body)
+        (root / "test_calc.py").write_text(TEST_CALC)
+        impls.append({"name": name, "path": str(root),
+                      "test_command": f"{sys.executable} -m pytest -q -p no:cacheprovider"})
+    # Reviews and the verdict follow the schemas the requests carry, as a schema-constrained model would.
+    fake_llm.responder = lambda body: json.dumps(follow_schema(request_schema(body)))
+    final = _http("POST", f"{url}/runs/wait", {
+        "assistant_id": "judge",
+        "input": {"implementations": impls, "design": "add two integers", "worksheet_dir": str(tmp_path / "ws")}})
+    assert "BlockingError" not in log.read_text(errors="replace")
+    result = final["result"]
+    assert {c["name"] for c in result["scorecards"]} == {"alpha", "beta"}, json.dumps(final)[:2000]
+    assert Path(result["worksheet_path"]).is_file() and Path(result["scorecard_path"]).is_file()
