@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Literal
 
 from speedrun.config import RunContext, Settings
 from speedrun.errors import InputError, RunNotFoundError, SpeedRunError, echo
+from speedrun.procs import owner_alive, process_tag
 from speedrun.state.records import NextAction, RunRow, RunStatus, one_line
 
 RunState = Literal["running", "passed", "failed", "stopped", "done", "needs_input", "interrupted", "cancelled",
@@ -47,37 +46,6 @@ def _answer_checks() -> dict[str, Callable[[Any], Any]]:
     return {"fix_needed": parse_resume}
 
 
-def process_tag(pid: int | None = None) -> str | None:
-    """'pid:start-time' of a process (None if it is gone or a zombie), so a recycled pid is not its owner."""
-    pid = pid or os.getpid()
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return None
-    except OSError:  # no /proc (macOS): the pid alone
-        return str(pid) if _pid_exists(pid) else None
-    fields = stat[stat.rfind(")") + 2:].split()
-    return None if fields[0] in ("Z", "X") else f"{pid}:{fields[19]}"
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
-def owner_alive(tag: str | None) -> bool:
-    """True while the process that tagged a run still runs; this process never counts (its tasks say)."""
-    if not tag:
-        return False
-    pid = int(tag.split(":")[0])
-    return pid != os.getpid() and process_tag(pid) == tag
-
-
 def new_run_id(workflow: str) -> str:
     """Readable, sortable, unique: turbo-20261123-223000-3f9a."""
     return f"{workflow}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
@@ -101,6 +69,7 @@ class RunManager:
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
         from speedrun.config import ensure_home
+        from speedrun.sandbox import group_records_dir, sweep_test_groups
         from speedrun.state import checkpoint_types
 
         try:
@@ -119,6 +88,8 @@ class RunManager:
                 if "owner" not in {row[1] for row in await cur.fetchall()}:  # a database from before `owner`
                     await saver.conn.execute("ALTER TABLE speedrun_runs ADD COLUMN owner TEXT")
             await saver.conn.commit()
+            # Test process groups that a killed speed-run left behind die before any run is started or resumed.
+            await asyncio.to_thread(sweep_test_groups, group_records_dir(settings.home))
             manager = cls(settings, saver)
             try:
                 yield manager

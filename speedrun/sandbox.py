@@ -13,6 +13,8 @@ Entry points:
   plus ``LC_*``) without secret-looking names or ``scheme://user:pass@`` values.
 * :func:`isolation_summary` says which isolation is in force; :func:`harden_process` makes the
   speed-run process non-dumpable (its ``/proc/<pid>/environ`` unreadable to same-user processes).
+* :func:`sweep_test_groups` kills the recorded test process groups of speed-run processes that died
+  (the run manager calls it when it opens, before any run starts or resumes).
 
 Isolation. ``mode="bwrap"`` (or ``"auto"`` when one probe shows bubblewrap works) runs the command in
 a bubblewrap sandbox: own PID namespace (``/proc`` shows only the sandbox, nothing outlives it),
@@ -26,14 +28,19 @@ environment and a fresh temporary HOME, but the rest of the file system, includi
 Lifetime. Either way the command runs under a small watchdog process (own session and process
 group, parent-death signal, child subreaper): when speed-run dies, even by SIGKILL, the watchdog
 kills every descendant; after the command exits, descendants that left the group (``setsid``,
-double fork) are killed too, because as subreaper they are reparented to the watchdog. A test that
-kills the watchdog itself before escaping is out of reach without bwrap's PID namespace.
+double fork) are killed too, because as subreaper they are reparented to the watchdog. Behind it, the
+group record: while a command runs, its process group (the watchdog's pgid and start time) and the
+owning speed-run process are recorded under ``SPEEDRUN_HOME/test-groups``; if speed-run dies after a
+test killed the watchdog, the next start of the server or CLI (and a resume) kills what is left in that
+group. Without bwrap this stays best effort: a test that kills the watchdog and then leaves the group
+(``setsid``, double fork) escapes both, until the machine or the user ends it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import ctypes
 import os
 import re
@@ -48,13 +55,17 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from pydantic import BaseModel, Field
+
 from speedrun.config import mask_url_credentials
 from speedrun.errors import ConfigError, InputError
 from speedrun.junit import parse_junit
+from speedrun.procs import group_alive, process_tag, tag_alive
 from speedrun.state.records import TestFailure, TestReport
 
 __all__ = [
-    "ALLOWED_ENV_NAMES", "check_test_command", "harden_process", "isolation_summary", "run_tests", "scrubbed_env",
+    "ALLOWED_ENV_NAMES", "GroupRecord", "check_test_command", "group_records_dir", "harden_process",
+    "isolation_summary", "run_tests", "scrubbed_env", "sweep_test_groups",
 ]
 
 log = logging.getLogger(__name__)
@@ -212,30 +223,6 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def _group_alive(pgid: int) -> bool:
-    """True while some non-zombie process is in group ``pgid`` (zombies are ignored on Linux)."""
-    proc_dir = Path("/proc")
-    if not (proc_dir / "self" / "stat").exists():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    for entry in proc_dir.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) >= 3 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            return True
-    return False
-
-
 # Note: asyncio's ``Process.wait()`` only returns once the process has exited AND its pipes are
 # closed, so a background grandchild holding stdout would block it. Exit is therefore detected by
 # polling ``Process.returncode`` (set as soon as the child is reaped).
@@ -256,7 +243,7 @@ async def _terminate_group(proc: asyncio.subprocess.Process) -> None:
     _signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + _TERM_GRACE_S
     while time.monotonic() < deadline:
-        if proc.returncode is not None and not await asyncio.to_thread(_group_alive, pgid):
+        if proc.returncode is not None and not await asyncio.to_thread(group_alive, pgid):
             break
         await asyncio.sleep(_POLL_S)
     _signal_group(pgid, signal.SIGKILL)
@@ -698,6 +685,116 @@ def _watchdog_argv(argv: list[str]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------
+# the group record: the second line of defence when the watchdog itself was killed
+
+_RECORDS_DIR = "test-groups"
+_SWEEP_WAIT_S = 1.0  # how long a sweep waits for the groups it killed to be gone
+
+
+class GroupRecord(BaseModel):
+    """A running test command's process group, as recorded under SPEEDRUN_HOME while it runs."""
+
+    pgid: int = Field(description="The process group (and session) id: the watchdog's pid.")
+    leader: str = Field(description="process_tag of the group leader when it started, so a recycled pgid is "
+                                    "never taken for it.")
+    owner: str = Field(description="process_tag of the speed-run process that runs the command.")
+
+
+def group_records_dir(home: Path) -> Path:
+    """Where running test groups are recorded: ``SPEEDRUN_HOME/test-groups``."""
+    return Path(home) / _RECORDS_DIR
+
+
+def _record_path(record_dir: Path, pgid: int) -> Path:
+    return record_dir / f"{os.getpid()}-{pgid}.json"  # one owner, one live group per name
+
+
+def _record_group(record_dir: Path, pgid: int) -> None:
+    """Write the record of group ``pgid`` (blocking). The directory is private: 0700, as SPEEDRUN_HOME is."""
+    from speedrun.config import ensure_home
+    from speedrun.files import write_text_atomic
+
+    leader, owner = process_tag(pgid), process_tag()
+    if leader is None or owner is None:  # the command is already over: nothing to record
+        return
+    if not record_dir.is_dir():
+        ensure_home(record_dir.parent)  # SPEEDRUN_HOME: 0700 wherever speed-run first writes into it
+    record = GroupRecord(pgid=pgid, leader=leader, owner=owner)
+    write_text_atomic(_record_path(record_dir, pgid), record.model_dump_json(), private=True)
+
+
+async def _start_record(record_dir: Path | None, pgid: int) -> None:
+    if record_dir is None:
+        return
+    try:
+        await asyncio.to_thread(_record_group, record_dir, pgid)
+    except OSError as exc:  # a second line of defence only: the watchdog still guards the run
+        log.warning("could not record the test process group in %s (%s); if speed-run and the watchdog are "
+                    "both killed, its processes will not be cleaned up on the next start", record_dir, exc)
+
+
+async def _drop_record(record_dir: Path | None, pgid: int) -> None:
+    if record_dir is not None:
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(_record_path(record_dir, pgid).unlink, True)
+
+
+def _kill_recorded(record: GroupRecord) -> bool:
+    """SIGKILL the recorded group if any of it is left; True when it was.
+
+    The group is ours when its leader still runs with the recorded start time, or when the leader is gone
+    (killed by the test) but members remain: Linux does not reuse a pid while a group still carries it as its
+    id. A leader pid that now belongs to another process means the group is long gone: nothing is killed.
+    """
+    now = process_tag(record.pgid)
+    if now is not None and now != record.leader:
+        return False
+    if not group_alive(record.pgid):
+        return False
+    _signal_group(record.pgid, signal.SIGKILL)
+    return True
+
+
+def sweep_test_groups(record_dir: Path) -> int:
+    """Kill the test process groups that dead speed-run processes left running; returns how many were killed.
+
+    Reads every record in ``record_dir``. A record whose owner still runs (this process included) is left
+    alone: that owner is driving the command. Otherwise the recorded group is SIGKILLed if anything of it is
+    left (see :func:`_kill_recorded`) and the record is removed. Waits up to a second for killed groups to go.
+    Only the recorded group is reached: processes that also left the group (``setsid``) after the watchdog
+    was killed are beyond it. Blocking (reads /proc, sends signals): use asyncio.to_thread in async code.
+    """
+    try:
+        paths = sorted(p for p in Path(record_dir).iterdir() if p.suffix == ".json")
+    except OSError:  # no records yet
+        return 0
+    killed: list[int] = []
+    for path in paths:
+        try:
+            record = GroupRecord.model_validate_json(path.read_text(encoding="utf-8"))
+        except OSError:
+            continue  # removed meanwhile by its owner
+        except ValueError:  # not ours, or damaged: nothing it names can be trusted
+            log.warning("removing an unreadable test-group record %s", path)
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+            continue
+        if tag_alive(record.owner):
+            continue
+        if _kill_recorded(record):
+            killed.append(record.pgid)
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+    left, deadline = killed, time.monotonic() + _SWEEP_WAIT_S
+    while left and time.monotonic() < deadline:  # SIGKILL is delivered, not awaited: let them go first
+        time.sleep(_POLL_S)
+        left = [pgid for pgid in left if group_alive(pgid)]
+    if killed:
+        log.warning("killed %d test process group(s) left running by a speed-run process that died", len(killed))
+    return len(killed)
+
+
+# --------------------------------------------------------------------------------------------------
 # entry point
 
 
@@ -749,6 +846,7 @@ async def run_tests(
     mode: str = "auto",
     network: bool = False,
     mask: tuple[Path, ...] = (),
+    record_dir: Path | None = None,
 ) -> TestReport:
     """Run ``command`` with ``/bin/sh -c`` in ``cwd`` as untrusted code and report what happened.
 
@@ -760,6 +858,9 @@ async def run_tests(
       gets SIGTERM, then SIGKILL ~2 s later; the report has ``timed_out=True`` and ``exit_code=None``.
       If the awaiting task is cancelled everything is SIGKILLed and ``CancelledError`` re-raised.
       Leftover processes are also killed once the command itself exits.
+    * ``record_dir`` (speed-run passes :func:`group_records_dir`): while the command runs, its process group
+      is recorded there, so that :func:`sweep_test_groups` can kill it after speed-run and the watchdog both
+      died. None: no record.
     * At most ``output_cap`` characters of output are kept (the tail; a header counts the rest).
     * pytest commands get ``--junitxml=<tmp> -p no:cacheprovider`` appended and per-test results;
       other commands count as one failure when the exit code is non-zero. A command the shell could
@@ -773,13 +874,13 @@ async def run_tests(
     argv, env, _resolved, tmp = await asyncio.to_thread(_prepare, command, cwd, mode, network, tuple(mask))
     try:
         return await _run(command, cwd, argv, env, tmp, timeout_s=timeout_s, output_cap=output_cap,
-                          max_failures=max_failures)
+                          max_failures=max_failures, record_dir=record_dir)
     finally:
         await asyncio.to_thread(shutil.rmtree, tmp, True)
 
 
 async def _run(command: str, cwd: Path, argv: list[str], env: dict, tmp: Path, *, timeout_s: float,
-               output_cap: int, max_failures: int) -> TestReport:
+               output_cap: int, max_failures: int, record_dir: Path | None) -> TestReport:
     is_pytest = _is_pytest_command(command)
     tail = _Tail(output_cap)
     timed_out = False
@@ -795,6 +896,7 @@ async def _run(command: str, cwd: Path, argv: list[str], env: dict, tmp: Path, *
     )
     try:
         try:
+            await _start_record(record_dir, proc.pid)
             await asyncio.wait_for(_supervise(proc, tail), timeout_s)
         except asyncio.TimeoutError:
             timed_out = True
@@ -805,6 +907,8 @@ async def _run(command: str, cwd: Path, argv: list[str], env: dict, tmp: Path, *
         # Cancelled (or anything unexpected): nothing of the test run may survive us.
         _kill_now(proc)
         raise
+    finally:
+        await _drop_record(record_dir, proc.pid)
     _close_transport(proc)
     duration_ms = int((time.monotonic() - started) * 1000)
     exit_code = None if timed_out else proc.returncode

@@ -22,6 +22,9 @@ def progress(runtime: Any, step: str, message: str, **data: Any) -> None:
 
 
 def sandbox_options(runtime: Any) -> dict:
-    """Sandbox mode, network and the places to mask, from the run's settings (defaults: auto, off)."""
+    """Sandbox mode, network, the places to mask and where test groups are recorded, from the run's settings."""
+    from speedrun.sandbox import group_records_dir
+
     settings = run_settings(runtime)
-    return {"mode": settings.sandbox, "network": settings.sandbox_network, "mask": (settings.home,)}
+    return {"mode": settings.sandbox, "network": settings.sandbox_network, "mask": (settings.home,),
+            "record_dir": group_records_dir(settings.home)}
