@@ -69,7 +69,6 @@ class RunManager:
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
         from speedrun.config import ensure_home
-        from speedrun.sandbox import group_records_dir, sweep_test_groups
         from speedrun.state import checkpoint_types
 
         try:
@@ -89,8 +88,8 @@ class RunManager:
                     await saver.conn.execute("ALTER TABLE speedrun_runs ADD COLUMN owner TEXT")
             await saver.conn.commit()
             # Test process groups that a killed speed-run left behind die before any run is started or resumed.
-            await asyncio.to_thread(sweep_test_groups, group_records_dir(settings.home))
             manager = cls(settings, saver)
+            await manager.sweep()
             try:
                 yield manager
             finally:
@@ -136,6 +135,12 @@ class RunManager:
         self._launch(run_id, workflow, inputs)
         return run_id
 
+    async def sweep(self) -> int:
+        """Kill test process groups recorded by speed-run processes that have died (see sandbox.sweep_test_groups)."""
+        from speedrun.sandbox import group_records_dir, sweep_test_groups
+
+        return await asyncio.to_thread(sweep_test_groups, group_records_dir(self.settings.home))
+
     async def resume(self, run_id: str, resume: Any = None) -> None:
         """Continue a run: after a crash (resume=None) or an interrupt (resume = the caller's answer)."""
         from langgraph.types import Command
@@ -160,6 +165,7 @@ class RunManager:
             check = _answer_checks().get(need.get("kind") if isinstance(need, dict) else None)
             if check is not None:
                 check(resume)
+        await self.sweep()  # a test group left by a process that died must not run beside the resumed tests
         await self._mark(run_id, "running")
         self._launch(run_id, workflow, Command(resume=resume) if resume is not None else None)
 

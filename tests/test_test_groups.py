@@ -224,3 +224,21 @@ async def test_opening_the_run_manager_kills_groups_left_by_a_dead_speedrun(spee
     async with RunManager.open(Settings()):
         assert left.poll() == -signal.SIGKILL, "the group was still running when the run manager was open"
     assert records_in(records) == []
+
+
+@pytest.mark.anyio
+async def test_a_resume_kills_groups_left_since_the_server_started(speedrun_env, spawn, tmp_path: Path) -> None:
+    # A long-lived MCP server swept at its start; a CLI killed later leaves a group that the next resume must end
+    # before the resumed run's tests start beside it.
+    records = Path(speedrun_env["SPEEDRUN_HOME"]) / "test-groups"
+    async with RunManager.open(Settings()) as runs:
+        left = sleeper(spawn, "speedrun-left-while-the-server-ran")
+        write_record(records, "later", pgid=left.pid, leader=process_tag(left.pid), owner=dead_tag(spawn))
+        run_id = await runs.start("turbo", {"contract": "RULES: nothing", "output_dir": str(tmp_path / "ws"),
+                                            "test_command": "true", "max_fix_cycles": 0})
+        await runs.cancel(run_id)
+        assert left.poll() is None  # nothing swept it yet
+        await runs.resume(run_id)
+        assert left.poll() == -signal.SIGKILL, "the resume ran with the old group still alive"
+        await runs.cancel(run_id)
+    assert records_in(records) == []
