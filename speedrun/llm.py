@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
+from speedrun import prompts
 from speedrun.config import ModelSpec, ProviderLimits, Role, Settings
 from speedrun.errors import InputError, ProviderError, echo
 from speedrun.state import LedgerEntry, Usage
@@ -766,14 +767,10 @@ async def _call(settings: Settings, spec: ModelSpec, messages: Messages, max_tok
     return Completion(text=text, entry=entry)
 
 
-_JSON_SCHEMA_HINT = "Answer with ONE JSON object that follows the response schema, and nothing else."
-
-
 def _json_instructions(schema: dict) -> str:
     import json
 
-    return ("Answer with ONE JSON object that matches this JSON schema, and nothing else "
-            f"(no prose, no markdown fence):\n{json.dumps(schema)}")
+    return prompts.JSON_INSTRUCTIONS.format(schema=json.dumps(schema))
 
 
 def _with_instructions(messages: Messages, text: str) -> list[tuple[str, str]]:
@@ -800,7 +797,7 @@ async def _invoke(model: "ChatOpenAI", messages: Messages, spec: ModelSpec, budg
         schema = strict_json_schema(json_answer.schema) if spec.strict else json_answer.schema
         fmt = {"type": "json_schema", "json_schema": {"name": json_answer.name, "schema": schema,
                                                       "strict": spec.strict}}
-        modes.append(("json_schema", fmt, _JSON_SCHEMA_HINT))
+        modes.append(("json_schema", fmt, prompts.JSON_SCHEMA_HINT))
     prompt = _json_instructions(json_answer.schema)
     modes += [("json_object", {"type": "json_object"}, prompt), ("text", None, prompt)]
     for mode, fmt, instructions in modes:
@@ -903,7 +900,7 @@ async def structured(
         if not problem:
             return answer, entries
         convo = [*convo, ("assistant", result.text),
-                 ("user", f"That answer was not valid: {problem}. Reply again with only the corrected JSON.")]
+                 ("user", prompts.JSON_RETRY.format(problem=problem))]
     raise ProviderError(f"The {role} model returned malformed {schema.__name__} twice ({problem}). "
                         f"No result was made up; try again or use a stronger model for SPEEDRUN_{role.upper()}.")
 

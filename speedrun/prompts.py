@@ -134,3 +134,24 @@ Measured: {loc} lines of code in {files} files; readability violations: {violati
 Fresh-eyes findings: {findings}
 {sources}
 """
+
+# Structured answers (llm.structured): what is appended to the first user message in each JSON mode, and the one
+# retry after an invalid answer.
+JSON_SCHEMA_HINT = "Answer with ONE JSON object that follows the response schema, and nothing else."
+
+JSON_INSTRUCTIONS = """\
+Answer with ONE JSON object that matches this JSON schema, and nothing else (no prose, no markdown fence):
+{schema}"""
+
+JSON_RETRY = "That answer was not valid: {problem}. Reply again with only the corrected JSON."
+
+# score: how the judge is told which kind of comparison this is.
+JUDGE_MODE_TEXT = {
+    "showdown": "showdown — every implementation follows the same design; judge execution quality.",
+    "any_percent": "any-percent — each implementation takes a different approach; judge the trade-offs.",
+}
+
+# surgical_fix: one line per edit that did not apply, inside FIX_RETRY's {problems}.
+FIX_PROBLEM = "- {path}: {status}: {message}"
+FIX_PROBLEM_CLOSEST = "\n  closest match in the file:\n{closest}"
+FIX_PROBLEMS_MORE = "- ... and {count} more edit(s) that did not match"

@@ -16,8 +16,6 @@ from speedrun.scoring import build_scorecard
 from speedrun.state.judging import JudgeState
 
 JUDGE_BUDGET = 120_000  # characters of code across all implementations in one judge prompt
-MODE_TEXT = {"showdown": "showdown — every implementation follows the same design; judge execution quality.",
-             "any_percent": "any-percent — each implementation takes a different approach; judge the trade-offs."}
 
 
 async def score(state: JudgeState, runtime: Runtime[RunContext]) -> dict:
@@ -44,7 +42,7 @@ async def score(state: JudgeState, runtime: Runtime[RunContext]) -> dict:
                                for f in findings.findings) if findings and findings.findings else "none",
             sources=sources))
     messages = [("system", prompts.JUDGE_SYSTEM), ("user", prompts.JUDGE_USER.format(
-        mode_text=MODE_TEXT[state.mode], design=state.design, fitness=numbered_items("fitness"),
+        mode_text=prompts.JUDGE_MODE_TEXT[state.mode], design=state.design, fitness=numbered_items("fitness"),
         robustness=numbered_items("robustness"), maintainability=numbered_items("maintainability"),
         labels=", ".join(sorted(by_label)), implementations="\n".join(blocks)))]
     progress(runtime, "score", f"judge is scoring {len(by_label)} implementation(s)")

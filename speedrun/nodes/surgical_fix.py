@@ -184,10 +184,10 @@ def _excerpts(root: Path, state: TurboState) -> str:
 def _problems(outcomes: list[EditOutcome]) -> str:
     out = []
     for o in outcomes[:MAX_PROBLEMS]:
-        text = f"- {o.edit.path[:120]}: {o.status}: {o.message}"
+        text = prompts.FIX_PROBLEM.format(path=o.edit.path[:120], status=o.status, message=o.message)
         if o.closest:
-            text += f"\n  closest match in the file:\n{o.closest}"
+            text += prompts.FIX_PROBLEM_CLOSEST.format(closest=o.closest)
         out.append(text)
     if len(outcomes) > MAX_PROBLEMS:
-        out.append(f"- ... and {len(outcomes) - MAX_PROBLEMS} more edit(s) that did not match")
+        out.append(prompts.FIX_PROBLEMS_MORE.format(count=len(outcomes) - MAX_PROBLEMS))
     return "\n".join(out)
