@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextvars
-import functools
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from langgraph._internal._runnable import RunnableCallable
+from langchain_core.runnables import RunnableLambda
+from langgraph.runtime import Runtime, get_runtime
 
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
+
+AsyncNode = Callable[[Any, Runtime[Any]], Coroutine[Any, Any, dict[str, Any]]]
 
 
 def _background_loop() -> asyncio.AbstractEventLoop:
@@ -27,28 +27,29 @@ def _background_loop() -> asyncio.AbstractEventLoop:
 
 
 def run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run a coroutine from sync code on the bridge loop, keeping the caller's context (LangGraph's config)."""
-    loop = _background_loop()
-    ctx = contextvars.copy_context()
-    outcome: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    """Run a coroutine from sync code on the bridge loop; an interrupt of the caller (Ctrl-C) cancels it.
 
-    def settle(task: asyncio.Task) -> None:
-        if task.cancelled():
-            outcome.cancel()
-        elif task.exception() is not None:
-            outcome.set_exception(task.exception())
-        else:
-            outcome.set_result(task.result())
-
-    loop.call_soon_threadsafe(lambda: loop.create_task(coro, context=ctx).add_done_callback(settle))
-    return outcome.result()
+    `run_coroutine_threadsafe` starts the task in a copy of the caller's context (LangGraph's config).
+    """
+    future = asyncio.run_coroutine_threadsafe(coro, _background_loop())
+    try:
+        return future.result()
+    except BaseException:
+        # KeyboardInterrupt (or any other exit of the caller) must not leave the task running on in the bridge.
+        future.cancel()
+        raise
 
 
-def node(afunc: Callable[..., Coroutine[Any, Any, dict]]) -> RunnableCallable:
-    """Wrap an async node so the graph works with both `ainvoke` and `invoke`."""
+def node(afunc: AsyncNode) -> RunnableLambda:
+    """Wrap an async `node(state, runtime)` so the graph works with both `ainvoke` and `invoke`.
 
-    @functools.wraps(afunc)
-    def sync(*args: Any, **kwargs: Any) -> dict:
-        return run_sync(afunc(*args, **kwargs))
+    A RunnableLambda gets no `runtime` argument injected, so the wrappers read it with `get_runtime()`.
+    """
 
-    return RunnableCallable(sync, afunc, name=afunc.__name__)
+    def sync(state: Any) -> dict[str, Any]:
+        return run_sync(afunc(state, get_runtime()))  # type: ignore[no-any-return]
+
+    async def run_async(state: Any) -> dict[str, Any]:
+        return await afunc(state, get_runtime())
+
+    return RunnableLambda(sync, afunc=run_async, name=afunc.__name__)
