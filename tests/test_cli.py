@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.fake_llm import FakeLLM, Reply
-
-KEY = "csk-cli-SECRET-7777"
-
-
-def run_cli(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run `python -m speedrun ARGS` in tmp_path with only PATH, a temp HOME and the given variables."""
-    base = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path / "home"),
-            "SPEEDRUN_HOME": str(tmp_path / "state")}
-    return subprocess.run([sys.executable, "-m", "speedrun", *args], cwd=tmp_path, env={**base, **env},
-                          capture_output=True, text=True, timeout=60, check=False)
+from tests.helpers import CLI_KEY as KEY
+from tests.helpers import fake_env, run_cli
 
 
-def fake_env(fake: FakeLLM) -> dict[str, str]:
-    return {"CEREBRAS_API_KEY": KEY, "CEREBRAS_URL": fake.base_url, "CEREBRAS_MODEL": "fake-model"}
 
 
 @pytest.mark.parametrize("args", [["generate", "write hello.py", "--out", "out"], ["check"]])

@@ -13,8 +13,7 @@ import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
 from tests.fake_llm import FakeLLM
-from tests.test_turbo import PYTEST, fix_reply, file_blocks, role_of
-from tests.test_turbo_durable import CONTRACT_TEXT
+from tests.helpers import CONTRACT_TEXT, PYTEST, Script, file_blocks, fix_reply, role_of
 
 BYTES_BASE, BYTES_PER_FILE = 1024, 120
 
@@ -97,8 +96,6 @@ async def test_failed_run_with_two_fix_cycles_is_compact_and_the_full_report_is_
 
 @pytest.mark.anyio
 async def test_a_judge_of_three_implementations_is_compact_over_mcp(speedrun_env, fake_llm: FakeLLM, tmp_path):
-    from tests.test_judge import Script
-
     for name, body in (("alpha", "first + second"), ("beta", "sum((first, second))"), ("gamma", "second + first")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "calc.py").write_text(f"def add(first, second):\n    return {body}\n")

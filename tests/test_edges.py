@@ -14,10 +14,20 @@ import anyio
 import pytest
 
 from tests.fake_llm import FakeLLM, Reply
-from tests.test_cli import fake_env, run_cli
-from tests.test_mcp_stdio import KEY, Transcript, error_text, mcp_session, server_env
-from tests.test_turbo import PYTEST, TEST_CALC, FIXED_CALC, file_blocks
-from tests.test_turbo_durable import CONTRACT_TEXT
+from tests.helpers import MCP_KEY as KEY
+from tests.helpers import (
+    CONTRACT_TEXT,
+    FIXED_CALC,
+    PYTEST,
+    TEST_CALC,
+    Transcript,
+    error_text,
+    fake_env,
+    file_blocks,
+    mcp_session,
+    run_cli,
+    server_env,
+)
 
 
 def turbo_args(out: Path | str, **extra: Any) -> dict[str, Any]:

@@ -323,7 +323,7 @@ async def test_surgical_fix_never_blocks_the_event_loop(speedrun_env, fake_llm, 
     from blockbuster import blockbuster_ctx
 
     from speedrun.nodes.surgical_fix import surgical_fix
-    from tests.test_turbo import fix_reply
+    from tests.helpers import fix_reply
 
     root = tmp_path / "ws"
     state = _fix_state(root, {"calc.py": "def add(a, b):\n    return a - b\n", "test_calc.py": "from calc import add\n"})
@@ -345,7 +345,7 @@ async def test_surgical_fix_never_blocks_the_event_loop(speedrun_env, fake_llm, 
 async def test_retry_prompt_messages_and_excerpts_stay_short(speedrun_env, fake_llm, tmp_path: Path) -> None:
     from speedrun.edits import MAX_CLOSEST_LINES, MAX_MESSAGE_CHARS
     from speedrun.nodes.surgical_fix import surgical_fix
-    from tests.test_turbo import fix_reply, last_user_text
+    from tests.helpers import fix_reply, last_user_text
 
     body = "".join(f"    step_{i} = compute_something_long_named_{i}(value, other_value)\n" for i in range(60))
     calc = f"def add(a, b):\n{body}    return a - b\n"

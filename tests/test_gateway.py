@@ -10,23 +10,14 @@ import pytest
 from pydantic import BaseModel
 
 from speedrun import llm
-from speedrun.config import Settings
 from speedrun.errors import ProviderError
 from speedrun.llm import complete, list_models, structured
 from tests.fake_llm import FakeLLM, Reply
+from tests.helpers import GATEWAY_KEY as KEY
+from tests.helpers import make_settings
 
-KEY = "csk-test-SECRET-4f8a1b9c"
 FAST_RETRY = {"retry-after-ms": "10"}  # the openai client honours it exactly, keeping retry tests fast
 
-
-def make_settings(env: pytest.MonkeyPatch, fake: FakeLLM, **extra: object) -> Settings:
-    """Settings pointing the Cerebras preset at the fake server, plus any extra variables."""
-    env.setenv("CEREBRAS_API_KEY", KEY)
-    env.setenv("CEREBRAS_URL", fake.base_url)
-    env.setenv("CEREBRAS_MODEL", "fake-model")
-    for name, value in extra.items():
-        env.setenv(name, str(value))
-    return Settings()
 
 
 def sent_max_tokens(body: dict) -> int | None:

@@ -18,8 +18,8 @@ from speedrun.graphs.judge import graph
 from speedrun.scoring import FITNESS_ITEMS
 from speedrun.state.judging import JudgeInput
 from tests.fake_llm import FakeLLM
+from tests.helpers import CONTRACT_TEXT, SHIPPED_TESTS, TEST_CALC, TOKEN_BUCKET_PY, Script, file_blocks, set_yes
 from tests.schema_answers import follow_schema, request_schema, request_text
-from tests.test_measure import SHIPPED_TESTS, TOKEN_BUCKET_PY
 
 PYTEST = f"{sys.executable} -m pytest -q -p no:cacheprovider -p no:langsmith_plugin -p no:anyio"
 SECTIONS = ["## Gate Check", "## Feasibility Check", "## Scoring Worksheet", "## Speed-Run Metrics",
@@ -31,41 +31,6 @@ def _project(root: Path, body: str) -> Path:
     (root / "calc.py").write_text(body)
     (root / "test_calc.py").write_text("from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n")
     return root
-
-
-def _set_yes(answers: dict, yes: int) -> None:
-    """Mark the first `yes` items (F1, F2, ... in number order) true, the rest false."""
-    for index, key in enumerate(sorted(answers, key=lambda k: int(k[1:]))):
-        answers[key]["answer"] = index < yes
-
-
-class Script:
-    """Answers reviews with one finding; gives the implementation holding `strong_marker` full fitness.
-
-    The other one gets `weak_fitness` but full robustness and maintainability, so its total can still tie.
-    Answers are built from the schema the request carries, so they follow it exactly.
-    """
-
-    def __init__(self, strong_marker: str, weak_fitness: int = 5):
-        self.strong_marker = strong_marker
-        self.weak_fitness = weak_fitness
-
-    def __call__(self, body: dict) -> str:
-        text = request_text(body)
-        if "fresh-eyes" in text:
-            return json.dumps({"findings": [{"severity": "minor", "category": "edge case", "file": "calc.py",
-                                             "line": 1, "message": "no input validation"}]})
-        verdict = follow_schema(request_schema(body))
-        blocks = re.split(r"=== Implementation ([A-E]) ===", text)
-        strong = {blocks[i] for i in range(1, len(blocks), 2) if self.strong_marker in blocks[i + 1]}
-        for label, answers in verdict.items():
-            fitness, robust, maintain = (8, 10, 5) if label in strong else (self.weak_fitness, 12, 6)
-            _set_yes(answers["fitness"], fitness)
-            _set_yes(answers["robustness"], robust)
-            _set_yes(answers["maintainability"], maintain)
-            answers.update(complexity_justified=True, complexity_evidence="lean", estimated_necessary_loc=3,
-                           bad_names=[])
-        return json.dumps(verdict)
 
 
 @pytest.fixture
@@ -201,9 +166,6 @@ async def test_judge_tool_over_mcp_takes_metrics_from_the_turbo_runs(speedrun_en
                                                                      tmp_path: Path) -> None:
     import anyio
     from mcp import ClientSession, StdioServerParameters, stdio_client
-
-    from tests.test_turbo import TEST_CALC, file_blocks
-    from tests.test_turbo_durable import CONTRACT_TEXT
 
     params = StdioServerParameters(command=sys.executable, args=["-m", "speedrun", "mcp"], env=speedrun_env,
                                    cwd=str(tmp_path))
@@ -439,8 +401,8 @@ async def test_the_result_is_compact_and_the_worksheet_keeps_every_word(fake_llm
         verdict = json.loads(Script(strong_marker="first + second")(body))
         for answers in verdict.values():  # everybody but the strong one scores 1 on fitness and robustness
             if sum(a["answer"] for a in answers["fitness"].values()) < 8:
-                _set_yes(answers["fitness"], 0)
-                _set_yes(answers["robustness"], 0)
+                set_yes(answers["fitness"], 0)
+                set_yes(answers["robustness"], 0)
             for item in answers["fitness"].values():
                 item["evidence"] = "a long piece of evidence " * 30
         return json.dumps(verdict)

@@ -3,75 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from mcp import ClientSession, StdioServerParameters, stdio_client, types
 
 from tests.fake_llm import FakeLLM, Reply
-
-KEY = "csk-mcp-SECRET-31337abc"
-SERVER_CMD = [sys.executable, "-m", "speedrun", "mcp"]
-
-
-def server_env(tmp_path: Path, fake: FakeLLM | None, **extra: str) -> dict[str, str]:
-    """Only what the server needs: no inherited key can sneak in (stdio_client whitelists the rest)."""
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path / "home"),
-           "SPEEDRUN_HOME": str(tmp_path / "state"), "SPEEDRUN_ROOTS": str(tmp_path / "root")}
-    if fake is not None:
-        env.update(CEREBRAS_API_KEY=KEY, CEREBRAS_URL=fake.base_url, CEREBRAS_MODEL="fake-model")
-    env.update(extra)
-    return env
-
-
-@asynccontextmanager
-async def mcp_session(tmp_path: Path, env: dict[str, str], command: list[str] = SERVER_CMD,
-                      client_roots: list[Path] | None = None) -> AsyncIterator[ClientSession]:
-    """An initialized client session over stdio; the server's stderr goes to tmp_path/server-stderr.log.
-
-    With `client_roots`, the client declares the roots capability and answers roots/list with them.
-    """
-    (tmp_path / "root").mkdir(exist_ok=True)
-    params = StdioServerParameters(command=command[0], args=command[1:], env=env, cwd=str(tmp_path))
-
-    async def list_roots(context: Any) -> types.ListRootsResult:
-        return types.ListRootsResult(roots=[types.Root(uri=p.as_uri()) for p in client_roots or []])
-
-    roots_kw = {"list_roots_callback": list_roots} if client_roots is not None else {}
-    with open(tmp_path / "server-stderr.log", "a") as errlog:
-        async with stdio_client(params, errlog=errlog) as (read, write), \
-                ClientSession(read, write, **roots_kw) as session:
-            await session.initialize()
-            yield session
-
-
-class Transcript:
-    """Every tool result of a session, so a test can check that no secret appears in any of them."""
-
-    def __init__(self, session: ClientSession):
-        self.session = session
-        self.results: list[Any] = []
-
-    async def call(self, name: str, args: dict[str, Any] | None = None, **kw: Any) -> Any:
-        result = await self.session.call_tool(name, args or {}, **kw)
-        self.results.append(result)
-        return result
-
-    def text(self) -> str:
-        return "\n".join(json.dumps(r.model_dump(mode="json")) for r in self.results)
-
-
-def error_text(result: Any) -> str:
-    assert result.is_error, result
-    return " ".join(c.text for c in result.content if getattr(c, "text", None))
-
+from tests.helpers import MCP_KEY as KEY
+from tests.helpers import SERVER_CMD, Transcript, error_text, mcp_session, server_env
 
 def assert_no_secret(tmp_path: Path, transcript: Transcript) -> None:
     assert KEY not in transcript.text()

@@ -14,7 +14,8 @@ from speedrun import llm
 from speedrun.errors import ProviderError
 from speedrun.llm import complete, report_waits
 from tests.fake_llm import FakeLLM, Reply
-from tests.test_gateway import KEY, make_settings
+from tests.helpers import GATEWAY_KEY as KEY
+from tests.helpers import make_settings
 
 USER = [("user", "say something short")]
 SMALL = {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}

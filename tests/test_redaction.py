@@ -19,12 +19,21 @@ from speedrun.config import Settings, StreamRedactor, mask_url_credentials
 from speedrun.llm import complete, structured
 from speedrun.sandbox import _bwrap_works
 from tests.fake_llm import FakeLLM, Reply
-from tests.test_cli import run_cli
-from tests.test_mcp_stdio import KEY as MCP_KEY
-from tests.test_mcp_stdio import Transcript, error_text, mcp_session, server_env
-from tests.test_turbo import PYTEST, file_blocks, fix_reply, role_of
-from tests.test_turbo_durable import CONTRACT_TEXT
-from tests.test_turbo_mcp import Caller, server_params
+from tests.helpers import (
+    CONTRACT_TEXT,
+    MCP_KEY,
+    PYTEST,
+    Caller,
+    Transcript,
+    error_text,
+    file_blocks,
+    fix_reply,
+    mcp_session,
+    role_of,
+    run_cli,
+    server_env,
+    server_params,
+)
 
 BWRAP_OK, BWRAP_WHY = _bwrap_works()
 MODES = ["none", pytest.param("bwrap", marks=pytest.mark.skipif(not BWRAP_OK,

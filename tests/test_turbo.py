@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from pathlib import Path
 
 import anyio
@@ -14,10 +12,8 @@ from speedrun.config import RunContext, Settings
 from speedrun.graphs.turbo import graph
 from speedrun.state.turbo import TurboResult
 from tests.fake_llm import FakeLLM
+from tests.helpers import FIXED_CALC, PYTEST, TEST_CALC, file_blocks, fix_reply, last_user_text, role_of
 
-# The workspace's tests run with this venv's pytest. The two extra -p flags only skip slow auto-loaded
-# plugins (langsmith alone costs ~2 s per start); the generated workspaces need neither.
-PYTEST = f"{shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider -p no:langsmith_plugin -p no:anyio"
 
 CONTRACT = """\
 DATA CONTRACT:
@@ -34,35 +30,8 @@ Write calc.py and test_calc.py (pytest).
 """
 
 BUGGY_CALC = "def add(a, b):\n    return a - b\n"
-FIXED_CALC = "def add(a, b):\n    return a + b\n"
-TEST_CALC = "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
 
 
-def file_blocks(files: dict[str, str]) -> str:
-    """A generator reply in the file protocol."""
-    return "".join(f'<FILE path="{path}">\n{content}</FILE>\n' for path, content in files.items())
-
-
-def fix_reply(*edits: tuple[str, str, str], diagnosis: str = "add subtracts instead of adding") -> str:
-    """A fixer reply: the FixPlan JSON."""
-    return json.dumps({"diagnosis": diagnosis,
-                       "edits": [{"path": p, "search": s, "replace": r} for p, s, r in edits]})
-
-
-def role_of(request) -> str:
-    """Which role sent a chat request, told apart by the system prompt the product uses for it."""
-    system = request.body["messages"][0]["content"]
-    if system.startswith("You write complete, working source files"):
-        return "generator"
-    if system.startswith("You repair code"):
-        return "fixer"
-    if system.startswith("You are a senior engineer writing a precise implementation contract"):
-        return "planner"
-    return "other"
-
-
-def last_user_text(request) -> str:
-    return request.body["messages"][-1]["content"]
 
 
 def inputs(out: Path, **extra) -> dict:

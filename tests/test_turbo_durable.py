@@ -18,14 +18,7 @@ from speedrun.config import Settings
 from speedrun.errors import InputError
 from speedrun.runs import RunManager, RunStatus
 from tests.fake_llm import FakeLLM
-from tests.test_turbo import FIXED_CALC, PYTEST, TEST_CALC, file_blocks, role_of
-
-CONTRACT_TEXT = ("DATA CONTRACT:\nints\n\nAPI CONTRACT:\nadd(a, b) -> int in calc.py\n\nALGORITHM:\nsum\n\n"
-                 "RULES:\ncalc.py and test_calc.py\n")
-
-# First run of the tests: record the test process group (the sandbox gives it its own session, so $$ is the
-# group id) and hang. Every later run: the real tests.
-HANG_ONCE = f"test -f .pid || {{ echo $$ > .pid.tmp && mv .pid.tmp .pid; sleep 60; }}; {PYTEST}"
+from tests.helpers import CONTRACT_TEXT, FIXED_CALC, HANG_ONCE, PYTEST, TEST_CALC, file_blocks, role_of
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:

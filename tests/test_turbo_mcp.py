@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import anyio
 import pytest
-from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp import ClientSession, stdio_client
 
 from tests.fake_llm import FakeLLM
-from tests.test_turbo import PYTEST, TEST_CALC, file_blocks, role_of
-from tests.test_turbo_durable import CONTRACT_TEXT, HANG_ONCE
+from tests.helpers import CONTRACT_TEXT, HANG_ONCE, PYTEST, TEST_CALC, Caller, file_blocks, role_of, server_params
 
 # A distinctive line of generated code: it must never come back in a tool result.
 MARKER = "ZEBRA_MARKER_81 = 'only in the generated file'\n"
@@ -20,33 +18,6 @@ BUGGY_CALC = f"{MARKER}\n\ndef add(a, b):\n    return a - b\n"
 FIXED_CALC = f"{MARKER}\n\ndef add(a, b):\n    return a + b\n"
 RESULT_CAP = 20_000  # bytes; Claude Code caps a tool result at 25K tokens (~100 KB)
 
-
-class Caller:
-    """The MCP client side: calls tools and keeps every result's text for the compactness checks."""
-
-    def __init__(self, session: ClientSession):
-        self.session = session
-        self.texts: list[str] = []
-        self.progress: list[str] = []
-
-    async def call(self, tool: str, **args) -> dict:
-        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-            self.progress.append(message or "")
-
-        result = await self.session.call_tool(tool, args, progress_callback=on_progress)
-        text = "".join(getattr(c, "text", "") for c in result.content)
-        assert not result.is_error, text
-        self.texts.append(text)
-        return result.structured_content
-
-    async def error(self, tool: str, **args) -> str:
-        result = await self.session.call_tool(tool, args)
-        assert result.is_error
-        return "".join(getattr(c, "text", "") for c in result.content)
-
-
-def server_params(env: dict[str, str], cwd: Path) -> StdioServerParameters:
-    return StdioServerParameters(command=sys.executable, args=["-m", "speedrun", "mcp"], env=env, cwd=str(cwd))
 
 
 def assert_compact(caller: Caller) -> None:
