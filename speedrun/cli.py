@@ -187,6 +187,8 @@ def command_for(action: Any) -> str:
 
 def _print_status(status: Any, full: Any = None) -> int:
     """Print a finished run (its full result) or what to do next; returns the exit code."""
+    from speedrun.state.records import tests_line
+
     if status.status == "needs_input":
         for need in status.needs or []:
             _print_err(f"tests failed in {need.get('output_dir')} (cycle {need.get('cycle')}):")
@@ -213,8 +215,8 @@ def _print_status(status: Any, full: Any = None) -> int:
     tests = r.tests
     for f in tests.failures if tests else []:
         print(f"FAILED {f.name}: {f.message.splitlines()[0] if f.message else ''}")
-    print(f"\n{r.status.upper()}: {tests.passed if tests else 0} passed, {tests.failed if tests else 0} failed, "
-          f"{tests.errors if tests else 0} errors after {len(r.cycles)} fix cycle(s); run {status.run_id}")
+    counts = tests.summary() if tests else tests_line(0, 0, 0)
+    print(f"\n{r.status.upper()}: {counts} after {len(r.cycles)} fix cycle(s); run {status.run_id}")
     if r.report_path:
         print(f"report: {r.report_path}")
     return 0 if r.status == "passed" else 1

@@ -123,7 +123,7 @@ def _tests_text(card: Scorecard) -> str:
     t = card.measurement.tests
     if t is None:
         return "not run"
-    return f"{t.passed} passed, {t.failed} failed, {t.errors} errors" + (" (timed out)" if t.timed_out else "")
+    return t.summary()
 
 
 def render_worksheet(inputs: JudgeFields, cards: list[Scorecard], decision: Decision,

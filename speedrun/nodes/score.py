@@ -37,7 +37,7 @@ async def score(state: JudgeState, runtime: Runtime[RunContext]) -> dict:
         blocks.append(prompts.JUDGE_IMPLEMENTATION.format(
             label=label, loc=m.loc, files=m.files,
             violations=", ".join(f"{k} {v}" for k, v in m.violation_counts().items()),
-            tests="not run" if t is None else f"{t.passed} passed, {t.failed} failed, {t.errors} errors",
+            tests="not run" if t is None else t.summary(),
             findings="; ".join(f"{f.severity} {f.category} {f.file}:{f.line} {f.message}"
                                for f in findings.findings) if findings and findings.findings else "none",
             sources=sources))

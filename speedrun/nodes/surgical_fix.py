@@ -42,7 +42,7 @@ async def surgical_fix(state: TurboState, runtime: Runtime[RunContext]) -> dict:
     # and `langgraph dev` refuses blocking calls inside nodes.
     excerpts = await asyncio.to_thread(_excerpts, root, state)
     messages = [("system", prompts.FIX_SYSTEM), ("user", prompts.FIX_USER.format(
-        test_command=state.test_command, summary=_summary(state), failures=_failures_text(state),
+        test_command=state.test_command, summary=state.tests.summary(), failures=_failures_text(state),
         contract=state.spec.render() if state.spec else "(none)", excerpts=excerpts))]
     plan, ledger = await structured(settings, "fixer", FixPlan, messages)
     outcomes = await asyncio.to_thread(apply_edits, root, plan.edits, **_edit_limits(settings, state))
@@ -119,11 +119,6 @@ def _applied(outcome: EditOutcome) -> AppliedEdit:
     e = outcome.edit
     return AppliedEdit(path=e.path, status=outcome.status, message=outcome.message,
                        lines_removed=len(e.search.splitlines()), lines_added=len(e.replace.splitlines()))
-
-
-def _summary(state: TurboState) -> str:
-    r = state.tests
-    return f"{r.passed} passed, {r.failed} failed, {r.errors} errors" + (" (timed out)" if r.timed_out else "")
 
 
 def _failures_text(state: TurboState) -> str:

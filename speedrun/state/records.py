@@ -16,6 +16,12 @@ def one_line(text: str | None, limit: int = 160) -> str:
     return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
+def tests_line(passed: int, failed: int, errors: int, timed_out: bool = False) -> str:
+    """A test run in one line, 'N passed, M failed, K errors' (+ ' (timed out)'): how every report and prompt
+    shows one."""
+    return f"{passed} passed, {failed} failed, {errors} errors" + (" (timed out)" if timed_out else "")
+
+
 class CompactModel(BaseModel):
     """A record for a caller's context window: fields that are None, empty or False are left out when dumped."""
 
@@ -116,6 +122,10 @@ class TestReport(BaseModel):
     def ok(self) -> bool:
         """True when the command succeeded and nothing failed."""
         return self.exit_code == 0 and self.failed == 0 and self.errors == 0 and not self.timed_out
+
+    def summary(self) -> str:
+        """This run in one line: 'N passed, M failed, K errors' (+ ' (timed out)')."""
+        return tests_line(self.passed, self.failed, self.errors, self.timed_out)
 
     def redacted(self, redact: Callable[[str], str]) -> "TestReport":
         """A copy with `redact` applied to every text the tests produced (output, failures, problem): what a
