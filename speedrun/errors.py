@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -51,15 +52,30 @@ def echo(value: object, limit: int = ECHO_LIMIT) -> str:
     return f"{text[:limit]!r}… ({len(text)} characters)"
 
 
-def describe_validation(exc: ValidationError, names: dict[str, str] | None = None) -> str:
-    """A pydantic error in the caller's words: each bad field and why, no class names, links or input dumps."""
+MAX_PROBLEMS = 5  # problems listed from one validation error; the rest are counted
+PROBLEM_LIMIT = 300  # characters of one listed problem
+
+
+def describe_validation(exc: ValidationError, names: dict[str, str] | None = None, *,
+                        where: Callable[[tuple], str] | None = None,
+                        reword: Callable[[dict[str, Any]], str | None] | None = None) -> str:
+    """A pydantic error in the caller's words: each bad field and why, no class names, links or input dumps.
+
+    The one formatter for validation errors (edge input, settings, a model's JSON answer). `names` maps a field
+    path (a.b) to what the caller typed; `where` names a location instead (e.g. as an environment variable);
+    `reword` may replace pydantic's message for an error. At most MAX_PROBLEMS problems, each bounded.
+    """
     names = names or {}
     problems = []
-    for err in exc.errors(include_url=False, include_input=False):
-        loc = ".".join(str(p)[:ECHO_LIMIT] for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        problems.append(f"{names.get(loc, loc)}: {msg}" if loc else msg)
-    return "; ".join(problems)
+    errors = exc.errors(include_url=False, include_input=False)
+    for err in errors[:MAX_PROBLEMS]:
+        loc = where(err["loc"]) if where else ".".join(str(p)[:ECHO_LIMIT] for p in err["loc"])
+        loc = names.get(loc, loc)
+        msg = (reword(err) if reword else None) or str(err["msg"]).removeprefix("Value error, ")
+        problems.append((f"{loc}: {msg}" if loc else msg)[:PROBLEM_LIMIT])
+    if len(errors) > MAX_PROBLEMS:
+        problems.append(f"and {len(errors) - MAX_PROBLEMS} more")
+    return "; ".join(problems) or "invalid value"
 
 
 def parse_input(model: type[M], data: dict[str, Any], names: dict[str, str] | None = None) -> M:

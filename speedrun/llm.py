@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from speedrun import prompts
 from speedrun.config import ModelSpec, ProviderLimits, Role, Settings
-from speedrun.errors import InputError, ProviderError, echo
+from speedrun.errors import InputError, ProviderError, describe_validation, echo
 from speedrun.state import LedgerEntry, Usage
 
 if TYPE_CHECKING:  # langchain is imported lazily: the MCP server must start fast
@@ -896,7 +896,7 @@ async def structured(
             answer = schema.model_validate_json(_json_payload(result.text))
             problem = check(answer) if check else None
         except ValidationError as exc:
-            problem = _short_validation(exc)
+            problem = describe_validation(exc)
         if not problem:
             return answer, entries
         convo = [*convo, ("assistant", result.text),
@@ -917,12 +917,6 @@ def _json_payload(text: str) -> str:
         text = fenced.group(1)
     start, end = text.find("{"), text.rfind("}")
     return text[start:end + 1] if 0 <= start < end else text
-
-
-def _short_validation(exc: Exception) -> str:
-    errors = getattr(exc, "errors", lambda: [])()
-    parts = [f"{'.'.join(str(p) for p in e.get('loc', ())) or '(root)'}: {e.get('msg')}" for e in errors[:5]]
-    return "; ".join(parts) or str(exc)[:300]
 
 
 async def list_models(spec: ModelSpec, settings: Settings) -> list[str]:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from speedrun.config.providers import PRESETS, ProviderLimits, ProviderPreset
-from speedrun.errors import ConfigError, InputError, echo
+from speedrun.errors import ConfigError, InputError, describe_validation, echo
 
 MIN_SECRET_LEN = 8  # real API keys are far longer
 SECONDS_BELOW = 1000  # a GENERATION_TIMEOUT under this is seconds (the original server read seconds), else ms
@@ -420,7 +420,8 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:  # name the variable the user set, never echo its value (it may be a secret)
-        raise ConfigError(f"Invalid speed-run settings: {_summarize_validation(exc)}.") from None
+        summary = describe_validation(exc, where=lambda loc: _env_name(loc) or "settings", reword=_settings_message)
+        raise ConfigError(f"Invalid speed-run settings: {summary}.") from None
 
 
 def _env_name(loc: tuple) -> str:
@@ -428,16 +429,13 @@ def _env_name(loc: tuple) -> str:
     return "__".join(str(p).upper().replace("-", "_") for p in loc)
 
 
-def _summarize_validation(exc: "Exception") -> str:
-    parts = []
-    for err in exc.errors(include_url=False, include_input=False):  # type: ignore[attr-defined]
-        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-        if err.get("type") == "int_parsing":
-            msg = "must be a whole number"
-        elif err.get("type") == "greater_than" and err.get("loc", ("",))[0] == "GENERATION_TIMEOUT":
-            msg = "must be a positive number (milliseconds, or seconds when under 1000)"
-        parts.append(f"{_env_name(err.get('loc', ())) or 'settings'}: {msg}"[:300])
-    return "; ".join(parts[:5])
+def _settings_message(err: dict) -> str | None:
+    """Settings-specific wording for a validation error (they arrive as text, so 'whole number' not 'int')."""
+    if err.get("type") == "int_parsing":
+        return "must be a whole number"
+    if err.get("type") == "greater_than" and err.get("loc", ("",))[0] == "GENERATION_TIMEOUT":
+        return "must be a positive number (milliseconds, or seconds when under 1000)"
+    return None
 
 
 class RunContext:
