@@ -154,8 +154,66 @@ def test_each_file_is_emitted_when_the_next_opening_tag_completes() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Property: any split of a reply into stream chunks gives exactly the files of the whole reply.
+# Property: any split of a reply into stream chunks gives the files written down by hand for it.
 # ---------------------------------------------------------------------------------------------------
+
+# For each clean case, when the reply is cut off by the token limit: how many of its files (in order) are
+# still written, and which file is left unfinished. A cut-off reply's last <FILE> block could still be extended
+# by a later </FILE>, so it stays unfinished along with everything after its opening tag; a closed legacy
+# fence is complete.
+CUT_OFF = {
+    "closing tag on a code line, then the next file": (1, "b.py"),
+    "closing and next opening tag on one line": (1, "b.py"),
+    "two one-line files on one line": (1, "b.txt"),
+    "two one-line files with prose between": (1, "b.txt"),
+    "prose before the opening tag on its line": (0, "a.py"),
+    "prose after the closing tag": (1, "b.py"),
+    "opening tag split over two lines": (0, "a.py"),
+    "opening tag split over three lines with another attribute": (0, "a.py"),
+    "closing tag inside a string literal stays in the file": (0, "gen.py"),
+    "closing tag inside code, then the real one shares the last line": (1, "b.py"),
+    "lowercase tags, single quotes": (0, "a.py"),
+    "unquoted path": (0, "a.py"),
+    "reordered attributes": (0, "src/a.py"),
+    "upper-case attribute, spaces around =": (0, "a.py"),
+    "BOM before the first tag": (0, "a.py"),
+    "BOM inside the path and the tag": (0, "src/a.py"),
+    "CRLF line endings": (1, "b.py"),
+    "missing final newline everywhere": (0, "a.py"),
+    "wrapped in an xml fence with prose": (0, "a.py"),
+    "a markdown heading naming the block": (0, "a.py"),
+    "## FILE: heading with a fence": (2, None),
+    "a fenced legacy block shields an opening tag inside it": (1, None),
+    "legacy blocks after a tagged one": (0, "a.py"),
+}
+
+# The corpus with its oracle: (reply, the files it holds in order, (files kept, unfinished path) when cut off).
+ORACLE: list[tuple[str, list[tuple[str, str]], tuple[int, str | None]]] = [
+    *[(text, list(expected.items()), CUT_OFF[name]) for name, (text, expected) in CLEAN_CASES.items()],
+    ('<FILE path="a.py">\nx\n<FILE path="b.py">\ny\n</FILE>\n</FILE>\n',
+     [("a.py", "x\n"), ("b.py", "y\n</FILE>\n")], (1, "b.py")),
+    ('<FILE path="src/\na.py">\nx\n</FILE>', [("src/a.py", "x\n")], (0, "src/a.py")),
+    ("### FILE: a.py\nx = 1\n\n### FILE: b.py\n<FILE path=\"b.py\">\ny\n</FILE>\n",
+     [("a.py", "x = 1\n"), ("b.py", "y\n")], (1, "b.py")),
+    ("### FILE: a.py\n```python\nx = 1\n", [("a.py", "x = 1\n")], (0, "a.py")),
+]
+HAND_WRITTEN = [text for text, _, _ in ORACLE]
+
+
+def test_every_clean_case_says_what_a_cut_off_reply_keeps() -> None:
+    assert set(CUT_OFF) == set(CLEAN_CASES)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=st.sampled_from(ORACLE), data=st.data(), truncated=st.booleans())
+def test_any_split_of_a_corpus_reply_gives_its_hand_written_files(case, data, truncated: bool) -> None:
+    text, files, (kept, cut_open) = case
+    want = (files[:kept], cut_open) if truncated else (files, None)
+    cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=12))
+    for split in (cuts, list(range(len(text)))):  # random cuts, then one character at a time
+        got, _, unfinished = stream(text, split, truncated=truncated)
+        assert ([(f.path, f.content) for f in got], unfinished) == want
+
 
 # Pieces real replies are made of, including the awkward ones; random concatenations make messy replies.
 PIECES = [
@@ -165,12 +223,6 @@ PIECES = [
     "Here it is: ", " Done!", "TRIPLE_BACKTICK", "\ufeff", "\ud800", "é", "> ", "path=", '"',
 ]
 
-HAND_WRITTEN = [*[text for text, _ in CLEAN_CASES.values()],
-                '<FILE path="a.py">\nx\n<FILE path="b.py">\ny\n</FILE>\n</FILE>\n',
-                '<FILE path="src/\na.py">\nx\n</FILE>',
-                "### FILE: a.py\nx = 1\n\n### FILE: b.py\n<FILE path=\"b.py\">\ny\n</FILE>\n",
-                "### FILE: a.py\n```python\nx = 1\n"]
-
 messy_replies = st.one_of(st.sampled_from(HAND_WRITTEN),
                           st.lists(st.sampled_from(PIECES), max_size=40).map("".join))
 
@@ -178,7 +230,8 @@ messy_replies = st.one_of(st.sampled_from(HAND_WRITTEN),
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=messy_replies, data=st.data(), truncated=st.booleans())
 @example(text='<FILE path="a.py">\nx\n</FILE><FILE path="b.py">y</FILE>', data=None, truncated=False)
-def test_any_split_gives_the_same_files(text: str, data, truncated: bool) -> None:
+def test_any_split_of_a_messy_reply_gives_the_same_files_as_the_whole(text: str, data, truncated: bool) -> None:
+    """Random concatenations have no hand-written answer: here the check is that chunking changes nothing."""
     cuts = [] if data is None else data.draw(st.lists(st.integers(0, len(text)), max_size=12))
     assert stream(text, cuts, truncated=truncated) == whole(text, truncated=truncated)
     assert stream(text, list(range(len(text))), truncated=truncated) == whole(text, truncated=truncated)
