@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
 from pydantic import BaseModel, Field, create_model
 
+from speedrun.edits import numbered
+from speedrun.excerpts import within_budget
 from speedrun.measure import source_files
 from speedrun.scoring import CRITERIA, FITNESS_ITEMS, MAINTAINABILITY_ITEMS, ROBUSTNESS_ITEMS, format_score_tables
 from speedrun.state.judge import ChecklistAnswer, Checklists, Decision, Scorecard
@@ -102,21 +105,15 @@ def read_sources(root: Path, budget: int) -> str:
 
     Blocking (walks and reads files): async callers run it in a thread.
     """
-    parts: list[str] = []
-    used = 0
-    for path, rel in source_files(root):
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue  # unreadable: measure names it in the worksheet
-        body = "\n".join(f"{n:4}| {line}" for n, line in enumerate(text.splitlines(), 1))
-        block = f"--- {rel}\n{body}\n"
-        if used + len(block) > budget:
-            parts.append(f"--- {rel} (omitted: size bound reached)\n")
-            continue
-        parts.append(block)
-        used += len(block)
-    return "".join(parts) or "(no source files)"
+    def blocks() -> Iterator[tuple[str, str]]:
+        for path, rel in source_files(root):
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue  # unreadable: measure names it in the worksheet
+            yield rel, numbered(text)
+
+    return within_budget(blocks(), budget, "(no source files)")
 
 
 def _tests_text(card: Scorecard) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from langgraph.runtime import Runtime
@@ -14,6 +15,7 @@ from speedrun import prompts
 from speedrun.config import RunContext, Settings
 from speedrun.edits import apply_edits, numbered
 from speedrun.errors import InputError, describe_validation, echo
+from speedrun.excerpts import within_budget
 from speedrun.llm import structured
 from speedrun.nodes.common import progress, run_settings
 from speedrun.state.edits import Edit, EditOutcome, FixPlan
@@ -153,27 +155,21 @@ def _excerpts(root: Path, state: TurboState) -> str:
     cited = _cited(state)
     # Source files the failing tests exercise are often not in the traceback text; show small ones too.
     order = list(cited) + [f.path for f in state.files if f.path not in cited]
-    parts: list[str] = []
-    used = 0
-    for path in order:
-        target = root / path
-        if not target.is_file():
-            continue
-        text = target.read_text(encoding="utf-8", errors="replace")
-        lines = text.splitlines()
-        if len(lines) <= WHOLE_FILE_LINES:
-            body = numbered(text)
-        elif path in cited and cited[path]:
-            body = "\n...\n".join(numbered(text, max(1, n - WINDOW), min(len(lines), n + WINDOW))
-                                  for n in sorted(cited[path]))
-        else:
-            continue
-        block = f"--- {path}\n{body}\n"
-        if used + len(block) > EXCERPT_BUDGET:
-            break
-        parts.append(block)
-        used += len(block)
-    return "\n".join(parts) or "(no readable files)"
+
+    def blocks() -> Iterator[tuple[str, str]]:
+        for path in order:
+            target = root / path
+            if not target.is_file():
+                continue
+            text = target.read_text(encoding="utf-8", errors="replace")
+            lines = text.splitlines()
+            if len(lines) <= WHOLE_FILE_LINES:
+                yield path, numbered(text)
+            elif cited.get(path):
+                yield path, "\n...\n".join(numbered(text, max(1, n - WINDOW), min(len(lines), n + WINDOW))
+                                           for n in sorted(cited[path]))
+
+    return within_budget(blocks(), EXCERPT_BUDGET, "(no readable files)")
 
 
 def _problems(outcomes: list[EditOutcome]) -> str:
