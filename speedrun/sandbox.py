@@ -250,68 +250,76 @@ async def _terminate_group(proc: asyncio.subprocess.Process) -> None:
     await _wait_exit(proc, 5)
 
 
-def _close_transport(proc: asyncio.subprocess.Process) -> None:
-    """Release the pipes once the leader is reaped (asyncio has no public call for this)."""
-    transport = getattr(proc, "_transport", None)
-    if transport is not None and proc.returncode is not None:
-        transport.close()
+class _OutputPipe(asyncio.Protocol):
+    """The read end of the command's stdout+stderr pipe, fed straight into a :class:`_Tail`.
+
+    speed-run owns this pipe (``loop.connect_read_pipe``) instead of asking asyncio for one, so it can close
+    it with public calls even while an escaped grandchild still holds the write end.
+    """
+
+    def __init__(self, tail: _Tail) -> None:
+        self._tail = tail
+        self._transport: asyncio.BaseTransport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._tail.feed(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def close(self) -> None:
+        """Stop reading and release the pipe (idempotent)."""
+        if self._transport is not None:
+            self._transport.close()
 
 
-_cleanups: set[asyncio.Task] = set()
+async def _open_output(tail: _Tail) -> tuple[_OutputPipe, int]:
+    """A pipe whose read end feeds ``tail``; returns it and the write end for the child (the caller closes it)."""
+    read_fd, write_fd = os.pipe()
+    try:
+        reader = os.fdopen(read_fd, "rb", buffering=0)
+    except BaseException:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise
+    try:
+        _, pipe = await asyncio.get_running_loop().connect_read_pipe(lambda: _OutputPipe(tail), reader)
+    except BaseException:
+        reader.close()
+        os.close(write_fd)
+        raise
+    return pipe, write_fd
 
 
-async def _close_when_reaped(proc: asyncio.subprocess.Process) -> None:
-    await _wait_exit(proc, 10)
-    _close_transport(proc)
+async def _drain(pipe: _OutputPipe, seconds: float) -> None:
+    """Give the pipe up to ``seconds`` to reach EOF, then close it (a process that escaped the group may hold
+    the write end open forever)."""
+    if not pipe.closed.done():
+        await asyncio.wait({pipe.closed}, timeout=seconds)
+    pipe.close()
 
 
-def _kill_now(proc: asyncio.subprocess.Process) -> None:
-    """Synchronous SIGKILL of the group (cancellation path); the pipes are released in the background."""
+def _kill_now(proc: asyncio.subprocess.Process, pipe: _OutputPipe) -> None:
+    """Synchronous SIGKILL of the group and release of the pipe (cancellation path).
+
+    The process transport has no pipes of its own, so asyncio closes it once the leader is reaped.
+    """
     _signal_group(proc.pid, signal.SIGKILL)
-    try:
-        task = asyncio.get_running_loop().create_task(_close_when_reaped(proc))
-    except RuntimeError:
-        return
-    _cleanups.add(task)
-    task.add_done_callback(_cleanups.discard)
+    pipe.close()
 
 
-async def _pump(stream: asyncio.StreamReader, tail: _Tail) -> None:
-    while chunk := await stream.read(_READ_CHUNK):
-        tail.feed(chunk)
-
-
-async def _finish_reader(reader: asyncio.Future, seconds: float) -> None:
-    """Give ``reader`` up to ``seconds`` to reach EOF, then stop it (a process that escaped the
-    group may hold the pipe open forever)."""
-    if not reader.done():
-        await asyncio.wait({reader}, timeout=seconds)
-    if not reader.done():
-        reader.cancel()
-    try:
-        await reader
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise  # we are being cancelled ourselves, not just the reader
-    except Exception:  # noqa: BLE001 - a failed read keeps the output gathered so far
-        pass
-
-
-async def _supervise(proc: asyncio.subprocess.Process, tail: _Tail) -> None:
-    """Read output until the command exits, then kill leftovers in its group and drain the pipe."""
-    assert proc.stdout is not None
-    reader = asyncio.ensure_future(_pump(proc.stdout, tail))
-    try:
-        while proc.returncode is None:
-            if reader.done():
-                await asyncio.sleep(_POLL_S)
-            else:
-                await asyncio.wait({reader}, timeout=_POLL_S)
-        # Background children of a finished command must not outlive it (nor hold the pipe open).
-        _signal_group(proc.pid, signal.SIGKILL)
-    finally:
-        await _finish_reader(reader, _DRAIN_GRACE_S if proc.returncode is not None else 0)
+async def _supervise(proc: asyncio.subprocess.Process, pipe: _OutputPipe) -> None:
+    """Wait until the command exits, then kill leftovers in its group and drain the pipe."""
+    while proc.returncode is None:
+        await asyncio.sleep(_POLL_S)
+    # Background children of a finished command must not outlive it (nor hold the pipe open).
+    _signal_group(proc.pid, signal.SIGKILL)
+    await _drain(pipe, _DRAIN_GRACE_S)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -885,31 +893,36 @@ async def _run(command: str, cwd: Path, argv: list[str], env: dict, tmp: Path, *
     tail = _Tail(output_cap)
     timed_out = False
     started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=str(cwd),
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-    )
+    pipe, write_fd = await _open_output(tail)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=str(cwd),
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=write_fd,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except BaseException:
+        pipe.close()
+        raise
+    finally:
+        os.close(write_fd)  # the child has its copy; EOF must come when the child's side closes
     try:
         try:
             await _start_record(record_dir, proc.pid)
-            await asyncio.wait_for(_supervise(proc, tail), timeout_s)
+            await asyncio.wait_for(_supervise(proc, pipe), timeout_s)
         except asyncio.TimeoutError:
             timed_out = True
             await _terminate_group(proc)
-            assert proc.stdout is not None
-            await _finish_reader(asyncio.ensure_future(_pump(proc.stdout, tail)), _DRAIN_GRACE_S)
+            await _drain(pipe, _DRAIN_GRACE_S)
     except BaseException:
         # Cancelled (or anything unexpected): nothing of the test run may survive us.
-        _kill_now(proc)
+        _kill_now(proc, pipe)
         raise
     finally:
         await _drop_record(record_dir, proc.pid)
-    _close_transport(proc)
     duration_ms = int((time.monotonic() - started) * 1000)
     exit_code = None if timed_out else proc.returncode
     parsed = None
