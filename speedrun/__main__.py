@@ -1,3 +1,5 @@
-from speedrun.cli import main
 import sys
+
+from speedrun.cli import main
+
 sys.exit(main())

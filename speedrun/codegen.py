@@ -14,8 +14,8 @@ from speedrun import prompts
 from speedrun.config import Role, Settings
 from speedrun.errors import FileProtocolError, InputError
 from speedrun.files import SafeWriter, normalize_relpath
-from speedrun.reply_parser import FileStreamParser
 from speedrun.llm import Messages, complete
+from speedrun.reply_parser import FileStreamParser
 from speedrun.state import FileError, GeneratedFile, LedgerEntry, WriteReport, WrittenFile
 
 TRUNCATED_ERROR = ("the reply hit the output token limit before this file was complete, and the follow-up request "

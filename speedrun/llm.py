@@ -337,7 +337,7 @@ class _LoopResources:
     http_client: Any = None
 
 
-_per_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources]" = weakref.WeakKeyDictionary()
+_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources] = weakref.WeakKeyDictionary()
 
 
 def _resources() -> _LoopResources:
@@ -362,7 +362,7 @@ def _is_reasoning_model(model: str) -> bool:
     return bool(re.search(r"gpt-oss|(^|/)o\d|gpt-5", model))
 
 
-def chat_model(spec: ModelSpec, settings: Settings, *, max_tokens: int, streaming: bool = False) -> "ChatOpenAI":
+def chat_model(spec: ModelSpec, settings: Settings, *, max_tokens: int, streaming: bool = False) -> ChatOpenAI:
     """Build the ChatOpenAI for a spec. The only place in speed-run that constructs a chat model.
 
     Retries are made by the gateway (complete), not by the client: so they are counted, go through the shared
@@ -783,7 +783,7 @@ def _with_instructions(messages: Messages, text: str) -> list[tuple[str, str]]:
     return [*out, ("user", text)]
 
 
-async def _invoke(model: "ChatOpenAI", messages: Messages, spec: ModelSpec, budget: RateBudget,
+async def _invoke(model: ChatOpenAI, messages: Messages, spec: ModelSpec, budget: RateBudget,
                   json_answer: JsonAnswer | None, redact: Callable[[str], str] = str) -> Any:
     """Non-streamed call, in the best JSON mode the endpoint takes: json_schema (strict where supported), else
     json_object with the schema in the prompt, else plain text with the schema in the prompt. A mode that
@@ -815,7 +815,7 @@ async def _invoke(model: "ChatOpenAI", messages: Messages, spec: ModelSpec, budg
     raise AssertionError("unreachable: the plain-text mode always returns")
 
 
-async def _stream(model: "ChatOpenAI", messages: list[Any], on_text: TextSink, limit_s: float):
+async def _stream(model: ChatOpenAI, messages: list[Any], on_text: TextSink, limit_s: float):
     think = _ThinkFilter()
     surrogates = _SurrogateFilter()
     parts: list[str] = []

@@ -7,7 +7,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from speedrun.config import RunContext, Settings
@@ -48,7 +48,7 @@ def _answer_checks() -> dict[str, Callable[[Any], Any]]:
 
 def new_run_id(workflow: str) -> str:
     """Readable, sortable, unique: turbo-20261123-223000-3f9a."""
-    return f"{workflow}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    return f"{workflow}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
 class RunManager:
@@ -62,7 +62,7 @@ class RunManager:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, settings: Settings) -> AsyncIterator["RunManager"]:
+    async def open(cls, settings: Settings) -> AsyncIterator[RunManager]:
         """Open (creating if needed) the run database under SPEEDRUN_HOME."""
         import aiosqlite
         from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -129,7 +129,7 @@ class RunManager:
         await self.saver.conn.execute(
             "INSERT INTO speedrun_runs (run_id, workflow, created_at, output_dir, state, owner) "
             "VALUES (?, ?, ?, ?, 'running', ?)",
-            (run_id, workflow, datetime.now(timezone.utc).isoformat(timespec="seconds"), inputs.get("output_dir"),
+            (run_id, workflow, datetime.now(UTC).isoformat(timespec="seconds"), inputs.get("output_dir"),
              process_tag()))
         await self.saver.conn.commit()
         self._launch(run_id, workflow, inputs)

@@ -42,12 +42,12 @@ import asyncio
 import codecs
 import contextlib
 import ctypes
+import logging
 import os
 import re
 import shlex
-import signal
-import logging
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -913,7 +913,7 @@ async def _run(command: str, cwd: Path, argv: list[str], env: dict, tmp: Path, *
         try:
             await _start_record(record_dir, proc.pid)
             await asyncio.wait_for(_supervise(proc, pipe), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             timed_out = True
             await _terminate_group(proc)
             await _drain(pipe, _DRAIN_GRACE_S)

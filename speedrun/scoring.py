@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from speedrun.state.judge import (
+    MAX_SCORE,
+    MIN_SCORE,
     ChecklistAnswer,
     Checklists,
     CriterionScores,
     Decision,
-    MAX_SCORE,
-    MIN_SCORE,
     Measurement,
     Scorecard,
 )

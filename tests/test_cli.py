@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,8 +10,6 @@ import pytest
 from tests.fake_llm import FakeLLM, Reply
 from tests.helpers import CLI_KEY as KEY
 from tests.helpers import fake_env, run_cli
-
-
 
 
 @pytest.mark.parametrize("args", [["generate", "write hello.py", "--out", "out"], ["check"]])

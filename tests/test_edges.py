@@ -14,7 +14,6 @@ import anyio
 import pytest
 
 from tests.fake_llm import FakeLLM, Reply
-from tests.helpers import MCP_KEY as KEY
 from tests.helpers import (
     CONTRACT_TEXT,
     FIXED_CALC,
@@ -28,6 +27,7 @@ from tests.helpers import (
     run_cli,
     server_env,
 )
+from tests.helpers import MCP_KEY as KEY
 
 
 def turbo_args(out: Path | str, **extra: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from tests.fake_llm import FakeLLM, Reply
 from tests.helpers import MCP_KEY as KEY
 from tests.helpers import Transcript, error_text, mcp_session, server_env
 
+
 def assert_no_secret(tmp_path: Path, transcript: Transcript) -> None:
     assert KEY not in transcript.text()
     assert KEY not in (tmp_path / "server-stderr.log").read_text()

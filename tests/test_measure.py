@@ -13,6 +13,8 @@ from speedrun.measure import MAX_FUNCTION_LINES, is_test_file, measure_tree, sou
 from speedrun.scoring import SCORE_TABLES, readability_rate
 from speedrun.state.judge import Measurement, Violation
 from tests.helpers import SHIPPED_TESTS, TOKEN_BUCKET_PY
+
+
 def _write(root: Path, files: dict[str, str]) -> Path:
     for rel, text in files.items():
         path = root / rel

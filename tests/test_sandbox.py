@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from speedrun.errors import InputError
-from speedrun.state.turbo import TurboInput
 from speedrun.sandbox import (
     ALLOWED_ENV_NAMES,
     _bwrap_works,
@@ -24,6 +23,7 @@ from speedrun.sandbox import (
     run_tests,
     scrubbed_env,
 )
+from speedrun.state.turbo import TurboInput
 
 # Works from any cwd. The two -p flags only skip this venv's slow auto-loaded plugins (langsmith
 # alone costs ~2 s per pytest start); the generated workspaces need neither.

@@ -14,7 +14,6 @@ from speedrun.state.turbo import TurboResult
 from tests.fake_llm import FakeLLM
 from tests.helpers import FIXED_CALC, PYTEST, TEST_CALC, file_blocks, fix_reply, last_user_text, role_of
 
-
 CONTRACT = """\
 DATA CONTRACT:
 Integers in, an integer out.

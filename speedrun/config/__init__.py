@@ -135,7 +135,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _timeout_in_seconds(self) -> "Settings":
+    def _timeout_in_seconds(self) -> Settings:
         # The seed's docs say milliseconds, the original server's code read seconds: 120 surely means 120 s.
         value = self.generation_timeout_ms
         if value < SECONDS_BELOW:
@@ -278,7 +278,7 @@ class Settings(BaseSettings):
         # so a key that contains another is replaced whole.
         return sorted({s for s in self.secrets() if len(s) >= MIN_SECRET_LEN}, key=len, reverse=True)
 
-    def stream_redactor(self) -> "StreamRedactor":
+    def stream_redactor(self) -> StreamRedactor:
         """A redactor for text that arrives in pieces (a streamed reply): see StreamRedactor."""
         return StreamRedactor(self._long_secrets())
 

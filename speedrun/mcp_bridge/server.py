@@ -212,7 +212,6 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     ) -> GenerateResult:
         """Send a prompt to the fast generator model and return its raw text answer."""
         from speedrun.llm import complete
-
         from speedrun.preflight import check_max_tokens
 
         async def run() -> GenerateResult:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from langgraph.runtime import Runtime
@@ -32,7 +32,7 @@ async def worksheet(state: JudgeState, runtime: Runtime[RunContext]) -> dict:
         out = Path(state.worksheet_dir)
     else:  # under SPEEDRUN_HOME, which is created 0700 if this is its first use
         home = run_settings(runtime).home
-        out = home / "judgements" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        out = home / "judgements" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         await asyncio.to_thread(ensure_home, home)
     md_path, json_path = await asyncio.to_thread(_write, out, state)
     progress(runtime, "worksheet", f"wrote {md_path}")

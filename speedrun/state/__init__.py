@@ -3,8 +3,8 @@
 from speedrun.state.records import (
     FileAction,
     FileError,
-    GenerateResult,
     GeneratedFile,
+    GenerateResult,
     LedgerEntry,
     NextAction,
     RunList,

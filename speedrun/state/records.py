@@ -84,7 +84,7 @@ class Usage(BaseModel):
     total_tokens: int = 0
 
     @classmethod
-    def of(cls, entries: list[LedgerEntry]) -> "Usage":
+    def of(cls, entries: list[LedgerEntry]) -> Usage:
         """Sum a ledger."""
         p = sum(e.prompt_tokens for e in entries)
         c = sum(e.completion_tokens for e in entries)
@@ -127,7 +127,7 @@ class TestReport(BaseModel):
         """This run in one line: 'N passed, M failed, K errors' (+ ' (timed out)')."""
         return tests_line(self.passed, self.failed, self.errors, self.timed_out)
 
-    def redacted(self, redact: Callable[[str], str]) -> "TestReport":
+    def redacted(self, redact: Callable[[str], str]) -> TestReport:
         """A copy with `redact` applied to every text the tests produced (output, failures, problem): what a
         test prints reaches results, checkpoints, fixer prompts and reports only through this."""
         def scrub(text: str | None) -> str | None:
@@ -138,7 +138,7 @@ class TestReport(BaseModel):
             "failures": [f.model_copy(update={"name": redact(f.name), "message": redact(f.message),
                                               "file": scrub(f.file)}) for f in self.failures]})
 
-    def compact(self, *, tail: int = 2_000, failures: int = 10, message: int = 600) -> "TestReport":
+    def compact(self, *, tail: int = 2_000, failures: int = 10, message: int = 600) -> TestReport:
         """A copy small enough for a caller's context: the output's end (where the summary is), fewer failures."""
         return self.model_copy(update={
             "output_tail": self.output_tail[-tail:],

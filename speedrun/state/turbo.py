@@ -26,7 +26,7 @@ class Contract(BaseModel):
         return "\n\n".join(f"{name}:\n{getattr(self, key).strip()}" for name, key in zip(SECTIONS, _KEYS))
 
     @classmethod
-    def parse(cls, text: str) -> tuple["Contract", list[str]]:
+    def parse(cls, text: str) -> tuple[Contract, list[str]]:
         """Split sectioned text into a Contract; returns it with the names of missing sections."""
         pattern = re.compile(r"^[ \t#*]*(" + "|".join(SECTIONS) + r")[ \t*]*:?[ \t]*", re.I | re.M)
         found: dict[str, str] = {}
@@ -232,7 +232,7 @@ class TurboInput(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _task_or_contract(self) -> "TurboInput":
+    def _task_or_contract(self) -> TurboInput:
         if not ((self.task and self.task.strip()) or (self.contract and self.contract.strip())):
             raise ValueError("give either `task` (plain words) or `contract` (DATA CONTRACT / API CONTRACT / "
                              "ALGORITHM / RULES text)")
