@@ -79,7 +79,8 @@ def main() -> None:
 
         seq, par, raw, ours = asyncio.run(go())
     print(f"{n} turbo runs, model reply delay {delay}s: sequential {seq:.2f}s, parallel {par:.2f}s")
-    print(f"ratio sequential/parallel: {seq / par:.2f} (ideal {min(n, settings.role('generator').primary.limits.concurrency)})")
+    ideal = min(n, settings.role("generator").primary.limits.concurrency)
+    print(f"ratio sequential/parallel: {seq / par:.2f} (ideal {ideal})")
     print(f"gateway per call: {ours * 1000:.1f} ms vs raw openai client {raw * 1000:.1f} ms "
           f"(ratio {ours / raw:.2f})")
 

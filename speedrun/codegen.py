@@ -111,7 +111,8 @@ async def generate_and_write(
 
     allow_paths: protected places (CI workflows, virtualenvs, ...) the user explicitly lets the model write,
     on top of the settings' SPEEDRUN_ALLOW_PATHS. confine_to: the allowed root that protected places are judged
-    against (an output_dir inside its .git/hooks is refused); output_dir itself when None. Raises FileProtocolError when the reply holds no file block.
+    against (an output_dir inside its .git/hooks is refused); output_dir itself when None. Raises FileProtocolError
+    when the reply holds no file block.
     """
     if not prompt.strip():
         raise InputError("prompt is empty; describe the files to generate (ideally as a contract).")

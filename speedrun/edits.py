@@ -1,4 +1,4 @@
-"""Apply the fixer's search/replace edits by whole lines, tolerantly, and never let an "edit" regenerate a whole file."""
+"""Apply the fixer's search/replace edits by whole lines, tolerantly; never let an "edit" regenerate a whole file."""
 
 from __future__ import annotations
 
@@ -247,7 +247,7 @@ def _indent_map(
     window: list[str], search: list[str], bodies: list[str], tab_widths: list[int]
 ) -> Callable[[list[str]], list[str]] | None:
     """If window is search shifted by one uniform indentation, a function re-indenting replace lines likewise."""
-    pairs = [(w, s) for w, s in zip(window, search) if not _blank(w)]
+    pairs = [(w, s) for w, s in zip(window, search, strict=True) if not _blank(w)]
     for tab in tab_widths:
         deltas = {_col(_indent(w), tab) - _col(_indent(s), tab) for w, s in pairs}
         if len(deltas) == 1:
@@ -403,7 +403,8 @@ def _load(root: Path, rel: str, max_file_bytes: int) -> str | None:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise OSError(f"'{_show(rel)}' is not UTF-8 text ({exc.reason} at byte {exc.start}); it cannot be edited") from exc
+        raise OSError(
+            f"'{_show(rel)}' is not UTF-8 text ({exc.reason} at byte {exc.start}); it cannot be edited") from exc
 
 
 def apply_edits(
@@ -561,7 +562,7 @@ def _splice(bodies: list[str], terms: list[str], match: _Match, new_lines: list[
         # A file without a final newline keeps it that way, whichever lines the edit touched (a blank last
         # line needs its newline to exist at all).
         out_terms[-1] = ""
-    return "".join(b + t for b, t in zip(out_bodies, out_terms))
+    return "".join(b + t for b, t in zip(out_bodies, out_terms, strict=True))
 
 
 def _not_found(
@@ -579,7 +580,8 @@ def _not_found(
                 if found:
                     line = found[0].start + 1
                     return out("already_applied", f"already applied: the replace text is already in {shown} at line "
-                               f"{line} and the search text is not; drop this edit", _excerpt(text, line, line + len(body) - 1))
+                               f"{line} and the search text is not; drop this edit",
+                               _excerpt(text, line, line + len(body) - 1))
 
     wanted = variants[-1].search if variants else search
     near = _whitespace_only(bodies, wanted)

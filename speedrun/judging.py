@@ -43,7 +43,8 @@ def item_keys(checklist: str) -> list[str]:
 
 def numbered_items(checklist: str) -> str:
     """The checklist's items, one per line, each after its answer key (for the judge prompt)."""
-    return "\n".join(f"{key}. {text}" for key, text in zip(item_keys(checklist), CHECKLISTS[checklist][1]))
+    items = CHECKLISTS[checklist][1]
+    return "\n".join(f"{key}. {text}" for key, text in zip(item_keys(checklist), items, strict=True))
 
 
 @cache
@@ -85,7 +86,7 @@ def checklists_from(label: str, answers: BaseModel) -> Checklists:
         given = getattr(answers, name)
         lists[name] = [ChecklistAnswer(item=text, answer=getattr(given, key).answer,
                                        evidence=getattr(given, key).evidence)
-                       for key, text in zip(item_keys(name), items)]
+                       for key, text in zip(item_keys(name), items, strict=True)]
     return Checklists(label=label, **lists, complexity_justified=answers.complexity_justified,
                       complexity_evidence=answers.complexity_evidence,
                       estimated_necessary_loc=answers.estimated_necessary_loc, bad_names=answers.bad_names)
@@ -176,7 +177,8 @@ def render_worksheet(inputs: JudgeFields, cards: list[Scorecard], decision: Deci
             out.append("**Fresh-eyes findings**")
             out += [f"- {f.severity} / {f.category} — {f.file}:{f.line}: {f.message}" for f in findings]
             out.append("")
-    out += ["## Speed-Run Metrics", "", "| Implementation | LLM calls | Fix cycles | Generation ms |", "|---|---|---|---|"]
+    out += ["## Speed-Run Metrics", "", "| Implementation | LLM calls | Fix cycles | Generation ms |",
+            "|---|---|---|---|"]
     out += [f"| {c.name} | {c.measurement.llm_calls} | {c.measurement.fix_cycles} | {c.measurement.generation_ms} |"
             for c in cards]
     header = " | ".join(CRITERIA)

@@ -1,4 +1,4 @@
-"""Tell whether a process (or a process group) is alive and who it is: pid plus start time, so a recycled pid is never mistaken for it."""
+"""Whether a process (or group) is alive and who it is: pid + start time, so a recycled pid is never mistaken for it."""
 
 from __future__ import annotations
 

@@ -21,18 +21,17 @@ __all__ = ["FileStreamParser", "parse_files"]
 # Byte-order marks and zero-width spaces: real replies carry them before tags and inside paths.
 _INVISIBLE = "\ufeff\u200b"
 _TAG_ATTRS_MAX = 1000  # attribute text longer than this is prose, not a tag; bounds how long a partial tag is held
-_OPEN_RE = re.compile(r"<[%s]{0,4}file(?=[\s/>%s])([^<>]{0,%d})>" % (_INVISIBLE, _INVISIBLE, _TAG_ATTRS_MAX),
-                      re.IGNORECASE)
+_OPEN_RE = re.compile(rf"<[{_INVISIBLE}]{{0,4}}file(?=[\s/>{_INVISIBLE}])([^<>]{{0,{_TAG_ATTRS_MAX}}})>", re.IGNORECASE)
 # What the end of a chunk looks like when an opening tag has begun but not yet ended.
-_PARTIAL_OPEN_RE = re.compile(r"<[%s]{0,4}(?:f(?:i(?:l(?:e(?:[\s/%s][^<>]*)?)?)?)?)?" % (_INVISIBLE, _INVISIBLE),
+_PARTIAL_OPEN_RE = re.compile(rf"<[{_INVISIBLE}]{{0,4}}(?:f(?:i(?:l(?:e(?:[\s/{_INVISIBLE}][^<>]*)?)?)?)?)?",
                               re.IGNORECASE)
 _PARTIAL_MAX = 1 + 4 + 4 + _TAG_ATTRS_MAX + 1  # longest text a complete opening tag can span
-_PATH_ATTR_RE = re.compile(r"""(?:^|[\s/%s])path\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""" % _INVISIBLE,
+_PATH_ATTR_RE = re.compile(rf"""(?:^|[\s/{_INVISIBLE}])path\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""",
                            re.IGNORECASE)
-_CLOSE_RE = re.compile(r"</[%s]{0,4}file\s*>" % _INVISIBLE, re.IGNORECASE)
+_CLOSE_RE = re.compile(rf"</[{_INVISIBLE}]{{0,4}}file\s*>", re.IGNORECASE)
 _CLOSE_LINE_RE = re.compile(r"^\s*</\s*file\s*>\s*$", re.IGNORECASE)
 # Legacy marker: "### FILE: path" (any heading level from ##, any case: models write "## File: x" too).
-_MARKER_RE = re.compile(r"^[\s%s]*#{2,6}[ \t]*FILE[ \t]*:[ \t]*(.*?)\s*$" % _INVISIBLE, re.IGNORECASE)
+_MARKER_RE = re.compile(rf"^[\s{_INVISIBLE}]*#{{2,6}}[ \t]*FILE[ \t]*:[ \t]*(.*?)\s*$", re.IGNORECASE)
 _FENCE_OPEN_RE = re.compile(r"^\s*(`{3,})")
 _PLACEHOLDER = "TRIPLE_BACKTICK"
 _MARKDOWN_SUFFIXES = (".md", ".markdown")
@@ -262,9 +261,8 @@ class FileStreamParser:
     def _close_tagged(self, out: list[GeneratedFile], *, at_end: bool) -> None:
         path, text = self._tag_path or "", "".join(self._block)
         self._tag_path, self._block = None, []
-        last = None
-        for last in _CLOSE_RE.finditer(text):
-            pass
+        closes = list(_CLOSE_RE.finditer(text))
+        last = closes[-1] if closes else None
         if last is None:
             body, tail = text, ""
             where = "the end of the reply" if at_end else "the next <FILE> tag"

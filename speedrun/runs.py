@@ -1,4 +1,4 @@
-"""Durable runs: every run is a LangGraph thread in a SQLite checkpointer; this service starts, watches and resumes them."""
+"""Durable runs, each a LangGraph thread in a SQLite checkpointer; this service starts, watches and resumes them."""
 
 from __future__ import annotations
 
@@ -235,7 +235,9 @@ class RunManager:
             await self._mark(run_id, "error", self.settings.redact(f"{type(exc).__name__}: {exc}"))
 
     # --- observation ---------------------------------------------------------------------------------
-    async def wait(self, run_id: str, wait_seconds: float, on_progress: Callable[[str], Any] | None = None) -> RunStatus:
+    async def wait(
+        self, run_id: str, wait_seconds: float, on_progress: Callable[[str], Any] | None = None
+    ) -> RunStatus:
         """Wait up to `wait_seconds` for the run to finish (or need input), then report its status."""
         live = self.live.get(run_id)
         if live and not live.task.done():

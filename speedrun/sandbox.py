@@ -1,4 +1,4 @@
-"""Run a workspace's tests as untrusted code: OS sandbox where available, scrubbed environment, hard timeout, capped output.
+"""Run workspace tests as untrusted code: OS sandbox where available, scrubbed environment, hard timeout, capped output.
 
 Entry points:
 
@@ -806,7 +806,9 @@ def sweep_test_groups(record_dir: Path) -> int:
 # entry point
 
 
-def _prepare(command: str, cwd: Path, mode: str, network: bool, mask: tuple[Path, ...]) -> tuple[list[str], dict, str, Path | None]:
+def _prepare(
+    command: str, cwd: Path, mode: str, network: bool, mask: tuple[Path, ...]
+) -> tuple[list[str], dict, str, Path | None]:
     """Blocking set-up (runs in a thread): argv, environment, the resolved mode and a temp dir to remove."""
     if not cwd.is_dir():
         raise InputError(f"Test directory {_echo(str(cwd))} does not exist or is not a directory.")

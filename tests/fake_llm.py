@@ -83,7 +83,8 @@ _ERROR_TYPES = {
 
 
 def _error_body(status: int, message: str) -> dict:
-    etype, code = _ERROR_TYPES.get(status, ("server_error", "server_error") if status >= 500 else ("api_error", "error"))
+    fallback = ("server_error", "server_error") if status >= 500 else ("api_error", "error")
+    etype, code = _ERROR_TYPES.get(status, fallback)
     return {"error": {"message": message, "type": etype, "code": code, "param": None}}
 
 
@@ -495,7 +496,8 @@ class FakeLLM:
     def chat_requests(self) -> list[RecordedRequest]:
         with self._lock:
             reqs = list(self.requests)
-        return [r for r in reqs if r.method == "POST" and r.path.split("?", 1)[0].rstrip("/").endswith("/chat/completions")]
+        return [r for r in reqs
+                if r.method == "POST" and r.path.split("?", 1)[0].rstrip("/").endswith("/chat/completions")]
 
     @property
     def pending(self) -> int:

@@ -1,4 +1,4 @@
-"""Compact results over a real MCP stdio session: a failed turbo run fits the caller's budget; the full report is a file."""
+"""Compact results over real MCP stdio: a failed turbo run fits the caller's budget; the full report is a file."""
 
 from __future__ import annotations
 

@@ -75,7 +75,7 @@ async def test_concurrent_first_use_of_the_run_tools_shares_one_database(tmp_pat
         texts = [" ".join(getattr(c, "text", "") for c in r.content) for r in results]
         assert not any("Connection closed" in text or "internal error" in text for text in texts), texts
         assert sum(not r.is_error for r in results) == 3  # the three list_runs
-        assert all("no run 'turbo-missing-" in text for r, text in zip(results, texts) if r.is_error)
+        assert all("no run 'turbo-missing-" in text for r, text in zip(results, texts, strict=True) if r.is_error)
 
 
 @pytest.mark.anyio

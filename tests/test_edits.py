@@ -66,7 +66,8 @@ def test_edits_on_two_files(tmp_path: Path) -> None:
     b = write(tmp_path, "src/b.py", "Y = 2\n")
     outcomes = apply_edits(
         tmp_path,
-        [Edit(path="src/a.py", search="X = 1", replace="X = 10"), Edit(path="./src/b.py", search="Y = 2", replace="Y = 20")],
+        [Edit(path="src/a.py", search="X = 1", replace="X = 10"),
+         Edit(path="./src/b.py", search="Y = 2", replace="Y = 20")],
     )
     assert [o.status for o in outcomes] == ["applied", "applied"]
     assert a.read_text() == "X = 10\n"
@@ -240,7 +241,8 @@ def test_failed_write_marks_applied_edits_as_error(tmp_path: Path) -> None:
     p = write(tmp_path, "app.py", APP)
     edits = [
         Edit(path="app.py", search="return a - b", replace="return a + b"),
-        Edit(path="app.py", search="def mul(a, b):\n    return a + b\n", replace="def mul(a, b):\n    return a * b + " + "9" * 200 + "\n"),
+        Edit(path="app.py", search="def mul(a, b):\n    return a + b\n",
+             replace="def mul(a, b):\n    return a * b + " + "9" * 200 + "\n"),
     ]
     outcomes = apply_edits(tmp_path, edits, max_file_bytes=len(APP) + 50)
     assert [o.status for o in outcomes] == ["error", "error"]
@@ -304,7 +306,8 @@ def _fix_state(root: Path, files: dict[str, str]):
         write(root, rel, text)
     report = TestReport(command="pytest -q", exit_code=1, failed=1, failures=[
         TestFailure(name="test_calc.py::test_add", message="assert -1 == 5", file="calc.py", line=2)])
-    written = [WrittenFile(path=rel, filename=rel, lines=text.count("\n"), action="created") for rel, text in files.items()]
+    written = [WrittenFile(path=rel, filename=rel, lines=text.count("\n"), action="created")
+               for rel, text in files.items()]
     return TurboState(contract="add(a, b) returns a + b", output_dir=str(root), test_command="pytest -q",
                       files=written, tests=report)
 
@@ -326,7 +329,8 @@ async def test_surgical_fix_never_blocks_the_event_loop(speedrun_env, fake_llm, 
     from tests.helpers import fix_reply
 
     root = tmp_path / "ws"
-    state = _fix_state(root, {"calc.py": "def add(a, b):\n    return a - b\n", "test_calc.py": "from calc import add\n"})
+    state = _fix_state(root, {"calc.py": "def add(a, b):\n    return a - b\n",
+                              "test_calc.py": "from calc import add\n"})
     fake_llm.script(fix_reply(("calc.py", "return a - b", "return a * b")),
                     fix_reply(("calc.py", "return a-b", "return a+b")),  # not found: a retry, a second apply
                     fix_reply(("calc.py", "return a * b", "return a + b")))

@@ -86,7 +86,8 @@ async def test_stream_reassembles_content_and_usage(fake_llm: FakeLLM) -> None:
 
 @pytest.mark.anyio
 async def test_stream_reasoning_before_content_and_length(fake_llm: FakeLLM) -> None:
-    fake_llm.script(Reply(content="answer text", reasoning="let me think about it", finish_reason="length", chunk_size=5))
+    fake_llm.script(Reply(content="answer text", reasoning="let me think about it", finish_reason="length",
+                          chunk_size=5))
     async with _aclient(fake_llm) as client:
         stream = await client.chat.completions.create(
             model="fake-model", messages=MSGS, stream=True, stream_options={"include_usage": True}

@@ -3,6 +3,7 @@ SPEEDRUN_HOME stays private (0700) and apart from every workspace."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import stat
@@ -120,7 +121,7 @@ def test_stream_redactor_matches_redacting_the_whole_text(text: str, cuts: list[
         expected = expected.replace(secret, "***")
     redactor = StreamRedactor(secrets)
     bounds = sorted({min(c, len(whole)) for c in cuts} | {0, len(whole)})
-    out = "".join(redactor.feed(whole[a:b]) for a, b in zip(bounds, bounds[1:])) + redactor.flush()
+    out = "".join(redactor.feed(whole[a:b]) for a, b in itertools.pairwise(bounds)) + redactor.flush()
     if len(set(secrets)) <= 1:  # with overlapping secrets, which one wins may depend on the cut; none may leak
         assert out == expected
     for secret in secrets:

@@ -40,9 +40,11 @@ def whole(text: str, *, truncated: bool = False) -> tuple[list[GeneratedFile], l
 
 CLEAN_CASES = {
     "closing tag on a code line, then the next file":
-        ('<FILE path="a.py">\nx = 1</FILE>\n<FILE path="b.py">\ny = 2\n</FILE>\n', {"a.py": "x = 1\n", "b.py": "y = 2\n"}),
+        ('<FILE path="a.py">\nx = 1</FILE>\n<FILE path="b.py">\ny = 2\n</FILE>\n',
+         {"a.py": "x = 1\n", "b.py": "y = 2\n"}),
     "closing and next opening tag on one line":
-        ('<FILE path="a.py">\nx = 1\n</FILE><FILE path="b.py">\ny = 2\n</FILE>', {"a.py": "x = 1\n", "b.py": "y = 2\n"}),
+        ('<FILE path="a.py">\nx = 1\n</FILE><FILE path="b.py">\ny = 2\n</FILE>',
+         {"a.py": "x = 1\n", "b.py": "y = 2\n"}),
     "two one-line files on one line":
         ('<FILE path="a.txt">alpha</FILE><FILE path="b.txt">beta</FILE>\n', {"a.txt": "alpha\n", "b.txt": "beta\n"}),
     "two one-line files with prose between":
@@ -57,7 +59,8 @@ CLEAN_CASES = {
     "opening tag split over three lines with another attribute":
         ('<FILE\n  lang="python"\n  path="a.py"\n>\nx = 1\n</FILE>\n', {"a.py": "x = 1\n"}),
     "closing tag inside a string literal stays in the file":
-        ('<FILE path="gen.py">\nEND = "</FILE>"\nprint(END)\n</FILE>\nok\n', {"gen.py": 'END = "</FILE>"\nprint(END)\n'}),
+        ('<FILE path="gen.py">\nEND = "</FILE>"\nprint(END)\n</FILE>\nok\n',
+         {"gen.py": 'END = "</FILE>"\nprint(END)\n'}),
     "closing tag inside code, then the real one shares the last line":
         ('<FILE path="gen.py">\nEND = "</FILE>"\nx = END</FILE>\n<FILE path="b.py">\nb\n</FILE>\n',
          {"gen.py": 'END = "</FILE>"\nx = END\n', "b.py": "b\n"}),
@@ -218,7 +221,8 @@ def test_any_split_of_a_corpus_reply_gives_its_hand_written_files(case, data, tr
 # Pieces real replies are made of, including the awkward ones; random concatenations make messy replies.
 PIECES = [
     '<FILE path="a.py">', "<file path='b.py'>", "<FILE path=c.py>", '<FILE lang="py" path="d/e.py">',
-    '<FILE\n  path="f.py">', '<FILE path="g\ufeff.py">', "<FILE>", "</FILE>", "</file>", "</FILE >", "<", "<fi", "<FILE",
+    '<FILE\n  path="f.py">', '<FILE path="g\ufeff.py">', "<FILE>", "</FILE>", "</file>", "</FILE >",
+    "<", "<fi", "<FILE",
     "### FILE: h.py", "## File: `i.py`", "```", "```python", "\n", "\r\n", "\n\n", " ", "x = 1", 'END = "</FILE>"',
     "Here it is: ", " Done!", "TRIPLE_BACKTICK", "\ufeff", "\ud800", "é", "> ", "path=", '"',
 ]
@@ -257,7 +261,8 @@ GAPS = ["\n", "", " Done!\n", "\n\nNext one:\n", "\r\n"]
        data=st.data())
 def test_generated_replies_give_back_exactly_their_files(files, shapes, data) -> None:
     parts = []
-    for (path, content), (opener, closer, gap) in zip(files, shapes):
+    # Five shapes are drawn for one to five files: the spare shapes go unused.
+    for (path, content), (opener, closer, gap) in zip(files, shapes, strict=False):
         parts.append(opener.format(p=path) + "\n" + content[:-1] + closer + gap)
     text = "Sure, here are the files.\n" + "".join(parts)
     cuts = data.draw(st.lists(st.integers(0, len(text)), max_size=10))

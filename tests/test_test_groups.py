@@ -87,7 +87,7 @@ def spawn() -> Iterator:
 
     yield start
     for proc in started:
-        for kill in (lambda: os.killpg(proc.pid, signal.SIGKILL), proc.kill):
+        for kill in (lambda proc=proc: os.killpg(proc.pid, signal.SIGKILL), proc.kill):
             try:
                 kill()
             except OSError:

@@ -103,8 +103,9 @@ class Settings(BaseSettings):
     reviewer_fallback: str | None = Field(None, validation_alias="SPEEDRUN_REVIEWER_FALLBACK")
     judge_fallback: str | None = Field(None, validation_alias="SPEEDRUN_JUDGE_FALLBACK")
 
-    limits: dict[str, dict[str, int]] = Field(default_factory=dict, validation_alias="SPEEDRUN_LIMITS",
-                                              description="Per-provider overrides, e.g. SPEEDRUN_LIMITS__CEREBRAS__RPM=5.")
+    limits: dict[str, dict[str, int]] = Field(
+        default_factory=dict, validation_alias="SPEEDRUN_LIMITS",
+        description="Per-provider overrides, e.g. SPEEDRUN_LIMITS__CEREBRAS__RPM=5.")
     max_retries: int = Field(4, ge=0, validation_alias="SPEEDRUN_MAX_RETRIES",
                              description="Retries on 429/5xx/timeouts per call, before the fallback or an error.")
     reasoning_effort: Literal["low", "medium", "high"] | None = Field(
@@ -425,7 +426,10 @@ def load_settings() -> Settings:
 
 
 def _env_name(loc: tuple) -> str:
-    """A validation location in the user's words: ('SPEEDRUN_LIMITS', 'cerebras', 'rpm') → SPEEDRUN_LIMITS__CEREBRAS__RPM."""
+    """A validation location in the user's words.
+
+    ('SPEEDRUN_LIMITS', 'cerebras', 'rpm') → SPEEDRUN_LIMITS__CEREBRAS__RPM.
+    """
     return "__".join(str(p).upper().replace("-", "_") for p in loc)
 
 

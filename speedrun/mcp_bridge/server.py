@@ -311,12 +311,13 @@ def register_run_tools(server: MCPServer, settings: Settings,
         task: Annotated[str | None, Field(description="The job in plain words; the planner writes a contract.")] = None,
         contract: Annotated[str | None, Field(description="DATA CONTRACT / API CONTRACT / ALGORITHM / RULES text "
                                                           "(preferred over task).")] = None,
-        test_command: Annotated[str, Field(description="Shell command that runs the tests in output_dir.")] = "pytest -q",
+        test_command: Annotated[str, Field(description="Shell command that runs the tests in "
+                                                       "output_dir.")] = "pytest -q",
         max_fix_cycles: Annotated[int, Field(description="Surgical fix rounds before giving up.", ge=0, le=20)] = 3,
         context_files: Annotated[list[str] | None, Field(description="Existing files (relative to output_dir) "
                                                                      "to show the generator.")] = None,
-        roles: Annotated[dict[str, str] | None, Field(description="Per-run role overrides, e.g. "
-                                                                  "{'fixer': 'client'} to fix failures yourself.")] = None,
+        roles: Annotated[dict[str, str] | None, Field(description="Per-run role overrides, e.g. {'fixer': "
+                                                                  "'client'} to fix failures yourself.")] = None,
         wait_seconds: Annotated[float, Field(description="How long to wait for the result before returning "
                                                          "a run_id to poll.", ge=0, le=600)] = 45,
         allow_paths: Annotated[list[str] | None, Field(description="Protected paths the generator may write anyway "

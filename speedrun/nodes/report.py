@@ -52,7 +52,8 @@ async def report(state: TurboState, runtime: Runtime[RunContext]) -> dict:
         path = report_path(home, str(run_id))
         result.report_path = str(path)
         try:  # off the event loop: Studio refuses blocking calls in nodes
-            await asyncio.to_thread(save_report, home, str(run_id), json.dumps(result.model_dump(mode="json"), indent=1))
+            await asyncio.to_thread(save_report, home, str(run_id),
+                                    json.dumps(result.model_dump(mode="json"), indent=1))
         except OSError as exc:
             result.report_path = None
             result.warnings.append(f"could not write the full report to {path}: {exc.strerror or exc}")

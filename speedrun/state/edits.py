@@ -52,4 +52,6 @@ class EditOutcome(BaseModel):
         description="For not_found and already_applied: a few lines of the file around the most similar region, "
         "with line numbers ('  12| code').",
     )
-    backup: str | None = Field(None, description="For applied edits to an existing file: where the old version was saved.")
+    backup: str | None = Field(
+        None, description="For applied edits to an existing file: where the old version was saved."
+    )

@@ -23,7 +23,8 @@ class Contract(BaseModel):
 
     def render(self) -> str:
         """The contract as the sectioned text the generator sees."""
-        return "\n\n".join(f"{name}:\n{getattr(self, key).strip()}" for name, key in zip(SECTIONS, _KEYS))
+        return "\n\n".join(f"{name}:\n{getattr(self, key).strip()}"
+                           for name, key in zip(SECTIONS, _KEYS, strict=True))
 
     @classmethod
     def parse(cls, text: str) -> tuple[Contract, list[str]]:
@@ -35,7 +36,7 @@ class Contract(BaseModel):
             end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
             found[m.group(1).upper()] = (found.get(m.group(1).upper(), "") + text[m.end():end]).strip()
         missing = [name for name in SECTIONS if not found.get(name)]
-        values = {key: found.get(name, "") for name, key in zip(SECTIONS, _KEYS)}
+        values = {key: found.get(name, "") for name, key in zip(SECTIONS, _KEYS, strict=True)}
         if not matches:  # free text: keep it whole so nothing the caller wrote is lost
             values["rules"] = text.strip()
         return cls(**values), missing
