@@ -473,10 +473,14 @@ def _apply_one(
     if not edit.search.strip():
         if not exists:
             state.text = edit.replace
-            return out("applied", f"created {shown}")
+            created = out("applied", f"created {shown}")
+            created.lines_added = len(_lines(edit.replace))
+            return created
         if not text.strip():  # an empty (or blank) file has nothing a whole-file rewrite could lose
+            filled = out("applied", f"filled the empty file {shown}")
+            filled.lines_removed, filled.lines_added = len(_lines(text)), len(_lines(edit.replace))
             state.text = edit.replace
-            return out("applied", f"filled the empty file {shown}")
+            return filled
         if edit.search:
             return out("refused", "the search text is only whitespace, which cannot pick a place; copy the lines "
                        "to change")
@@ -549,7 +553,10 @@ def _apply_one(
     if match.tier == _INDENT:
         how += "; replacement re-indented to the file's indentation"
     span = f"line {first_line}" if first_line == last_line else f"lines {first_line}-{last_line}"
-    return out("applied", f"applied to {shown} at {span}{how}")
+    done = out("applied", f"applied to {shown} at {span}{how}")
+    # What really changed, which can differ from the edit's text (a forgiven blank line, an absent final newline).
+    done.lines_removed, done.lines_added = match.size, len(new_lines)
+    return done
 
 
 def _splice(bodies: list[str], terms: list[str], match: _Match, new_lines: list[str], *, crlf: bool) -> str:

@@ -415,3 +415,17 @@ def test_an_allowed_protected_file_can_be_edited_and_others_stay_refused(tmp_pat
     [applied] = apply_edits(tmp_path, [edit], allow_paths=[".github/workflows/ci.yml"])
     assert applied.status == "applied", applied.message
     assert workflow.read_text() == "on: push\njobs:\n  test:\n    runs-on: ubuntu-latest\n"
+
+
+def test_applied_edits_count_the_lines_really_replaced(tmp_path: Path) -> None:
+    # A forgiven blank first line and a missing final newline are no lines of the file: they are not counted.
+    p = tmp_path / "m.py"
+    p.write_text("def f():\n    x = 1\n    y = 2\n")
+    [o] = apply_edits(tmp_path, [Edit(path="m.py", search="\n    x = 1\n", replace="    x = 10\n    z = 0")])
+    assert o.status == "applied", o.message
+    assert p.read_text() == "def f():\n    x = 10\n    z = 0\n    y = 2\n"
+    assert (o.lines_removed, o.lines_added) == (1, 2)
+    empty = tmp_path / "e.py"
+    empty.write_text("")
+    [filled] = apply_edits(tmp_path, [Edit(path="e.py", search="", replace="a = 1\nb = 2\n")])
+    assert (filled.status, filled.lines_removed, filled.lines_added) == ("applied", 0, 2)

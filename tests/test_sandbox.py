@@ -671,5 +671,7 @@ def test_sigkill_of_speedrun_kills_the_test_run(tmp_path: Path, mode: str) -> No
         assert not left, f"the test run outlived the killed speed-run: {[describe(p) for p in left]}"
     finally:
         runner.kill()
+        runner.wait(10)
+        runner.stdout.close()  # the runner's output pipe is ours to close
         for pid in processes_with(mark):
             os.kill(pid, 9)

@@ -120,7 +120,7 @@ def parse_resume(answer: object) -> tuple[str, list[Edit]]:
 def _applied(outcome: EditOutcome) -> AppliedEdit:
     e = outcome.edit
     return AppliedEdit(path=e.path, status=outcome.status, message=outcome.message,
-                       lines_removed=len(e.search.splitlines()), lines_added=len(e.replace.splitlines()))
+                       lines_removed=outcome.lines_removed, lines_added=outcome.lines_added)
 
 
 def _failures_text(state: TurboState) -> str:

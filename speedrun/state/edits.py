@@ -55,3 +55,5 @@ class EditOutcome(BaseModel):
     backup: str | None = Field(
         None, description="For applied edits to an existing file: where the old version was saved."
     )
+    lines_removed: int = Field(0, description="For applied edits: lines of the file the edit replaced.")
+    lines_added: int = Field(0, description="For applied edits: lines written in their place.")
