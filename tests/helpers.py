@@ -8,6 +8,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -292,3 +293,12 @@ class Script:
             answers.update(complexity_justified=True, complexity_evidence="lean", estimated_necessary_loc=3,
                            bad_names=[])
         return json.dumps(verdict)
+
+
+def wait_for(predicate, within: float, what: str) -> None:
+    """Poll `predicate` until it holds, or fail naming what did not happen within `within` seconds."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
+        time.sleep(0.02)

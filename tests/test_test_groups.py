@@ -19,6 +19,7 @@ from speedrun.nodes.run_tests import run_test_command
 from speedrun.procs import process_tag
 from speedrun.runs import RunManager
 from speedrun.sandbox import run_tests, sweep_test_groups
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="the watchdog and the group record read /proc (Linux)")
@@ -38,14 +39,6 @@ command = (f"{sleeper} >/dev/null 2>&1 & echo $! > marker.pid; "
            f"kill -STOP {os.getpid()}; kill -KILL $PPID; sleep 300")
 asyncio.run(run_tests(command, workspace, mode="none", timeout_s=600, record_dir=records))
 """
-
-
-def wait_for(predicate, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def state_of(pid: int) -> str | None:

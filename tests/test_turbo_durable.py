@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import anyio
@@ -16,30 +15,10 @@ import pytest
 
 from speedrun.config import Settings
 from speedrun.errors import InputError
+from speedrun.procs import group_alive
 from speedrun.runs import RunManager, RunStatus
 from tests.fake_llm import FakeLLM
-from tests.helpers import CONTRACT_TEXT, FIXED_CALC, HANG_ONCE, PYTEST, TEST_CALC, file_blocks, role_of
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def group_gone(pgid: int) -> bool:
-    """True when no live (non-zombie) process is left in process group ``pgid``."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        fields = text[text.rfind(")") + 2:].split()
-        if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            return False
-    return True
+from tests.helpers import CONTRACT_TEXT, FIXED_CALC, HANG_ONCE, PYTEST, TEST_CALC, file_blocks, role_of, wait_for
 
 
 def speedrun_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
@@ -88,7 +67,7 @@ def test_killed_after_generate_resumes_in_a_new_process_without_regenerating(spe
         os.killpg(test_group, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    wait_for(lambda: group_gone(test_group), 10, "the orphaned test process group to die")
+    wait_for(lambda: not group_alive(test_group), 10, "the orphaned test process group to die")
     assert [role_of(r) for r in fake_llm.chat_requests()] == ["generator"]
     assert run_id.startswith("turbo-")
 
@@ -148,7 +127,7 @@ async def test_cancel_marks_the_run_cancelled_and_continue_finishes_it(speedrun_
             assert cancelled.status == "cancelled"
             assert "continue" in cancelled.next
             with anyio.fail_after(5):  # cancelling kills the hanging test run too
-                while not group_gone(test_group):
+                while group_alive(test_group):
                     await anyio.sleep(0.05)
             assert (await runs.status(run_id)).status == "cancelled"
             assert [r.status for r in await runs.list()] == ["cancelled"]
