@@ -75,8 +75,6 @@ def _read_head(raw: str, path: Path, chars: int) -> str:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise InputError(f"context file {raw!r} does not exist (looked at {path}).") from None
-    except IsADirectoryError:
-        raise InputError(f"context file {raw!r} is a directory ({path}); name the files in it instead.") from None
     except OSError as exc:
         raise InputError(f"context file {raw!r} cannot be read ({exc.strerror or exc}; looked at {path}).") from None
     try:

@@ -15,7 +15,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import aclosing, asynccontextmanager, contextmanager
+from contextlib import aclosing, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -295,15 +295,6 @@ class RateBudget:
                     if left + tokens <= self.tpm or left <= 0:
                         return charge.at + WINDOW_S - now, f"tokens/min {self.tpm:,}"
         return 0.0, ""
-
-    @asynccontextmanager
-    async def hold(self, tokens: int, max_wait_s: float = math.inf) -> AsyncIterator[_Charge]:
-        """acquire() … release(); settle the yielded charge inside when the real usage is known."""
-        charge = await self.acquire(tokens, max_wait_s)
-        try:
-            yield charge
-        finally:
-            self.release(charge)
 
 
 def _number(text: str | None) -> float | None:

@@ -23,7 +23,7 @@ PROGRESS_SHOWN = 5  # lines a caller sees while it runs
 PROGRESS_LINE = 160
 ERROR_SHOWN = 600
 
-__all__ = ["FINISHED", "NextAction", "RunManager", "RunStatus", "new_run_id", "owner_alive", "process_tag"]
+__all__ = ["FINISHED", "NextAction", "RunManager", "RunStatus", "new_run_id"]
 
 
 @dataclass
