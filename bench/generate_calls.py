@@ -28,8 +28,9 @@ async def raw_calls(fake: FakeLLM, n: int) -> float:
     client = openai.AsyncOpenAI(base_url=fake.base_url, api_key="sk-bench", max_retries=0)
     started = time.perf_counter()
     for _ in range(n):
-        await client.chat.completions.create(model="fake-model", max_tokens=4096,
-                                             messages=[{"role": "user", "content": PROMPT[0][1]}])
+        await client.chat.completions.create(
+            model="fake-model", max_tokens=4096, messages=[{"role": "user", "content": PROMPT[0][1]}]
+        )
     elapsed = time.perf_counter() - started
     await client.close()
     return elapsed
@@ -65,8 +66,9 @@ def main() -> None:
         fake.default = Reply(content="def add(a, b): return a + b\n", usage=USAGE)
         for name in [k for k in os.environ if k.startswith(("SPEEDRUN_LIMITS", "CEREBRAS_"))]:
             os.environ.pop(name)
-        os.environ.update(CEREBRAS_API_KEY="sk-bench", CEREBRAS_URL=fake.base_url, CEREBRAS_MODEL="fake-model",
-                          SPEEDRUN_HOME=tmp)
+        os.environ.update(
+            CEREBRAS_API_KEY="sk-bench", CEREBRAS_URL=fake.base_url, CEREBRAS_MODEL="fake-model", SPEEDRUN_HOME=tmp
+        )
         default = settings_with()
         explicit = settings_with(SPEEDRUN_LIMITS__CEREBRAS__RPM="30", SPEEDRUN_LIMITS__CEREBRAS__TPM="60000")
 
@@ -86,11 +88,15 @@ def main() -> None:
     lim = default.role("generator").primary.limits
     print(f"{n} sequential small calls (reply 20 tokens, max_tokens sized to >= 4,096 as before)")
     print(f"  raw openai client                         total {raw:6.2f} s   {raw / n * 1000:7.1f} ms/call")
-    for label, total in ((f"gateway, loopback defaults (rpm={lim.rpm}, tpm={lim.tpm})", ours_default),
-                         ("gateway, Cerebras limits set (30 rpm, 60K tpm)", ours_explicit)):
+    for label, total in (
+        (f"gateway, loopback defaults (rpm={lim.rpm}, tpm={lim.tpm})", ours_default),
+        ("gateway, Cerebras limits set (30 rpm, 60K tpm)", ours_explicit),
+    ):
         overhead = (total - raw) / n * 1000
-        print(f"  {label:<42} total {total:6.2f} s   {total / n * 1000:7.1f} ms/call   "
-              f"overhead {overhead:+6.1f} ms/call   ratio vs raw {total / raw:5.2f}")
+        print(
+            f"  {label:<42} total {total:6.2f} s   {total / n * 1000:7.1f} ms/call   "
+            f"overhead {overhead:+6.1f} ms/call   ratio vs raw {total / raw:5.2f}"
+        )
     print("  (before settling: the 15th call with the Cerebras limits waited ~58 s, so 25 calls took over a minute)")
 
 

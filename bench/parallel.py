@@ -26,8 +26,9 @@ async def run_many(n: int, parallel: bool, settings, workdir: Path) -> float:
 
     async def one(i: int) -> None:
         out = workdir / f"{'p' if parallel else 's'}{i}"
-        result = await graph.ainvoke({"contract": CONTRACT, "output_dir": str(out), "test_command": "true"},
-                                     context=RunContext(settings))
+        result = await graph.ainvoke(
+            {"contract": CONTRACT, "output_dir": str(out), "test_command": "true"}, context=RunContext(settings)
+        )
         assert result["result"].status == "passed", result["result"]
 
     started = time.perf_counter()
@@ -63,9 +64,14 @@ def main() -> None:
     with FakeLLM() as fake, tempfile.TemporaryDirectory() as tmp:
         fake.default = Reply(content=FILES, delay=delay)
         # Per-minute budgets off: this measures latency hiding and overhead, not the provider's quota.
-        os.environ.update(CEREBRAS_API_KEY="sk-bench", CEREBRAS_URL=fake.base_url, CEREBRAS_MODEL="fake-model",
-                          SPEEDRUN_HOME=tmp, SPEEDRUN_LIMITS__CEREBRAS__RPM="1000000",
-                          SPEEDRUN_LIMITS__CEREBRAS__TPM="1000000000")
+        os.environ.update(
+            CEREBRAS_API_KEY="sk-bench",
+            CEREBRAS_URL=fake.base_url,
+            CEREBRAS_MODEL="fake-model",
+            SPEEDRUN_HOME=tmp,
+            SPEEDRUN_LIMITS__CEREBRAS__RPM="1000000",
+            SPEEDRUN_LIMITS__CEREBRAS__TPM="1000000000",
+        )
         from speedrun.config import Settings
 
         settings = Settings()
@@ -81,8 +87,7 @@ def main() -> None:
     print(f"{n} turbo runs, model reply delay {delay}s: sequential {seq:.2f}s, parallel {par:.2f}s")
     ideal = min(n, settings.role("generator").primary.limits.concurrency)
     print(f"ratio sequential/parallel: {seq / par:.2f} (ideal {ideal})")
-    print(f"gateway per call: {ours * 1000:.1f} ms vs raw openai client {raw * 1000:.1f} ms "
-          f"(ratio {ours / raw:.2f})")
+    print(f"gateway per call: {ours * 1000:.1f} ms vs raw openai client {raw * 1000:.1f} ms (ratio {ours / raw:.2f})")
 
 
 if __name__ == "__main__":

@@ -42,10 +42,12 @@ def main() -> None:
         bare_file = Path(tmp) / "bare.py"
         bare_file.write_text(BARE)
         env = {"PATH": "/usr/bin:/bin", "HOME": tmp, "SPEEDRUN_HOME": tmp}
-        bare = asyncio.run(median(StdioServerParameters(command=sys.executable, args=[str(bare_file)], env=env),
-                                  rounds))
-        ours = asyncio.run(median(StdioServerParameters(command=sys.executable, args=["-m", "speedrun", "mcp"],
-                                                        env=env), rounds))
+        bare = asyncio.run(
+            median(StdioServerParameters(command=sys.executable, args=[str(bare_file)], env=env), rounds)
+        )
+        ours = asyncio.run(
+            median(StdioServerParameters(command=sys.executable, args=["-m", "speedrun", "mcp"], env=env), rounds)
+        )
     print(f"bare MCPServer  spawn→tools: {bare * 1000:7.0f} ms (median of {rounds})")
     print(f"speedrun mcp    spawn→tools: {ours * 1000:7.0f} ms (median of {rounds})")
     print(f"ratio speedrun/bare: {ours / bare:.2f}")

@@ -15,8 +15,15 @@ from speedrun.config import Settings, load_settings
 from speedrun.errors import InputError, SpeedRunError, echo, parse_input
 
 # TurboInput fields as the CLI user types them, for error messages.
-TURBO_FLAGS = {"task": "--task", "contract": "--contract", "output_dir": "--out", "test_command": "--test-cmd",
-               "max_fix_cycles": "--max-fix-cycles", "context_files": "--context", "allow_paths": "--allow-path"}
+TURBO_FLAGS = {
+    "task": "--task",
+    "contract": "--contract",
+    "output_dir": "--out",
+    "test_command": "--test-cmd",
+    "max_fix_cycles": "--max-fix-cycles",
+    "context_files": "--context",
+    "allow_paths": "--allow-path",
+}
 
 
 def _print_err(text: str) -> None:
@@ -58,8 +65,10 @@ async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     if status.timeout_note:
         print(f"timeout   {status.timeout_note}")
     if status.status != "ok":
-        _print_err(f"error: {status.error}" + (f"\n{status.setup_hint}" if status.setup_hint and
-                                                status.setup_hint not in (status.error or "") else ""))
+        _print_err(
+            f"error: {status.error}"
+            + (f"\n{status.setup_hint}" if status.setup_hint and status.setup_hint not in (status.error or "") else "")
+        )
         return 1
     print("status    ok")
     return 0
@@ -78,7 +87,6 @@ def _wait_lines() -> Any:
     return report_waits(lambda message: _print_err(f"  waiting: {message}"))
 
 
-
 def _root_for(out: Path) -> Path:
     """The root protected places are judged against: the working directory when --out lies inside it."""
     cwd = Path.cwd().resolve()
@@ -87,14 +95,20 @@ def _root_for(out: Path) -> Path:
 
 async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     """Generate files from a prompt into --out, printing each file as it lands."""
-    from speedrun.codegen import generate_and_write, read_context_files
+    from speedrun.loop.codegen import generate_and_write, read_context_files
     from speedrun.preflight import check_generate
     from speedrun.state import Usage
 
     prompt = _read_prompt(args)
     out = Path(args.out).expanduser().resolve()
-    await check_generate(settings, out, _root_for(out), max_tokens=args.max_tokens, allow_paths=args.allow_path,
-                         max_tokens_name="--max-tokens")
+    await check_generate(
+        settings,
+        out,
+        _root_for(out),
+        max_tokens=args.max_tokens,
+        allow_paths=args.allow_path,
+        max_tokens_name="--max-tokens",
+    )
     context = await asyncio.to_thread(read_context_files, args.context or [], Path.cwd(), [Path.cwd().resolve(), out])
 
     async def progress(outcome: Any) -> None:
@@ -103,30 +117,54 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
 
     _print_err(f"generating into {out} ...")
     with _wait_lines():
-        result = await generate_and_write(settings, prompt, out, system_prompt=args.system, context=context,
-                                          max_tokens=args.max_tokens, on_file=progress,
-                                          allow_paths=args.allow_path or (), confine_to=_root_for(out))
+        result = await generate_and_write(
+            settings,
+            prompt,
+            out,
+            system_prompt=args.system,
+            context=context,
+            max_tokens=args.max_tokens,
+            on_file=progress,
+            allow_paths=args.allow_path or (),
+            confine_to=_root_for(out),
+        )
     files = result.report.files_written
     usage = Usage.of(result.entries)
     warnings = result.warnings
     model = result.entries[-1] if result.entries else None
     if args.json:
-        print(json.dumps({"status": result.status, "output_dir": str(out),
-                          "model": model.model if model else "", "provider": model.provider if model else "",
-                          "files_written": [f.model_dump() for f in files],
-                          "errors": [e.model_dump() for e in result.report.errors], "warnings": warnings,
-                          "generation_time_ms": result.generation_time_ms, "usage": usage.model_dump()}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "status": result.status,
+                    "output_dir": str(out),
+                    "model": model.model if model else "",
+                    "provider": model.provider if model else "",
+                    "files_written": [f.model_dump() for f in files],
+                    "errors": [e.model_dump() for e in result.report.errors],
+                    "warnings": warnings,
+                    "generation_time_ms": result.generation_time_ms,
+                    "usage": usage.model_dump(),
+                },
+                indent=2,
+            )
+        )
     else:
         if files:
-            print(_table([[f.path, f.lines, f.action, f.backup or ""] for f in files],
-                         ["file", "lines", "action", "backup"]))
+            print(
+                _table(
+                    [[f.path, f.lines, f.action, f.backup or ""] for f in files], ["file", "lines", "action", "backup"]
+                )
+            )
         for err in result.report.errors:
             print(f"error: {err.path}: {err.error}")
         for warning in warnings:
             print(f"warning: {warning}")
-        print(f"\n{result.status}: {len(files)} files, {sum(f.lines for f in files)} lines in "
-              f"{result.generation_time_ms} ms; {usage.prompt_tokens} prompt + {usage.completion_tokens} "
-              f"completion tokens")
+        print(
+            f"\n{result.status}: {len(files)} files, {sum(f.lines for f in files)} lines in "
+            f"{result.generation_time_ms} ms; {usage.prompt_tokens} prompt + {usage.completion_tokens} "
+            f"completion tokens"
+        )
     return 0 if result.status == "ok" else 1
 
 
@@ -232,15 +270,27 @@ async def cmd_turbo(settings: Settings, args: argparse.Namespace) -> int:
     if args.contract:
         path = Path(args.contract)
         if not path.is_file():
-            raise InputError(f"--contract {echo(args.contract)} does not exist; pass a text file with DATA "
-                             "CONTRACT, API CONTRACT, ALGORITHM and RULES sections.")
+            raise InputError(
+                f"--contract {echo(args.contract)} does not exist; pass a text file with DATA "
+                "CONTRACT, API CONTRACT, ALGORITHM and RULES sections."
+            )
         contract = path.read_text(encoding="utf-8")
     roles = {"fixer": "client"} if args.client_fix else {}
     out = Path(args.out).expanduser().resolve()
-    inputs = parse_input(TurboInput, {
-        "task": args.task, "contract": contract, "output_dir": str(out),
-        "test_command": args.test_cmd, "max_fix_cycles": args.max_fix_cycles, "context_files": args.context or [],
-        "roles": roles, "allow_paths": args.allow_path or []}, TURBO_FLAGS)
+    inputs = parse_input(
+        TurboInput,
+        {
+            "task": args.task,
+            "contract": contract,
+            "output_dir": str(out),
+            "test_command": args.test_cmd,
+            "max_fix_cycles": args.max_fix_cycles,
+            "context_files": args.context or [],
+            "roles": roles,
+            "allow_paths": args.allow_path or [],
+        },
+        TURBO_FLAGS,
+    )
     await check_turbo(settings, inputs, _root_for(out))
     async with RunManager.open(settings) as runs:
         run_id = await runs.start("turbo", inputs.model_dump())
@@ -256,8 +306,10 @@ async def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
         try:
             edits = json.loads(Path(args.edits).read_text(encoding="utf-8")) if args.edits else []
         except (OSError, ValueError) as exc:
-            raise InputError(f"--edits {echo(args.edits)} is not a readable JSON file ({exc}); it must hold "
-                             "[{\"path\": ..., \"search\": ..., \"replace\": ...}].") from None
+            raise InputError(
+                f"--edits {echo(args.edits)} is not a readable JSON file ({exc}); it must hold "
+                '[{"path": ..., "search": ..., "replace": ...}].'
+            ) from None
         answer = {"action": args.action, "edits": edits}
     async with RunManager.open(settings) as runs:
         await runs.resume(args.run_id, answer)
@@ -278,16 +330,21 @@ async def cmd_judge(settings: Settings, args: argparse.Namespace) -> int:
     """Judge implementation directories against a design; print the scorecard and write the worksheet."""
     from speedrun.preflight import check_judge
     from speedrun.runs import RunManager
-    from speedrun.state.judging import JudgeInput
+    from speedrun.state.judge import JudgeInput
 
     design = Path(args.design)
     if not design.is_file():
         raise InputError(f"--design {echo(args.design)} does not exist; pass the design or plan as a text file.")
     dirs = [Path(d).expanduser().resolve() for d in args.dirs]
-    inputs = parse_input(JudgeInput, {
-        "implementations": [{"name": d.name, "path": str(d), "test_command": args.test_cmd} for d in dirs],
-        "design": design.read_text(encoding="utf-8"), "mode": args.mode,
-        "worksheet_dir": str(Path(args.out).expanduser().resolve())})
+    inputs = parse_input(
+        JudgeInput,
+        {
+            "implementations": [{"name": d.name, "path": str(d), "test_command": args.test_cmd} for d in dirs],
+            "design": design.read_text(encoding="utf-8"),
+            "mode": args.mode,
+            "worksheet_dir": str(Path(args.out).expanduser().resolve()),
+        },
+    )
     await check_judge(settings, inputs)
     async with RunManager.open(settings) as runs:
         # Directories written by earlier turbo runs bring their calls, fix cycles and generation time along.
@@ -297,10 +354,14 @@ async def cmd_judge(settings: Settings, args: argparse.Namespace) -> int:
     if full is None:
         return _print_status(status)
     r = full.model_dump(mode="json")
-    rows = [[c["name"], *c["scores"].values(), c["total"], "eliminated" if c["eliminated"] else ""]
-            for c in r["scorecards"]]
-    print(_table(rows, ["implementation", "fitness", "complexity", "readability", "robustness", "maintain.",
-                        "total", "gate"]))
+    rows = [
+        [c["name"], *c["scores"].values(), c["total"], "eliminated" if c["eliminated"] else ""] for c in r["scorecards"]
+    ]
+    print(
+        _table(
+            rows, ["implementation", "fitness", "complexity", "readability", "robustness", "maintain.", "total", "gate"]
+        )
+    )
     print(f"\nwinner: {r['winner'] or 'none'}  ({r['decision']['gate_applied'] or 'clear lead'})")
     print(r["decision"]["rationale"])
     print(f"worksheet: {r['worksheet_path']}\nscorecard: {r['scorecard_path']}")
@@ -327,8 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--system", help="extra system prompt")
     gen.add_argument("--context", action="append", help="existing file to show the model (repeatable)")
     gen.add_argument("--max-tokens", type=int, help="output token limit (default: sized to the prompt)")
-    gen.add_argument("--allow-path", action="append", help="protected path the reply may write anyway, e.g. "
-                                                           ".github/workflows/ci.yml (repeatable)")
+    gen.add_argument(
+        "--allow-path",
+        action="append",
+        help="protected path the reply may write anyway, e.g. .github/workflows/ci.yml (repeatable)",
+    )
     gen.add_argument("--json", action="store_true", help="print the result as JSON")
     sub.add_parser("mcp", help="run the MCP server on stdio (for Claude Code and other MCP clients)")
     tur = sub.add_parser("turbo", help="contract → generate → test → surgical fixes, in the foreground")
@@ -340,12 +404,18 @@ def build_parser() -> argparse.ArgumentParser:
     tur.add_argument("--max-fix-cycles", type=int, default=3, help="surgical fix rounds (default 3)")
     tur.add_argument("--context", action="append", help="existing file in --out to show the generator")
     tur.add_argument("--client-fix", action="store_true", help="pause on failures so you fix them yourself")
-    tur.add_argument("--allow-path", action="append", help="protected path the generator may write anyway, e.g. "
-                                                           ".github/workflows/ci.yml (repeatable)")
+    tur.add_argument(
+        "--allow-path",
+        action="append",
+        help="protected path the generator may write anyway, e.g. .github/workflows/ci.yml (repeatable)",
+    )
     res = sub.add_parser("resume", help="continue a run (after a crash, cancel, or your own fix)")
     res.add_argument("run_id")
-    res.add_argument("--action", choices=["continue", "retest", "stop", "edits"],
-                     help="retest/stop/edits answer a run waiting for your fix; continue picks up a dead run")
+    res.add_argument(
+        "--action",
+        choices=["continue", "retest", "stop", "edits"],
+        help="retest/stop/edits answer a run waiting for your fix; continue picks up a dead run",
+    )
     res.add_argument("--edits", help="JSON file with [{path, search, replace}] for --action edits")
     jud = sub.add_parser("judge", help="score implementation directories and pick a winner")
     jud.add_argument("dirs", nargs="+", help="implementation directories (their names label the scorecard)")
@@ -358,8 +428,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"check": cmd_check, "generate": cmd_generate, "turbo": cmd_turbo, "resume": cmd_resume,
-            "runs": cmd_runs, "judge": cmd_judge}
+COMMANDS = {
+    "check": cmd_check,
+    "generate": cmd_generate,
+    "turbo": cmd_turbo,
+    "resume": cmd_resume,
+    "runs": cmd_runs,
+    "judge": cmd_judge,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,9 +56,13 @@ MAX_PROBLEMS = 5  # problems listed from one validation error; the rest are coun
 PROBLEM_LIMIT = 300  # characters of one listed problem
 
 
-def describe_validation(exc: ValidationError, names: dict[str, str] | None = None, *,
-                        where: Callable[[tuple], str] | None = None,
-                        reword: Callable[[dict[str, Any]], str | None] | None = None) -> str:
+def describe_validation(
+    exc: ValidationError,
+    names: dict[str, str] | None = None,
+    *,
+    where: Callable[[tuple], str] | None = None,
+    reword: Callable[[dict[str, Any]], str | None] | None = None,
+) -> str:
     """A pydantic error in the caller's words: each bad field and why, no class names, links or input dumps.
 
     The one formatter for validation errors (edge input, settings, a model's JSON answer). `names` maps a field

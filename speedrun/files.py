@@ -169,9 +169,7 @@ def _named(end: int, frame: tuple[str, ...], allow: Sequence[_Allow], on_the_way
     return False
 
 
-def _first_unlifted(
-    hits: Sequence[_Hit], frame: Sequence[str], allow: Sequence[_Allow], offset: int = 0
-) -> str | None:
+def _first_unlifted(hits: Sequence[_Hit], frame: Sequence[str], allow: Sequence[_Allow], offset: int = 0) -> str | None:
     for hit in hits:
         if not _lifted(hit, frame, allow, offset=offset):
             return _hit_message(hit, frame, offset=offset)
@@ -622,8 +620,9 @@ class SafeWriter:
         return err
 
     def _ok(self, rel: str, content: str, action: str, backup: str | None = None) -> WrittenFile:
-        done = WrittenFile(path=rel, filename=rel.rsplit("/", 1)[-1], lines=_count_lines(content), action=action,
-                           backup=backup)
+        done = WrittenFile(
+            path=rel, filename=rel.rsplit("/", 1)[-1], lines=_count_lines(content), action=action, backup=backup
+        )
         self._written.append(done)
         return done
 
@@ -788,8 +787,12 @@ class SafeWriter:
             if prefix:
                 state_fd, _ = walk.open(prefix[:1], create=True)
                 try:
-                    ignore = os.open(".gitignore", os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC,
-                                     0o666, dir_fd=state_fd)
+                    ignore = os.open(
+                        ".gitignore",
+                        os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC,
+                        0o666,
+                        dir_fd=state_fd,
+                    )
                 except FileExistsError:
                     pass
                 else:

@@ -46,8 +46,10 @@ def size_max_tokens(prompt_tokens: int, settings: Settings, requested: int | Non
     """max_tokens sized to the task: Cerebras charges the whole budget up front, so never ask for more than needed."""
     if requested is not None:
         if isinstance(requested, bool) or not isinstance(requested, int) or requested <= 0:
-            raise InputError(f"max_tokens must be a positive whole number of tokens, got {echo(requested)}; "
-                             "leave it out to size it to the prompt, or give e.g. 4096.")
+            raise InputError(
+                f"max_tokens must be a positive whole number of tokens, got {echo(requested)}; "
+                "leave it out to size it to the prompt, or give e.g. 4096."
+            )
         return requested
     # The floor keeps small prompts from starving their answer; the cap is the user's and always wins.
     return min(settings.max_tokens_cap, max(4096, 3 * prompt_tokens + 2048))
@@ -239,8 +241,9 @@ class RateBudget:
                 remaining, reset = _number(values.get("remaining")), values.get("reset")
                 if remaining is None or reset is None:
                     continue
-                self._buckets[(kind, period)] = _Bucket(kind, period, limit, remaining,
-                                                        now + _parse_duration(reset), now)
+                self._buckets[(kind, period)] = _Bucket(
+                    kind, period, limit, remaining, now + _parse_duration(reset), now
+                )
             self._wake_head()
 
     # -- bookkeeping (called with the lock held) ------------------------------------------------------------
@@ -425,8 +428,12 @@ def _utf8_transport_classes() -> tuple[type, type]:
             if "event-stream" not in kind and "json" not in kind:
                 return response
             headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() != "content-length"]
-            return httpx2.Response(response.status_code, headers=headers, stream=CleanStream(response.stream),
-                                   extensions=response.extensions)
+            return httpx2.Response(
+                response.status_code,
+                headers=headers,
+                stream=CleanStream(response.stream),
+                extensions=response.extensions,
+            )
 
         async def aclose(self) -> None:
             await self._inner.aclose()
@@ -487,7 +494,7 @@ class _ThinkFilter:
         end = self._buf.find("</think>")
         if end < 0:
             return ""
-        out = self._buf[end + len("</think>"):].lstrip("\n")
+        out = self._buf[end + len("</think>") :].lstrip("\n")
         self._state, self._buf = "pass", ""
         return out
 
@@ -536,8 +543,9 @@ def _to_messages(messages: Messages) -> list[Any]:
 class _Failed(Exception):
     """A provider call that failed for good, with the retries really made and the provider's own wait."""
 
-    def __init__(self, cause: BaseException, retries: int, retry_after: float | None = None,
-                 gave_up_early: bool = False):
+    def __init__(
+        self, cause: BaseException, retries: int, retry_after: float | None = None, gave_up_early: bool = False
+    ):
         super().__init__(str(cause))
         self.cause, self.retries, self.retry_after, self.gave_up_early = cause, retries, retry_after, gave_up_early
 
@@ -557,25 +565,30 @@ def _explain(exc: BaseException, spec: ModelSpec, settings: Settings) -> str:
         retries, retry_after, early, exc = exc.retries, exc.retry_after, exc.gave_up_early, exc.cause
     tries = f"{retries + 1} request{'s' if retries else ''} ({retries} retr{'ies' if retries != 1 else 'y'})"
     if isinstance(exc, BudgetWaitTooLong):
-        msg = (f"{who}: the shared rate budget would make this call wait {exc.wait_s:.0f} s ({exc.why}), longer "
-               f"than {timeout} allows, so it failed at once instead of hanging. Try again in {exc.wait_s:.0f} s, "
-               f"run fewer calls at once, raise GENERATION_TIMEOUT, or set {role_var}.")
+        msg = (
+            f"{who}: the shared rate budget would make this call wait {exc.wait_s:.0f} s ({exc.why}), longer "
+            f"than {timeout} allows, so it failed at once instead of hanging. Try again in {exc.wait_s:.0f} s, "
+            f"run fewer calls at once, raise GENERATION_TIMEOUT, or set {role_var}."
+        )
     elif isinstance(exc, openai.RateLimitError):
         asked = f" The provider asks to wait {retry_after:.0f} s (Retry-After)." if retry_after is not None else ""
         if early:
-            msg = (f"{who} is rate-limiting requests (429) after {tries}.{asked} That is longer than this call may "
-                   f"still wait ({timeout} covers all of a call's waits), so it failed at once. Try again later, "
-                   f"or set {role_var}.")
+            msg = (
+                f"{who} is rate-limiting requests (429) after {tries}.{asked} That is longer than this call may "
+                f"still wait ({timeout} covers all of a call's waits), so it failed at once. Try again later, "
+                f"or set {role_var}."
+            )
         else:
-            msg = (f"{who} is still rate-limiting requests (429) after {tries}.{asked} Wait for the provider's "
-                   f"limit to reset, lower {_limit_vars(spec)}RPM / __TPM, or set {role_var}.")
+            msg = (
+                f"{who} is still rate-limiting requests (429) after {tries}.{asked} Wait for the provider's "
+                f"limit to reset, lower {_limit_vars(spec)}RPM / __TPM, or set {role_var}."
+            )
     elif isinstance(exc, openai.AuthenticationError):
         msg = f"{who} rejected the API key (401). Check the key for provider {spec.provider!r}."
     elif isinstance(exc, openai.NotFoundError):
         msg = f"{who} does not know model {spec.model!r} (404). Check the model name (e.g. CEREBRAS_MODEL)."
     elif isinstance(exc, (openai.APITimeoutError, TimeoutError)):
-        msg = (f"{who} did not answer within {timeout} ({tries}). "
-               "Raise GENERATION_TIMEOUT or ask for less output.")
+        msg = f"{who} did not answer within {timeout} ({tries}). Raise GENERATION_TIMEOUT or ask for less output."
     elif isinstance(exc, openai.APIConnectionError):
         msg = f"Could not connect to {who} ({tries}). Check the URL setting and that the server is up."
     elif isinstance(exc, openai.APIStatusError):
@@ -627,8 +640,16 @@ async def complete(
 
     for model_spec, is_fallback in candidates:
         try:
-            result = await _call(settings, model_spec, messages, budget_tokens, prompt_tokens,
-                                 sink if on_text else None, is_fallback, json_answer)
+            result = await _call(
+                settings,
+                model_spec,
+                messages,
+                budget_tokens,
+                prompt_tokens,
+                sink if on_text else None,
+                is_fallback,
+                json_answer,
+            )
         except _provider_errors() as exc:
             errors.append(_explain(exc, model_spec, settings))
         else:
@@ -677,14 +698,27 @@ def _retryable(exc: BaseException) -> bool:
 def _cap_max_tokens(spec: ModelSpec, max_tokens: int) -> int:
     cap = spec.limits.max_output_tokens
     if max_tokens > cap:
-        log.warning("max_tokens %s is beyond %s's output limit; capped to %s (set %sMAX_OUTPUT_TOKENS to change it).",
-                    max_tokens, spec.describe(), cap, _limit_vars(spec))
+        log.warning(
+            "max_tokens %s is beyond %s's output limit; capped to %s (set %sMAX_OUTPUT_TOKENS to change it).",
+            max_tokens,
+            spec.describe(),
+            cap,
+            _limit_vars(spec),
+        )
         return cap
     return max_tokens
 
 
-async def _call(settings: Settings, spec: ModelSpec, messages: Messages, max_tokens: int, prompt_est: int,
-                on_text: TextSink | None, is_fallback: bool, json_answer: JsonAnswer | None = None) -> Completion:
+async def _call(
+    settings: Settings,
+    spec: ModelSpec,
+    messages: Messages,
+    max_tokens: int,
+    prompt_est: int,
+    on_text: TextSink | None,
+    is_fallback: bool,
+    json_answer: JsonAnswer | None = None,
+) -> Completion:
     import openai
 
     budget = budget_for(spec)
@@ -744,16 +778,20 @@ async def _call(settings: Settings, spec: ModelSpec, messages: Messages, max_tok
                 budget.block(wait, f"provider reset, 429 Retry-After {wait:.0f} s")
             else:
                 await asyncio.sleep(wait)
-            log.info("%s: retry %d of %d after %s", spec.describe(), retries, settings.max_retries,
-                     type(exc).__name__)
+            log.info("%s: retry %d of %d after %s", spec.describe(), retries, settings.max_retries, type(exc).__name__)
         finally:
             budget.settle(charge, used)
             budget.release(charge)
     entry = LedgerEntry(
-        role=spec.role, provider=spec.provider, model=spec.model,
-        duration_ms=int((time.monotonic() - started) * 1000), queued_ms=int((started - queued) * 1000),
-        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-        finish_reason=meta.get("finish_reason"), fallback=is_fallback,
+        role=spec.role,
+        provider=spec.provider,
+        model=spec.model,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        queued_ms=int((started - queued) * 1000),
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        finish_reason=meta.get("finish_reason"),
+        fallback=is_fallback,
     )
     return Completion(text=text, entry=entry)
 
@@ -774,8 +812,14 @@ def _with_instructions(messages: Messages, text: str) -> list[tuple[str, str]]:
     return [*out, ("user", text)]
 
 
-async def _invoke(model: ChatOpenAI, messages: Messages, spec: ModelSpec, budget: RateBudget,
-                  json_answer: JsonAnswer | None, redact: Callable[[str], str] = str) -> Any:
+async def _invoke(
+    model: ChatOpenAI,
+    messages: Messages,
+    spec: ModelSpec,
+    budget: RateBudget,
+    json_answer: JsonAnswer | None,
+    redact: Callable[[str], str] = str,
+) -> Any:
     """Non-streamed call, in the best JSON mode the endpoint takes: json_schema (strict where supported), else
     json_object with the schema in the prompt, else plain text with the schema in the prompt. A mode that
     answers 400 is not asked again for this provider, key and model in this process."""
@@ -786,8 +830,10 @@ async def _invoke(model: ChatOpenAI, messages: Messages, spec: ModelSpec, budget
     modes: list[tuple[str, dict | None, str]] = []
     if spec.json_schema:
         schema = strict_json_schema(json_answer.schema) if spec.strict else json_answer.schema
-        fmt = {"type": "json_schema", "json_schema": {"name": json_answer.name, "schema": schema,
-                                                      "strict": spec.strict}}
+        fmt = {
+            "type": "json_schema",
+            "json_schema": {"name": json_answer.name, "schema": schema, "strict": spec.strict},
+        }
         modes.append(("json_schema", fmt, prompts.JSON_SCHEMA_HINT))
     prompt = _json_instructions(json_answer.schema)
     modes += [("json_object", {"type": "json_object"}, prompt), ("text", None, prompt)]
@@ -801,8 +847,12 @@ async def _invoke(model: ChatOpenAI, messages: Messages, spec: ModelSpec, budget
             return await model.bind(response_format=fmt).ainvoke(lc_messages)
         except openai.BadRequestError as exc:
             budget.refused_formats.add((spec.model, mode))
-            log.warning("%s answered 400 to response_format %s (%s); asking in the next mode from now on.",
-                        spec.describe(), mode, redact(str(exc.message))[:200])  # the CLI logs unfiltered
+            log.warning(
+                "%s answered 400 to response_format %s (%s); asking in the next mode from now on.",
+                spec.describe(),
+                mode,
+                redact(str(exc.message))[:200],
+            )  # the CLI logs unfiltered
     raise AssertionError("unreachable: the plain-text mode always returns")
 
 
@@ -852,8 +902,7 @@ def strict_json_schema(schema: dict) -> dict:
             return node
         if "$ref" in node:
             return {"$ref": node["$ref"]}
-        node = {k: walk(v) if k not in ("enum", "const", "required") else v for k, v in node.items()
-                if k != "default"}
+        node = {k: walk(v) if k not in ("enum", "const", "required") else v for k, v in node.items() if k != "default"}
         if node.get("type") == "object" or "properties" in node:
             props = node.get("properties") or {}
             node["properties"] = props
@@ -865,7 +914,12 @@ def strict_json_schema(schema: dict) -> dict:
 
 
 async def structured(
-    settings: Settings, role: Role, schema: type[T], messages: Messages, *, max_tokens: int | None = None,
+    settings: Settings,
+    role: Role,
+    schema: type[T],
+    messages: Messages,
+    *,
+    max_tokens: int | None = None,
     check: Callable[[T], str | None] | None = None,
 ) -> tuple[T, list[LedgerEntry]]:
     """Ask for a typed answer (JSON matching `schema`); one retry with the validation error, then ProviderError.
@@ -890,10 +944,11 @@ async def structured(
             problem = describe_validation(exc)
         if not problem:
             return answer, entries
-        convo = [*convo, ("assistant", result.text),
-                 ("user", prompts.JSON_RETRY.format(problem=problem))]
-    raise ProviderError(f"The {role} model returned malformed {schema.__name__} twice ({problem}). "
-                        f"No result was made up; try again or use a stronger model for SPEEDRUN_{role.upper()}.")
+        convo = [*convo, ("assistant", result.text), ("user", prompts.JSON_RETRY.format(problem=problem))]
+    raise ProviderError(
+        f"The {role} model returned malformed {schema.__name__} twice ({problem}). "
+        f"No result was made up; try again or use a stronger model for SPEEDRUN_{role.upper()}."
+    )
 
 
 def _schema_name(name: str) -> str:
@@ -907,7 +962,7 @@ def _json_payload(text: str) -> str:
     if fenced:
         text = fenced.group(1)
     start, end = text.find("{"), text.rfind("}")
-    return text[start:end + 1] if 0 <= start < end else text
+    return text[start : end + 1] if 0 <= start < end else text
 
 
 async def list_models(spec: ModelSpec, settings: Settings) -> list[str]:
@@ -920,12 +975,16 @@ async def list_models(spec: ModelSpec, settings: Settings) -> list[str]:
         async with httpx.AsyncClient(timeout=timeout) as client:
             response = await client.get(f"{spec.base_url}/models", headers=headers)
     except httpx.HTTPError as exc:
-        raise ProviderError(settings.redact(f"Could not reach {spec.base_url}: {type(exc).__name__} {exc}. "
-                                    "Check the URL setting and your network.")) from None
+        raise ProviderError(
+            settings.redact(
+                f"Could not reach {spec.base_url}: {type(exc).__name__} {exc}. Check the URL setting and your network."
+            )
+        ) from None
     where = settings.redact(spec.base_url)  # a URL may carry user:password@
     if response.status_code in (401, 403):
-        raise ProviderError(f"{where} rejected the API key (HTTP {response.status_code}); "
-                            f"check the key for provider {spec.provider!r}.")
+        raise ProviderError(
+            f"{where} rejected the API key (HTTP {response.status_code}); check the key for provider {spec.provider!r}."
+        )
     if response.status_code >= 400:
         raise ProviderError(f"{where}/models answered HTTP {response.status_code}.")
     try:

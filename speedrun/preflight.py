@@ -11,7 +11,7 @@ from speedrun.errors import InputError
 
 if TYPE_CHECKING:
     from speedrun.state import StatusResult
-    from speedrun.state.judging import JudgeInput
+    from speedrun.state.judge import JudgeInput
     from speedrun.state.turbo import TurboInput
 
 #: The roles the default workflow (turbo with a task) needs: what `check` and check_status verify.
@@ -26,8 +26,10 @@ def turbo_roles(inputs: TurboInput) -> tuple[str, ...]:
 def check_max_tokens(max_tokens: int | None, name: str = "max_tokens") -> None:
     """A token limit is a positive number, or absent (then it is sized to the prompt)."""
     if max_tokens is not None and max_tokens <= 0:
-        raise InputError(f"{name} must be a positive number of tokens (got {max_tokens}); leave it out to have it "
-                         "sized to the prompt.")
+        raise InputError(
+            f"{name} must be a positive number of tokens (got {max_tokens}); leave it out to have it "
+            "sized to the prompt."
+        )
 
 
 async def check_output_dir(path: Path, root: Path, allow_paths: list[str] | None = None) -> None:
@@ -37,8 +39,15 @@ async def check_output_dir(path: Path, root: Path, allow_paths: list[str] | None
     await asyncio.to_thread(check, path, root, tuple(allow_paths or ()))
 
 
-async def check_generate(settings: Settings, out: Path, root: Path, *, max_tokens: int | None,
-                         allow_paths: list[str] | None = None, max_tokens_name: str = "max_tokens") -> None:
+async def check_generate(
+    settings: Settings,
+    out: Path,
+    root: Path,
+    *,
+    max_tokens: int | None,
+    allow_paths: list[str] | None = None,
+    max_tokens_name: str = "max_tokens",
+) -> None:
     """Everything a one-shot generate-and-write needs before its model call."""
     settings.require("generator")
     check_max_tokens(max_tokens, max_tokens_name)
@@ -73,8 +82,9 @@ async def check_setup(settings: Settings | None, config_error: str | None = None
 
     if settings is None or config_error:
         error = config_error or "settings could not be read"
-        return StatusResult(status="error", error=NO_PROVIDER if error == SETUP_HINT else error,
-                            setup_hint=_hint_for(error))
+        return StatusResult(
+            status="error", error=NO_PROVIDER if error == SETUP_HINT else error, setup_hint=_hint_for(error)
+        )
     redact = settings.redact
     specs, roles = {}, {}
     problems: dict[str, list[str]] = {}  # message -> the roles it concerns (one provider typo breaks them all)
@@ -88,9 +98,14 @@ async def check_setup(settings: Settings | None, config_error: str | None = None
         except ConfigError as exc:
             problems.setdefault(redact(str(exc)), []).append(role)
     gen = specs.get("generator")
-    result = StatusResult(status="ok", url=redact(gen.base_url if gen else settings.cerebras_url),
-                          model=gen.model if gen else settings.cerebras_model, roles=roles,
-                          timeout_note=settings.timeout_note(), isolation=await _isolation(settings))
+    result = StatusResult(
+        status="ok",
+        url=redact(gen.base_url if gen else settings.cerebras_url),
+        model=gen.model if gen else settings.cerebras_model,
+        roles=roles,
+        timeout_note=settings.timeout_note(),
+        isolation=await _isolation(settings),
+    )
     if problems:
         result.status = "error"
         if SETUP_HINT in problems:  # no provider at all: the short form; the hint carries the how-to
@@ -113,11 +128,16 @@ async def check_setup(settings: Settings | None, config_error: str | None = None
         if role == "generator":
             result.available_models = models
         if models and spec.model not in models:
-            var = f"SPEEDRUN_{role.upper()}" if (getattr(settings, role) or "").strip() else (
-                "CEREBRAS_MODEL" if spec.provider == "cerebras" else "SPEEDRUN_PROVIDER")
+            var = (
+                f"SPEEDRUN_{role.upper()}"
+                if (getattr(settings, role) or "").strip()
+                else ("CEREBRAS_MODEL" if spec.provider == "cerebras" else "SPEEDRUN_PROVIDER")
+            )
             result.status = "error"
-            result.error = (f"{role}: model {spec.model!r} is not in the endpoint's model list "
-                            f"({', '.join(models[:8])}{', …' if len(models) > 8 else ''}); set {var} to one of them.")
+            result.error = (
+                f"{role}: model {spec.model!r} is not in the endpoint's model list "
+                f"({', '.join(models[:8])}{', …' if len(models) > 8 else ''}); set {var} to one of them."
+            )
             return result
     return result
 

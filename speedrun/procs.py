@@ -13,7 +13,7 @@ _DEAD_STATES = ("Z", "X")  # a zombie runs nothing; it only waits to be reaped
 
 def _stat_fields(stat: str) -> list[str]:
     """The fields of a /proc/<pid>/stat line after the command name (which may hold spaces and parentheses)."""
-    return stat[stat.rfind(")") + 2:].split()
+    return stat[stat.rfind(")") + 2 :].split()
 
 
 def process_tag(pid: int | None = None) -> str | None:

@@ -15,8 +15,7 @@ from speedrun.errors import InputError, RunNotFoundError, SpeedRunError, echo
 from speedrun.procs import owner_alive, process_tag
 from speedrun.state.records import NextAction, RunRow, RunStatus, one_line
 
-RunState = Literal["running", "passed", "failed", "stopped", "done", "needs_input", "interrupted", "cancelled",
-                   "error"]
+RunState = Literal["running", "passed", "failed", "stopped", "done", "needs_input", "interrupted", "cancelled", "error"]
 FINISHED = ("passed", "failed", "stopped", "done")
 PROGRESS_KEEP = 30  # lines kept in memory per live run
 PROGRESS_SHOWN = 5  # lines a caller sees while it runs
@@ -74,15 +73,17 @@ class RunManager:
         try:
             await asyncio.to_thread(ensure_home, settings.home)  # 0700: checkpoints hold code and test output
         except OSError as exc:
-            raise InputError(f"cannot create the state directory {settings.home} ({exc}); set SPEEDRUN_HOME "
-                             "to a writable directory.") from None
+            raise InputError(
+                f"cannot create the state directory {settings.home} ({exc}); set SPEEDRUN_HOME to a writable directory."
+            ) from None
         serde = JsonPlusSerializer(allowed_msgpack_modules=checkpoint_types())
         async with aiosqlite.connect(str(settings.home / "runs.sqlite")) as conn:
             saver = AsyncSqliteSaver(conn, serde=serde)
             await saver.setup()
             await saver.conn.execute(
                 "CREATE TABLE IF NOT EXISTS speedrun_runs (run_id TEXT PRIMARY KEY, workflow TEXT, created_at TEXT, "
-                "output_dir TEXT, state TEXT, error TEXT, owner TEXT)")
+                "output_dir TEXT, state TEXT, error TEXT, owner TEXT)"
+            )
             async with saver.conn.execute("PRAGMA table_info(speedrun_runs)") as cur:
                 if "owner" not in {row[1] for row in await cur.fetchall()}:  # a database from before `owner`
                     await saver.conn.execute("ALTER TABLE speedrun_runs ADD COLUMN owner TEXT")
@@ -100,8 +101,8 @@ class RunManager:
     # --- index -------------------------------------------------------------------------------------
     async def _row(self, run_id: str) -> tuple[str, str, str | None, str, str | None]:
         async with self.saver.conn.execute(
-                "SELECT workflow, created_at, output_dir, state, error FROM speedrun_runs WHERE run_id = ?",
-                (run_id,)) as cur:
+            "SELECT workflow, created_at, output_dir, state, error FROM speedrun_runs WHERE run_id = ?", (run_id,)
+        ) as cur:
             row = await cur.fetchone()
         if row is None:
             raise RunNotFoundError(f"no run {echo(run_id)}; list runs with `speedrun runs` or the list_runs tool.")
@@ -109,14 +110,14 @@ class RunManager:
 
     async def _mark(self, run_id: str, state: str, error: str | None = None) -> None:
         owner = process_tag() if state == "running" else None
-        await self.saver.conn.execute("UPDATE speedrun_runs SET state = ?, error = ?, owner = ? WHERE run_id = ?",
-                                      (state, error, owner, run_id))
+        await self.saver.conn.execute(
+            "UPDATE speedrun_runs SET state = ?, error = ?, owner = ? WHERE run_id = ?", (state, error, owner, run_id)
+        )
         await self.saver.conn.commit()
 
     async def _driven_elsewhere(self, run_id: str) -> bool:
         """True when another live process (a CLI, another MCP server) is driving this run right now."""
-        async with self.saver.conn.execute("SELECT state, owner FROM speedrun_runs WHERE run_id = ?",
-                                           (run_id,)) as cur:
+        async with self.saver.conn.execute("SELECT state, owner FROM speedrun_runs WHERE run_id = ?", (run_id,)) as cur:
             row = await cur.fetchone()
         return bool(row) and row[0] == "running" and owner_alive(row[1])
 
@@ -129,8 +130,14 @@ class RunManager:
         await self.saver.conn.execute(
             "INSERT INTO speedrun_runs (run_id, workflow, created_at, output_dir, state, owner) "
             "VALUES (?, ?, ?, ?, 'running', ?)",
-            (run_id, workflow, datetime.now(UTC).isoformat(timespec="seconds"), inputs.get("output_dir"),
-             process_tag()))
+            (
+                run_id,
+                workflow,
+                datetime.now(UTC).isoformat(timespec="seconds"),
+                inputs.get("output_dir"),
+                process_tag(),
+            ),
+        )
         await self.saver.conn.commit()
         self._launch(run_id, workflow, inputs)
         return run_id
@@ -150,16 +157,20 @@ class RunManager:
             raise InputError(f"run {run_id} is still running; wait for it or cancel it first.")
         status = await self.status(run_id)
         if status.status == "running":  # driven by another process: two drivers would repeat its LLM calls
-            raise InputError(f"run {run_id} is running in another speedrun process; wait for it, or stop that "
-                             "process first (Ctrl-C) and resume then.")
+            raise InputError(
+                f"run {run_id} is running in another speedrun process; wait for it, or stop that "
+                "process first (Ctrl-C) and resume then."
+            )
         if status.status in ("passed", "failed", "stopped", "done"):
             raise InputError(f"run {run_id} already finished ({status.status}); start a new run instead.")
         if status.status == "needs_input" and resume is None:
-            raise InputError(f"run {run_id} is waiting for the caller: resume it with an action "
-                             "('retest', 'stop' or edits).")
+            raise InputError(
+                f"run {run_id} is waiting for the caller: resume it with an action ('retest', 'stop' or edits)."
+            )
         if status.status != "needs_input" and resume is not None:
-            raise InputError(f"run {run_id} is not waiting for input (it is {status.status}); resume it without "
-                             "an action.")
+            raise InputError(
+                f"run {run_id} is not waiting for input (it is {status.status}); resume it without an action."
+            )
         for need in status.needs or []:
             # Reject a bad answer now, while the caller waits; in the graph it would fail the run after we returned.
             check = _answer_checks().get(need.get("kind") if isinstance(need, dict) else None)
@@ -183,16 +194,18 @@ class RunManager:
             await self._mark(run_id, "cancelled")
             return await self.status(run_id)
         if await self._driven_elsewhere(run_id):
-            raise InputError(f"run {run_id} is running in another speedrun process; stop it there (Ctrl-C keeps "
-                             "it resumable).")
+            raise InputError(
+                f"run {run_id} is running in another speedrun process; stop it there (Ctrl-C keeps it resumable)."
+            )
         status = await self.status(run_id)
         if status.status in FINISHED:
             raise InputError(f"run {run_id} already finished ({status.status}); there is nothing to cancel.")
         if status.status == "error":
             raise InputError(f"run {run_id} already ended with an error, kept as it was: {status.error}")
         if status.status == "needs_input":
-            raise InputError(f"run {run_id} is not running: it waits for your fix. To end it, resume it with "
-                             "action 'stop'.")
+            raise InputError(
+                f"run {run_id} is not running: it waits for your fix. To end it, resume it with action 'stop'."
+            )
         if status.status == "interrupted":
             await self._mark(run_id, "cancelled")
             return await self.status(run_id)
@@ -221,8 +234,13 @@ class RunManager:
             # Rate-budget waits of this run's model calls show up as progress ("waiting 12 s for ... tokens/min").
             with report_waits(lambda message: publish(f"waiting: {message}")):
                 async for _ns, mode, chunk in self.graphs[workflow].astream(
-                        payload, config, context=RunContext(self.settings), stream_mode=["updates", "custom"],
-                        subgraphs=True, durability="sync"):
+                    payload,
+                    config,
+                    context=RunContext(self.settings),
+                    stream_mode=["updates", "custom"],
+                    subgraphs=True,
+                    durability="sync",
+                ):
                     line = _progress_line(mode, chunk)
                     if line:
                         await publish(line)
@@ -256,12 +274,20 @@ class RunManager:
         workflow, created, output_dir, state, error = await self._row(run_id)
         live = self.live.get(run_id)
         progress = [one_line(p, PROGRESS_LINE) for p in (live.progress if live else [])]
-        status = RunStatus(run_id=run_id, workflow=workflow, created_at=created, output_dir=output_dir,
-                           status="running", progress=progress[-PROGRESS_SHOWN:])
+        status = RunStatus(
+            run_id=run_id,
+            workflow=workflow,
+            created_at=created,
+            output_dir=output_dir,
+            status="running",
+            progress=progress[-PROGRESS_SHOWN:],
+        )
         if live and not live.task.done():
             status.next = "wait for it (poll its status), or cancel it."
-            status.next_actions = [_act("run_status", run_id, "poll until it ends"),
-                                   _act("cancel_run", run_id, "stop it; it stays resumable")]
+            status.next_actions = [
+                _act("run_status", run_id, "poll until it ends"),
+                _act("cancel_run", run_id, "stop it; it stays resumable"),
+            ]
             return status
         status.progress = []  # over: the result says how it ended
         snapshot = await self.graphs[workflow].aget_state({"configurable": {"thread_id": run_id}})
@@ -272,16 +298,19 @@ class RunManager:
             status.status = verdict if verdict in FINISHED else "done"
             # Said once, at the top: its status, the full report's path; the directory is in the report and list_runs.
             status.report_path = getattr(result, "report_path", None) or getattr(result, "scorecard_path", None)
-            status.result = summary.model_dump(mode="json", exclude={"status", "output_dir", "report_path",
-                                                                     "scorecard_path"})
+            status.result = summary.model_dump(
+                mode="json", exclude={"status", "output_dir", "report_path", "scorecard_path"}
+            )
             status.output_dir = None
         elif snapshot.interrupts:
             status.status = "needs_input"
             status.needs = [i.value for i in snapshot.interrupts]
             status.error = _clip(error) if state == "error" else None  # e.g. why the last answer was rejected
             status.next = "fix the files, then resume with action 'retest'; or send 'edits', or 'stop'."
-            status.next_actions = [_act("resume_run", run_id, "after you fixed the files", action="retest"),
-                                   _act("resume_run", run_id, "end the run", action="stop")]
+            status.next_actions = [
+                _act("resume_run", run_id, "after you fixed the files", action="retest"),
+                _act("resume_run", run_id, "end the run", action="stop"),
+            ]
         elif state == "cancelled":
             status.status = "cancelled"
             status.next = "continue it to pick it up where it stopped."
@@ -308,11 +337,21 @@ class RunManager:
     async def list(self, limit: int = 50) -> list[RunRow]:
         """Recent runs, newest first."""
         async with self.saver.conn.execute(
-                "SELECT run_id, workflow, created_at, output_dir FROM speedrun_runs "
-                "ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)) as cur:
+            "SELECT run_id, workflow, created_at, output_dir FROM speedrun_runs "
+            "ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            (limit,),
+        ) as cur:
             rows = await cur.fetchall()
-        return [RunRow(run_id=run_id, workflow=workflow, created_at=created, output_dir=output_dir,
-                       status=(await self.status(run_id)).status) for run_id, workflow, created, output_dir in rows]
+        return [
+            RunRow(
+                run_id=run_id,
+                workflow=workflow,
+                created_at=created,
+                output_dir=output_dir,
+                status=(await self.status(run_id)).status,
+            )
+            for run_id, workflow, created, output_dir in rows
+        ]
 
     async def with_metrics(self, inputs: Any) -> dict[str, Any]:
         """Judge inputs as a dict, each implementation without metrics given those of the turbo run that wrote it."""
@@ -325,15 +364,20 @@ class RunManager:
     async def metrics_for(self, output_dir: str) -> dict[str, int] | None:
         """Speed-run metrics of the newest finished turbo run that wrote `output_dir`, for the judge."""
         async with self.saver.conn.execute(
-                "SELECT run_id FROM speedrun_runs WHERE workflow = 'turbo' AND output_dir = ? "
-                "ORDER BY created_at DESC, rowid DESC", (output_dir,)) as cur:
+            "SELECT run_id FROM speedrun_runs WHERE workflow = 'turbo' AND output_dir = ? "
+            "ORDER BY created_at DESC, rowid DESC",
+            (output_dir,),
+        ) as cur:
             ids = [r[0] for r in await cur.fetchall()]
         for run_id in ids:
             result = await self.full_result(run_id)
             if result is not None:
                 ledger = result.ledger.values()
-                return {"llm_calls": sum(u.calls for u in ledger), "fix_cycles": len(result.cycles),
-                        "generation_ms": sum(u.duration_ms for u in ledger)}
+                return {
+                    "llm_calls": sum(u.calls for u in ledger),
+                    "fix_cycles": len(result.cycles),
+                    "generation_ms": sum(u.duration_ms for u in ledger),
+                }
         return None
 
 
@@ -342,14 +386,14 @@ def _act(tool: str, run_id: str, why: str, **args: str) -> NextAction:
 
 
 def _clip(text: str | None) -> str | None:
-    return text if text is None or len(text) <= ERROR_SHOWN else text[:ERROR_SHOWN - 1] + "…"
+    return text if text is None or len(text) <= ERROR_SHOWN else text[: ERROR_SHOWN - 1] + "…"
 
 
 def _result_of(workflow: str, values: Any) -> Any:
     values = values or {}
     result = values.get("result") if isinstance(values, dict) else getattr(values, "result", None)
     if isinstance(result, dict):  # a checkpoint from before the record was on the allow-list
-        from speedrun.state.judging import JudgeResult
+        from speedrun.state.judge import JudgeResult
         from speedrun.state.turbo import TurboResult
 
         result = {"turbo": TurboResult, "judge": JudgeResult}[workflow].model_validate(result)
@@ -365,5 +409,3 @@ def _progress_line(mode: str, chunk: Any) -> str | None:
 async def _maybe_await(value: Any) -> None:
     if asyncio.iscoroutine(value):
         await value
-
-

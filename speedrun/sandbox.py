@@ -4,7 +4,7 @@ Entry points:
 
 * :func:`run_tests` runs a shell command in a workspace and returns a
   :class:`~speedrun.state.records.TestReport`. For pytest commands it adds ``--junitxml`` and reads
-  per-test results from the XML (:mod:`speedrun.junit`); for anything else it reports the exit code
+  per-test results from the XML (:mod:`speedrun.loop.junit`); for anything else it reports the exit code
   and output tail. A command the shell cannot run (exit 127/126) is a test-infrastructure problem,
   not a failing test.
 * :func:`check_test_command` refuses, before any work starts, a blank command or one whose program
@@ -59,13 +59,20 @@ from pydantic import BaseModel, Field
 
 from speedrun.config import mask_url_credentials
 from speedrun.errors import ConfigError, InputError
-from speedrun.junit import parse_junit
+from speedrun.loop.junit import parse_junit
 from speedrun.procs import group_alive, process_tag, tag_alive
 from speedrun.state.records import TestFailure, TestReport
 
 __all__ = [
-    "ALLOWED_ENV_NAMES", "GroupRecord", "check_test_command", "group_records_dir", "harden_process",
-    "isolation_summary", "run_tests", "scrubbed_env", "sweep_test_groups",
+    "ALLOWED_ENV_NAMES",
+    "GroupRecord",
+    "check_test_command",
+    "group_records_dir",
+    "harden_process",
+    "isolation_summary",
+    "run_tests",
+    "scrubbed_env",
+    "sweep_test_groups",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,14 +80,36 @@ log = logging.getLogger(__name__)
 #: Environment variables a test process may inherit (plus every ``LC_*``). Everything else is dropped.
 ALLOWED_ENV_NAMES: frozenset[str] = frozenset(
     {
-        "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LANGUAGE", "TZ",
-        "TMPDIR", "TMP", "TEMP",
-        "VIRTUAL_ENV", "CONDA_PREFIX",
-        "PYTHONPATH", "PYTHONHASHSEED", "PYTHONIOENCODING",
-        "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
-        "JAVA_HOME", "GOPATH", "GOROOT", "CARGO_HOME", "RUSTUP_HOME",
-        "NODE_PATH", "NVM_DIR",
-        "UV_CACHE_DIR", "PIP_CERT", "PIP_FIND_LINKS",
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "TERM",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "TMP",
+        "TEMP",
+        "VIRTUAL_ENV",
+        "CONDA_PREFIX",
+        "PYTHONPATH",
+        "PYTHONHASHSEED",
+        "PYTHONIOENCODING",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "JAVA_HOME",
+        "GOPATH",
+        "GOROOT",
+        "CARGO_HOME",
+        "RUSTUP_HOME",
+        "NODE_PATH",
+        "NVM_DIR",
+        "UV_CACHE_DIR",
+        "PIP_CERT",
+        "PIP_FIND_LINKS",
     }
 )
 _ALLOWED_PREFIXES = ("LC_",)
@@ -326,11 +355,46 @@ async def _supervise(proc: asyncio.subprocess.Process, pipe: _OutputPipe) -> Non
 # the test command, checked before any work starts
 
 #: Words that the shell runs itself (no program on PATH to look for).
-_SHELL_WORDS = frozenset({
-    ":", ".", "source", "cd", "true", "false", "test", "[", "echo", "printf", "exit", "export", "set",
-    "unset", "eval", "exec", "command", "builtin", "if", "for", "while", "until", "case", "{", "(", "!",
-    "time", "ulimit", "umask", "trap", "wait", "read", "shift", "alias", "type", "hash",
-})
+_SHELL_WORDS = frozenset(
+    {
+        ":",
+        ".",
+        "source",
+        "cd",
+        "true",
+        "false",
+        "test",
+        "[",
+        "echo",
+        "printf",
+        "exit",
+        "export",
+        "set",
+        "unset",
+        "eval",
+        "exec",
+        "command",
+        "builtin",
+        "if",
+        "for",
+        "while",
+        "until",
+        "case",
+        "{",
+        "(",
+        "!",
+        "time",
+        "ulimit",
+        "umask",
+        "trap",
+        "wait",
+        "read",
+        "shift",
+        "alias",
+        "type",
+        "hash",
+    }
+)
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _ECHO_CAP = 200
 _FIX_HINT = "e.g. 'python -m pytest -q', or a script in the workspace such as 'bash tests/run.sh'"
@@ -373,13 +437,17 @@ def check_test_command(command: str, workspace: Path) -> None:
     if "/" in program:
         path = Path(program)
         if path.is_absolute() and not (path.is_file() and os.access(path, os.X_OK)):
-            raise InputError(f"test_command {_echo(command)}: {_echo(program)} is not an executable file; "
-                             f"give a path that exists, or {_FIX_HINT}.")
+            raise InputError(
+                f"test_command {_echo(command)}: {_echo(program)} is not an executable file; "
+                f"give a path that exists, or {_FIX_HINT}."
+            )
         return  # relative to the workspace: the generator may write it
     search_path = scrubbed_env().get("PATH", os.defpath)
     if shutil.which(program, path=search_path) is None:
-        raise InputError(f"test_command {_echo(command)}: program {_echo(program)} is not found on the PATH the "
-                         f"tests run with; install it, give its full path, or use {_FIX_HINT}.")
+        raise InputError(
+            f"test_command {_echo(command)}: program {_echo(program)} is not found on the PATH the "
+            f"tests run with; install it, give its full path, or use {_FIX_HINT}."
+        )
 
 
 _NOT_RUNNABLE = {
@@ -397,9 +465,11 @@ def _infrastructure_problem(command: str, exit_code: int | None, output: str) ->
     if not lines:
         return None
     what = "not found" if exit_code == 127 else "not executable"
-    return (f"test infrastructure: the test command could not run (exit {exit_code}, {what}): "
-            f"{lines[-1][:_ECHO_CAP]}. This is not a failing test: fix test_command {_echo(command)}, "
-            f"{_FIX_HINT}.")
+    return (
+        f"test infrastructure: the test command could not run (exit {exit_code}, {what}): "
+        f"{lines[-1][:_ECHO_CAP]}. This is not a failing test: fix test_command {_echo(command)}, "
+        f"{_FIX_HINT}."
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -433,19 +503,36 @@ def _bwrap_works() -> tuple[bool, str]:
             return _probe_result
         import subprocess
 
-        argv = [binary, "--die-with-parent", "--unshare-pid", "--unshare-net", "--ro-bind", "/", "/",
-                "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "true"]
+        argv = [
+            binary,
+            "--die-with-parent",
+            "--unshare-pid",
+            "--unshare-net",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/tmp",
+            "true",
+        ]
         try:
-            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=_PROBE_TIMEOUT_S,
-                                  env=scrubbed_env())
+            done = subprocess.run(
+                argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=_PROBE_TIMEOUT_S, env=scrubbed_env()
+            )
         except (OSError, subprocess.SubprocessError) as exc:
             _probe_result = (False, f"bwrap could not start: {exc}"[:300])
             return _probe_result
         if done.returncode != 0:
             why = done.stderr.decode(errors="replace").strip().splitlines()
             reason = why[-1] if why else f"exit code {done.returncode}"
-            _probe_result = (False, f"bwrap cannot create a sandbox here ({reason[:200]}); "
-                                    "user namespaces may be disabled")
+            _probe_result = (
+                False,
+                f"bwrap cannot create a sandbox here ({reason[:200]}); user namespaces may be disabled",
+            )
         else:
             _probe_result = (True, binary)
         return _probe_result
@@ -453,8 +540,10 @@ def _bwrap_works() -> tuple[bool, str]:
 
 def _check_mode(mode: str) -> str:
     if mode not in _MODES:
-        raise ConfigError(f"SPEEDRUN_SANDBOX={_echo(str(mode))} is not one of auto, bwrap, none; "
-                          "set it to auto (bwrap when it works), bwrap or none.")
+        raise ConfigError(
+            f"SPEEDRUN_SANDBOX={_echo(str(mode))} is not one of auto, bwrap, none; "
+            "set it to auto (bwrap when it works), bwrap or none."
+        )
     return mode
 
 
@@ -467,12 +556,17 @@ def _resolve_mode(mode: str) -> str:
     if works:
         return "bwrap"
     if mode == "bwrap":
-        raise ConfigError(f"SPEEDRUN_SANDBOX=bwrap, but {reason}. Install bubblewrap, allow user namespaces, "
-                          "or set SPEEDRUN_SANDBOX=auto to fall back.")
+        raise ConfigError(
+            f"SPEEDRUN_SANDBOX=bwrap, but {reason}. Install bubblewrap, allow user namespaces, "
+            "or set SPEEDRUN_SANDBOX=auto to fall back."
+        )
     if not _warned:
         _warned = True
-        log.warning("tests run without an OS sandbox: %s. The fallback hides keys from the environment and "
-                    "HOME, but test code can read the rest of your files.", reason)
+        log.warning(
+            "tests run without an OS sandbox: %s. The fallback hides keys from the environment and "
+            "HOME, but test code can read the rest of your files.",
+            reason,
+        )
     return "none"
 
 
@@ -481,12 +575,16 @@ def isolation_summary(mode: str = "auto", network: bool = False) -> str:
     _check_mode(mode)
     works, reason = _bwrap_works() if mode != "none" else (False, "SPEEDRUN_SANDBOX=none")
     if works:
-        return ("bwrap sandbox: own PID namespace, read-only file system except the workspace, empty HOME, "
-                "secret places masked, network " + ("on (SPEEDRUN_SANDBOX_NETWORK=1)" if network else "off"))
+        return (
+            "bwrap sandbox: own PID namespace, read-only file system except the workspace, empty HOME, "
+            "secret places masked, network " + ("on (SPEEDRUN_SANDBOX_NETWORK=1)" if network else "off")
+        )
     if mode == "bwrap":
         return f"bwrap requested but unavailable: {reason}; test runs will fail"
-    return (f"no OS sandbox ({reason}): tests get a scrubbed environment and an empty temporary HOME, and a "
-            "watchdog kills their processes, but they can read your files and use the network")
+    return (
+        f"no OS sandbox ({reason}): tests get a scrubbed environment and an empty temporary HOME, and a "
+        "watchdog kills their processes, but they can read your files and use the network"
+    )
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -511,8 +609,22 @@ def _secret_places(home: Path | None) -> list[Path]:
     """Places under HOME that hold credentials (masked even when HOME itself is bound back)."""
     if home is None:
         return []
-    return [home / n for n in (".claude", ".ssh", ".aws", ".config", ".netrc", ".docker", ".gnupg",
-                               ".git-credentials", ".pypirc", ".npmrc", ".kube")]
+    return [
+        home / n
+        for n in (
+            ".claude",
+            ".ssh",
+            ".aws",
+            ".config",
+            ".netrc",
+            ".docker",
+            ".gnupg",
+            ".git-credentials",
+            ".pypirc",
+            ".npmrc",
+            ".kube",
+        )
+    ]
 
 
 def _under(path: Path, parents: list[Path]) -> bool:
@@ -522,8 +634,13 @@ def _under(path: Path, parents: list[Path]) -> bool:
 def _toolchain_paths(cwd: Path, env: Mapping[str, str]) -> list[Path]:
     """Interpreter, virtualenvs and PATH entries the tests need, resolved (to bind back read-only)."""
     found: list[Path] = []
-    candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-                  os.path.dirname(os.path.realpath(sys.executable))]
+    candidates = [
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        sys.base_exec_prefix,
+        os.path.dirname(os.path.realpath(sys.executable)),
+    ]
     candidates += [p for p in env.get("PATH", "").split(os.pathsep) if p]
     for venv in (cwd / ".venv", cwd / "venv", Path(env["VIRTUAL_ENV"]) if env.get("VIRTUAL_ENV") else None):
         cfg = venv / "pyvenv.cfg" if venv else None
@@ -544,11 +661,19 @@ def _toolchain_paths(cwd: Path, env: Mapping[str, str]) -> list[Path]:
     return found
 
 
-def _bwrap_argv(binary: str, shell_command: str, cwd: Path, env: Mapping[str, str], *, network: bool,
-                mask: list[Path], home: Path | None, binds: list[tuple[Path, str]] = ()) -> list[str]:
+def _bwrap_argv(
+    binary: str,
+    shell_command: str,
+    cwd: Path,
+    env: Mapping[str, str],
+    *,
+    network: bool,
+    mask: list[Path],
+    home: Path | None,
+    binds: list[tuple[Path, str]] = (),
+) -> list[str]:
     """The bubblewrap command line: read-only root, fresh /tmp, masked HOME and secrets, workspace rw."""
-    argv = [binary, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-            "--unshare-cgroup-try"]
+    argv = [binary, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if not network:
         argv.append("--unshare-net")
     argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
@@ -703,8 +828,9 @@ class GroupRecord(BaseModel):
     """A running test command's process group, as recorded under SPEEDRUN_HOME while it runs."""
 
     pgid: int = Field(description="The process group (and session) id: the watchdog's pid.")
-    leader: str = Field(description="process_tag of the group leader when it started, so a recycled pgid is "
-                                    "never taken for it.")
+    leader: str = Field(
+        description="process_tag of the group leader when it started, so a recycled pgid is never taken for it."
+    )
     owner: str = Field(description="process_tag of the speed-run process that runs the command.")
 
 
@@ -737,8 +863,12 @@ async def _start_record(record_dir: Path | None, pgid: int) -> None:
     try:
         await asyncio.to_thread(_record_group, record_dir, pgid)
     except OSError as exc:  # a second line of defence only: the watchdog still guards the run
-        log.warning("could not record the test process group in %s (%s); if speed-run and the watchdog are "
-                    "both killed, its processes will not be cleaned up on the next start", record_dir, exc)
+        log.warning(
+            "could not record the test process group in %s (%s); if speed-run and the watchdog are "
+            "both killed, its processes will not be cleaned up on the next start",
+            record_dir,
+            exc,
+        )
 
 
 async def _drop_record(record_dir: Path | None, pgid: int) -> None:
@@ -827,8 +957,16 @@ def _prepare(
         env.pop("TEMP", None)
         # The junit file is written inside the sandbox into a bind of our temp dir.
         shell_command = _with_junit(command, f"{_SANDBOX_JUNIT}/junit.xml")
-        argv = _bwrap_argv(_bwrap_works()[1], shell_command, cwd, env, network=network, mask=list(mask),
-                           home=real_home, binds=[(tmp, _SANDBOX_JUNIT)])
+        argv = _bwrap_argv(
+            _bwrap_works()[1],
+            shell_command,
+            cwd,
+            env,
+            network=network,
+            mask=list(mask),
+            home=real_home,
+            binds=[(tmp, _SANDBOX_JUNIT)],
+        )
     else:
         home = tmp / "home"
         home.mkdir()
@@ -883,14 +1021,33 @@ async def run_tests(
     cwd = Path(cwd)
     argv, env, _resolved, tmp = await asyncio.to_thread(_prepare, command, cwd, mode, network, tuple(mask))
     try:
-        return await _run(command, cwd, argv, env, tmp, timeout_s=timeout_s, output_cap=output_cap,
-                          max_failures=max_failures, record_dir=record_dir)
+        return await _run(
+            command,
+            cwd,
+            argv,
+            env,
+            tmp,
+            timeout_s=timeout_s,
+            output_cap=output_cap,
+            max_failures=max_failures,
+            record_dir=record_dir,
+        )
     finally:
         await asyncio.to_thread(shutil.rmtree, tmp, True)
 
 
-async def _run(command: str, cwd: Path, argv: list[str], env: dict, tmp: Path, *, timeout_s: float,
-               output_cap: int, max_failures: int, record_dir: Path | None) -> TestReport:
+async def _run(
+    command: str,
+    cwd: Path,
+    argv: list[str],
+    env: dict,
+    tmp: Path,
+    *,
+    timeout_s: float,
+    output_cap: int,
+    max_failures: int,
+    record_dir: Path | None,
+) -> TestReport:
     is_pytest = _is_pytest_command(command)
     tail = _Tail(output_cap)
     timed_out = False
@@ -948,9 +1105,9 @@ async def _run(command: str, cwd: Path, argv: list[str], env: dict, tmp: Path, *
 
     if timed_out:
         report.errors = 1
-        report.failures = [
-            TestFailure(name=command, message=f"Timed out after {timeout_s:g} s.\n{last}".strip())
-        ][:max_failures]
+        report.failures = [TestFailure(name=command, message=f"Timed out after {timeout_s:g} s.\n{last}".strip())][
+            :max_failures
+        ]
         return report
 
     if problem is not None and not (parsed and (parsed["passed"] or parsed["failed"] or parsed["errors"])):
@@ -961,9 +1118,7 @@ async def _run(command: str, cwd: Path, argv: list[str], env: dict, tmp: Path, *
     if not is_pytest:
         if exit_code != 0:
             report.failed = 1
-            report.failures = [
-                TestFailure(name=command, message=last or f"exit code {exit_code}")
-            ][:max_failures]
+            report.failures = [TestFailure(name=command, message=last or f"exit code {exit_code}")][:max_failures]
         return report
 
     if parsed is not None:
@@ -984,7 +1139,7 @@ async def _run(command: str, cwd: Path, argv: list[str], env: dict, tmp: Path, *
     elif exit_code != 0 and report.failed == 0 and report.errors == 0:
         # No XML (collection crash, usage error, internal error) or XML without failures.
         report.errors = 1
-        report.failures = [
-            TestFailure(name=command, message=f"pytest exited with code {exit_code}.\n{last}".strip())
-        ][:max_failures]
+        report.failures = [TestFailure(name=command, message=f"pytest exited with code {exit_code}.\n{last}".strip())][
+            :max_failures
+        ]
     return report

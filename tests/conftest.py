@@ -17,8 +17,10 @@ def _refuse_unless_loopback(address: object) -> None:
     host = address[0] if isinstance(address, tuple) and address else None
     try:
         if host is not None and not ipaddress.ip_address(str(host).split("%")[0]).is_loopback:
-            raise ConnectionRefusedError(f"the test suite is offline: a connection to {host} was refused "
-                                         "(loopback only; mark a test `live` to reach a real provider)")
+            raise ConnectionRefusedError(
+                f"the test suite is offline: a connection to {host} was refused "
+                "(loopback only; mark a test `live` to reach a real provider)"
+            )
     except ValueError:  # not an IP address (e.g. a Unix socket path): not a network connection
         pass
 
@@ -82,9 +84,13 @@ def speedrun_env(fake_llm: FakeLLM, tmp_path: Path, clean_env: pytest.MonkeyPatc
     Sets the variables in ``os.environ`` (for in-process graphs and RunManager) and returns the explicit
     environment to hand to subprocesses (CLI, MCP server).
     """
-    values = {"CEREBRAS_API_KEY": "sk-test-not-a-real-key", "CEREBRAS_URL": fake_llm.base_url,
-              "CEREBRAS_MODEL": "fake-model", "SPEEDRUN_HOME": str(tmp_path / "speedrun-home"),
-              "SPEEDRUN_ROOTS": str(tmp_path)}
+    values = {
+        "CEREBRAS_API_KEY": "sk-test-not-a-real-key",
+        "CEREBRAS_URL": fake_llm.base_url,
+        "CEREBRAS_MODEL": "fake-model",
+        "SPEEDRUN_HOME": str(tmp_path / "speedrun-home"),
+        "SPEEDRUN_ROOTS": str(tmp_path),
+    }
     for name, value in values.items():
         clean_env.setenv(name, value)
     return {**values, "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", str(tmp_path))}

@@ -329,8 +329,9 @@ class _Handler(BaseHTTPRequestHandler):
                 "usage": usage,
             }
             if reply.bad_bytes:
-                self._send_raw_json(200, _splice_bad_bytes(json.dumps(payload).encode(), reply.bad_bytes),
-                                    reply.headers)
+                self._send_raw_json(
+                    200, _splice_bad_bytes(json.dumps(payload).encode(), reply.bad_bytes), reply.headers
+                )
                 return
             self._send_json(200, payload, reply.headers)
             return
@@ -496,8 +497,9 @@ class FakeLLM:
     def chat_requests(self) -> list[RecordedRequest]:
         with self._lock:
             reqs = list(self.requests)
-        return [r for r in reqs
-                if r.method == "POST" and r.path.split("?", 1)[0].rstrip("/").endswith("/chat/completions")]
+        return [
+            r for r in reqs if r.method == "POST" and r.path.split("?", 1)[0].rstrip("/").endswith("/chat/completions")
+        ]
 
     @property
     def pending(self) -> int:

@@ -38,8 +38,7 @@ def file_blocks(files: dict[str, str]) -> str:
 
 def fix_reply(*edits: tuple[str, str, str], diagnosis: str = "add subtracts instead of adding") -> str:
     """A fixer reply: the FixPlan JSON."""
-    return json.dumps({"diagnosis": diagnosis,
-                       "edits": [{"path": p, "search": s, "replace": r} for p, s, r in edits]})
+    return json.dumps({"diagnosis": diagnosis, "edits": [{"path": p, "search": s, "replace": r} for p, s, r in edits]})
 
 
 def role_of(request) -> str:
@@ -58,8 +57,10 @@ def last_user_text(request) -> str:
     return request.body["messages"][-1]["content"]
 
 
-CONTRACT_TEXT = ("DATA CONTRACT:\nints\n\nAPI CONTRACT:\nadd(a, b) -> int in calc.py\n\nALGORITHM:\nsum\n\n"
-                 "RULES:\ncalc.py and test_calc.py\n")
+CONTRACT_TEXT = (
+    "DATA CONTRACT:\nints\n\nAPI CONTRACT:\nadd(a, b) -> int in calc.py\n\nALGORITHM:\nsum\n\n"
+    "RULES:\ncalc.py and test_calc.py\n"
+)
 
 # First run of the tests: record the test process group (the sandbox gives it its own session, so $$ is the
 # group id) and hang. Every later run: the real tests.
@@ -73,10 +74,20 @@ CLI_KEY = "csk-cli-SECRET-7777"
 
 def run_cli(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """Run `python -m speedrun ARGS` in tmp_path with only PATH, a temp HOME and the given variables."""
-    base = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path / "home"),
-            "SPEEDRUN_HOME": str(tmp_path / "state")}
-    return subprocess.run([sys.executable, "-m", "speedrun", *args], cwd=tmp_path, env={**base, **env},
-                          capture_output=True, text=True, timeout=60, check=False)
+    base = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path / "home"),
+        "SPEEDRUN_HOME": str(tmp_path / "state"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "speedrun", *args],
+        cwd=tmp_path,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def fake_env(fake: FakeLLM) -> dict[str, str]:
@@ -91,8 +102,12 @@ SERVER_CMD = [sys.executable, "-m", "speedrun", "mcp"]
 
 def server_env(tmp_path: Path, fake: FakeLLM | None, **extra: str) -> dict[str, str]:
     """Only what the server needs: no inherited key can sneak in (stdio_client whitelists the rest)."""
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path / "home"),
-           "SPEEDRUN_HOME": str(tmp_path / "state"), "SPEEDRUN_ROOTS": str(tmp_path / "root")}
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path / "home"),
+        "SPEEDRUN_HOME": str(tmp_path / "state"),
+        "SPEEDRUN_ROOTS": str(tmp_path / "root"),
+    }
     if fake is not None:
         env.update(CEREBRAS_API_KEY=MCP_KEY, CEREBRAS_URL=fake.base_url, CEREBRAS_MODEL="fake-model")
     env.update(extra)
@@ -100,8 +115,9 @@ def server_env(tmp_path: Path, fake: FakeLLM | None, **extra: str) -> dict[str, 
 
 
 @asynccontextmanager
-async def mcp_session(tmp_path: Path, env: dict[str, str], command: list[str] = SERVER_CMD,
-                      client_roots: list[Path] | None = None) -> AsyncIterator[ClientSession]:
+async def mcp_session(
+    tmp_path: Path, env: dict[str, str], command: list[str] = SERVER_CMD, client_roots: list[Path] | None = None
+) -> AsyncIterator[ClientSession]:
     """An initialized client session over stdio; the server's stderr goes to tmp_path/server-stderr.log.
 
     With `client_roots`, the client declares the roots capability and answers roots/list with them.
@@ -114,8 +130,10 @@ async def mcp_session(tmp_path: Path, env: dict[str, str], command: list[str] = 
 
     roots_kw = {"list_roots_callback": list_roots} if client_roots is not None else {}
     with open(tmp_path / "server-stderr.log", "a") as errlog:
-        async with stdio_client(params, errlog=errlog) as (read, write), \
-                ClientSession(read, write, **roots_kw) as session:
+        async with (
+            stdio_client(params, errlog=errlog) as (read, write),
+            ClientSession(read, write, **roots_kw) as session,
+        ):
             await session.initialize()
             yield session
 
@@ -139,7 +157,6 @@ class Transcript:
 def error_text(result: Any) -> str:
     assert result.is_error, result
     return " ".join(c.text for c in result.content if getattr(c, "text", None))
-
 
 
 class Caller:
@@ -259,7 +276,6 @@ class TokenBucket:
 '''
 
 
-
 def set_yes(answers: dict, yes: int) -> None:
     """Mark the first `yes` items (F1, F2, ... in number order) true, the rest false."""
     for index, key in enumerate(sorted(answers, key=lambda k: int(k[1:]))):
@@ -280,8 +296,19 @@ class Script:
     def __call__(self, body: dict) -> str:
         text = request_text(body)
         if "fresh-eyes" in text:
-            return json.dumps({"findings": [{"severity": "minor", "category": "edge case", "file": "calc.py",
-                                             "line": 1, "message": "no input validation"}]})
+            return json.dumps(
+                {
+                    "findings": [
+                        {
+                            "severity": "minor",
+                            "category": "edge case",
+                            "file": "calc.py",
+                            "line": 1,
+                            "message": "no input validation",
+                        }
+                    ]
+                }
+            )
         verdict = follow_schema(request_schema(body))
         blocks = re.split(r"=== Implementation ([A-E]) ===", text)
         strong = {blocks[i] for i in range(1, len(blocks), 2) if self.strong_marker in blocks[i + 1]}
@@ -290,8 +317,9 @@ class Script:
             set_yes(answers["fitness"], fitness)
             set_yes(answers["robustness"], robust)
             set_yes(answers["maintainability"], maintain)
-            answers.update(complexity_justified=True, complexity_evidence="lean", estimated_necessary_loc=3,
-                           bad_names=[])
+            answers.update(
+                complexity_justified=True, complexity_evidence="lean", estimated_necessary_loc=3, bad_names=[]
+            )
         return json.dumps(verdict)
 
 

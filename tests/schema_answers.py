@@ -43,8 +43,11 @@ def follow_schema(schema: dict, root: dict | None = None, flip: list[int] | None
         return schema["const"]
     kind = schema.get("type")
     if kind == "object":
-        return {key: follow_schema(sub, root, flip) for key, sub in schema.get("properties", {}).items()
-                if key in schema.get("required", [])}
+        return {
+            key: follow_schema(sub, root, flip)
+            for key, sub in schema.get("properties", {}).items()
+            if key in schema.get("required", [])
+        }
     if kind == "array":
         return [follow_schema(schema["items"], root, flip) for _ in range(schema.get("minItems", 0))]
     if kind == "boolean":

@@ -27,8 +27,13 @@ def test_no_key_stops_with_one_clear_message(tmp_path: Path, args: list[str]) ->
 
 
 def test_generate_writes_files_and_prints_a_table(tmp_path: Path, fake_llm: FakeLLM) -> None:
-    fake_llm.script(Reply(content='<FILE path="app/main.py">\ndef main():\n    return "UNIQUE_CODE_7"\n</FILE>\n'
-                                  '<FILE path="app/__init__.py">\n</FILE>\n', chunk_size=12))
+    fake_llm.script(
+        Reply(
+            content='<FILE path="app/main.py">\ndef main():\n    return "UNIQUE_CODE_7"\n</FILE>\n'
+            '<FILE path="app/__init__.py">\n</FILE>\n',
+            chunk_size=12,
+        )
+    )
 
     proc = run_cli(["generate", "a tiny app", "--out", "out"], tmp_path, **fake_env(fake_llm))
 
@@ -46,8 +51,9 @@ def test_generate_writes_files_and_prints_a_table(tmp_path: Path, fake_llm: Fake
     assert fake_llm.chat_requests()[0].body["messages"][-1]["content"].strip() == "a tiny app"
 
 
-def test_generate_json_reports_refused_files_and_exits_nonzero(clean_env, tmp_path: Path, fake_llm: FakeLLM,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_generate_json_reports_refused_files_and_exits_nonzero(
+    clean_env, tmp_path: Path, fake_llm: FakeLLM, capsys: pytest.CaptureFixture[str]
+) -> None:
     # In-process (same entry point as the console script) to keep the suite fast.
     from speedrun.cli import main
     from speedrun.config import load_settings
@@ -92,12 +98,16 @@ def test_check_with_a_rejected_key_fails_cleanly(tmp_path: Path, fake_llm: FakeL
     assert KEY not in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("args, field", [
-    (["turbo", "--task", "x", "--out", "ws", "--max-fix-cycles", "50"], "--max-fix-cycles"),
-    (["turbo", "--task", "  ", "--out", "ws"], "give either `task`"),
-])
-def test_bad_turbo_input_is_one_message_naming_the_field(tmp_path: Path, fake_llm: FakeLLM, args: list[str],
-                                                         field: str) -> None:
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["turbo", "--task", "x", "--out", "ws", "--max-fix-cycles", "50"], "--max-fix-cycles"),
+        (["turbo", "--task", "  ", "--out", "ws"], "give either `task`"),
+    ],
+)
+def test_bad_turbo_input_is_one_message_naming_the_field(
+    tmp_path: Path, fake_llm: FakeLLM, args: list[str], field: str
+) -> None:
     proc = run_cli(args, tmp_path, **fake_env(fake_llm))
     assert proc.returncode == 2
     assert field in proc.stderr and "Traceback" not in proc.stderr

@@ -1,4 +1,4 @@
-"""Streaming a generator reply to disk (speedrun.codegen) against the scripted server: files, truncation, refusals."""
+"""Streaming a generator reply to disk (loop.codegen) against the scripted server: files, truncation, refusals."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from speedrun.codegen import generate_and_write, read_context_files
 from speedrun.config import Settings
 from speedrun.errors import FileProtocolError, InputError, ProviderError
+from speedrun.loop.codegen import generate_and_write, read_context_files
 from speedrun.state import FileError, WrittenFile
 from tests.fake_llm import FakeLLM, Reply
 
@@ -29,14 +29,20 @@ def files_under(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.anyio
-async def test_files_land_on_disk_while_the_stream_is_still_running(clean_env, fake_llm: FakeLLM,
-                                                                    tmp_path: Path) -> None:
+async def test_files_land_on_disk_while_the_stream_is_still_running(
+    clean_env, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
     settings = make_settings(clean_env, fake_llm)
     out = tmp_path / "out"
     first_body = "def add(a, b):\n    return a + b\n"
     second_body = "".join(f"LINE_{i} = {i}\n" for i in range(40))
-    fake_llm.script(Reply(content=block("pkg/calc.py", first_body) + block("pkg/data.py", second_body),
-                          chunk_size=16, chunk_delay=0.01))
+    fake_llm.script(
+        Reply(
+            content=block("pkg/calc.py", first_body) + block("pkg/data.py", second_body),
+            chunk_size=16,
+            chunk_delay=0.01,
+        )
+    )
     seen: list[tuple[str, bool, bool]] = []  # (path, on disk now, request still streaming)
 
     async def on_file(outcome: WrittenFile | FileError) -> None:
@@ -51,7 +57,9 @@ async def test_files_land_on_disk_while_the_stream_is_still_running(clean_env, f
     assert files_under(out) == {"pkg/calc.py": first_body, "pkg/data.py": second_body}
     assert result.status == "ok"
     assert [(f.path, f.filename, f.lines, f.action) for f in result.report.files_written] == [
-        ("pkg/calc.py", "calc.py", 2, "created"), ("pkg/data.py", "data.py", 40, "created")]
+        ("pkg/calc.py", "calc.py", 2, "created"),
+        ("pkg/data.py", "data.py", 40, "created"),
+    ]
     assert result.report.errors == []
     assert result.entries[0].finish_reason == "stop"
     assert fake_llm.chat_requests()[0].body["stream"] is True
@@ -81,15 +89,17 @@ async def test_fallback_marker_format_is_written(clean_env, fake_llm: FakeLLM, t
 
 
 @pytest.mark.anyio
-async def test_truncated_reply_asks_for_the_rest_and_completes_it(clean_env, fake_llm: FakeLLM,
-                                                                  tmp_path: Path) -> None:
+async def test_truncated_reply_asks_for_the_rest_and_completes_it(clean_env, fake_llm: FakeLLM, tmp_path: Path) -> None:
     settings = make_settings(clean_env, fake_llm)
     done = block("one.py", "ONE = 1\n")
     fake_llm.script(
         Reply(content=done + '<FILE path="two.py">\ndef two():\n    return', finish_reason="length"),
         # The follow-up also re-sends one.py, against the instructions: the first copy stays, quietly.
-        Reply(content=block("one.py", "ONE = 'again'\n") + block("two.py", "def two():\n    return 2\n")
-              + block("three.py", "THREE = 3\n")),
+        Reply(
+            content=block("one.py", "ONE = 'again'\n")
+            + block("two.py", "def two():\n    return 2\n")
+            + block("three.py", "THREE = 3\n")
+        ),
     )
     on_disk_when_written: dict[str, set[str]] = {}
 
@@ -100,12 +110,15 @@ async def test_truncated_reply_asks_for_the_rest_and_completes_it(clean_env, fak
 
     first, second = fake_llm.chat_requests()
     follow_up = second.body["messages"]
-    assert follow_up[:len(first.body["messages"])] == first.body["messages"]
+    assert follow_up[: len(first.body["messages"])] == first.body["messages"]
     assert follow_up[-2]["role"] == "assistant" and "def two():" in follow_up[-2]["content"]
     assert "two.py" in follow_up[-1]["content"] and "one.py" in follow_up[-1]["content"]
     assert "two.py" not in on_disk_when_written["one.py"]  # the half file was never written as if complete
-    assert files_under(tmp_path) == {"one.py": "ONE = 1\n", "two.py": "def two():\n    return 2\n",
-                                     "three.py": "THREE = 3\n"}
+    assert files_under(tmp_path) == {
+        "one.py": "ONE = 1\n",
+        "two.py": "def two():\n    return 2\n",
+        "three.py": "THREE = 3\n",
+    }
     assert result.status == "ok" and result.report.errors == []
     assert [e.finish_reason for e in result.entries] == ["length", "stop"]
 
@@ -114,8 +127,11 @@ async def test_truncated_reply_asks_for_the_rest_and_completes_it(clean_env, fak
 async def test_truncated_twice_lists_the_file_as_an_error(clean_env, fake_llm: FakeLLM, tmp_path: Path) -> None:
     settings = make_settings(clean_env, fake_llm)
     cut = '<FILE path="big.py">\nBIG = [\n    1,\n'
-    fake_llm.script(Reply(content=block("small.py", "SMALL = 1\n") + cut, finish_reason="length"),
-                    Reply(content=cut + "    2,\n", finish_reason="length"), "never asked")
+    fake_llm.script(
+        Reply(content=block("small.py", "SMALL = 1\n") + cut, finish_reason="length"),
+        Reply(content=cut + "    2,\n", finish_reason="length"),
+        "never asked",
+    )
 
     result = await generate_and_write(settings, "x", tmp_path)
 
@@ -130,8 +146,10 @@ async def test_truncated_twice_lists_the_file_as_an_error(clean_env, fake_llm: F
 @pytest.mark.anyio
 async def test_file_cut_off_and_never_resent_is_an_error(clean_env, fake_llm: FakeLLM, tmp_path: Path) -> None:
     settings = make_settings(clean_env, fake_llm)
-    fake_llm.script(Reply(content=block("a.py", "A = 1\n") + '<FILE path="b.py">\nB = ', finish_reason="length"),
-                    block("c.py", "C = 3\n"))  # the model ignores the request to resend b.py
+    fake_llm.script(
+        Reply(content=block("a.py", "A = 1\n") + '<FILE path="b.py">\nB = ', finish_reason="length"),
+        block("c.py", "C = 3\n"),
+    )  # the model ignores the request to resend b.py
 
     result = await generate_and_write(settings, "x", tmp_path)
 
@@ -141,14 +159,18 @@ async def test_file_cut_off_and_never_resent_is_an_error(clean_env, fake_llm: Fa
 
 
 @pytest.mark.anyio
-async def test_stream_broken_mid_file_is_not_spliced_with_the_fallback(clean_env, fake_llm: FakeLLM,
-                                                                       tmp_path: Path) -> None:
+async def test_stream_broken_mid_file_is_not_spliced_with_the_fallback(
+    clean_env, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
     with FakeLLM() as backup:
         make_settings(clean_env, fake_llm)
         # 1000: the smallest value read as milliseconds (smaller ones mean seconds).
-        for name, value in {"GENERATION_TIMEOUT": "1000", "SPEEDRUN_MAX_RETRIES": "0",
-                            "SPEEDRUN_GENERATOR_FALLBACK": "openai-compatible:fake-model",
-                            "SPEEDRUN_OPENAI_COMPATIBLE_URL": backup.base_url}.items():
+        for name, value in {
+            "GENERATION_TIMEOUT": "1000",
+            "SPEEDRUN_MAX_RETRIES": "0",
+            "SPEEDRUN_GENERATOR_FALLBACK": "openai-compatible:fake-model",
+            "SPEEDRUN_OPENAI_COMPATIBLE_URL": backup.base_url,
+        }.items():
             clean_env.setenv(name, value)
         settings = Settings()
         slow = block("one.py", "ONE = 1\n") + block("two.py", "TWO = [\n" + "    1,\n" * 200 + "]\n")
@@ -167,8 +189,12 @@ async def test_stream_broken_mid_file_is_not_spliced_with_the_fallback(clean_env
 async def test_refused_paths_are_reported_and_the_rest_written(clean_env, fake_llm: FakeLLM, tmp_path: Path) -> None:
     settings = make_settings(clean_env, fake_llm)
     out = tmp_path / "project"
-    fake_llm.script(block("../escape.py", "X = 1\n") + block("/etc/evil.py", "X = 2\n")
-                    + block(".git/hooks/pre-commit", "rm -rf /\n") + block("good.py", "GOOD = 1\n"))
+    fake_llm.script(
+        block("../escape.py", "X = 1\n")
+        + block("/etc/evil.py", "X = 2\n")
+        + block(".git/hooks/pre-commit", "rm -rf /\n")
+        + block("good.py", "GOOD = 1\n")
+    )
 
     result = await generate_and_write(settings, "x", out)
 
@@ -194,8 +220,9 @@ async def test_duplicate_path_in_one_reply_is_reported(clean_env, fake_llm: Fake
 
 
 @pytest.mark.anyio
-async def test_reply_without_file_blocks_is_an_error_quoting_its_start(clean_env, fake_llm: FakeLLM,
-                                                                       tmp_path: Path) -> None:
+async def test_reply_without_file_blocks_is_an_error_quoting_its_start(
+    clean_env, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
     settings = make_settings(clean_env, fake_llm)
     fake_llm.script("Sorry, I cannot help with that.")
 
@@ -229,8 +256,9 @@ async def test_every_block_refused_is_status_error_with_reasons(clean_env, fake_
 
 
 @pytest.mark.anyio
-async def test_context_files_reach_the_model_and_outside_ones_are_refused(clean_env, fake_llm: FakeLLM,
-                                                                          tmp_path: Path) -> None:
+async def test_context_files_reach_the_model_and_outside_ones_are_refused(
+    clean_env, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
     settings = make_settings(clean_env, fake_llm)
     root = tmp_path / "root"
     (root / "lib").mkdir(parents=True)
@@ -285,22 +313,25 @@ MESSY_FILES = {
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("chunk_size", [1, 3, 7, 64, 4096])
-async def test_messy_real_model_reply_writes_exactly_the_right_files(clean_env, fake_llm: FakeLLM, tmp_path: Path,
-                                                                     chunk_size: int) -> None:
+async def test_messy_real_model_reply_writes_exactly_the_right_files(
+    clean_env, fake_llm: FakeLLM, tmp_path: Path, chunk_size: int
+) -> None:
     settings = make_settings(clean_env, fake_llm)
     fake_llm.script(Reply(content=MESSY_REPLY, chunk_size=chunk_size))
 
     result = await generate_and_write(settings, "x", tmp_path)
 
-    on_disk = {p.relative_to(tmp_path).as_posix(): p.read_bytes().decode() for p in sorted(tmp_path.rglob("*"))
-               if p.is_file()}
+    on_disk = {
+        p.relative_to(tmp_path).as_posix(): p.read_bytes().decode() for p in sorted(tmp_path.rglob("*")) if p.is_file()
+    }
     assert on_disk == MESSY_FILES
     assert result.status == "ok" and result.report.errors == [] and result.warnings == []
 
 
 @pytest.mark.anyio
-async def test_unclosed_last_block_at_a_normal_end_is_written_with_a_warning(clean_env, fake_llm: FakeLLM,
-                                                                             tmp_path: Path) -> None:
+async def test_unclosed_last_block_at_a_normal_end_is_written_with_a_warning(
+    clean_env, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
     settings = make_settings(clean_env, fake_llm)
     fake_llm.script(block("a.py", "A = 1\n") + '<FILE path="b.py">\ndef b():\n    return 2\n')
 
@@ -312,8 +343,9 @@ async def test_unclosed_last_block_at_a_normal_end_is_written_with_a_warning(cle
 
 
 @pytest.mark.anyio
-async def test_nested_tags_and_a_path_with_a_newline_are_written_and_said(clean_env, fake_llm: FakeLLM,
-                                                                          tmp_path: Path) -> None:
+async def test_nested_tags_and_a_path_with_a_newline_are_written_and_said(
+    clean_env, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
     settings = make_settings(clean_env, fake_llm)
     fake_llm.script('<FILE path="src/\n  a.py">\nA = 1\n<FILE path="b.py">\nB = 2\n</FILE>\n</FILE>\n')
 
@@ -325,8 +357,9 @@ async def test_nested_tags_and_a_path_with_a_newline_are_written_and_said(clean_
 
 
 @pytest.mark.anyio
-async def test_lone_surrogates_in_the_reply_do_not_crash_and_the_rest_is_written(clean_env, fake_llm: FakeLLM,
-                                                                                 tmp_path: Path) -> None:
+async def test_lone_surrogates_in_the_reply_do_not_crash_and_the_rest_is_written(
+    clean_env, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
     settings = make_settings(clean_env, fake_llm)
     fake_llm.script(block("bad.py", "X = '\ud800'\n") + block("good.py", "GOOD = 1\n"))
 
@@ -345,8 +378,9 @@ async def test_lone_surrogates_in_the_reply_do_not_crash_and_the_rest_is_written
 
 
 @pytest.mark.anyio
-async def test_allow_paths_lets_only_the_named_protected_file_through(clean_env, fake_llm: FakeLLM,
-                                                                      tmp_path: Path) -> None:
+async def test_allow_paths_lets_only_the_named_protected_file_through(
+    clean_env, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
     settings = make_settings(clean_env, fake_llm)
     reply = block(".github/workflows/ci.yml", "on: push\n") + block(".github/workflows/other.yml", "on: push\n")
     fake_llm.script(reply, reply)
@@ -381,15 +415,23 @@ def studio_blockbuster():
     bb = blockbuster.BlockBuster(scanned_modules=["speedrun"])
     # langgraph dev lets these through (langgraph_runtime_inmem's queue); everything else blocks the run.
     for name in [n for n in bb.functions if n.startswith("os.path.")] + [
-            "os.stat", "os.listdir", "os.remove", "io.BufferedReader.read", "io.BufferedWriter.write",
-            "io.TextIOWrapper.read", "io.TextIOWrapper.write", "threading.Lock.acquire"]:
+        "os.stat",
+        "os.listdir",
+        "os.remove",
+        "io.BufferedReader.read",
+        "io.BufferedWriter.write",
+        "io.TextIOWrapper.read",
+        "io.TextIOWrapper.write",
+        "threading.Lock.acquire",
+    ]:
         bb.functions.pop(name, None)
     return bb
 
 
 @pytest.mark.anyio
-async def test_generate_and_write_does_no_blocking_io_on_the_event_loop(clean_env, fake_llm: FakeLLM,
-                                                                        tmp_path: Path) -> None:
+async def test_generate_and_write_does_no_blocking_io_on_the_event_loop(
+    clean_env, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
     settings = make_settings(clean_env, fake_llm)
     fake_llm.script(block("warm.py", "W = 1\n"))
     await generate_and_write(settings, "warm up the gateway's imports", tmp_path / "warm")
@@ -411,8 +453,9 @@ async def test_generate_and_write_does_no_blocking_io_on_the_event_loop(clean_en
 
 
 @pytest.mark.anyio
-async def test_generate_node_does_no_blocking_io_on_the_event_loop(clean_env, fake_llm: FakeLLM,
-                                                                   tmp_path: Path) -> None:
+async def test_generate_node_does_no_blocking_io_on_the_event_loop(
+    clean_env, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
     from types import SimpleNamespace
 
     from speedrun.config import RunContext
@@ -437,8 +480,11 @@ async def test_generate_node_does_no_blocking_io_on_the_event_loop(clean_env, fa
     finally:
         bb.deactivate()
 
-    assert files_under(out) == {"models.py": "class Point:\n    CONTEXT_MARKER = 1\n",
-                                "shapes.py": "from models import Point\n", "b.py": "B = 1\n"}
+    assert files_under(out) == {
+        "models.py": "class Point:\n    CONTEXT_MARKER = 1\n",
+        "shapes.py": "from models import Point\n",
+        "b.py": "B = 1\n",
+    }
     assert "CONTEXT_MARKER" in fake_llm.chat_requests()[-1].body["messages"][-1]["content"]
     assert [f.path for f in update["files"]] == ["shapes.py", "b.py"]
     assert len(update["warnings"]) == 1 and "'b.py'" in update["warnings"][0]

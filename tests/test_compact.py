@@ -18,13 +18,20 @@ from tests.helpers import CONTRACT_TEXT, PYTEST, Script, file_blocks, fix_reply,
 BYTES_BASE, BYTES_PER_FILE = 1024, 120
 
 # Five failing tests whose assertion messages are long and multi-line, as pytest prints real diffs.
-BUGGY = ("def add(a, b):\n    return a - b\n\n\ndef describe(items):\n"
-         "    return {'count': len(items), 'items': list(items), 'note': 'x' * 400}\n")
-TESTS = "from calc import add, describe\n\n\n" + "".join(
-    f"def test_case_{i}():\n"
-    f"    expected = {{'count': {i}, 'items': list(range({i + 40})), 'note': 'y' * 400}}\n"
-    f"    assert describe(range({i + 40})) == expected, 'describe() disagrees with the spec: ' + 'z' * 300\n\n\n"
-    for i in range(5)) + "def test_add():\n    assert add(2, 3) == 5\n"
+BUGGY = (
+    "def add(a, b):\n    return a - b\n\n\ndef describe(items):\n"
+    "    return {'count': len(items), 'items': list(items), 'note': 'x' * 400}\n"
+)
+TESTS = (
+    "from calc import add, describe\n\n\n"
+    + "".join(
+        f"def test_case_{i}():\n"
+        f"    expected = {{'count': {i}, 'items': list(range({i + 40})), 'note': 'y' * 400}}\n"
+        f"    assert describe(range({i + 40})) == expected, 'describe() disagrees with the spec: ' + 'z' * 300\n\n\n"
+        for i in range(5)
+    )
+    + "def test_add():\n    assert add(2, 3) == 5\n"
+)
 
 
 def compact_size(result) -> int:
@@ -33,24 +40,35 @@ def compact_size(result) -> int:
 
 
 @pytest.mark.anyio
-async def test_failed_run_with_two_fix_cycles_is_compact_and_the_full_report_is_a_file(speedrun_env, fake_llm: FakeLLM,
-                                                                                      tmp_path):
+async def test_failed_run_with_two_fix_cycles_is_compact_and_the_full_report_is_a_file(
+    speedrun_env, fake_llm: FakeLLM, tmp_path
+):
     attempts = iter(range(1, 100))
     long_diagnosis = "The describe function builds its note from the wrong character " * 20
     fake_llm.script(file_blocks({"calc.py": BUGGY, "test_calc.py": TESTS}))
     # Every fix applies one edit that changes nothing relevant, and a second one that is never found.
     fake_llm.responder = lambda body: fix_reply(
         ("calc.py", "def add(a, b):\n", f"def add(a, b):\n    # attempt {next(attempts)}\n"),
-        ("calc.py", "THIS LINE IS NOT IN THE FILE " * 30, "nothing"), diagnosis=long_diagnosis)
+        ("calc.py", "THIS LINE IS NOT IN THE FILE " * 30, "nothing"),
+        diagnosis=long_diagnosis,
+    )
     out = tmp_path / "ws"
-    params = StdioServerParameters(command=sys.executable, args=["-m", "speedrun", "mcp"], env=speedrun_env,
-                                   cwd=str(tmp_path))
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "speedrun", "mcp"], env=speedrun_env, cwd=str(tmp_path)
+    )
     with anyio.fail_after(120):
         async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
             await session.initialize()
-            result = await session.call_tool("turbo", {"contract": CONTRACT_TEXT, "output_dir": str(out),
-                                                       "test_command": PYTEST, "max_fix_cycles": 2,
-                                                       "wait_seconds": 90})
+            result = await session.call_tool(
+                "turbo",
+                {
+                    "contract": CONTRACT_TEXT,
+                    "output_dir": str(out),
+                    "test_command": PYTEST,
+                    "max_fix_cycles": 2,
+                    "wait_seconds": 90,
+                },
+            )
             assert not result.is_error, result.content
             status = await session.call_tool("run_status", {"run_id": result.structured_content["run_id"]})
             listed = await session.call_tool("list_runs", {})
@@ -59,8 +77,10 @@ async def test_failed_run_with_two_fix_cycles_is_compact_and_the_full_report_is_
     sc = result.structured_content
     assert sc["status"] == "failed"
     budget = BYTES_BASE + BYTES_PER_FILE * len(sc["result"]["files"])
-    print(f"\nturbo result {compact_size(result)} B, run_status {compact_size(status)} B, "
-          f"list_runs {compact_size(listed)} B (budget {budget} B)")
+    print(
+        f"\nturbo result {compact_size(result)} B, run_status {compact_size(status)} B, "
+        f"list_runs {compact_size(listed)} B (budget {budget} B)"
+    )
     assert compact_size(result) <= budget
     assert compact_size(status) <= budget
     assert compact_size(listed) <= BYTES_BASE
@@ -101,14 +121,20 @@ async def test_a_judge_of_three_implementations_is_compact_over_mcp(speedrun_env
         (tmp_path / name / "calc.py").write_text(f"def add(first, second):\n    return {body}\n")
         (tmp_path / name / "test_calc.py").write_text(TESTS.split("\n\n\n", 1)[0] + "\n")
     fake_llm.responder = Script(strong_marker="first + second")
-    params = StdioServerParameters(command=sys.executable, args=["-m", "speedrun", "mcp"], env=speedrun_env,
-                                   cwd=str(tmp_path))
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "speedrun", "mcp"], env=speedrun_env, cwd=str(tmp_path)
+    )
     with anyio.fail_after(120):
         async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
             await session.initialize()
-            result = await session.call_tool("judge", {
-                "implementations": [{"path": n, "test_command": PYTEST} for n in ("alpha", "beta", "gamma")],
-                "design": "add two integers " * 200, "wait_seconds": 90})
+            result = await session.call_tool(
+                "judge",
+                {
+                    "implementations": [{"path": n, "test_command": PYTEST} for n in ("alpha", "beta", "gamma")],
+                    "design": "add two integers " * 200,
+                    "wait_seconds": 90,
+                },
+            )
     assert not result.is_error, result.content
     print(f"\njudge result {compact_size(result)} B")
     assert result.structured_content["status"] == "done"

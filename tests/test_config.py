@@ -75,11 +75,14 @@ def test_ollama_url_and_default_model(clean_env) -> None:
     assert (spec.provider, spec.model, spec.base_url) == ("ollama", "qwen2.5-coder", "http://gpu-box:11434/v1")
 
 
-@pytest.mark.parametrize(("provider", "key_env", "url"), [
-    ("groq", "GROQ_API_KEY", "https://api.groq.com/openai/v1"),
-    ("openrouter", "OPENROUTER_API_KEY", "https://openrouter.ai/api/v1"),
-    ("openai", "OPENAI_API_KEY", "https://api.openai.com/v1"),
-])
+@pytest.mark.parametrize(
+    ("provider", "key_env", "url"),
+    [
+        ("groq", "GROQ_API_KEY", "https://api.groq.com/openai/v1"),
+        ("openrouter", "OPENROUTER_API_KEY", "https://openrouter.ai/api/v1"),
+        ("openai", "OPENAI_API_KEY", "https://api.openai.com/v1"),
+    ],
+)
 def test_hosted_presets_use_their_key_variable(clean_env, provider: str, key_env: str, url: str) -> None:
     clean_env.setenv("SPEEDRUN_PLANNER", f"{provider}:vendor/model:free")
     with pytest.raises(ConfigError) as info:
@@ -245,8 +248,9 @@ def test_redaction_hides_keys_but_leaves_text_alone_for_placeholders(clean_env) 
     assert Settings().redact("max_fix_cycles") == "max_fix_cycles"
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8000/v1", "http://localhost:11434/v1", "http://[::1]:8080/v1",
-                                 "http://127.0.1.1/v1"])
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000/v1", "http://localhost:11434/v1", "http://[::1]:8080/v1", "http://127.0.1.1/v1"]
+)
 def test_loopback_endpoints_get_concurrency_only_unless_limits_are_set(clean_env, url: str) -> None:
     clean_env.setenv("CEREBRAS_API_KEY", KEY)
     clean_env.setenv("CEREBRAS_URL", url)
@@ -266,9 +270,17 @@ def test_remote_endpoint_keeps_the_preset_limits(clean_env) -> None:
     assert Settings().role("generator").primary.limits.max_output_tokens == 65_536
 
 
-@pytest.mark.parametrize(("preset", "json_schema", "strict"), [
-    ("cerebras", True, True), ("openai", True, True), ("groq", True, False), ("openrouter", True, True),
-    ("ollama", False, False), ("openai-compatible", False, False)])
+@pytest.mark.parametrize(
+    ("preset", "json_schema", "strict"),
+    [
+        ("cerebras", True, True),
+        ("openai", True, True),
+        ("groq", True, False),
+        ("openrouter", True, True),
+        ("ollama", False, False),
+        ("openai-compatible", False, False),
+    ],
+)
 def test_presets_say_how_they_take_structured_answers(clean_env, preset: str, json_schema: bool, strict: bool) -> None:
     for var in ("CEREBRAS_API_KEY", "OPENAI_API_KEY", "GROQ_API_KEY", "OPENROUTER_API_KEY"):
         clean_env.setenv(var, KEY)
@@ -312,20 +324,31 @@ def test_provider_typo_is_named_as_a_typo(clean_env) -> None:
     assert "did you mean" not in str(info.value) and len(str(info.value)) < 600
 
 
-@pytest.mark.parametrize(("name", "value", "expected"), [
-    ("GENERATION_TIMEOUT", "-5", "GENERATION_TIMEOUT"),
-    ("GENERATION_TIMEOUT", "soon", "GENERATION_TIMEOUT: must be a whole number"),
-    ("SPEEDRUN_LIMITS__CEREBRAS__RPM", "lots", "SPEEDRUN_LIMITS__CEREBRAS__RPM: must be a whole number"),
-    ("SPEEDRUN_MAX_RETRIES", "-1", "SPEEDRUN_MAX_RETRIES"),
-])
-def test_load_settings_errors_speak_the_users_words(clean_env, fresh_load_settings, name: str, value: str,
-                                                     expected: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("GENERATION_TIMEOUT", "-5", "GENERATION_TIMEOUT"),
+        ("GENERATION_TIMEOUT", "soon", "GENERATION_TIMEOUT: must be a whole number"),
+        ("SPEEDRUN_LIMITS__CEREBRAS__RPM", "lots", "SPEEDRUN_LIMITS__CEREBRAS__RPM: must be a whole number"),
+        ("SPEEDRUN_MAX_RETRIES", "-1", "SPEEDRUN_MAX_RETRIES"),
+    ],
+)
+def test_load_settings_errors_speak_the_users_words(
+    clean_env, fresh_load_settings, name: str, value: str, expected: str
+) -> None:
     clean_env.setenv("CEREBRAS_API_KEY", KEY)
     clean_env.setenv(name, value)
     with pytest.raises(ConfigError) as info:
         load_settings()
     message = str(info.value)
     assert expected in message
-    for noise in ("For further information", "errors.pydantic.dev", "validation error for", "Settings\n",
-                  "type=", "input_value", KEY):
+    for noise in (
+        "For further information",
+        "errors.pydantic.dev",
+        "validation error for",
+        "Settings\n",
+        "type=",
+        "input_value",
+        KEY,
+    ):
         assert noise not in message

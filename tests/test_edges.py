@@ -82,8 +82,11 @@ async def test_concurrent_first_use_of_the_run_tools_shares_one_database(tmp_pat
 async def test_a_huge_run_id_is_not_echoed_whole(tmp_path: Path, fake_llm: FakeLLM) -> None:
     huge = "turbo-" + "x" * 1_000_000
     async with mcp_session(tmp_path, server_env(tmp_path, fake_llm)) as session:
-        for tool, args in [("run_status", {"run_id": huge}), ("cancel_run", {"run_id": huge}),
-                           ("resume_run", {"run_id": huge, "action": "continue"})]:
+        for tool, args in [
+            ("run_status", {"run_id": huge}),
+            ("cancel_run", {"run_id": huge}),
+            ("resume_run", {"run_id": huge, "action": "continue"}),
+        ]:
             text = error_text(await session.call_tool(tool, args))
             assert "no run 'turbo-xxx" in text and "1000006 characters" in text
             assert len(text) < 500, (tool, len(text))
@@ -111,39 +114,59 @@ async def test_bad_input_over_mcp_is_a_tool_error_before_any_work(tmp_path: Path
             return text
 
         await refused("turbo", turbo_args(root / "ws", test_command="   "), "test_command", "empty")
-        await refused("turbo", turbo_args(root / "ws", test_command="no-such-test-runner-zz --all"),
-                      "no-such-test-runner-zz", "not found")
+        await refused(
+            "turbo",
+            turbo_args(root / "ws", test_command="no-such-test-runner-zz --all"),
+            "no-such-test-runner-zz",
+            "not found",
+        )
         await refused("turbo", turbo_args(root / "a-file"), "a-file")
         await refused("turbo", turbo_args(root / "a-file" / "sub"), "a-file")
         await refused("turbo", {"output_dir": str(root / "ws"), "test_command": PYTEST}, "task", "contract")
         await refused("generate_and_write_files", {"prompt": "x", "output_dir": str(root / "a-file")}, "a-file")
-        await refused("generate_and_write_files", {"prompt": "x", "output_dir": "ws", "max_tokens": 0},
-                      "max_tokens")
+        await refused("generate_and_write_files", {"prompt": "x", "output_dir": "ws", "max_tokens": 0}, "max_tokens")
         await refused("generate", {"prompt": "x", "max_tokens": -5}, "max_tokens")
-        await refused("judge", {"implementations": [{"name": "a", "path": str(root / "impl")},
-                                                    {"name": "b", "path": str(root / "missing")}],
-                                "design": "a design"}, "missing")
-        await refused("judge", {"implementations": [{"path": str(root / "impl")}, {"path": str(root / "impl")}],
-                                "design": "a design"}, "impl", "distinct")
-        await refused("judge", {"implementations": [{"name": "a", "path": str(root / "impl")}], "design": "  "},
-                      "design")
+        await refused(
+            "judge",
+            {
+                "implementations": [
+                    {"name": "a", "path": str(root / "impl")},
+                    {"name": "b", "path": str(root / "missing")},
+                ],
+                "design": "a design",
+            },
+            "missing",
+        )
+        await refused(
+            "judge",
+            {"implementations": [{"path": str(root / "impl")}, {"path": str(root / "impl")}], "design": "a design"},
+            "impl",
+            "distinct",
+        )
+        await refused(
+            "judge", {"implementations": [{"name": "a", "path": str(root / "impl")}], "design": "  "}, "design"
+        )
         runs = (await t.call("list_runs", {})).structured_content
     assert runs["runs"] == []  # no run was created
     assert fake_llm.chat_requests() == []  # and no model was called
     assert not (root / "ws").exists()
 
 
-@pytest.mark.parametrize("args, needles", [
-    (["generate", "x", "--out", "a-file"], ["a-file"]),
-    (["generate", "x", "--out", "a-file/sub"], ["a-file"]),
-    (["generate", "x", "--out", "out", "--max-tokens", "0"], ["--max-tokens"]),
-    (["generate", "x", "--out", "out", "--max-tokens", "-3"], ["--max-tokens"]),
-    (["turbo", "--task", "x", "--out", "ws", "--test-cmd", " "], ["--test-cmd", "empty"]),
-    (["turbo", "--task", "x", "--out", "ws", "--test-cmd", "no-such-test-runner-zz"], ["no-such-test-runner-zz"]),
-    (["turbo", "--task", "x", "--out", "a-file"], ["a-file"]),
-])
-def test_bad_input_on_the_cli_exits_2_before_any_work(tmp_path: Path, fake_llm: FakeLLM, args: list[str],
-                                                      needles: list[str]) -> None:
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["generate", "x", "--out", "a-file"], ["a-file"]),
+        (["generate", "x", "--out", "a-file/sub"], ["a-file"]),
+        (["generate", "x", "--out", "out", "--max-tokens", "0"], ["--max-tokens"]),
+        (["generate", "x", "--out", "out", "--max-tokens", "-3"], ["--max-tokens"]),
+        (["turbo", "--task", "x", "--out", "ws", "--test-cmd", " "], ["--test-cmd", "empty"]),
+        (["turbo", "--task", "x", "--out", "ws", "--test-cmd", "no-such-test-runner-zz"], ["no-such-test-runner-zz"]),
+        (["turbo", "--task", "x", "--out", "a-file"], ["a-file"]),
+    ],
+)
+def test_bad_input_on_the_cli_exits_2_before_any_work(
+    tmp_path: Path, fake_llm: FakeLLM, args: list[str], needles: list[str]
+) -> None:
     (tmp_path / "a-file").write_text("not a directory\n")
     proc = run_cli(args, tmp_path, **fake_env(fake_llm))
     assert proc.returncode == 2, proc.stderr
@@ -159,12 +182,13 @@ def test_bad_input_on_the_cli_exits_2_before_any_work(tmp_path: Path, fake_llm: 
 def test_the_resume_hint_is_a_command_that_runs(tmp_path: Path, fake_llm: FakeLLM) -> None:
     (tmp_path / "contract.txt").write_text(CONTRACT_TEXT)
     fake_llm.script(Reply(status=401, error_message="invalid key"))
-    proc = run_cli(["turbo", "--contract", "contract.txt", "--out", "ws", "--test-cmd", PYTEST], tmp_path,
-                   **fake_env(fake_llm))
+    proc = run_cli(
+        ["turbo", "--contract", "contract.txt", "--out", "ws", "--test-cmd", PYTEST], tmp_path, **fake_env(fake_llm)
+    )
     assert proc.returncode == 1
     run_id = re.search(r"^run (\S+)$", proc.stderr, re.M).group(1)
     [hint] = [line for line in proc.stderr.splitlines() if "speedrun resume" in line]
-    command = shlex.split(hint[hint.index("speedrun resume"):])
+    command = shlex.split(hint[hint.index("speedrun resume") :])
     assert command == ["speedrun", "resume", run_id]
 
     fake_llm.script(file_blocks({"calc.py": FIXED_CALC, "test_calc.py": TEST_CALC}))
@@ -190,8 +214,7 @@ def test_check_covers_every_role_of_the_default_workflow(tmp_path: Path, fake_ll
 
 
 @pytest.mark.anyio
-async def test_check_status_checks_every_role_and_its_hint_matches_the_error(tmp_path: Path,
-                                                                            fake_llm: FakeLLM) -> None:
+async def test_check_status_checks_every_role_and_its_hint_matches_the_error(tmp_path: Path, fake_llm: FakeLLM) -> None:
     env = server_env(tmp_path, fake_llm, SPEEDRUN_PLANNER="groq")
     async with mcp_session(tmp_path, env) as session:
         status = (await session.call_tool("check_status", {})).structured_content
@@ -210,8 +233,11 @@ async def test_check_status_checks_every_role_and_its_hint_matches_the_error(tmp
     async with mcp_session(tmp_path, server_env(tmp_path, fake_llm)) as session:
         status = (await session.call_tool("check_status", {})).structured_content
     assert status["status"] == "ok"
-    assert status["roles"] == {"generator": "cerebras:fake-model", "planner": "cerebras:fake-model",
-                               "fixer": "cerebras:fake-model"}
+    assert status["roles"] == {
+        "generator": "cerebras:fake-model",
+        "planner": "cerebras:fake-model",
+        "fixer": "cerebras:fake-model",
+    }
     assert status["isolation"]  # which sandbox the tests get
     assert [r.path for r in fake_llm.requests] == ["/v1/models"]  # one endpoint, asked once
 
@@ -250,8 +276,10 @@ def server_pid(marker: str) -> int:
     """The pid of the `speedrun mcp` process whose environment holds `marker` (its own SPEEDRUN_HOME)."""
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if b"speedrun\x00mcp" in (proc / "cmdline").read_bytes() and marker.encode() in (
-                    proc / "environ").read_bytes():
+            if (
+                b"speedrun\x00mcp" in (proc / "cmdline").read_bytes()
+                and marker.encode() in (proc / "environ").read_bytes()
+            ):
                 return int(proc.name)
         except OSError:
             continue
@@ -273,8 +301,11 @@ async def test_gateway_imports_are_warmed_after_initialize_without_a_tool_call(t
 
 # --- rate-budget waits are never silent --------------------------------------------------------------------------
 
-EXHAUSTED = {"x-ratelimit-limit-requests-minute": "30", "x-ratelimit-remaining-requests-minute": "0",
-             "x-ratelimit-reset-requests-minute": "3.5"}
+EXHAUSTED = {
+    "x-ratelimit-limit-requests-minute": "30",
+    "x-ratelimit-remaining-requests-minute": "0",
+    "x-ratelimit-reset-requests-minute": "3.5",
+}
 
 
 @pytest.mark.anyio
@@ -292,8 +323,9 @@ async def test_rate_waits_show_up_as_mcp_progress_and_in_the_runs_progress(tmp_p
         assert any("cerebras" in m and "s left" in m for m in heard), heard
 
         heard.clear()
-        fake_llm.script(Reply(content="x", headers=EXHAUSTED),
-                        file_blocks({"calc.py": FIXED_CALC, "test_calc.py": TEST_CALC}))
+        fake_llm.script(
+            Reply(content="x", headers=EXHAUSTED), file_blocks({"calc.py": FIXED_CALC, "test_calc.py": TEST_CALC})
+        )
         await session.call_tool("generate", {"prompt": "c"})
         done = await session.call_tool("turbo", turbo_args(tmp_path / "root" / "ws"), progress_callback=on_progress)
         assert done.structured_content["status"] == "passed"
@@ -302,8 +334,9 @@ async def test_rate_waits_show_up_as_mcp_progress_and_in_the_runs_progress(tmp_p
 
 def test_cli_generate_prints_a_line_while_it_waits_for_the_rate_budget(tmp_path: Path, fake_llm: FakeLLM) -> None:
     # The first reply is cut by the token limit and leaves the budget empty; the follow-up request must wait.
-    fake_llm.script(Reply(content='<FILE path="a.py">\nA = 1\n', finish_reason="length", headers=EXHAUSTED),
-                    'A = 1\n</FILE>\n')
+    fake_llm.script(
+        Reply(content='<FILE path="a.py">\nA = 1\n', finish_reason="length", headers=EXHAUSTED), "A = 1\n</FILE>\n"
+    )
     proc = run_cli(["generate", "x", "--out", "out"], tmp_path, **fake_env(fake_llm))
     assert len(fake_llm.chat_requests()) == 2, proc.stderr
     waits = [line for line in proc.stderr.splitlines() if line.strip().startswith("waiting:")]
@@ -320,15 +353,20 @@ async def test_allow_paths_lets_a_named_protected_file_through_over_mcp(tmp_path
     proj = tmp_path / "root" / "proj"
     async with mcp_session(tmp_path, server_env(tmp_path, fake_llm)) as session:
         fake_llm.script(CI_REPLY)
-        refused = (await session.call_tool("generate_and_write_files",
-                                           {"prompt": "x", "output_dir": "proj"})).structured_content
+        refused = (
+            await session.call_tool("generate_and_write_files", {"prompt": "x", "output_dir": "proj"})
+        ).structured_content
         assert refused["status"] == "partial"
         assert [e["path"] for e in refused["errors"]] == [".github/workflows/ci.yml"]
         assert not (proj / ".github").exists()
 
         fake_llm.script(CI_REPLY)
-        allowed = (await session.call_tool("generate_and_write_files", {
-            "prompt": "x", "output_dir": "proj", "allow_paths": [".github/workflows/ci.yml"]})).structured_content
+        allowed = (
+            await session.call_tool(
+                "generate_and_write_files",
+                {"prompt": "x", "output_dir": "proj", "allow_paths": [".github/workflows/ci.yml"]},
+            )
+        ).structured_content
     assert allowed["status"] == "ok", allowed
     assert (proj / ".github" / "workflows" / "ci.yml").read_text() == "on: push\n"
 
@@ -338,8 +376,9 @@ def test_allow_path_flag_on_the_cli(tmp_path: Path, fake_llm: FakeLLM) -> None:
     refused = run_cli(["generate", "x", "--out", "out"], tmp_path, **fake_env(fake_llm))
     assert refused.returncode == 1 and ".github/workflows/ci.yml" in refused.stdout
     assert not (tmp_path / "out" / ".github").exists()
-    allowed = run_cli(["generate", "x", "--out", "out", "--allow-path", ".github/workflows/ci.yml"], tmp_path,
-                      **fake_env(fake_llm))
+    allowed = run_cli(
+        ["generate", "x", "--out", "out", "--allow-path", ".github/workflows/ci.yml"], tmp_path, **fake_env(fake_llm)
+    )
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     assert (tmp_path / "out" / ".github" / "workflows" / "ci.yml").read_text() == "on: push\n"
 
@@ -349,8 +388,9 @@ async def test_codegen_warnings_reach_the_caller(tmp_path: Path, fake_llm: FakeL
     unclosed = '<FILE path="a.py">\nA = 1\n'  # the reply ended normally without the closing tag
     async with mcp_session(tmp_path, server_env(tmp_path, fake_llm)) as session:
         fake_llm.script(unclosed)
-        out = (await session.call_tool("generate_and_write_files",
-                                       {"prompt": "x", "output_dir": "proj"})).structured_content
+        out = (
+            await session.call_tool("generate_and_write_files", {"prompt": "x", "output_dir": "proj"})
+        ).structured_content
     assert (tmp_path / "root" / "proj" / "a.py").read_text() == "A = 1\n"
     assert any("a.py" in w for w in out["warnings"]), out
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from speedrun.edits import apply_edits, closest_match, numbered
+from speedrun.loop.edits import apply_edits, closest_match, numbered
 from speedrun.state.edits import Edit, EditOutcome, FixPlan
 
 APP = """\
@@ -66,8 +66,10 @@ def test_edits_on_two_files(tmp_path: Path) -> None:
     b = write(tmp_path, "src/b.py", "Y = 2\n")
     outcomes = apply_edits(
         tmp_path,
-        [Edit(path="src/a.py", search="X = 1", replace="X = 10"),
-         Edit(path="./src/b.py", search="Y = 2", replace="Y = 20")],
+        [
+            Edit(path="src/a.py", search="X = 1", replace="X = 10"),
+            Edit(path="./src/b.py", search="Y = 2", replace="Y = 20"),
+        ],
     )
     assert [o.status for o in outcomes] == ["applied", "applied"]
     assert a.read_text() == "X = 10\n"
@@ -241,8 +243,11 @@ def test_failed_write_marks_applied_edits_as_error(tmp_path: Path) -> None:
     p = write(tmp_path, "app.py", APP)
     edits = [
         Edit(path="app.py", search="return a - b", replace="return a + b"),
-        Edit(path="app.py", search="def mul(a, b):\n    return a + b\n",
-             replace="def mul(a, b):\n    return a * b + " + "9" * 200 + "\n"),
+        Edit(
+            path="app.py",
+            search="def mul(a, b):\n    return a + b\n",
+            replace="def mul(a, b):\n    return a * b + " + "9" * 200 + "\n",
+        ),
     ]
     outcomes = apply_edits(tmp_path, edits, max_file_bytes=len(APP) + 50)
     assert [o.status for o in outcomes] == ["error", "error"]
@@ -304,12 +309,18 @@ def _fix_state(root: Path, files: dict[str, str]):
 
     for rel, text in files.items():
         write(root, rel, text)
-    report = TestReport(command="pytest -q", exit_code=1, failed=1, failures=[
-        TestFailure(name="test_calc.py::test_add", message="assert -1 == 5", file="calc.py", line=2)])
-    written = [WrittenFile(path=rel, filename=rel, lines=text.count("\n"), action="created")
-               for rel, text in files.items()]
-    return TurboState(contract="add(a, b) returns a + b", output_dir=str(root), test_command="pytest -q",
-                      files=written, tests=report)
+    report = TestReport(
+        command="pytest -q",
+        exit_code=1,
+        failed=1,
+        failures=[TestFailure(name="test_calc.py::test_add", message="assert -1 == 5", file="calc.py", line=2)],
+    )
+    written = [
+        WrittenFile(path=rel, filename=rel, lines=text.count("\n"), action="created") for rel, text in files.items()
+    ]
+    return TurboState(
+        contract="add(a, b) returns a + b", output_dir=str(root), test_command="pytest -q", files=written, tests=report
+    )
 
 
 def _runtime():
@@ -329,11 +340,14 @@ async def test_surgical_fix_never_blocks_the_event_loop(speedrun_env, fake_llm, 
     from tests.helpers import fix_reply
 
     root = tmp_path / "ws"
-    state = _fix_state(root, {"calc.py": "def add(a, b):\n    return a - b\n",
-                              "test_calc.py": "from calc import add\n"})
-    fake_llm.script(fix_reply(("calc.py", "return a - b", "return a * b")),
-                    fix_reply(("calc.py", "return a-b", "return a+b")),  # not found: a retry, a second apply
-                    fix_reply(("calc.py", "return a * b", "return a + b")))
+    state = _fix_state(
+        root, {"calc.py": "def add(a, b):\n    return a - b\n", "test_calc.py": "from calc import add\n"}
+    )
+    fake_llm.script(
+        fix_reply(("calc.py", "return a - b", "return a * b")),
+        fix_reply(("calc.py", "return a-b", "return a+b")),  # not found: a retry, a second apply
+        fix_reply(("calc.py", "return a * b", "return a + b")),
+    )
     runtime = _runtime()
     # A first cycle warms the process as a running server is warm (the HTTP client's lazy imports read
     # package metadata, which is the LLM client's business); the cycle under watch must not block at all.
@@ -347,7 +361,7 @@ async def test_surgical_fix_never_blocks_the_event_loop(speedrun_env, fake_llm, 
 
 @pytest.mark.anyio
 async def test_retry_prompt_messages_and_excerpts_stay_short(speedrun_env, fake_llm, tmp_path: Path) -> None:
-    from speedrun.edits import MAX_CLOSEST_LINES, MAX_MESSAGE_CHARS
+    from speedrun.loop.edits import MAX_CLOSEST_LINES, MAX_MESSAGE_CHARS
     from speedrun.nodes.surgical_fix import surgical_fix
     from tests.helpers import fix_reply, last_user_text
 
@@ -357,8 +371,9 @@ async def test_retry_prompt_messages_and_excerpts_stay_short(speedrun_env, fake_
     state = _fix_state(root, {"calc.py": calc, "test_calc.py": "from calc import add\n"})
     # A long search the model misremembered (every line differs a little) and a path far too long to echo.
     wrong = "".join(f"    step_{i} = compute_something_long_named_{i}(value)\n" for i in range(40))
-    fake_llm.script(fix_reply(("calc.py", wrong, "    pass\n"), ("x/" * 200 + "calc.py", "a = 1", "a = 2")),
-                    fix_reply())
+    fake_llm.script(
+        fix_reply(("calc.py", wrong, "    pass\n"), ("x/" * 200 + "calc.py", "a = 1", "a = 2")), fix_reply()
+    )
     update = await surgical_fix(state, _runtime())
 
     retry = last_user_text(fake_llm.chat_requests()[1])
@@ -408,8 +423,9 @@ def test_an_allowed_protected_file_can_be_edited_and_others_stay_refused(tmp_pat
     workflow = tmp_path / ".github" / "workflows" / "ci.yml"
     workflow.parent.mkdir(parents=True)
     workflow.write_text("on: push\njobs:\n  test:\n    runs-on: ubuntu-lates\n")
-    edit = Edit(path=".github/workflows/ci.yml", search="    runs-on: ubuntu-lates\n",
-                replace="    runs-on: ubuntu-latest\n")
+    edit = Edit(
+        path=".github/workflows/ci.yml", search="    runs-on: ubuntu-lates\n", replace="    runs-on: ubuntu-latest\n"
+    )
     [refused] = apply_edits(tmp_path, [edit])
     assert refused.status == "refused" and workflow.read_text().endswith("ubuntu-lates\n")
     [applied] = apply_edits(tmp_path, [edit], allow_paths=[".github/workflows/ci.yml"])

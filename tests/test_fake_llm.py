@@ -86,8 +86,9 @@ async def test_stream_reassembles_content_and_usage(fake_llm: FakeLLM) -> None:
 
 @pytest.mark.anyio
 async def test_stream_reasoning_before_content_and_length(fake_llm: FakeLLM) -> None:
-    fake_llm.script(Reply(content="answer text", reasoning="let me think about it", finish_reason="length",
-                          chunk_size=5))
+    fake_llm.script(
+        Reply(content="answer text", reasoning="let me think about it", finish_reason="length", chunk_size=5)
+    )
     async with _aclient(fake_llm) as client:
         stream = await client.chat.completions.create(
             model="fake-model", messages=MSGS, stream=True, stream_options={"include_usage": True}
@@ -161,8 +162,9 @@ def test_responder_exception_becomes_500_and_is_recorded(fake_llm: FakeLLM) -> N
 def test_bad_bytes_go_out_raw_at_the_start_of_the_answer(fake_llm: FakeLLM, stream: bool) -> None:
     bad = b"\xff\xfe\xc3"  # not UTF-8: what a broken provider proxy sends
     fake_llm.script(Reply(content="x = 1\n", bad_bytes=bad, chunk_size=3))
-    raw = httpx2.post(fake_llm.base_url + "/chat/completions",
-                      json={"model": "fake-model", "messages": MSGS, "stream": stream}).content
+    raw = httpx2.post(
+        fake_llm.base_url + "/chat/completions", json={"model": "fake-model", "messages": MSGS, "stream": stream}
+    ).content
     with pytest.raises(UnicodeDecodeError):
         raw.decode()
     assert raw.count(bad) == 1

@@ -12,7 +12,7 @@ import pytest
 
 from speedrun.errors import FileProtocolError
 from speedrun.files import SafeWriter, normalize_relpath
-from speedrun.reply_parser import FileStreamParser, parse_files
+from speedrun.loop.reply_parser import FileStreamParser, parse_files
 from speedrun.state.records import FileError, GeneratedFile, WrittenFile
 
 # ---------------------------------------------------------------------------------------------------
@@ -66,7 +66,7 @@ def test_primary_one_line_file():
 
 
 def test_primary_inside_wrapping_xml_fence():
-    text = "```xml\n<FILE path=\"a.py\">\nx = 1\n</FILE>\n```\n"
+    text = '```xml\n<FILE path="a.py">\nx = 1\n</FILE>\n```\n'
     files, unfinished = parse_files(text)
     assert as_dict(files) == {"a.py": "x = 1\n"} and unfinished is None
 
@@ -572,8 +572,13 @@ def test_failed_write_leaves_no_temp_file_and_keeps_old(tmp_path, monkeypatch):
 
     def boom(src, dst, **dir_fds):
         # Only the rename into the output tree fails; the backup (in its own directory) still works.
-        if dir_fds and not os.path.samestat(os.fstat(dir_fds["dst_dir_fd"]), os.stat(tmp_path)) and not (
-            (tmp_path / "new").exists() and os.path.samestat(os.fstat(dir_fds["dst_dir_fd"]), os.stat(tmp_path / "new"))
+        if (
+            dir_fds
+            and not os.path.samestat(os.fstat(dir_fds["dst_dir_fd"]), os.stat(tmp_path))
+            and not (
+                (tmp_path / "new").exists()
+                and os.path.samestat(os.fstat(dir_fds["dst_dir_fd"]), os.stat(tmp_path / "new"))
+            )
         ):
             return real_replace(src, dst, **dir_fds)
         raise OSError(28, "No space left on device")

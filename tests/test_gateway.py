@@ -19,7 +19,6 @@ from tests.helpers import make_settings
 FAST_RETRY = {"retry-after-ms": "10"}  # the openai client honours it exactly, keeping retry tests fast
 
 
-
 def sent_max_tokens(body: dict) -> int | None:
     return body.get("max_completion_tokens", body.get("max_tokens"))
 
@@ -33,8 +32,9 @@ USER = [("user", "say something")]
 @pytest.mark.anyio
 async def test_non_stream_returns_content_and_records_ledger(clean_env, fake_llm: FakeLLM) -> None:
     settings = make_settings(clean_env, fake_llm)
-    fake_llm.script(Reply(content="hello world", delay=0.2,
-                          usage={"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}))
+    fake_llm.script(
+        Reply(content="hello world", delay=0.2, usage={"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16})
+    )
 
     result = await complete(settings, "generator", [("system", "be brief"), ("user", "greet me")])
 
@@ -57,8 +57,14 @@ async def test_non_stream_returns_content_and_records_ledger(clean_env, fake_llm
 async def test_stream_passes_pieces_to_sink_and_records_usage(clean_env, fake_llm: FakeLLM) -> None:
     settings = make_settings(clean_env, fake_llm)
     text = "alpha beta gamma delta epsilon"
-    fake_llm.script(Reply(content=text, chunk_size=4, finish_reason="length",
-                          usage={"prompt_tokens": 21, "completion_tokens": 9, "total_tokens": 30}))
+    fake_llm.script(
+        Reply(
+            content=text,
+            chunk_size=4,
+            finish_reason="length",
+            usage={"prompt_tokens": 21, "completion_tokens": 9, "total_tokens": 30},
+        )
+    )
     pieces: list[str] = []
 
     async def sink(piece: str) -> None:
@@ -165,9 +171,13 @@ async def test_rate_limit_after_retries_is_a_clear_error(clean_env, fake_llm: Fa
 @pytest.mark.anyio
 async def test_fallback_answers_when_primary_keeps_failing(clean_env, fake_llm: FakeLLM) -> None:
     with FakeLLM() as backup:
-        settings = make_settings(clean_env, fake_llm, SPEEDRUN_MAX_RETRIES=1,
-                                 SPEEDRUN_GENERATOR_FALLBACK="openai-compatible:fake-model",
-                                 SPEEDRUN_OPENAI_COMPATIBLE_URL=backup.base_url)
+        settings = make_settings(
+            clean_env,
+            fake_llm,
+            SPEEDRUN_MAX_RETRIES=1,
+            SPEEDRUN_GENERATOR_FALLBACK="openai-compatible:fake-model",
+            SPEEDRUN_OPENAI_COMPATIBLE_URL=backup.base_url,
+        )
         fake_llm.default = Reply(status=500, headers=FAST_RETRY)
         backup.script("from the fallback")
 
@@ -294,8 +304,9 @@ async def test_tokens_per_minute_charge_is_max_tokens_up_front_then_settled(clea
     await _warm_up(clean_env, fake_llm)
     settings = make_settings(clean_env, fake_llm, SPEEDRUN_LIMITS__CEREBRAS__TPM=10_000)
     clean_env.setattr(llm, "WINDOW_S", 5.0)
-    fake_llm.default = Reply(content="short", delay=0.4,
-                             usage={"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8})
+    fake_llm.default = Reply(
+        content="short", delay=0.4, usage={"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    )
 
     async with anyio.create_task_group() as tg:
         for _ in range(3):  # 3 x (prompt + 4000) do not fit in 10,000 tokens at once; 2 do
@@ -311,8 +322,13 @@ async def test_tokens_per_minute_charge_is_max_tokens_up_front_then_settled(clea
 @pytest.mark.parametrize("streamed", [False, True])
 async def test_exhausted_ratelimit_headers_pause_the_next_call(clean_env, fake_llm: FakeLLM, streamed: bool) -> None:
     settings = make_settings(clean_env, fake_llm)
-    fake_llm.script(Reply(content="first", headers={"x-ratelimit-remaining-tokens-minute": "0",
-                                                    "x-ratelimit-reset-tokens-minute": "0.5"}), "second")
+    fake_llm.script(
+        Reply(
+            content="first",
+            headers={"x-ratelimit-remaining-tokens-minute": "0", "x-ratelimit-reset-tokens-minute": "0.5"},
+        ),
+        "second",
+    )
 
     async def sink(piece: str) -> None:
         pass
@@ -589,8 +605,12 @@ async def test_strict_schema_closes_every_object_including_defs(clean_env, fake_
 
 @pytest.mark.anyio
 async def test_openai_compatible_gets_json_mode_with_the_schema_in_the_prompt(clean_env, fake_llm: FakeLLM) -> None:
-    settings = make_settings(clean_env, fake_llm, SPEEDRUN_JUDGE="openai-compatible:fake-model",
-                             SPEEDRUN_OPENAI_COMPATIBLE_URL=fake_llm.base_url)
+    settings = make_settings(
+        clean_env,
+        fake_llm,
+        SPEEDRUN_JUDGE="openai-compatible:fake-model",
+        SPEEDRUN_OPENAI_COMPATIBLE_URL=fake_llm.base_url,
+    )
     fake_llm.script('{"winner": "runner-1", "score": 2}')
 
     answer, _ = await structured(settings, "judge", Verdict, [("user", "pick one")])

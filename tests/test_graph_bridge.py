@@ -15,8 +15,10 @@ from speedrun.graphs.turbo import graph
 from tests.fake_llm import Reply
 from tests.helpers import PYTEST, TEST_CALC, file_blocks
 
-CONTRACT = ("DATA CONTRACT:\nints\n\nAPI CONTRACT:\nadd(a, b) -> int in calc.py\n\nALGORITHM:\nsum\n\n"
-            "RULES:\nWrite calc.py and test_calc.py (pytest).\n")
+CONTRACT = (
+    "DATA CONTRACT:\nints\n\nAPI CONTRACT:\nadd(a, b) -> int in calc.py\n\nALGORITHM:\nsum\n\n"
+    "RULES:\nWrite calc.py and test_calc.py (pytest).\n"
+)
 REPLY_DELAY = 1.5
 
 
@@ -27,8 +29,12 @@ async def _bridge_tasks() -> list[asyncio.Task]:
 def test_ctrl_c_during_sync_invoke_cancels_the_model_call(speedrun_env, fake_llm, tmp_path):
     # Ctrl-C is how a user cancels a blocking `graph.invoke`: SIGINT raises KeyboardInterrupt in the main thread.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    fake_llm.script(Reply(content=file_blocks({"calc.py": "def add(a, b):\n    return a + b\n",
-                                               "test_calc.py": TEST_CALC}), delay=REPLY_DELAY))
+    fake_llm.script(
+        Reply(
+            content=file_blocks({"calc.py": "def add(a, b):\n    return a + b\n", "test_calc.py": TEST_CALC}),
+            delay=REPLY_DELAY,
+        )
+    )
     out = tmp_path / "ws"
     main = threading.main_thread().ident
     assert main is not None and threading.get_ident() == main
@@ -45,8 +51,9 @@ def test_ctrl_c_during_sync_invoke_cancels_the_model_call(speedrun_env, fake_llm
     try:
         watcher.start()
         with pytest.raises(KeyboardInterrupt):
-            graph.invoke({"contract": CONTRACT, "output_dir": str(out), "test_command": PYTEST},
-                         context=RunContext(Settings()))
+            graph.invoke(
+                {"contract": CONTRACT, "output_dir": str(out), "test_command": PYTEST}, context=RunContext(Settings())
+            )
         returned_at = time.monotonic()
     finally:
         watcher.join(5)

@@ -15,15 +15,22 @@ import pytest
 from speedrun.config import RunContext, Settings
 from speedrun.errors import InputError, ProviderError, parse_input
 from speedrun.graphs.judge import graph
-from speedrun.scoring import FITNESS_ITEMS
-from speedrun.state.judging import JudgeInput
+from speedrun.judge.scoring import FITNESS_ITEMS
+from speedrun.state.judge import JudgeInput
 from tests.fake_llm import FakeLLM
 from tests.helpers import CONTRACT_TEXT, SHIPPED_TESTS, TEST_CALC, TOKEN_BUCKET_PY, Script, file_blocks, set_yes
 from tests.schema_answers import follow_schema, request_schema, request_text
 
 PYTEST = f"{sys.executable} -m pytest -q -p no:cacheprovider -p no:langsmith_plugin -p no:anyio"
-SECTIONS = ["## Gate Check", "## Feasibility Check", "## Scoring Worksheet", "## Speed-Run Metrics",
-            "## Judge Scorecard", "## Hard Gates", "## Winner Selection"]
+SECTIONS = [
+    "## Gate Check",
+    "## Feasibility Check",
+    "## Scoring Worksheet",
+    "## Speed-Run Metrics",
+    "## Judge Scorecard",
+    "## Hard Gates",
+    "## Winner Selection",
+]
 
 
 def _project(root: Path, body: str) -> Path:
@@ -35,8 +42,12 @@ def _project(root: Path, body: str) -> Path:
 
 @pytest.fixture
 def settings(fake_llm: FakeLLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for name, value in {"CEREBRAS_API_KEY": "sk-judge-secret", "CEREBRAS_URL": fake_llm.base_url,
-                        "CEREBRAS_MODEL": "fake-model", "SPEEDRUN_HOME": str(tmp_path / "home")}.items():
+    for name, value in {
+        "CEREBRAS_API_KEY": "sk-judge-secret",
+        "CEREBRAS_URL": fake_llm.base_url,
+        "CEREBRAS_MODEL": "fake-model",
+        "SPEEDRUN_HOME": str(tmp_path / "home"),
+    }.items():
         monkeypatch.setenv(name, value)
     return Settings()
 
@@ -45,17 +56,31 @@ def settings(fake_llm: FakeLLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def two_impls(tmp_path: Path) -> list[dict]:
     good = _project(tmp_path / "alpha-impl", "def add(first, second):\n    return first + second\n")
     bad = _project(tmp_path / "beta-impl", "def add(first, second):\n    return first - second  # STRONG? no\n")
-    return [{"name": "alpha-impl", "path": str(good), "test_command": PYTEST,
-             "metrics": {"llm_calls": 2, "fix_cycles": 1, "generation_ms": 900}},
-            {"name": "beta-impl", "path": str(bad), "test_command": PYTEST}]
+    return [
+        {
+            "name": "alpha-impl",
+            "path": str(good),
+            "test_command": PYTEST,
+            "metrics": {"llm_calls": 2, "fix_cycles": 1, "generation_ms": 900},
+        },
+        {"name": "beta-impl", "path": str(bad), "test_command": PYTEST},
+    ]
 
 
 @pytest.mark.anyio
 async def test_fitness_gap_picks_the_winner_and_the_worksheet_has_every_section(
-        fake_llm: FakeLLM, settings: Settings, two_impls: list[dict], tmp_path: Path) -> None:
+    fake_llm: FakeLLM, settings: Settings, two_impls: list[dict], tmp_path: Path
+) -> None:
     fake_llm.responder = Script(strong_marker="first + second", weak_fitness=5)
-    out = await graph.ainvoke({"implementations": two_impls, "design": "add two integers", "mode": "showdown",
-                               "worksheet_dir": str(tmp_path / "ws")}, context=RunContext(settings))
+    out = await graph.ainvoke(
+        {
+            "implementations": two_impls,
+            "design": "add two integers",
+            "mode": "showdown",
+            "worksheet_dir": str(tmp_path / "ws"),
+        },
+        context=RunContext(settings),
+    )
     result = out["result"]
     assert result.winner == "alpha-impl"
     assert result.decision.gate_applied == "fitness gap"
@@ -77,11 +102,19 @@ async def test_fitness_gap_picks_the_winner_and_the_worksheet_has_every_section(
 
 
 @pytest.mark.anyio
-async def test_prompts_are_blinded(fake_llm: FakeLLM, settings: Settings, two_impls: list[dict],
-                                   tmp_path: Path) -> None:
+async def test_prompts_are_blinded(
+    fake_llm: FakeLLM, settings: Settings, two_impls: list[dict], tmp_path: Path
+) -> None:
     fake_llm.responder = Script(strong_marker="first + second")
-    await graph.ainvoke({"implementations": two_impls, "design": "add two integers", "mode": "showdown",
-                         "worksheet_dir": str(tmp_path / "ws")}, context=RunContext(settings))
+    await graph.ainvoke(
+        {
+            "implementations": two_impls,
+            "design": "add two integers",
+            "mode": "showdown",
+            "worksheet_dir": str(tmp_path / "ws"),
+        },
+        context=RunContext(settings),
+    )
     bodies = [json.dumps(r.body) for r in fake_llm.chat_requests()]
     assert len(bodies) == 3
     for body in bodies:
@@ -92,12 +125,15 @@ async def test_prompts_are_blinded(fake_llm: FakeLLM, settings: Settings, two_im
 
 
 @pytest.mark.anyio
-async def test_a_tie_is_broken_by_fix_cycles(fake_llm: FakeLLM, settings: Settings, two_impls: list[dict],
-                                             tmp_path: Path) -> None:
+async def test_a_tie_is_broken_by_fix_cycles(
+    fake_llm: FakeLLM, settings: Settings, two_impls: list[dict], tmp_path: Path
+) -> None:
     # Same answers for both; beta's tests fail but the judge is only asked checklists, so totals tie.
     fake_llm.responder = Script(strong_marker="no such text", weak_fitness=8)
-    out = await graph.ainvoke({"implementations": two_impls, "design": "add", "mode": "any_percent",
-                               "worksheet_dir": str(tmp_path / "ws")}, context=RunContext(settings))
+    out = await graph.ainvoke(
+        {"implementations": two_impls, "design": "add", "mode": "any_percent", "worksheet_dir": str(tmp_path / "ws")},
+        context=RunContext(settings),
+    )
     result = out["result"]
     assert result.winner == "beta-impl"  # 0 fix cycles beats alpha's 1
     assert result.decision.gate_applied == "tiebreak: fix cycles"
@@ -106,7 +142,8 @@ async def test_a_tie_is_broken_by_fix_cycles(fake_llm: FakeLLM, settings: Settin
 
 @pytest.mark.anyio
 async def test_malformed_answer_is_retried_once_then_a_clear_error(
-        fake_llm: FakeLLM, settings: Settings, two_impls: list[dict], tmp_path: Path) -> None:
+    fake_llm: FakeLLM, settings: Settings, two_impls: list[dict], tmp_path: Path
+) -> None:
     calls = {"judge": 0}
 
     def responder(body: dict) -> str:
@@ -118,15 +155,18 @@ async def test_malformed_answer_is_retried_once_then_a_clear_error(
 
     fake_llm.responder = responder
     with pytest.raises(ProviderError, match="malformed Verdict twice"):
-        await graph.ainvoke({"implementations": two_impls, "design": "add", "mode": "showdown",
-                             "worksheet_dir": str(tmp_path / "ws")}, context=RunContext(settings))
+        await graph.ainvoke(
+            {"implementations": two_impls, "design": "add", "mode": "showdown", "worksheet_dir": str(tmp_path / "ws")},
+            context=RunContext(settings),
+        )
     assert calls["judge"] == 2
     assert not (tmp_path / "ws").exists(), "no worksheet may be written from made-up scores"
 
 
 @pytest.mark.anyio
 async def test_wrong_labels_count_as_malformed_and_the_retry_can_fix_them(
-        fake_llm: FakeLLM, settings: Settings, two_impls: list[dict], tmp_path: Path) -> None:
+    fake_llm: FakeLLM, settings: Settings, two_impls: list[dict], tmp_path: Path
+) -> None:
     answers = iter(["wrong", "right"])
     script = Script(strong_marker="first + second")
 
@@ -138,8 +178,15 @@ async def test_wrong_labels_count_as_malformed_and_the_retry_can_fix_them(
         return json.dumps({"Z": right["A"]})  # a label that was never shown
 
     fake_llm.responder = responder
-    out = await graph.ainvoke({"implementations": two_impls, "design": "add two integers", "mode": "showdown",
-                               "worksheet_dir": str(tmp_path / "ws")}, context=RunContext(settings))
+    out = await graph.ainvoke(
+        {
+            "implementations": two_impls,
+            "design": "add two integers",
+            "mode": "showdown",
+            "worksheet_dir": str(tmp_path / "ws"),
+        },
+        context=RunContext(settings),
+    )
     assert out["result"].winner == "alpha-impl"
     retry_prompt = request_text(fake_llm.chat_requests()[-1].body)
     assert "That answer was not valid" in retry_prompt and re.search(r"\bA\b.*required", retry_prompt)
@@ -149,11 +196,34 @@ def test_cli_judge_on_two_directories(fake_llm: FakeLLM, two_impls: list[dict], 
     fake_llm.responder = Script(strong_marker="first + second")
     design = tmp_path / "design.md"
     design.write_text("add two integers")
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "CEREBRAS_API_KEY": "sk-judge-secret",
-           "CEREBRAS_URL": fake_llm.base_url, "CEREBRAS_MODEL": "fake-model", "SPEEDRUN_HOME": str(tmp_path / "h")}
-    proc = subprocess.run([sys.executable, "-m", "speedrun", "judge", two_impls[0]["path"], two_impls[1]["path"],
-                           "--design", str(design), "--test-cmd", PYTEST, "--out", str(tmp_path / "out")],
-                          env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "CEREBRAS_API_KEY": "sk-judge-secret",
+        "CEREBRAS_URL": fake_llm.base_url,
+        "CEREBRAS_MODEL": "fake-model",
+        "SPEEDRUN_HOME": str(tmp_path / "h"),
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "speedrun",
+            "judge",
+            two_impls[0]["path"],
+            two_impls[1]["path"],
+            "--design",
+            str(design),
+            "--test-cmd",
+            PYTEST,
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"^alpha-impl\s+5\s", proc.stdout, re.M), proc.stdout
     assert "winner: alpha-impl" in proc.stdout
@@ -162,26 +232,36 @@ def test_cli_judge_on_two_directories(fake_llm: FakeLLM, two_impls: list[dict], 
 
 
 @pytest.mark.anyio
-async def test_judge_tool_over_mcp_takes_metrics_from_the_turbo_runs(speedrun_env, fake_llm: FakeLLM,
-                                                                     tmp_path: Path) -> None:
+async def test_judge_tool_over_mcp_takes_metrics_from_the_turbo_runs(
+    speedrun_env, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
     import anyio
     from mcp import ClientSession, StdioServerParameters, stdio_client
 
-    params = StdioServerParameters(command=sys.executable, args=["-m", "speedrun", "mcp"], env=speedrun_env,
-                                   cwd=str(tmp_path))
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "speedrun", "mcp"], env=speedrun_env, cwd=str(tmp_path)
+    )
     with anyio.fail_after(90):
         async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
             await session.initialize()
-            for name, body in (("alpha", "def add(first, second):\n    return first + second\n"),
-                               ("beta", "def add(first, second):\n    return sum((first, second))\n")):
+            for name, body in (
+                ("alpha", "def add(first, second):\n    return first + second\n"),
+                ("beta", "def add(first, second):\n    return sum((first, second))\n"),
+            ):
                 fake_llm.script(file_blocks({"calc.py": body, "test_calc.py": TEST_CALC}))
-                done = await session.call_tool("turbo", {"output_dir": name, "contract": CONTRACT_TEXT,
-                                                         "test_command": PYTEST, "wait_seconds": 60})
+                done = await session.call_tool(
+                    "turbo", {"output_dir": name, "contract": CONTRACT_TEXT, "test_command": PYTEST, "wait_seconds": 60}
+                )
                 assert done.structured_content["status"] == "passed", done.content
             fake_llm.responder = Script(strong_marker="first + second")
-            result = await session.call_tool("judge", {
-                "implementations": [{"path": "alpha"}, {"path": "beta"}], "design": "add two integers",
-                "wait_seconds": 60})
+            result = await session.call_tool(
+                "judge",
+                {
+                    "implementations": [{"path": "alpha"}, {"path": "beta"}],
+                    "design": "add two integers",
+                    "wait_seconds": 60,
+                },
+            )
     assert not result.is_error, result.content
     status = result.structured_content
     assert status["status"] == "done"
@@ -201,12 +281,15 @@ async def test_judge_tool_over_mcp_takes_metrics_from_the_turbo_runs(speedrun_en
 
 @pytest.mark.anyio
 async def test_an_answer_that_just_follows_the_schema_is_accepted_the_first_time(
-        fake_llm: FakeLLM, settings: Settings, two_impls: list[dict], tmp_path: Path) -> None:
+    fake_llm: FakeLLM, settings: Settings, two_impls: list[dict], tmp_path: Path
+) -> None:
     """A schema-constrained decoder answers what the schema allows and nothing more (here: the least it allows).
     Every such answer must be usable: no label, item count or bound may be checked only after the fact."""
     fake_llm.responder = lambda body: json.dumps(follow_schema(request_schema(body)))
-    out = await graph.ainvoke({"implementations": two_impls, "design": "add two integers",
-                               "worksheet_dir": str(tmp_path / "ws")}, context=RunContext(settings))
+    out = await graph.ainvoke(
+        {"implementations": two_impls, "design": "add two integers", "worksheet_dir": str(tmp_path / "ws")},
+        context=RunContext(settings),
+    )
     assert len(fake_llm.chat_requests()) == 3  # 2 reviews + 1 judge call, no retry
     verdict_schema = request_schema(fake_llm.chat_requests()[-1].body)
     assert sorted(verdict_schema["required"]) == ["A", "B"]  # the labels shown, as required properties
@@ -220,19 +303,28 @@ async def test_an_answer_that_just_follows_the_schema_is_accepted_the_first_time
 
 
 @pytest.mark.anyio
-async def test_the_shipped_example_tests_eliminate_nobody(fake_llm: FakeLLM, settings: Settings,
-                                                          tmp_path: Path) -> None:
+async def test_the_shipped_example_tests_eliminate_nobody(
+    fake_llm: FakeLLM, settings: Settings, tmp_path: Path
+) -> None:
     impls = []
-    for name, body in (("bucket-one", TOKEN_BUCKET_PY),
-                       ("bucket-two", TOKEN_BUCKET_PY.replace("self._last", "self._refilled_at"))):
+    for name, body in (
+        ("bucket-one", TOKEN_BUCKET_PY),
+        ("bucket-two", TOKEN_BUCKET_PY.replace("self._last", "self._refilled_at")),
+    ):
         root = tmp_path / name
         (root / "tests").mkdir(parents=True)
         (root / "token_bucket.py").write_text(body)
         shutil.copy(SHIPPED_TESTS, root / "tests" / "test_token_bucket.py")
         impls.append({"name": name, "path": str(root)})
     fake_llm.responder = Script(strong_marker="no such text", weak_fitness=8)
-    out = await graph.ainvoke({"implementations": impls, "design": (SHIPPED_TESTS.parents[1] / "contract.md")
-                               .read_text(), "worksheet_dir": str(tmp_path / "ws")}, context=RunContext(settings))
+    out = await graph.ainvoke(
+        {
+            "implementations": impls,
+            "design": (SHIPPED_TESTS.parents[1] / "contract.md").read_text(),
+            "worksheet_dir": str(tmp_path / "ws"),
+        },
+        context=RunContext(settings),
+    )
     result = out["result"]
     assert result.winner in ("bucket-one", "bucket-two")
     for card in result.scorecards:
@@ -255,23 +347,36 @@ def dirs(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize(("impls", "design", "says"), [
-    ([{"path": "{d}/one/alpha"}, {"path": "{d}/two/alpha"}], "add",
-     "implementations 1 and 2 are both named 'alpha'"),
-    ([{"name": "x", "path": "{d}/one/alpha"}, {"name": "X", "path": "{d}/beta"}], "add",
-     "implementations 1 and 2 are both named 'X'"),
-    ([{"path": "{d}/one/alpha"}, {"path": "{d}/missing"}], "add", "implementation 'missing': path '{d}/missing' "
-                                                                  "does not exist"),
-    ([{"name": "notes", "path": "{d}/notes.txt"}], "add", "implementation 'notes': path '{d}/notes.txt' is a file"),
-    ([{"path": "{d}/beta"}], "  \n\t", "design is empty"),
-    ([{"path": "{d}/beta"}], "", "design is empty"),
-    ([], "add", "1 to 5 implementations and got 0"),
-    ([{"name": f"n{i}", "path": "{d}/beta"} for i in range(6)], "add", "1 to 5 implementations and got 6"),
-    ([{"name": "a", "path": "{d}/beta"}, {"name": "b", "path": "{d}/beta/"}], "add", "are the same directory"),
-    ([{"path": "  "}], "add", "implementation 1 has an empty path"),
-])
-def test_judge_input_refuses_bad_input_in_the_users_words(dirs: Path, impls: list[dict], design: str,
-                                                          says: str) -> None:
+@pytest.mark.parametrize(
+    ("impls", "design", "says"),
+    [
+        (
+            [{"path": "{d}/one/alpha"}, {"path": "{d}/two/alpha"}],
+            "add",
+            "implementations 1 and 2 are both named 'alpha'",
+        ),
+        (
+            [{"name": "x", "path": "{d}/one/alpha"}, {"name": "X", "path": "{d}/beta"}],
+            "add",
+            "implementations 1 and 2 are both named 'X'",
+        ),
+        (
+            [{"path": "{d}/one/alpha"}, {"path": "{d}/missing"}],
+            "add",
+            "implementation 'missing': path '{d}/missing' does not exist",
+        ),
+        ([{"name": "notes", "path": "{d}/notes.txt"}], "add", "implementation 'notes': path '{d}/notes.txt' is a file"),
+        ([{"path": "{d}/beta"}], "  \n\t", "design is empty"),
+        ([{"path": "{d}/beta"}], "", "design is empty"),
+        ([], "add", "1 to 5 implementations and got 0"),
+        ([{"name": f"n{i}", "path": "{d}/beta"} for i in range(6)], "add", "1 to 5 implementations and got 6"),
+        ([{"name": "a", "path": "{d}/beta"}, {"name": "b", "path": "{d}/beta/"}], "add", "are the same directory"),
+        ([{"path": "  "}], "add", "implementation 1 has an empty path"),
+    ],
+)
+def test_judge_input_refuses_bad_input_in_the_users_words(
+    dirs: Path, impls: list[dict], design: str, says: str
+) -> None:
     impls = [{k: v.replace("{d}", str(dirs)) for k, v in impl.items()} for impl in impls]
     with pytest.raises(InputError) as caught:
         parse_input(JudgeInput, {"implementations": impls, "design": design})
@@ -286,20 +391,23 @@ def test_judge_input_names_a_root_directory_after_its_path() -> None:
 
 
 @pytest.mark.anyio
-async def test_the_judge_tool_refuses_bad_input_before_any_run_or_model_call(speedrun_env, fake_llm: FakeLLM,
-                                                                             tmp_path: Path) -> None:
+async def test_the_judge_tool_refuses_bad_input_before_any_run_or_model_call(
+    speedrun_env, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
     import anyio
     from mcp import ClientSession, StdioServerParameters, stdio_client
 
     for rel in ("one/alpha", "two/alpha", "beta"):
         (tmp_path / rel).mkdir(parents=True)
     fake_llm.responder = Script(strong_marker="no such text")
-    params = StdioServerParameters(command=sys.executable, args=["-m", "speedrun", "mcp"], env=speedrun_env,
-                                   cwd=str(tmp_path))
-    calls = [({"implementations": [{"path": "one/alpha"}, {"path": "two/alpha"}], "design": "add"},
-              "both named 'alpha'"),
-             ({"implementations": [{"path": "beta"}, {"path": "gamma"}], "design": "add"}, "does not exist"),
-             ({"implementations": [{"path": "beta"}], "design": "   "}, "design is empty")]
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "speedrun", "mcp"], env=speedrun_env, cwd=str(tmp_path)
+    )
+    calls = [
+        ({"implementations": [{"path": "one/alpha"}, {"path": "two/alpha"}], "design": "add"}, "both named 'alpha'"),
+        ({"implementations": [{"path": "beta"}, {"path": "gamma"}], "design": "add"}, "does not exist"),
+        ({"implementations": [{"path": "beta"}], "design": "   "}, "design is empty"),
+    ]
     with anyio.fail_after(60):
         async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
             await session.initialize()
@@ -318,9 +426,9 @@ async def test_the_judge_tool_refuses_bad_input_before_any_run_or_model_call(spe
 
 
 @pytest.mark.anyio
-async def test_measuring_does_not_block_the_event_loop(fake_llm: FakeLLM, settings: Settings,
-                                                       two_impls: list[dict], tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_measuring_does_not_block_the_event_loop(
+    fake_llm: FakeLLM, settings: Settings, two_impls: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import asyncio
     import time
 
@@ -348,9 +456,13 @@ async def test_measuring_does_not_block_the_event_loop(fake_llm: FakeLLM, settin
 
     tick = asyncio.create_task(ticker())
     try:
-        outcome = await asyncio.gather(graph.ainvoke({"implementations": impls, "design": "add two integers",
-                                                      "worksheet_dir": str(tmp_path / "ws")},
-                                                     context=RunContext(settings)), return_exceptions=True)
+        outcome = await asyncio.gather(
+            graph.ainvoke(
+                {"implementations": impls, "design": "add two integers", "worksheet_dir": str(tmp_path / "ws")},
+                context=RunContext(settings),
+            ),
+            return_exceptions=True,
+        )
     finally:
         done.set()
         await tick
@@ -367,11 +479,22 @@ def test_cli_judge_of_the_file_system_root_fails_fast_naming_the_limit(fake_llm:
 
     design = tmp_path / "design.md"
     design.write_text("add two integers")
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "CEREBRAS_API_KEY": "sk-judge-secret",
-           "CEREBRAS_URL": fake_llm.base_url, "CEREBRAS_MODEL": "fake-model", "SPEEDRUN_HOME": str(tmp_path / "h")}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "CEREBRAS_API_KEY": "sk-judge-secret",
+        "CEREBRAS_URL": fake_llm.base_url,
+        "CEREBRAS_MODEL": "fake-model",
+        "SPEEDRUN_HOME": str(tmp_path / "h"),
+    }
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "speedrun", "judge", "/", "--design", str(design),
-                           "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "speedrun", "judge", "/", "--design", str(design), "--out", str(tmp_path / "out")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert time.monotonic() - started < 60
     assert proc.returncode != 0
     assert "/ is too large to judge" in proc.stderr and "(the limit)" in proc.stderr, proc.stderr
@@ -384,20 +507,36 @@ def test_cli_judge_of_the_file_system_root_fails_fast_naming_the_limit(fake_llm:
 
 
 @pytest.mark.anyio
-async def test_the_result_is_compact_and_the_worksheet_keeps_every_word(fake_llm: FakeLLM, settings: Settings,
-                                                                       tmp_path: Path) -> None:
+async def test_the_result_is_compact_and_the_worksheet_keeps_every_word(
+    fake_llm: FakeLLM, settings: Settings, tmp_path: Path
+) -> None:
     impls = []
     for number in range(5):
         name = f"implementation-with-a-rather-long-descriptive-name-number-{number}"
-        body = "def add(first, second):\n    return first + second\n" if number == 0 else \
-            "def add(first, second):\n    return first - second\n"
+        body = (
+            "def add(first, second):\n    return first + second\n"
+            if number == 0
+            else "def add(first, second):\n    return first - second\n"
+        )
         impls.append({"name": name, "path": str(_project(tmp_path / name, body))})
 
     def responder(body: dict) -> str:
         text = request_text(body)
         if "fresh-eyes" in text:
-            return json.dumps({"findings": [{"severity": "major", "category": "logic", "file": "calc.py", "line": 2,
-                                             "message": "subtracts instead of adding; " * 20}] * 4})
+            return json.dumps(
+                {
+                    "findings": [
+                        {
+                            "severity": "major",
+                            "category": "logic",
+                            "file": "calc.py",
+                            "line": 2,
+                            "message": "subtracts instead of adding; " * 20,
+                        }
+                    ]
+                    * 4
+                }
+            )
         verdict = json.loads(Script(strong_marker="first + second")(body))
         for answers in verdict.values():  # everybody but the strong one scores 1 on fitness and robustness
             if sum(a["answer"] for a in answers["fitness"].values()) < 8:
@@ -408,8 +547,10 @@ async def test_the_result_is_compact_and_the_worksheet_keeps_every_word(fake_llm
         return json.dumps(verdict)
 
     fake_llm.responder = responder
-    out = await graph.ainvoke({"implementations": impls, "design": "add two integers",
-                               "worksheet_dir": str(tmp_path / "ws")}, context=RunContext(settings))
+    out = await graph.ainvoke(
+        {"implementations": impls, "design": "add two integers", "worksheet_dir": str(tmp_path / "ws")},
+        context=RunContext(settings),
+    )
     result = out["result"]
     assert result.winner == impls[0]["name"]
     size = len(result.model_dump_json())

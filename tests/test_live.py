@@ -32,9 +32,14 @@ async def test_turbo_implements_the_token_bucket_example(tmp_path: Path) -> None
     from speedrun.graphs.turbo import graph
 
     shutil.copytree(EXAMPLE / "tests", tmp_path / "tests")
-    out = await graph.ainvoke({"contract": (EXAMPLE / "contract.md").read_text(), "output_dir": str(tmp_path),
-                               "test_command": f"{sys.executable} -m pytest -q -p no:cacheprovider tests"},
-                              context=RunContext(Settings()))
+    out = await graph.ainvoke(
+        {
+            "contract": (EXAMPLE / "contract.md").read_text(),
+            "output_dir": str(tmp_path),
+            "test_command": f"{sys.executable} -m pytest -q -p no:cacheprovider tests",
+        },
+        context=RunContext(Settings()),
+    )
     result = out["result"]
     assert (tmp_path / "token_bucket.py").is_file()
     assert result.status == "passed", result.tests

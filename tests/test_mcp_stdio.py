@@ -52,8 +52,13 @@ async def test_tools_generate_and_check_status(tmp_path: Path, fake_llm: FakeLLM
         assert status["url"] == fake_llm.base_url and status["model"] == "fake-model"
         assert status["available_models"] == ["fake-model"]
 
-        fake_llm.script(Reply(content="the generated answer", reasoning="HIDDEN-REASONING",
-                              usage={"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16}))
+        fake_llm.script(
+            Reply(
+                content="the generated answer",
+                reasoning="HIDDEN-REASONING",
+                usage={"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16},
+            )
+        )
         result = await t.call("generate", {"prompt": "answer me", "system_prompt": "be terse", "max_tokens": 77})
         assert not result.is_error
         out = result.structured_content
@@ -118,8 +123,9 @@ async def test_generate_and_write_files(tmp_path: Path, fake_llm: FakeLLM) -> No
             progress.append((done, message))
 
         fake_llm.script(reply_for(APP_V1))
-        result = await t.call("generate_and_write_files", {"prompt": "greeter", "output_dir": "proj"},
-                              progress_callback=on_progress)
+        result = await t.call(
+            "generate_and_write_files", {"prompt": "greeter", "output_dir": "proj"}, progress_callback=on_progress
+        )
         out = result.structured_content
         assert not result.is_error
         assert out["status"] == "ok"
@@ -127,7 +133,9 @@ async def test_generate_and_write_files(tmp_path: Path, fake_llm: FakeLLM) -> No
         assert (root / "proj" / "src" / "app.py").read_text() == APP_V1
         assert (root / "proj" / "tests" / "test_app.py").read_text() == TEST_FILE
         assert [(f["path"], f["filename"], f["lines"], f["action"]) for f in out["files_written"]] == [
-            ("src/app.py", "app.py", 2, "created"), ("tests/test_app.py", "test_app.py", 5, "created")]
+            ("src/app.py", "app.py", 2, "created"),
+            ("tests/test_app.py", "test_app.py", 5, "created"),
+        ]
         assert (out["total_files"], out["total_lines"], out["errors"]) == (2, 7, [])
         assert (out["model"], out["provider"]) == ("fake-model", "cerebras")
         assert isinstance(out["generation_time_ms"], int)
@@ -137,8 +145,9 @@ async def test_generate_and_write_files(tmp_path: Path, fake_llm: FakeLLM) -> No
 
         # Second pass: app.py changes (backed up), the test file is unchanged.
         fake_llm.script(reply_for(APP_V2))
-        out = (await t.call("generate_and_write_files",
-                            {"prompt": "greeter v2", "output_dir": str(root / "proj")})).structured_content
+        out = (
+            await t.call("generate_and_write_files", {"prompt": "greeter v2", "output_dir": str(root / "proj")})
+        ).structured_content
         app, test = out["files_written"]
         assert (app["action"], test["action"]) == ("modified", "unchanged")
         assert (root / "proj" / "src" / "app.py").read_text() == APP_V2
@@ -161,13 +170,20 @@ async def test_generate_and_write_files(tmp_path: Path, fake_llm: FakeLLM) -> No
         # Context files: shown to the model from inside the root, refused from outside it.
         (tmp_path / "secret.txt").write_text("OUTSIDE-SECRET\n")
         fake_llm.script('<FILE path="more.py">\nM = 1\n</FILE>\n')
-        out = (await t.call("generate_and_write_files", {"prompt": "x", "output_dir": "proj",
-                                                         "context_files": ["src/app.py"]})).structured_content
+        out = (
+            await t.call(
+                "generate_and_write_files", {"prompt": "x", "output_dir": "proj", "context_files": ["src/app.py"]}
+            )
+        ).structured_content
         assert "DISTINCTIVE_CODE_v2" in fake_llm.chat_requests()[-1].body["messages"][-1]["content"]
         assert out["status"] == "ok"
         n_requests = len(fake_llm.chat_requests())
-        text = error_text(await t.call("generate_and_write_files", {
-            "prompt": "x", "output_dir": "proj", "context_files": [str(tmp_path / "secret.txt")]}))
+        text = error_text(
+            await t.call(
+                "generate_and_write_files",
+                {"prompt": "x", "output_dir": "proj", "context_files": [str(tmp_path / "secret.txt")]},
+            )
+        )
         assert "outside the allowed roots" in text
         assert len(fake_llm.chat_requests()) == n_requests  # refused before any model call
 
@@ -189,13 +205,15 @@ async def test_client_roots_take_precedence_over_speedrun_roots(tmp_path: Path, 
         t = Transcript(session)
         # A relative output_dir resolves against the client's root; a missing context file shows where it looked
         # (and stops the call before any model request, which keeps this test cheap).
-        text = error_text(await t.call("generate_and_write_files",
-                                       {"prompt": "x", "output_dir": "app", "context_files": ["nope.py"]}))
+        text = error_text(
+            await t.call("generate_and_write_files", {"prompt": "x", "output_dir": "app", "context_files": ["nope.py"]})
+        )
         assert str(client_root / "app" / "nope.py") in text
 
         # SPEEDRUN_ROOTS is only the fallback: with client roots given, it is not an allowed root.
-        text = error_text(await t.call("generate_and_write_files",
-                                       {"prompt": "x", "output_dir": str(tmp_path / "root" / "app")}))
+        text = error_text(
+            await t.call("generate_and_write_files", {"prompt": "x", "output_dir": str(tmp_path / "root" / "app")})
+        )
         assert "outside the allowed roots" in text and str(client_root) in text
     assert fake_llm.chat_requests() == []
     assert_no_secret(tmp_path, t)
@@ -291,13 +309,28 @@ def test_answering_initialize_imports_no_model_graph_or_run_library(tmp_path: Pa
     out, script = tmp_path / "modules.json", tmp_path / "dumping_server.py"
     script.write_text(MODULE_DUMPING_SERVER.format(out=str(out)))
     (tmp_path / "root").mkdir()
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=server_env(tmp_path, fake_llm),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=open(tmp_path / "server-stderr.log", "wb"))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=server_env(tmp_path, fake_llm),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=open(tmp_path / "server-stderr.log", "wb"),
+    )
     try:
-        _send(proc, {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                     "params": {"protocolVersion": types.LATEST_PROTOCOL_VERSION, "capabilities": {},
-                                "clientInfo": {"name": "import-closure-test", "version": "0"}}})
+        _send(
+            proc,
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": types.LATEST_PROTOCOL_VERSION,
+                    "capabilities": {},
+                    "clientInfo": {"name": "import-closure-test", "version": "0"},
+                },
+            },
+        )
         reply = _read_reply(proc, 1, timeout=30)
         assert reply["result"]["serverInfo"]["name"] == "speed-run"
         # No `initialized` notification yet, so the deliberate background warm-up has not started either.

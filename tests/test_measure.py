@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import speedrun.measure
+import speedrun.judge.measure
 from speedrun.errors import InputError
-from speedrun.measure import MAX_FUNCTION_LINES, is_test_file, measure_tree, source_files
-from speedrun.scoring import SCORE_TABLES, readability_rate
+from speedrun.judge.measure import MAX_FUNCTION_LINES, is_test_file, measure_tree, source_files
+from speedrun.judge.scoring import SCORE_TABLES, readability_rate
 from speedrun.state.judge import Measurement, Violation
 from tests.helpers import SHIPPED_TESTS, TOKEN_BUCKET_PY
 
@@ -56,7 +56,7 @@ line two"""
 '''
 # code lines: import, class, def, text = (2 lines), return -> 6
 
-NESTING_PY = '''
+NESTING_PY = """
 def flat(items):
     for item in items:
         if item:
@@ -133,9 +133,9 @@ async def handler(stream):
                     if kind:
                         return kind
     return None
-'''
+"""
 
-NAMES_PY = '''
+NAMES_PY = """
 import math
 from typing import TypeVar
 
@@ -168,9 +168,9 @@ class P:
 
     def method(self, y):
         return y
-'''
+"""
 
-MAGIC_PY = '''
+MAGIC_PY = """
 RATE = 0.25
 LIMITS = {"low": 10, "high": 20}
 
@@ -188,22 +188,22 @@ def price(amount, tax=0.19):
     cold = -40
     flag = True
     return amount * 1.5 + first + neg + len(part) + cold + flag + tax
-'''
+"""
 
-TEST_PY = '''
+TEST_PY = """
 def test_value():
     v = 40
     assert v + 2 == 42
-'''
+"""
 
-BROKEN_PY = '''
+BROKEN_PY = """
 def oops(:
     # comment
     return 1
-'''
+"""
 # generic rule: "def oops(:" and "return 1" -> 2
 
-APP_JS = '''
+APP_JS = """
 // header comment
 /* block
  * comment
@@ -222,17 +222,17 @@ function load(path) {
   }
   return null;
 }
-'''
+"""
 # code: import + 12 function lines -> 13; deep_nesting at line 11 (the 4th control block)
 
-MAIN_C = '''
+MAIN_C = """
 #include <stdio.h>
 // comment
 int main(void)
 {
     return 0;
 }
-'''
+"""
 # #include is code in C -> 5
 
 
@@ -275,9 +275,13 @@ def test_docstring_file_has_no_violations(tmp_path: Path) -> None:
 
 
 def test_long_function_boundary(tmp_path: Path) -> None:
-    source = (_long_python(MAX_FUNCTION_LINES - 1, "fits") + "\n\n"
-              + _long_python(MAX_FUNCTION_LINES, "too_long") + "\n\n"
-              + _long_python(MAX_FUNCTION_LINES + 10, "slow", is_async=True))
+    source = (
+        _long_python(MAX_FUNCTION_LINES - 1, "fits")
+        + "\n\n"
+        + _long_python(MAX_FUNCTION_LINES, "too_long")
+        + "\n\n"
+        + _long_python(MAX_FUNCTION_LINES + 10, "slow", is_async=True)
+    )
     measurement = _measure(tmp_path, {"long.py": source})
     fits_lines = MAX_FUNCTION_LINES  # def + body
     too_long_line = fits_lines + 3
@@ -286,8 +290,12 @@ def test_long_function_boundary(tmp_path: Path) -> None:
         ("long.py", too_long_line, "too_long spans 51 lines (limit 50)"),
         ("long.py", slow_line, "slow spans 61 lines (limit 50)"),
     ]
-    assert measurement.violation_counts() == {"long_function": 2, "deep_nesting": 0, "single_letter_name": 0,
-                                              "magic_number": 0}
+    assert measurement.violation_counts() == {
+        "long_function": 2,
+        "deep_nesting": 0,
+        "single_letter_name": 0,
+        "magic_number": 0,
+    }
 
 
 def test_deep_nesting(tmp_path: Path) -> None:
@@ -303,8 +311,10 @@ def test_deep_nesting(tmp_path: Path) -> None:
 
 def test_single_letter_names(tmp_path: Path) -> None:
     measurement = _measure(tmp_path, {"names.py": NAMES_PY})
-    found = [(line, detail.split("'")[1], detail.split(" in ")[-1])
-             for _, line, detail in _of(measurement, "single_letter_name")]
+    found = [
+        (line, detail.split("'")[1], detail.split(" in ")[-1])
+        for _, line, detail in _of(measurement, "single_letter_name")
+    ]
     assert found == [
         (5, "x", "module"),
         (7, "n", "module"),
@@ -320,8 +330,12 @@ def test_single_letter_names(tmp_path: Path) -> None:
         (29, "z", "P"),
         (31, "y", "method"),
     ]
-    assert measurement.violation_counts() == {"long_function": 0, "deep_nesting": 0, "single_letter_name": 13,
-                                              "magic_number": 0}
+    assert measurement.violation_counts() == {
+        "long_function": 0,
+        "deep_nesting": 0,
+        "single_letter_name": 13,
+        "magic_number": 0,
+    }
 
 
 def test_magic_numbers(tmp_path: Path) -> None:
@@ -373,7 +387,7 @@ def test_brace_language_nesting_and_length(tmp_path: Path) -> None:
 
 
 def test_brace_language_else_if_and_multiline_signature(tmp_path: Path) -> None:
-    source = '''
+    source = """
     class Box {
       method(
         first,
@@ -390,13 +404,13 @@ def test_brace_language_else_if_and_multiline_signature(tmp_path: Path) -> None:
         }
       }
     }
-    '''
+    """
     measurement = _measure(tmp_path, {"box.ts": source})
     assert measurement.violations == []  # else-if stays at depth 1: deepest is 3
 
 
 def test_go_function_with_semicolon_loop(tmp_path: Path) -> None:
-    source = '''
+    source = """
     package main
 
     func (s *Server) Handle(w int) error {
@@ -412,7 +426,7 @@ def test_go_function_with_semicolon_loop(tmp_path: Path) -> None:
     \t}
     \treturn nil
     }
-    '''
+    """
     measurement = _measure(tmp_path, {"main.go": source})
     assert measurement.loc == 14
     assert measurement.violations == [
@@ -444,8 +458,12 @@ def test_whole_tree(tmp_path: Path) -> None:
     assert measurement.loc == 42
     assert measurement.files == 6
     assert measurement.languages == ["C", "JavaScript", "Python"]
-    assert measurement.violation_counts() == {"long_function": 0, "deep_nesting": 1, "single_letter_name": 0,
-                                              "magic_number": 5}
+    assert measurement.violation_counts() == {
+        "long_function": 0,
+        "deep_nesting": 1,
+        "single_letter_name": 0,
+        "magic_number": 5,
+    }
     assert [v.file for v in measurement.violations] == ["pkg/magic.py"] * 5 + ["web/app.js"]
     assert [(v.kind, v.file) for v in measurement.test_violations] == [("single_letter_name", "tests/test_pkg.py")]
     assert measurement.test_loc == 3
@@ -496,25 +514,48 @@ def test_the_shipped_example_tests_do_not_count_toward_readability(tmp_path: Pat
 
 
 def test_dependency_cache_and_build_directories_are_skipped(tmp_path: Path) -> None:
-    skipped = ["myenv/lib/python3.11/site-packages/dep.py", "node_modules/dep/index.js", ".tox/py311/lib/x.py",
-               ".mypy_cache/3.11/x.py", "build/lib/pkg/app.py", "dist/pkg/app.py", "pkg.egg-info/x.py",
-               "pkg/__pycache__/app.py", ".git/hooks/x.py", ".speedrun/backups/app.py", "venv/x.py"]
-    _write(tmp_path, {"pkg/app.py": "value = 1\n", "myenv/pyvenv.cfg": "home = /usr/bin\n",
-                      **{rel: "value = 1\n" for rel in skipped}})
+    skipped = [
+        "myenv/lib/python3.11/site-packages/dep.py",
+        "node_modules/dep/index.js",
+        ".tox/py311/lib/x.py",
+        ".mypy_cache/3.11/x.py",
+        "build/lib/pkg/app.py",
+        "dist/pkg/app.py",
+        "pkg.egg-info/x.py",
+        "pkg/__pycache__/app.py",
+        ".git/hooks/x.py",
+        ".speedrun/backups/app.py",
+        "venv/x.py",
+    ]
+    _write(
+        tmp_path,
+        {
+            "pkg/app.py": "value = 1\n",
+            "myenv/pyvenv.cfg": "home = /usr/bin\n",
+            **{rel: "value = 1\n" for rel in skipped},
+        },
+    )
     assert [rel for _, rel in source_files(tmp_path)] == ["pkg/app.py"]
     assert measure_tree(tmp_path).files == 1
 
 
-@pytest.mark.parametrize(("limit", "value", "files", "says"), [
-    ("MAX_TREE_ENTRIES", 10, {f"data/{i}.txt": "x" for i in range(12)}, "more than 10 files and directories"),
-    ("MAX_SOURCE_FILES", 3, {f"src/m{i}.py": "value = 1\n" for i in range(4)}, "more than 3 source files"),
-    ("MAX_SOURCE_BYTES", 100, {"src/a.py": "value = 1\n" * 8, "src/b.py": "value = 1\n" * 8},
-     "more than 100 bytes of source code"),
-])
+@pytest.mark.parametrize(
+    ("limit", "value", "files", "says"),
+    [
+        ("MAX_TREE_ENTRIES", 10, {f"data/{i}.txt": "x" for i in range(12)}, "more than 10 files and directories"),
+        ("MAX_SOURCE_FILES", 3, {f"src/m{i}.py": "value = 1\n" for i in range(4)}, "more than 3 source files"),
+        (
+            "MAX_SOURCE_BYTES",
+            100,
+            {"src/a.py": "value = 1\n" * 8, "src/b.py": "value = 1\n" * 8},
+            "more than 100 bytes of source code",
+        ),
+    ],
+)
 def test_a_tree_over_a_limit_is_refused_naming_the_path_and_the_limit(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: str, value: int, files: dict[str, str],
-        says: str) -> None:
-    monkeypatch.setattr(speedrun.measure, limit, value)
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: str, value: int, files: dict[str, str], says: str
+) -> None:
+    monkeypatch.setattr(speedrun.judge.measure, limit, value)
     _write(tmp_path, files)
     with pytest.raises(InputError) as caught:
         measure_tree(tmp_path, name="alpha")

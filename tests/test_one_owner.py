@@ -42,15 +42,26 @@ def test_fixer_excerpts_name_the_files_the_budget_left_out(tmp_path: Path, monke
     from speedrun.state.records import TestFailure, TestReport, WrittenFile
     from speedrun.state.turbo import TurboState
 
-    files = {"calc.py": "def add(a, b):\n    return a - b\n", "big.py": "".join(f"x_{i} = {i}\n" for i in range(150)),
-             "util.py": "def unit():\n    return 1\n"}
+    files = {
+        "calc.py": "def add(a, b):\n    return a - b\n",
+        "big.py": "".join(f"x_{i} = {i}\n" for i in range(150)),
+        "util.py": "def unit():\n    return 1\n",
+    }
     for rel, text in files.items():
         (tmp_path / rel).write_text(text)
-    report = TestReport(command="pytest -q", exit_code=1, failed=1, failures=[
-        TestFailure(name="test_calc.py::test_add", message="assert -1 == 5", file="calc.py", line=2)])
-    state = TurboState(contract="add", output_dir=str(tmp_path), test_command="pytest -q", tests=report,
-                       files=[WrittenFile(path=p, filename=p, lines=t.count("\n"), action="created")
-                              for p, t in files.items()])
+    report = TestReport(
+        command="pytest -q",
+        exit_code=1,
+        failed=1,
+        failures=[TestFailure(name="test_calc.py::test_add", message="assert -1 == 5", file="calc.py", line=2)],
+    )
+    state = TurboState(
+        contract="add",
+        output_dir=str(tmp_path),
+        test_command="pytest -q",
+        tests=report,
+        files=[WrittenFile(path=p, filename=p, lines=t.count("\n"), action="created") for p, t in files.items()],
+    )
     monkeypatch.setattr(surgical_fix, "EXCERPT_BUDGET", 400)
     text = surgical_fix._excerpts(tmp_path, state)
     assert text.startswith("--- calc.py\n   1| def add(a, b):\n   2|     return a - b\n")
@@ -59,7 +70,7 @@ def test_fixer_excerpts_name_the_files_the_budget_left_out(tmp_path: Path, monke
 
 
 def test_judge_sources_number_lines_like_the_fixer(tmp_path: Path) -> None:
-    from speedrun.judging import read_sources
+    from speedrun.judge.panel import read_sources
 
     (tmp_path / "calc.py").write_text("def add(a, b):\n\n    return a + b\n")
     assert read_sources(tmp_path, 10_000) == "--- calc.py\n   1| def add(a, b):\n   2|\n   3|     return a + b\n"

@@ -13,8 +13,17 @@ from tests.fake_llm import FakeLLM, Reply
 from tests.helpers import CONTRACT_TEXT, FIXED_CALC, PYTEST, TEST_CALC, file_blocks, mcp_session, server_env
 from tests.schema_answers import follow_schema, request_schema
 
-TOOLS = {"generate", "generate_and_write_files", "check_status", "turbo", "judge", "run_status", "resume_run",
-         "cancel_run", "list_runs"}
+TOOLS = {
+    "generate",
+    "generate_and_write_files",
+    "check_status",
+    "turbo",
+    "judge",
+    "run_status",
+    "resume_run",
+    "cancel_run",
+    "list_runs",
+}
 
 
 @pytest.mark.anyio
@@ -62,8 +71,11 @@ async def test_every_tool_result_follows_its_declared_output_schema(fake_llm: Fa
                 (root / name / "calc.py").write_text(FIXED_CALC)
                 (root / name / "test_calc.py").write_text(TEST_CALC)
             fake_llm.responder = lambda body: json.dumps(follow_schema(request_schema(body)))
-            verdict = await call("judge", design="add two integers", wait_seconds=60,
-                                 implementations=[{"name": n, "path": n, "test_command": PYTEST}
-                                                  for n in ("alpha", "beta")])
+            verdict = await call(
+                "judge",
+                design="add two integers",
+                wait_seconds=60,
+                implementations=[{"name": n, "path": n, "test_command": PYTEST} for n in ("alpha", "beta")],
+            )
             assert {c["name"] for c in verdict["result"]["scorecards"]} == {"alpha", "beta"}
     assert seen == TOOLS

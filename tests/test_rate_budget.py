@@ -53,11 +53,18 @@ async def test_36_calls_run_at_the_rate_the_provider_headers_allow(clean_env, fa
     def provider(body: dict) -> Reply:
         nonlocal served
         served += 1
-        return Reply(content="ok", usage=SMALL, headers={
-            "x-ratelimit-limit-requests-minute": "1000", "x-ratelimit-remaining-requests-minute": str(1000 - served),
-            "x-ratelimit-reset-requests-minute": "59.5",
-            "x-ratelimit-limit-tokens-minute": "1000000", "x-ratelimit-remaining-tokens-minute": "999000",
-            "x-ratelimit-reset-tokens-minute": "59.5"})
+        return Reply(
+            content="ok",
+            usage=SMALL,
+            headers={
+                "x-ratelimit-limit-requests-minute": "1000",
+                "x-ratelimit-remaining-requests-minute": str(1000 - served),
+                "x-ratelimit-reset-requests-minute": "59.5",
+                "x-ratelimit-limit-tokens-minute": "1000000",
+                "x-ratelimit-remaining-tokens-minute": "999000",
+                "x-ratelimit-reset-tokens-minute": "59.5",
+            },
+        )
 
     fake_llm.responder = provider
     started = time.monotonic()
@@ -71,8 +78,11 @@ async def test_36_calls_run_at_the_rate_the_provider_headers_allow(clean_env, fa
 @pytest.mark.anyio
 async def test_header_token_limit_replaces_the_local_guess(clean_env, fake_llm: FakeLLM) -> None:
     settings = make_settings(clean_env, fake_llm, SPEEDRUN_LIMITS__CEREBRAS__TPM=10_000)
-    roomy = {"x-ratelimit-limit-tokens-minute": "1000000", "x-ratelimit-remaining-tokens-minute": "990000",
-             "x-ratelimit-reset-tokens-minute": "30"}
+    roomy = {
+        "x-ratelimit-limit-tokens-minute": "1000000",
+        "x-ratelimit-remaining-tokens-minute": "990000",
+        "x-ratelimit-reset-tokens-minute": "30",
+    }
     fake_llm.default = Reply(content="ok", delay=0.4, usage=SMALL, headers=roomy)
     await complete(settings, "generator", USER)
 
@@ -86,9 +96,16 @@ async def test_header_token_limit_replaces_the_local_guess(clean_env, fake_llm: 
 @pytest.mark.anyio
 async def test_spent_daily_requests_fail_at_once_naming_the_provider_limit(clean_env, fake_llm: FakeLLM) -> None:
     settings = make_settings(clean_env, fake_llm, GENERATION_TIMEOUT=5000)
-    fake_llm.script(Reply(content="last one today", headers={
-        "x-ratelimit-limit-requests-day": "14400", "x-ratelimit-remaining-requests-day": "0",
-        "x-ratelimit-reset-requests-day": "3600"}))
+    fake_llm.script(
+        Reply(
+            content="last one today",
+            headers={
+                "x-ratelimit-limit-requests-day": "14400",
+                "x-ratelimit-remaining-requests-day": "0",
+                "x-ratelimit-reset-requests-day": "3600",
+            },
+        )
+    )
     await complete(settings, "generator", USER)
 
     started = time.monotonic()
@@ -105,9 +122,16 @@ async def test_spent_daily_requests_fail_at_once_naming_the_provider_limit(clean
 @pytest.mark.anyio
 async def test_openai_style_reset_durations_are_understood(clean_env, fake_llm: FakeLLM) -> None:
     settings = make_settings(clean_env, fake_llm, GENERATION_TIMEOUT=5000)
-    fake_llm.script(Reply(content="ok", headers={"x-ratelimit-limit-requests": "500",
-                                                 "x-ratelimit-remaining-requests": "0",
-                                                 "x-ratelimit-reset-requests": "6m0s"}))
+    fake_llm.script(
+        Reply(
+            content="ok",
+            headers={
+                "x-ratelimit-limit-requests": "500",
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": "6m0s",
+            },
+        )
+    )
     await complete(settings, "generator", USER)
     with anyio.fail_after(10), pytest.raises(ProviderError, match="360 s"):
         await complete(settings, "generator", USER)
@@ -157,9 +181,17 @@ async def test_max_tokens_beyond_the_model_limit_is_capped_and_charged_capped(cl
 @pytest.mark.anyio
 async def test_long_wait_is_announced_with_provider_limit_and_seconds(clean_env, fake_llm: FakeLLM, caplog) -> None:
     settings = make_settings(clean_env, fake_llm)
-    fake_llm.script(Reply(content="first", headers={"x-ratelimit-limit-tokens-minute": "60000",
-                                                    "x-ratelimit-remaining-tokens-minute": "0",
-                                                    "x-ratelimit-reset-tokens-minute": "6.5"}), "second")
+    fake_llm.script(
+        Reply(
+            content="first",
+            headers={
+                "x-ratelimit-limit-tokens-minute": "60000",
+                "x-ratelimit-remaining-tokens-minute": "0",
+                "x-ratelimit-reset-tokens-minute": "6.5",
+            },
+        ),
+        "second",
+    )
     await complete(settings, "generator", USER)
     heard: list[tuple[float, str]] = []
 
@@ -186,15 +218,26 @@ async def test_long_wait_is_announced_with_provider_limit_and_seconds(clean_env,
 async def test_tasks_inherit_the_wait_reporter_and_short_waits_stay_quiet(clean_env, fake_llm: FakeLLM) -> None:
     settings = make_settings(clean_env, fake_llm)
     heard: list[str] = []
-    fake_llm.script(Reply(content="a", headers={"x-ratelimit-remaining-requests-minute": "0",
-                                                "x-ratelimit-reset-requests-minute": "1"}), "b")
+    fake_llm.script(
+        Reply(
+            content="a",
+            headers={"x-ratelimit-remaining-requests-minute": "0", "x-ratelimit-reset-requests-minute": "1"},
+        ),
+        "b",
+    )
     with report_waits(heard.append):  # a plain function works too
         await complete(settings, "generator", USER)
         await complete(settings, "generator", USER)  # waits ~1 s: not worth a word
     assert heard == []
 
-    fake_llm.script(Reply(content="a", headers={"x-ratelimit-remaining-requests-minute": "0",
-                                                "x-ratelimit-reset-requests-minute": "2.6"}), "b", "c")
+    fake_llm.script(
+        Reply(
+            content="a",
+            headers={"x-ratelimit-remaining-requests-minute": "0", "x-ratelimit-reset-requests-minute": "2.6"},
+        ),
+        "b",
+        "c",
+    )
     await complete(settings, "generator", USER)
     with report_waits(heard.append):
         await asyncio.gather(complete(settings, "generator", USER), complete(settings, "generator", USER))
@@ -217,8 +260,9 @@ async def test_budget_wait_longer_than_generation_timeout_fails_at_once(clean_en
     assert len(fake_llm.chat_requests()) == 1
 
 
-def test_one_budget_is_shared_by_runs_on_different_event_loops(clean_env, fake_llm: FakeLLM,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_budget_is_shared_by_runs_on_different_event_loops(
+    clean_env, fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The sync bridge runs each graph on its own loop (in its own thread); they still share the provider's budget.
     settings = make_settings(clean_env, fake_llm, SPEEDRUN_LIMITS__CEREBRAS__RPM=1)
     monkeypatch.setattr(llm, "WINDOW_S", 1.5)

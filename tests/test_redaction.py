@@ -37,39 +37,58 @@ from tests.helpers import (
 )
 
 BWRAP_OK, BWRAP_WHY = _bwrap_works()
-MODES = ["none", pytest.param("bwrap", marks=pytest.mark.skipif(not BWRAP_OK,
-                                                                reason=f"bwrap unavailable: {BWRAP_WHY}"))]
+MODES = [
+    "none",
+    pytest.param("bwrap", marks=pytest.mark.skipif(not BWRAP_OK, reason=f"bwrap unavailable: {BWRAP_WHY}")),
+]
 ENV_KEY = "sk-test-not-a-real-key"  # CEREBRAS_API_KEY of the speedrun_env fixture
 
 
 def echo_authorization(fake: FakeLLM, template: str = "{}", **reply: object):
     """A responder that puts the Authorization header it received into its answer, like a misbehaving proxy."""
+
     def respond(body: dict) -> Reply:
         received = fake.chat_requests()[-1].headers.get("authorization", "")  # recorded before the reply is made
         return Reply(content=template.format(received), **reply)
+
     return respond
 
 
 # --- credentials in URLs ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("text", "shown"), [
-    ("https://user:pass@host/v1", "https://user:***@host/v1"),
-    ("postgres://app:s3cr3t@db.internal:5432/prod?sslmode=require",
-     "postgres://app:***@db.internal:5432/prod?sslmode=require"),
-    ("redis://:hunter2@cache:6379/0", "redis://:***@cache:6379/0"),  # a password without a user name
-    ("https://x-access-token:ghs_16C7e42F292c6912E7710c838347Ae178B4a@github.com/o/r.git",
-     "https://x-access-token:***@github.com/o/r.git"),
-    ("https://__token__:pypi-AgEIcHlwaS5vcmc@upload.pypi.org/legacy/", "https://__token__:***@upload.pypi.org/legacy/"),
-    ("https://u:p@ss@host/v1", "https://u:***@host/v1"),  # an unencoded @ in the password: the last @ ends it
-    ("Could not reach 'http://a:b%40c@127.0.0.1:1/v1': ConnectError",
-     "Could not reach 'http://a:***@127.0.0.1:1/v1': ConnectError"),
-    ("two: amqp://guest:guest@mq:5672/ and http://me:pw@proxy:3128",
-     "two: amqp://guest:***@mq:5672/ and http://me:***@proxy:3128"),
-    # Left as they are: no password in them.
-    ("http://localhost:8080/v1", "http://localhost:8080/v1"),
-    ("ssh://git@github.com/o/r.git", "ssh://git@github.com/o/r.git"),
-    ("mailto:someone@example.com; ratio 3:4@home", "mailto:someone@example.com; ratio 3:4@home"),
-])
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("https://user:pass@host/v1", "https://user:***@host/v1"),
+        (
+            "postgres://app:s3cr3t@db.internal:5432/prod?sslmode=require",
+            "postgres://app:***@db.internal:5432/prod?sslmode=require",
+        ),
+        ("redis://:hunter2@cache:6379/0", "redis://:***@cache:6379/0"),  # a password without a user name
+        (
+            "https://x-access-token:ghs_16C7e42F292c6912E7710c838347Ae178B4a@github.com/o/r.git",
+            "https://x-access-token:***@github.com/o/r.git",
+        ),
+        (
+            "https://__token__:pypi-AgEIcHlwaS5vcmc@upload.pypi.org/legacy/",
+            "https://__token__:***@upload.pypi.org/legacy/",
+        ),
+        ("https://u:p@ss@host/v1", "https://u:***@host/v1"),  # an unencoded @ in the password: the last @ ends it
+        (
+            "Could not reach 'http://a:b%40c@127.0.0.1:1/v1': ConnectError",
+            "Could not reach 'http://a:***@127.0.0.1:1/v1': ConnectError",
+        ),
+        (
+            "two: amqp://guest:guest@mq:5672/ and http://me:pw@proxy:3128",
+            "two: amqp://guest:***@mq:5672/ and http://me:***@proxy:3128",
+        ),
+        # Left as they are: no password in them.
+        ("http://localhost:8080/v1", "http://localhost:8080/v1"),
+        ("ssh://git@github.com/o/r.git", "ssh://git@github.com/o/r.git"),
+        ("mailto:someone@example.com; ratio 3:4@home", "mailto:someone@example.com; ratio 3:4@home"),
+    ],
+)
 def test_credentials_in_urls_are_masked(text: str, shown: str) -> None:
     assert mask_url_credentials(text) == shown
     assert Settings.model_construct(cerebras_url="https://api.cerebras.ai/v1").redact(text) == shown
@@ -80,8 +99,11 @@ def test_errors_never_show_the_password_of_a_url(tmp_path: Path, fake_llm: FakeL
     password = "pa55-word-in-url"
     host = fake_llm.base_url.split("://", 1)[1]
     fake_llm.script(Reply(status=401, error_message="bad key"))
-    env = {"CEREBRAS_API_KEY": "csk-redaction-key-0001", "CEREBRAS_MODEL": "fake-model",
-           "CEREBRAS_URL": f"http://proxyuser:{password}@{host}"}
+    env = {
+        "CEREBRAS_API_KEY": "csk-redaction-key-0001",
+        "CEREBRAS_MODEL": "fake-model",
+        "CEREBRAS_URL": f"http://proxyuser:{password}@{host}",
+    }
     rejected = run_cli(["generate", "write hello.py", "--out", "out"], tmp_path, **env)
     assert rejected.returncode != 0
     assert f"http://proxyuser:***@{host}" in rejected.stderr and "401" in rejected.stderr
@@ -98,12 +120,16 @@ def test_errors_never_show_the_password_of_a_url(tmp_path: Path, fake_llm: FakeL
 
 
 @pytest.mark.parametrize("models_status", [200, 401])
-def test_check_shows_the_endpoint_without_its_password(tmp_path: Path, fake_llm: FakeLLM,
-                                                       models_status: int) -> None:
+def test_check_shows_the_endpoint_without_its_password(tmp_path: Path, fake_llm: FakeLLM, models_status: int) -> None:
     host = fake_llm.base_url.split("://", 1)[1]
     fake_llm.models_status = models_status
-    proc = run_cli(["check"], tmp_path, CEREBRAS_API_KEY="csk-redaction-key-0001", CEREBRAS_MODEL="fake-model",
-                   CEREBRAS_URL=f"http://proxyuser:pa55-word-in-url@{host}")
+    proc = run_cli(
+        ["check"],
+        tmp_path,
+        CEREBRAS_API_KEY="csk-redaction-key-0001",
+        CEREBRAS_MODEL="fake-model",
+        CEREBRAS_URL=f"http://proxyuser:pa55-word-in-url@{host}",
+    )
     assert proc.returncode == (0 if models_status == 200 else 1), proc.stderr
     assert f"endpoint  http://proxyuser:***@{host}" in proc.stdout
     assert "pa55-word-in-url" not in proc.stdout + proc.stderr
@@ -111,8 +137,12 @@ def test_check_shows_the_endpoint_without_its_password(tmp_path: Path, fake_llm:
 
 # --- model replies --------------------------------------------------------------------------------------------
 
-@given(text=st.text(alphabet="abK-ey*\n", max_size=60), cuts=st.lists(st.integers(0, 80), max_size=8),
-       secrets=st.lists(st.sampled_from(["Key-abab-Key", "bKey-abab", "eeeeeeee"]), min_size=0, max_size=3))
+
+@given(
+    text=st.text(alphabet="abK-ey*\n", max_size=60),
+    cuts=st.lists(st.integers(0, 80), max_size=8),
+    secrets=st.lists(st.sampled_from(["Key-abab-Key", "bKey-abab", "eeeeeeee"]), min_size=0, max_size=3),
+)
 def test_stream_redactor_matches_redacting_the_whole_text(text: str, cuts: list[int], secrets: list[str]) -> None:
     """However a reply is cut into pieces, the pieces passed on add up to the whole reply redacted at once."""
     whole = text + "".join(secrets) + text
@@ -130,8 +160,9 @@ def test_stream_redactor_matches_redacting_the_whole_text(text: str, cuts: list[
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("chunk_size", [1, 3, 7, 50])
-async def test_gateway_never_passes_an_echoed_key_on(clean_env: pytest.MonkeyPatch, fake_llm: FakeLLM,
-                                                      chunk_size: int) -> None:
+async def test_gateway_never_passes_an_echoed_key_on(
+    clean_env: pytest.MonkeyPatch, fake_llm: FakeLLM, chunk_size: int
+) -> None:
     """Streamed (the key split over pieces), non-streamed and structured answers alike."""
     key = "csk-echoed-0123456789abcdef"
     clean_env.setenv("CEREBRAS_API_KEY", key)
@@ -176,7 +207,8 @@ async def test_echoed_key_reaches_neither_generate_nor_written_files(tmp_path: P
             assert out["response"] == "Your request carried `Bearer ***`."
 
             fake_llm.responder = echo_authorization(
-                fake_llm, '<FILE path="config.py">\nAUTH = "{}"\n</FILE>\n', chunk_size=4)
+                fake_llm, '<FILE path="config.py">\nAUTH = "{}"\n</FILE>\n', chunk_size=4
+            )
             written = await t.call("generate_and_write_files", {"prompt": "write config.py", "output_dir": "app"})
             assert not written.is_error, error_text(written) if written.is_error else ""
             assert written.structured_content["status"] == "ok"
@@ -188,7 +220,7 @@ async def test_echoed_key_reaches_neither_generate_nor_written_files(tmp_path: P
 
 # --- what tests print ---------------------------------------------------------------------------------------
 
-LEAKY_TEST = '''\
+LEAKY_TEST = """\
 from calc import add
 
 
@@ -196,26 +228,35 @@ def test_add():
     key = open("secret.txt").read().strip()  # a key the test got hold of
     print("KEY=" + key)
     assert add(2, 3) == 5, "leaked " + key
-'''
+"""
 BUGGY = "def add(a, b):\n    return a - b\n"
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("mode", MODES)
 async def test_a_key_printed_by_a_test_reaches_no_result_checkpoint_prompt_or_report(
-        speedrun_env: dict[str, str], fake_llm: FakeLLM, tmp_path: Path, mode: str) -> None:
+    speedrun_env: dict[str, str], fake_llm: FakeLLM, tmp_path: Path, mode: str
+) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "secret.txt").write_text(ENV_KEY + "\n")
-    fake_llm.script(file_blocks({"calc.py": BUGGY, "test_calc.py": LEAKY_TEST}),
-                    fix_reply(("calc.py", "def add(a, b):\n", "def add(a, b):\n    # not it\n")))
+    fake_llm.script(
+        file_blocks({"calc.py": BUGGY, "test_calc.py": LEAKY_TEST}),
+        fix_reply(("calc.py", "def add(a, b):\n", "def add(a, b):\n    # not it\n")),
+    )
     env = {**speedrun_env, "SPEEDRUN_SANDBOX": mode}
     with anyio.fail_after(90):
         async with stdio_client(server_params(env, tmp_path)) as (read, write), ClientSession(read, write) as s:
             await s.initialize()
             caller = Caller(s)
-            done = await caller.call("turbo", output_dir=str(ws), contract=CONTRACT_TEXT, test_command=PYTEST,
-                                     max_fix_cycles=1, wait_seconds=60)
+            done = await caller.call(
+                "turbo",
+                output_dir=str(ws),
+                contract=CONTRACT_TEXT,
+                test_command=PYTEST,
+                max_fix_cycles=1,
+                wait_seconds=60,
+            )
             status = await caller.call("run_status", run_id=done["run_id"])
     assert done["status"] == "failed", done
 
@@ -229,24 +270,28 @@ async def test_a_key_printed_by_a_test_reaches_no_result_checkpoint_prompt_or_re
     stored = b"".join(p.read_bytes() for p in home.glob("runs.sqlite*"))
     assert b"leaked ***" in stored  # the checkpoint holds the report, redacted
 
-    for place, text in [("tool results", "".join(caller.texts) + json.dumps(status)),
-                        ("progress", "\n".join(caller.progress)), ("fixer prompt", prompt),
-                        ("report.json", report), ("every request body", b"".join(r.raw_body for r in
-                                                                                 fake_llm.chat_requests()).decode())]:
+    for place, text in [
+        ("tool results", "".join(caller.texts) + json.dumps(status)),
+        ("progress", "\n".join(caller.progress)),
+        ("fixer prompt", prompt),
+        ("report.json", report),
+        ("every request body", b"".join(r.raw_body for r in fake_llm.chat_requests()).decode()),
+    ]:
         assert ENV_KEY not in text, place
     assert ENV_KEY.encode() not in stored
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("mode", MODES)
-async def test_judge_measurement_redacts_what_tests_print(speedrun_env: dict[str, str], tmp_path: Path,
-                                                          mode: str, clean_env: pytest.MonkeyPatch) -> None:
+async def test_judge_measurement_redacts_what_tests_print(
+    speedrun_env: dict[str, str], tmp_path: Path, mode: str, clean_env: pytest.MonkeyPatch
+) -> None:
     """The judge's measure node runs tests too: its report goes through the same redaction."""
     from types import SimpleNamespace
 
     from speedrun.config import RunContext
     from speedrun.nodes.measure import measure
-    from speedrun.state.judging import MeasureTask
+    from speedrun.state.judge import MeasureTask
 
     impl = tmp_path / "impl"
     impl.mkdir()
@@ -263,13 +308,14 @@ async def test_judge_measurement_redacts_what_tests_print(speedrun_env: dict[str
 
 
 def key_fragments(key: str, size: int = 8) -> list[str]:
-    return [key[i:i + size] for i in range(len(key) - size + 1)]
+    return [key[i : i + size] for i in range(len(key) - size + 1)]
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("mode", MODES)
-async def test_a_key_cut_in_two_by_the_output_caps_is_masked_too(clean_env: pytest.MonkeyPatch, tmp_path: Path,
-                                                                  mode: str) -> None:
+async def test_a_key_cut_in_two_by_the_output_caps_is_masked_too(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, mode: str
+) -> None:
     """Output is capped before it is redacted: the part of a key left at a cut (the tail's first line, a trimmed
     failure message's end) must not survive because it no longer matches the whole key."""
     from types import SimpleNamespace
@@ -285,8 +331,10 @@ async def test_a_key_cut_in_two_by_the_output_caps_is_masked_too(clean_env: pyte
     ws.mkdir()
     (ws / "secret.txt").write_text(key)
     # One failing test per padding, so some trimmed message (1,500 characters) ends inside the key.
-    tests = "".join(f"def test_pad_{n}():\n    assert False, 'x' * {n} + open('secret.txt').read()\n\n\n"
-                    for n in range(1440, 1500, 3))
+    tests = "".join(
+        f"def test_pad_{n}():\n    assert False, 'x' * {n} + open('secret.txt').read()\n\n\n"
+        for n in range(1440, 1500, 3)
+    )
     (ws / "test_cut.py").write_text(tests)
     report = await run_test_command(PYTEST, ws, runtime, max_failures=40)
     assert report.failed == 20 and any(f.message.endswith("[trimmed]") for f in report.failures)
@@ -299,6 +347,7 @@ async def test_a_key_cut_in_two_by_the_output_caps_is_masked_too(clean_env: pyte
 
 
 # --- SPEEDRUN_HOME --------------------------------------------------------------------------------------------
+
 
 def test_speedrun_home_is_created_private_and_a_loose_one_is_tightened(tmp_path: Path) -> None:
     fresh = tmp_path / "fresh" / "state"
@@ -332,9 +381,13 @@ async def test_a_workspace_that_holds_or_lies_in_speedrun_home_is_refused(tmp_pa
     assert fake_llm.chat_requests() == []  # refused before any model call
     assert not (home / "runs").exists()
 
-    cli = run_cli(["generate", "write hello.py", "--out", "."], tmp_path, CEREBRAS_API_KEY="csk-redaction-key-0001",
-                  CEREBRAS_URL=fake_llm.base_url, CEREBRAS_MODEL="fake-model")  # run_cli's SPEEDRUN_HOME is ./state
+    cli = run_cli(
+        ["generate", "write hello.py", "--out", "."],
+        tmp_path,
+        CEREBRAS_API_KEY="csk-redaction-key-0001",
+        CEREBRAS_URL=fake_llm.base_url,
+        CEREBRAS_MODEL="fake-model",
+    )  # run_cli's SPEEDRUN_HOME is ./state
     assert cli.returncode != 0
     assert "contains speed-run's state directory" in cli.stderr and "Traceback" not in cli.stderr
     assert fake_llm.chat_requests() == []
-

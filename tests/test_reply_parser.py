@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from speedrun.reply_parser import FileStreamParser, parse_files
+from speedrun.loop.reply_parser import FileStreamParser, parse_files
 from speedrun.state.records import GeneratedFile
 
 
@@ -39,58 +39,74 @@ def whole(text: str, *, truncated: bool = False) -> tuple[list[GeneratedFile], l
 # ---------------------------------------------------------------------------------------------------
 
 CLEAN_CASES = {
-    "closing tag on a code line, then the next file":
-        ('<FILE path="a.py">\nx = 1</FILE>\n<FILE path="b.py">\ny = 2\n</FILE>\n',
-         {"a.py": "x = 1\n", "b.py": "y = 2\n"}),
-    "closing and next opening tag on one line":
-        ('<FILE path="a.py">\nx = 1\n</FILE><FILE path="b.py">\ny = 2\n</FILE>',
-         {"a.py": "x = 1\n", "b.py": "y = 2\n"}),
-    "two one-line files on one line":
-        ('<FILE path="a.txt">alpha</FILE><FILE path="b.txt">beta</FILE>\n', {"a.txt": "alpha\n", "b.txt": "beta\n"}),
-    "two one-line files with prose between":
-        ('<FILE path="a.txt">alpha</FILE> and <FILE path="b.txt">beta</FILE>', {"a.txt": "alpha\n", "b.txt": "beta\n"}),
-    "prose before the opening tag on its line":
-        ('Here it is: <FILE path="a.py">\nx = 1\n</FILE>\n', {"a.py": "x = 1\n"}),
-    "prose after the closing tag":
-        ('<FILE path="a.py">\nx = 1\n</FILE> Done!\n<FILE path="b.py">\ny\n</FILE> That is all.', {"a.py": "x = 1\n",
-                                                                                            "b.py": "y\n"}),
-    "opening tag split over two lines":
-        ('<FILE\n  path="a.py">\nx = 1\n</FILE>\n', {"a.py": "x = 1\n"}),
-    "opening tag split over three lines with another attribute":
-        ('<FILE\n  lang="python"\n  path="a.py"\n>\nx = 1\n</FILE>\n', {"a.py": "x = 1\n"}),
-    "closing tag inside a string literal stays in the file":
-        ('<FILE path="gen.py">\nEND = "</FILE>"\nprint(END)\n</FILE>\nok\n',
-         {"gen.py": 'END = "</FILE>"\nprint(END)\n'}),
-    "closing tag inside code, then the real one shares the last line":
-        ('<FILE path="gen.py">\nEND = "</FILE>"\nx = END</FILE>\n<FILE path="b.py">\nb\n</FILE>\n',
-         {"gen.py": 'END = "</FILE>"\nx = END\n', "b.py": "b\n"}),
-    "lowercase tags, single quotes":
-        ("<file path='a.py'>\nx = 1\n</file>\n", {"a.py": "x = 1\n"}),
-    "unquoted path":
-        ("<FILE path=a.py>\nx = 1\n</FILE>\n", {"a.py": "x = 1\n"}),
-    "reordered attributes":
-        ('<FILE lang="py" path="src/a.py">\nx = 1\n</FILE>\n', {"src/a.py": "x = 1\n"}),
-    "upper-case attribute, spaces around =":
-        ('<FILE  PATH = "a.py" >\nx = 1\n</FILE >\n', {"a.py": "x = 1\n"}),
-    "BOM before the first tag":
-        ('\ufeff<FILE path="a.py">\nx = 1\n</FILE>\n', {"a.py": "x = 1\n"}),
-    "BOM inside the path and the tag":
-        ('<FILE \ufeffpath="\ufeffsrc/a.py">\nx = 1\n</FILE>\n', {"src/a.py": "x = 1\n"}),
-    "CRLF line endings":
-        ('<FILE path="a.py">\r\nx = 1\r\ny = 2\r\n</FILE>\r\n<FILE path="b.py">\r\nz\r\n</FILE>\r\n',
-         {"a.py": "x = 1\r\ny = 2\r\n", "b.py": "z\r\n"}),
-    "missing final newline everywhere":
-        ('<FILE path="a.py">\nx = 1</FILE>', {"a.py": "x = 1\n"}),
-    "wrapped in an xml fence with prose":
-        ('Sure!\n```xml\n<FILE path="a.py">\nx = 1\n</FILE>\n```\nLet me know.\n', {"a.py": "x = 1\n"}),
-    "a markdown heading naming the block":
-        ('## FILE: a.py\n<FILE path="a.py">\nx = 1\n</FILE>\n', {"a.py": "x = 1\n"}),
-    "## FILE: heading with a fence":
-        ("## FILE: a.py\n```python\nx = 1\n```\n#### File: b.py\n```\ny\n```\n", {"a.py": "x = 1\n", "b.py": "y\n"}),
-    "a fenced legacy block shields an opening tag inside it":
-        ('### FILE: docs/format.md\n```\n<FILE path="x.py">\n```\n', {"docs/format.md": '<FILE path="x.py">\n'}),
-    "legacy blocks after a tagged one":
-        ('<FILE path="a.py">\nx\n</FILE>\n### FILE: b.md\n```md\n# B\n```\n', {"a.py": "x\n", "b.md": "# B\n"}),
+    "closing tag on a code line, then the next file": (
+        '<FILE path="a.py">\nx = 1</FILE>\n<FILE path="b.py">\ny = 2\n</FILE>\n',
+        {"a.py": "x = 1\n", "b.py": "y = 2\n"},
+    ),
+    "closing and next opening tag on one line": (
+        '<FILE path="a.py">\nx = 1\n</FILE><FILE path="b.py">\ny = 2\n</FILE>',
+        {"a.py": "x = 1\n", "b.py": "y = 2\n"},
+    ),
+    "two one-line files on one line": (
+        '<FILE path="a.txt">alpha</FILE><FILE path="b.txt">beta</FILE>\n',
+        {"a.txt": "alpha\n", "b.txt": "beta\n"},
+    ),
+    "two one-line files with prose between": (
+        '<FILE path="a.txt">alpha</FILE> and <FILE path="b.txt">beta</FILE>',
+        {"a.txt": "alpha\n", "b.txt": "beta\n"},
+    ),
+    "prose before the opening tag on its line": (
+        'Here it is: <FILE path="a.py">\nx = 1\n</FILE>\n',
+        {"a.py": "x = 1\n"},
+    ),
+    "prose after the closing tag": (
+        '<FILE path="a.py">\nx = 1\n</FILE> Done!\n<FILE path="b.py">\ny\n</FILE> That is all.',
+        {"a.py": "x = 1\n", "b.py": "y\n"},
+    ),
+    "opening tag split over two lines": ('<FILE\n  path="a.py">\nx = 1\n</FILE>\n', {"a.py": "x = 1\n"}),
+    "opening tag split over three lines with another attribute": (
+        '<FILE\n  lang="python"\n  path="a.py"\n>\nx = 1\n</FILE>\n',
+        {"a.py": "x = 1\n"},
+    ),
+    "closing tag inside a string literal stays in the file": (
+        '<FILE path="gen.py">\nEND = "</FILE>"\nprint(END)\n</FILE>\nok\n',
+        {"gen.py": 'END = "</FILE>"\nprint(END)\n'},
+    ),
+    "closing tag inside code, then the real one shares the last line": (
+        '<FILE path="gen.py">\nEND = "</FILE>"\nx = END</FILE>\n<FILE path="b.py">\nb\n</FILE>\n',
+        {"gen.py": 'END = "</FILE>"\nx = END\n', "b.py": "b\n"},
+    ),
+    "lowercase tags, single quotes": ("<file path='a.py'>\nx = 1\n</file>\n", {"a.py": "x = 1\n"}),
+    "unquoted path": ("<FILE path=a.py>\nx = 1\n</FILE>\n", {"a.py": "x = 1\n"}),
+    "reordered attributes": ('<FILE lang="py" path="src/a.py">\nx = 1\n</FILE>\n', {"src/a.py": "x = 1\n"}),
+    "upper-case attribute, spaces around =": ('<FILE  PATH = "a.py" >\nx = 1\n</FILE >\n', {"a.py": "x = 1\n"}),
+    "BOM before the first tag": ('\ufeff<FILE path="a.py">\nx = 1\n</FILE>\n', {"a.py": "x = 1\n"}),
+    "BOM inside the path and the tag": (
+        '<FILE \ufeffpath="\ufeffsrc/a.py">\nx = 1\n</FILE>\n',
+        {"src/a.py": "x = 1\n"},
+    ),
+    "CRLF line endings": (
+        '<FILE path="a.py">\r\nx = 1\r\ny = 2\r\n</FILE>\r\n<FILE path="b.py">\r\nz\r\n</FILE>\r\n',
+        {"a.py": "x = 1\r\ny = 2\r\n", "b.py": "z\r\n"},
+    ),
+    "missing final newline everywhere": ('<FILE path="a.py">\nx = 1</FILE>', {"a.py": "x = 1\n"}),
+    "wrapped in an xml fence with prose": (
+        'Sure!\n```xml\n<FILE path="a.py">\nx = 1\n</FILE>\n```\nLet me know.\n',
+        {"a.py": "x = 1\n"},
+    ),
+    "a markdown heading naming the block": ('## FILE: a.py\n<FILE path="a.py">\nx = 1\n</FILE>\n', {"a.py": "x = 1\n"}),
+    "## FILE: heading with a fence": (
+        "## FILE: a.py\n```python\nx = 1\n```\n#### File: b.py\n```\ny\n```\n",
+        {"a.py": "x = 1\n", "b.py": "y\n"},
+    ),
+    "a fenced legacy block shields an opening tag inside it": (
+        '### FILE: docs/format.md\n```\n<FILE path="x.py">\n```\n',
+        {"docs/format.md": '<FILE path="x.py">\n'},
+    ),
+    "legacy blocks after a tagged one": (
+        '<FILE path="a.py">\nx\n</FILE>\n### FILE: b.md\n```md\n# B\n```\n',
+        {"a.py": "x\n", "b.md": "# B\n"},
+    ),
 }
 
 
@@ -149,7 +165,7 @@ def test_no_blocks_at_all() -> None:
 def test_each_file_is_emitted_when_the_next_opening_tag_completes() -> None:
     parser = FileStreamParser()
     assert parser.feed('<FILE path="a.py">\nx = 1\n</FILE>\n') == []  # a later </FILE> could still extend it
-    assert parser.feed('<FILE pa') == []
+    assert parser.feed("<FILE pa") == []
     assert parser.feed('th="b.py">') == [GeneratedFile(path="a.py", content="x = 1\n")]
     assert parser.open_path == "b.py"
     assert parser.feed("y = 2\n</FILE>\n") == []
@@ -193,11 +209,17 @@ CUT_OFF = {
 # The corpus with its oracle: (reply, the files it holds in order, (files kept, unfinished path) when cut off).
 ORACLE: list[tuple[str, list[tuple[str, str]], tuple[int, str | None]]] = [
     *[(text, list(expected.items()), CUT_OFF[name]) for name, (text, expected) in CLEAN_CASES.items()],
-    ('<FILE path="a.py">\nx\n<FILE path="b.py">\ny\n</FILE>\n</FILE>\n',
-     [("a.py", "x\n"), ("b.py", "y\n</FILE>\n")], (1, "b.py")),
+    (
+        '<FILE path="a.py">\nx\n<FILE path="b.py">\ny\n</FILE>\n</FILE>\n',
+        [("a.py", "x\n"), ("b.py", "y\n</FILE>\n")],
+        (1, "b.py"),
+    ),
     ('<FILE path="src/\na.py">\nx\n</FILE>', [("src/a.py", "x\n")], (0, "src/a.py")),
-    ("### FILE: a.py\nx = 1\n\n### FILE: b.py\n<FILE path=\"b.py\">\ny\n</FILE>\n",
-     [("a.py", "x = 1\n"), ("b.py", "y\n")], (1, "b.py")),
+    (
+        '### FILE: a.py\nx = 1\n\n### FILE: b.py\n<FILE path="b.py">\ny\n</FILE>\n',
+        [("a.py", "x = 1\n"), ("b.py", "y\n")],
+        (1, "b.py"),
+    ),
     ("### FILE: a.py\n```python\nx = 1\n", [("a.py", "x = 1\n")], (0, "a.py")),
 ]
 HAND_WRITTEN = [text for text, _, _ in ORACLE]
@@ -220,15 +242,41 @@ def test_any_split_of_a_corpus_reply_gives_its_hand_written_files(case, data, tr
 
 # Pieces real replies are made of, including the awkward ones; random concatenations make messy replies.
 PIECES = [
-    '<FILE path="a.py">', "<file path='b.py'>", "<FILE path=c.py>", '<FILE lang="py" path="d/e.py">',
-    '<FILE\n  path="f.py">', '<FILE path="g\ufeff.py">', "<FILE>", "</FILE>", "</file>", "</FILE >",
-    "<", "<fi", "<FILE",
-    "### FILE: h.py", "## File: `i.py`", "```", "```python", "\n", "\r\n", "\n\n", " ", "x = 1", 'END = "</FILE>"',
-    "Here it is: ", " Done!", "TRIPLE_BACKTICK", "\ufeff", "\ud800", "é", "> ", "path=", '"',
+    '<FILE path="a.py">',
+    "<file path='b.py'>",
+    "<FILE path=c.py>",
+    '<FILE lang="py" path="d/e.py">',
+    '<FILE\n  path="f.py">',
+    '<FILE path="g\ufeff.py">',
+    "<FILE>",
+    "</FILE>",
+    "</file>",
+    "</FILE >",
+    "<",
+    "<fi",
+    "<FILE",
+    "### FILE: h.py",
+    "## File: `i.py`",
+    "```",
+    "```python",
+    "\n",
+    "\r\n",
+    "\n\n",
+    " ",
+    "x = 1",
+    'END = "</FILE>"',
+    "Here it is: ",
+    " Done!",
+    "TRIPLE_BACKTICK",
+    "\ufeff",
+    "\ud800",
+    "é",
+    "> ",
+    "path=",
+    '"',
 ]
 
-messy_replies = st.one_of(st.sampled_from(HAND_WRITTEN),
-                          st.lists(st.sampled_from(PIECES), max_size=40).map("".join))
+messy_replies = st.one_of(st.sampled_from(HAND_WRITTEN), st.lists(st.sampled_from(PIECES), max_size=40).map("".join))
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -242,23 +290,48 @@ def test_any_split_of_a_messy_reply_gives_the_same_files_as_the_whole(text: str,
 
 
 # Lines a file may hold: code with </FILE> inside strings, markers and tag-like text that are not opening tags.
-CODE_LINES = ["x = 1", "    return x", 'END = "</FILE>"', "print('</file>')", "### FILE: not-a-marker", "",
-              "    ", "# <FILE> without a path", "a < b > c", "\ttab", "é = 'ü'", "<FILEX>", "```py"]
+CODE_LINES = [
+    "x = 1",
+    "    return x",
+    'END = "</FILE>"',
+    "print('</file>')",
+    "### FILE: not-a-marker",
+    "",
+    "    ",
+    "# <FILE> without a path",
+    "a < b > c",
+    "\ttab",
+    "é = 'ü'",
+    "<FILEX>",
+    "```py",
+]
 paths = st.from_regex(r"[a-z]{1,8}(/[a-z]{1,8}){0,2}\.(py|txt|md)", fullmatch=True)
-contents = (st.lists(st.sampled_from(CODE_LINES), min_size=1, max_size=8)
-            .filter(lambda ls: ls[-1].strip() != "" and not ls[0].startswith("```") and not ls[-1].startswith("```"))
-            .map(lambda ls: "\n".join(ls) + "\n"))
-OPENERS = ['<FILE path="{p}">', "<file path='{p}'>", "<FILE path={p}>", '<FILE lang="x" path="{p}">',
-           '<FILE\n  path="{p}">', 'Here: <FILE path="{p}">', '\ufeff<FILE path="{p}">']
+contents = (
+    st.lists(st.sampled_from(CODE_LINES), min_size=1, max_size=8)
+    .filter(lambda ls: ls[-1].strip() != "" and not ls[0].startswith("```") and not ls[-1].startswith("```"))
+    .map(lambda ls: "\n".join(ls) + "\n")
+)
+OPENERS = [
+    '<FILE path="{p}">',
+    "<file path='{p}'>",
+    "<FILE path={p}>",
+    '<FILE lang="x" path="{p}">',
+    '<FILE\n  path="{p}">',
+    'Here: <FILE path="{p}">',
+    '\ufeff<FILE path="{p}">',
+]
 CLOSERS = ["\n</FILE>", "</FILE>", "\n</file>", "\n  </FILE>  "]  # on its own line, or sharing the last code line
 GAPS = ["\n", "", " Done!\n", "\n\nNext one:\n", "\r\n"]
 
 
 @settings(max_examples=300, deadline=None)
-@given(files=st.lists(st.tuples(paths, contents), min_size=1, max_size=5, unique_by=lambda f: f[0]),
-       shapes=st.lists(st.tuples(st.sampled_from(OPENERS), st.sampled_from(CLOSERS), st.sampled_from(GAPS)),
-                       min_size=5, max_size=5),
-       data=st.data())
+@given(
+    files=st.lists(st.tuples(paths, contents), min_size=1, max_size=5, unique_by=lambda f: f[0]),
+    shapes=st.lists(
+        st.tuples(st.sampled_from(OPENERS), st.sampled_from(CLOSERS), st.sampled_from(GAPS)), min_size=5, max_size=5
+    ),
+    data=st.data(),
+)
 def test_generated_replies_give_back_exactly_their_files(files, shapes, data) -> None:
     parts = []
     # Five shapes are drawn for one to five files: the spare shapes go unused.

@@ -89,8 +89,15 @@ def test_directory_holding_pyvenv_cfg_is_a_virtualenv(tmp_path):
 
 def test_neighbours_of_protected_places_are_fine(tmp_path):
     writer = SafeWriter(tmp_path)
-    for path in (".github/ISSUE_TEMPLATE/bug.md", ".github/dependabot.yml", "workflows/ci.yml", ".gitignore",
-                 "src/venv_utils.py", "docs/.husky.md", "site_packages.py"):
+    for path in (
+        ".github/ISSUE_TEMPLATE/bug.md",
+        ".github/dependabot.yml",
+        "workflows/ci.yml",
+        ".gitignore",
+        "src/venv_utils.py",
+        "docs/.husky.md",
+        "site_packages.py",
+    ):
         assert isinstance(write(writer, path), WrittenFile), path
 
 
@@ -129,7 +136,10 @@ def test_bad_allow_entry_is_an_input_error(tmp_path, entry):
 
 def test_allow_paths_from_one_env_string():
     assert parse_allow_paths(".github/workflows/, .gitlab-ci.yml:\n./.husky//") == (
-        ".github/workflows/", ".gitlab-ci.yml", ".husky/")
+        ".github/workflows/",
+        ".gitlab-ci.yml",
+        ".husky/",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -137,8 +147,14 @@ def test_allow_paths_from_one_env_string():
 # ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("sub", "pattern"), [(".git/hooks", r"inside '\.git'"), (".claude", r"inside '\.claude'"),
-                                              (".github/workflows", r"inside '\.github/workflows'")])
+@pytest.mark.parametrize(
+    ("sub", "pattern"),
+    [
+        (".git/hooks", r"inside '\.git'"),
+        (".claude", r"inside '\.claude'"),
+        (".github/workflows", r"inside '\.github/workflows'"),
+    ],
+)
 def test_output_dir_inside_protected_place_refused(tmp_path, sub, pattern):
     out = tmp_path / sub
     out.mkdir(parents=True)
@@ -187,8 +203,9 @@ def test_allow_paths_relative_to_output_dir_or_allowed_root(tmp_path):
         assert isinstance(write(writer, ".github/workflows/ci.yml"), WrittenFile), entry
     # An entry relative to the output dir cannot reach a place above it: only the allowed-root spelling can.
     hooks = tmp_path / ".git" / "hooks"
-    assert isinstance(write(SafeWriter(hooks, confine_to=tmp_path, allow_paths=["pre-commit"]), "pre-commit"),
-                      FileError)
+    assert isinstance(
+        write(SafeWriter(hooks, confine_to=tmp_path, allow_paths=["pre-commit"]), "pre-commit"), FileError
+    )
 
 
 def test_symlink_into_workflows_refused_and_named_place_allowed(tmp_path):
@@ -303,12 +320,15 @@ def test_backup_keeps_mode_and_mtime(tmp_path):
     assert backup.stat().st_mtime_ns == 1_600_000_000_000_000_000
 
 
-@pytest.mark.parametrize("name", [
-    "n" * 248 + ".py",  # 251 bytes
-    "漢" * 83 + ".x",  # 251 bytes in 85 characters: a temp name built from the target's name would be too long
-    "😀" * 62 + ".py",  # 251 bytes in 65 characters
-    "字" * 84 + ".py",  # 255 bytes, the limit
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "n" * 248 + ".py",  # 251 bytes
+        "漢" * 83 + ".x",  # 251 bytes in 85 characters: a temp name built from the target's name would be too long
+        "😀" * 62 + ".py",  # 251 bytes in 65 characters
+        "字" * 84 + ".py",  # 255 bytes, the limit
+    ],
+)
 def test_long_file_names_write_and_back_up(tmp_path, name):
     assert len(name.encode()) in (251, 255)
     first = write(SafeWriter(tmp_path), f"pkg/{name}", "v = 1\n")
@@ -341,12 +361,15 @@ def test_bom_in_path_is_stripped(tmp_path):
         normalize_relpath("\ufeff.git/hooks/x")
 
 
-@pytest.mark.parametrize(("path", "pattern"), [
-    ("a\udc80.py", r"lone surrogate U\+DC80"),
-    ("src/\ud800x.py", r"lone surrogate U\+D800"),
-    ("evil\u202e.py", r"direction control U\+202E"),
-    ("a\u2028b.py", r"control character U\+2028"),
-])
+@pytest.mark.parametrize(
+    ("path", "pattern"),
+    [
+        ("a\udc80.py", r"lone surrogate U\+DC80"),
+        ("src/\ud800x.py", r"lone surrogate U\+D800"),
+        ("evil\u202e.py", r"direction control U\+202E"),
+        ("a\u2028b.py", r"control character U\+2028"),
+    ],
+)
 def test_odd_characters_refused_without_traceback(tmp_path, path, pattern):
     with pytest.raises(FileProtocolError, match=pattern):
         normalize_relpath(path)
@@ -386,8 +409,9 @@ def test_concurrent_symlink_swapper_never_lets_a_write_escape(tmp_path):
     (root / "real").mkdir(parents=True)
     (root / "sub").symlink_to(root / "real")
     outside.mkdir()
-    swapper = subprocess.Popen([sys.executable, "-c", SWAPPER, str(root), str(outside), str(stop)],
-                               stdout=subprocess.PIPE, text=True)
+    swapper = subprocess.Popen(
+        [sys.executable, "-c", SWAPPER, str(root), str(outside), str(stop)], stdout=subprocess.PIPE, text=True
+    )
     written = refused = 0
     try:
         deadline = time.monotonic() + 3.0

@@ -134,9 +134,11 @@ def wait_for_file(path: Path, within: float = 5.0) -> str:
 
 @pytest.mark.anyio
 async def test_all_passing(tmp_path: Path) -> None:
-    write(tmp_path, {
-        "calc.py": CALC,
-        "test_calc.py": """
+    write(
+        tmp_path,
+        {
+            "calc.py": CALC,
+            "test_calc.py": """
             import pytest
             from calc import add
 
@@ -150,7 +152,8 @@ async def test_all_passing(tmp_path: Path) -> None:
             def test_skipped():
                 pass
         """,
-    })
+        },
+    )
     report = await run_tests(PYTEST, tmp_path)
     assert report.ok, report.output_tail
     assert (report.passed, report.failed, report.errors, report.skipped) == (2, 0, 0, 1)
@@ -166,9 +169,11 @@ async def test_all_passing(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_one_failing_one_passing(tmp_path: Path) -> None:
-    write(tmp_path, {
-        "calc.py": CALC,
-        "tests/test_calc.py": """
+    write(
+        tmp_path,
+        {
+            "calc.py": CALC,
+            "tests/test_calc.py": """
             from calc import add
 
             def test_good():
@@ -179,7 +184,8 @@ async def test_one_failing_one_passing(tmp_path: Path) -> None:
                     total = add(1, 1)
                     assert total == 3, "one plus one"
         """,
-    })
+        },
+    )
     report = await run_tests(PYTEST, tmp_path)
     assert not report.ok
     assert report.exit_code == 1
@@ -195,12 +201,14 @@ async def test_one_failing_one_passing(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_failures_capped_and_location_inside_workspace(tmp_path: Path) -> None:
-    write(tmp_path, {
-        "helpers.py": """
+    write(
+        tmp_path,
+        {
+            "helpers.py": """
             def check(v):
                 assert v < 0, f"bad {v}"
         """,
-        "test_many.py": """
+            "test_many.py": """
             import pytest
             from helpers import check
 
@@ -208,7 +216,8 @@ async def test_failures_capped_and_location_inside_workspace(tmp_path: Path) -> 
             def test_v(v):
                 check(v)
         """,
-    })
+        },
+    )
     report = await run_tests(PYTEST, tmp_path, max_failures=2)
     assert report.failed == 5
     assert len(report.failures) == 2
@@ -254,8 +263,10 @@ async def test_env_is_scrubbed_for_the_test_process(tmp_path: Path, monkeypatch:
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("PIP_FIND_LINKS", "https://bob:pw-secret-111@example.com/simple")
     values = [*secrets.values(), "pw-secret-111"]
-    write(tmp_path, {
-        "test_env.py": f"""
+    write(
+        tmp_path,
+        {
+            "test_env.py": f"""
             import json, os
 
             SECRETS = {values!r}
@@ -267,7 +278,8 @@ async def test_env_is_scrubbed_for_the_test_process(tmp_path: Path, monkeypatch:
                 for value in SECRETS:
                     assert value not in dump
         """,
-    })
+        },
+    )
     report = await run_tests(PYTEST, tmp_path)
     assert report.ok, report.output_tail
     dumped = (tmp_path / "env.json").read_text()
@@ -309,8 +321,10 @@ async def test_non_pytest_success_and_stderr_merged(tmp_path: Path) -> None:
 @pytest.mark.parametrize("mode", MODES)
 async def test_timeout_kills_grandchildren(tmp_path: Path, mode: str) -> None:
     mark = marker()
-    write(tmp_path, {
-        "test_hang.py": f"""
+    write(
+        tmp_path,
+        {
+            "test_hang.py": f"""
             import pathlib, subprocess, time
 
             def test_hang():
@@ -318,7 +332,8 @@ async def test_timeout_kills_grandchildren(tmp_path: Path, mode: str) -> None:
                 pathlib.Path("spawned").write_text("yes")
                 time.sleep(1000)
         """,
-    })
+        },
+    )
     timeout = 3.0
     started = time.monotonic()
     report = await run_tests(PYTEST, tmp_path, timeout_s=timeout, mode=mode)
@@ -646,8 +661,10 @@ def test_sigkill_of_speedrun_kills_the_test_run(tmp_path: Path, mode: str) -> No
     import subprocess
 
     mark = marker()
-    write(tmp_path, {
-        "test_sleeps.py": f"""
+    write(
+        tmp_path,
+        {
+            "test_sleeps.py": f"""
             import subprocess, time
 
             def test_sleeps():
@@ -655,9 +672,11 @@ def test_sigkill_of_speedrun_kills_the_test_run(tmp_path: Path, mode: str) -> No
                 subprocess.Popen(["sleep", "{mark}"])
                 time.sleep(1000)
         """,
-    })
-    runner = subprocess.Popen([sys.executable, "-c", _RUNNER, PYTEST, str(tmp_path), mode],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        },
+    )
+    runner = subprocess.Popen(
+        [sys.executable, "-c", _RUNNER, PYTEST, str(tmp_path), mode], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         wait_marker_seen(mark, within=30)
         deadline = time.monotonic() + 10

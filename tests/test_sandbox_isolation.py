@@ -53,9 +53,11 @@ def secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
 def _probe_command(paths: list[Path]) -> str:
     """Shell that tries every way in and appends what it got to dump.txt (errors included)."""
     reads = " ".join(shlex.quote(str(p)) for p in paths)
-    return ("env > dump.txt; cat /proc/$PPID/environ >> dump.txt 2>&1; "
-            "cat ~/.claude/settings.json ~/.ssh/id_ed25519 ~/.netrc >> dump.txt 2>&1; "
-            f"for f in {reads}; do cat \"$f\" >> dump.txt 2>&1; done; echo HOME=$HOME >> dump.txt; true")
+    return (
+        "env > dump.txt; cat /proc/$PPID/environ >> dump.txt 2>&1; "
+        "cat ~/.claude/settings.json ~/.ssh/id_ed25519 ~/.netrc >> dump.txt 2>&1; "
+        f'for f in {reads}; do cat "$f" >> dump.txt 2>&1; done; echo HOME=$HOME >> dump.txt; true'
+    )
 
 
 @pytest.mark.anyio
@@ -75,8 +77,12 @@ async def test_no_key_in_env_parent_environ_or_home(secrets: dict[str, Path], mo
 @needs_bwrap
 async def test_bwrap_hides_secret_files_other_runs_and_other_processes(secrets: dict[str, Path]) -> None:
     ws, home = secrets["workspace"], secrets["home"]
-    paths = [home / ".claude" / "settings.json", home / ".ssh" / "id_ed25519", home / ".netrc",
-             secrets["speedrun_home"] / "runs" / "other-run.json"]
+    paths = [
+        home / ".claude" / "settings.json",
+        home / ".ssh" / "id_ed25519",
+        home / ".netrc",
+        secrets["speedrun_home"] / "runs" / "other-run.json",
+    ]
     command = _probe_command(paths) + "; cat /proc/*/environ >> dump.txt 2>&1; ls /proc | grep -c '^[0-9]' > pids.txt"
     report = await run_tests(command, ws, mode="bwrap", mask=(secrets["speedrun_home"],))
     assert report.ok, report.output_tail
@@ -92,8 +98,10 @@ async def test_bwrap_file_system_is_read_only_outside_the_workspace(tmp_path: Pa
     ws, outside = tmp_path / "ws", tmp_path / "outside"
     ws.mkdir()
     outside.mkdir()
-    command = (f"echo x > {shlex.quote(str(outside / 'f'))} 2>/dev/null; echo y > inside.txt; "
-               "echo z > /tmp/scratch && cat /tmp/scratch > tmp-ok.txt; echo h > ~/h && echo ok > home-ok.txt")
+    command = (
+        f"echo x > {shlex.quote(str(outside / 'f'))} 2>/dev/null; echo y > inside.txt; "
+        "echo z > /tmp/scratch && cat /tmp/scratch > tmp-ok.txt; echo h > ~/h && echo ok > home-ok.txt"
+    )
     report = await run_tests(command, ws, mode="bwrap")
     assert report.ok, report.output_tail
     assert not (outside / "f").exists()
@@ -105,7 +113,8 @@ async def test_bwrap_file_system_is_read_only_outside_the_workspace(tmp_path: Pa
 def _workspace_project(ws: Path) -> None:
     (ws / "tests").mkdir(parents=True)
     (ws / "calc.py").write_text("def add(a, b):\n    return a + b\n")
-    (ws / "tests" / "test_calc.py").write_text(textwrap.dedent("""
+    (ws / "tests" / "test_calc.py").write_text(
+        textwrap.dedent("""
         import os, sys
         from calc import add
 
@@ -115,7 +124,8 @@ def _workspace_project(ws: Path) -> None:
         def test_interpreter():
             with open("interpreter.txt", "w") as f:
                 f.write(sys.prefix)
-    """))
+    """)
+    )
 
 
 @pytest.mark.anyio
@@ -128,14 +138,16 @@ async def test_project_with_its_own_venv_runs(tmp_path: Path, mode: str) -> None
     # Borrow pytest from speed-run's environment rather than installing it (offline).
     site = next((ws / ".venv" / "lib").glob("python3*/site-packages"))
     (site / "borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    (ws / "tests" / "test_venv_ro.py").write_text(textwrap.dedent(f"""
+    (ws / "tests" / "test_venv_ro.py").write_text(
+        textwrap.dedent(f"""
         def test_venv_is_read_only():
             try:
                 open(".venv/planted.pth", "w").close()
             except OSError:
                 return
             assert {mode!r} == "none", "the sandbox let a test write into the virtualenv"
-    """))
+    """)
+    )
     report = await run_tests(".venv/bin/python -m pytest -q -p no:langsmith_plugin -p no:anyio", ws, mode=mode)
     assert report.ok, report.output_tail
     assert report.passed == 3
@@ -179,10 +191,13 @@ def loopback_server():
 @needs_bwrap
 @pytest.mark.parametrize("network", [False, True])
 async def test_network_is_off_unless_asked_for(tmp_path: Path, loopback_server: int, network: bool) -> None:
-    script = (f"import socket\ntry:\n    s = socket.create_connection(('127.0.0.1', {loopback_server}), timeout=3)\n"
-              "    print('GOT', s.recv(4).decode())\nexcept OSError as e:\n    print('BLOCKED', e)\n")
-    report = await run_tests(f"{shlex.quote(sys.executable)} -c {shlex.quote(script)}", tmp_path,
-                             mode="bwrap", network=network)
+    script = (
+        f"import socket\ntry:\n    s = socket.create_connection(('127.0.0.1', {loopback_server}), timeout=3)\n"
+        "    print('GOT', s.recv(4).decode())\nexcept OSError as e:\n    print('BLOCKED', e)\n"
+    )
+    report = await run_tests(
+        f"{shlex.quote(sys.executable)} -c {shlex.quote(script)}", tmp_path, mode="bwrap", network=network
+    )
     assert report.ok, report.output_tail
     assert ("GOT pong" in report.output_tail) is network
     assert ("BLOCKED" in report.output_tail) is not network
@@ -225,25 +240,31 @@ async def test_auto_falls_back_with_one_warning_and_bwrap_refuses(
 
 
 def test_harden_process_makes_the_process_non_dumpable() -> None:
-    code = ("import ctypes; from speedrun.sandbox import harden_process; libc = ctypes.CDLL(None); "
-            "before = libc.prctl(3, 0, 0, 0, 0); ok = harden_process(); print(before, ok, libc.prctl(3, 0, 0, 0, 0))")
+    code = (
+        "import ctypes; from speedrun.sandbox import harden_process; libc = ctypes.CDLL(None); "
+        "before = libc.prctl(3, 0, 0, 0, 0); ok = harden_process(); print(before, ok, libc.prctl(3, 0, 0, 0, 0))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["1", "True", "0"]
 
 
 @pytest.mark.anyio
 @needs_bwrap
-async def test_bwrap_masks_secrets_even_when_the_workspace_is_home(secrets: dict[str, Path],
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_bwrap_masks_secrets_even_when_the_workspace_is_home(
+    secrets: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A user running in their home directory: the workspace bind must not bring ~/.claude back."""
     home = secrets["home"]
     inner_state = home / ".local" / "state" / "speed-run"
     inner_state.mkdir(parents=True)
     (inner_state / "runs.json").write_text(KEY)
-    paths = [home / ".claude" / "settings.json", home / ".ssh" / "id_ed25519", home / ".netrc",
-             inner_state / "runs.json"]
-    report = await run_tests(_probe_command(paths) + "; echo mine > mine.txt", home, mode="bwrap",
-                             mask=(inner_state,))
+    paths = [
+        home / ".claude" / "settings.json",
+        home / ".ssh" / "id_ed25519",
+        home / ".netrc",
+        inner_state / "runs.json",
+    ]
+    report = await run_tests(_probe_command(paths) + "; echo mine > mine.txt", home, mode="bwrap", mask=(inner_state,))
     assert report.ok, report.output_tail
     assert (home / "mine.txt").read_text() == "mine\n"
     dump = (home / "dump.txt").read_text(errors="replace")
@@ -252,11 +273,13 @@ async def test_bwrap_masks_secrets_even_when_the_workspace_is_home(secrets: dict
 
 
 @pytest.mark.anyio
-async def test_set_up_does_not_block_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+async def test_set_up_does_not_block_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """The bwrap probe, temp dirs and junit parsing run in threads: no loop callback takes 100 ms."""
     (tmp_path / "test_many.py").write_text(
-        "import pytest\n\n@pytest.mark.parametrize('i', range(3000))\ndef test_i(i):\n    assert i % 2 == 0, 'odd'\n")
+        "import pytest\n\n@pytest.mark.parametrize('i', range(3000))\ndef test_i(i):\n    assert i % 2 == 0, 'odd'\n"
+    )
     monkeypatch.setattr(sandbox, "_probe_result", None)  # the first run of the process probes bwrap
     loop = __import__("asyncio").get_running_loop()
     loop.set_debug(True)

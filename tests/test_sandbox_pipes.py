@@ -32,9 +32,11 @@ async def _settled(before: set[str]) -> set[str]:
 @pytest.mark.parametrize("how", ["exit", "timeout", "cancel"])
 async def test_every_exit_path_releases_the_pipe(tmp_path: Path, how: str) -> None:
     # An escaped grandchild (setsid) holds the pipe's write end; the drain gives up and must still close it.
-    command = {"exit": "echo out; echo err >&2; exit 3",
-               "timeout": "setsid sleep 30 & sleep 30",
-               "cancel": "echo started; sleep 30"}[how]
+    command = {
+        "exit": "echo out; echo err >&2; exit 3",
+        "timeout": "setsid sleep 30 & sleep 30",
+        "cancel": "echo started; sleep 30",
+    }[how]
     await asyncio.sleep(0)
     before = _open_fds()
     with warnings.catch_warnings(record=True) as caught:

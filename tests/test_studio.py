@@ -60,17 +60,32 @@ def studio(tmp_path: Path, fake_llm: FakeLLM):
     if not LANGGRAPH.exists():
         pytest.skip("langgraph CLI not installed in this environment")
     project = tmp_path / "project"
-    shutil.copytree(REPO, project, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", ".langgraph_api",
-                                                                 "build", ".pytest_cache"))
+    shutil.copytree(
+        REPO,
+        project,
+        ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", ".langgraph_api", "build", ".pytest_cache"),
+    )
     port = _free_port()
     log = tmp_path / "dev.log"
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LANGSMITH_TRACING": "false",
-           "CEREBRAS_API_KEY": "sk-studio-test-key", "CEREBRAS_URL": fake_llm.base_url,
-           "CEREBRAS_MODEL": "fake-model", "SPEEDRUN_HOME": str(tmp_path / "home"),
-           "PYTHONPATH": str(project)}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "LANGSMITH_TRACING": "false",
+        "CEREBRAS_API_KEY": "sk-studio-test-key",
+        "CEREBRAS_URL": fake_llm.base_url,
+        "CEREBRAS_MODEL": "fake-model",
+        "SPEEDRUN_HOME": str(tmp_path / "home"),
+        "PYTHONPATH": str(project),
+    }
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(LANGGRAPH), "dev", "--no-browser", "--no-reload", "--port", str(port)],
-                                cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(LANGGRAPH), "dev", "--no-browser", "--no-reload", "--port", str(port)],
+            cwd=project,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         url = None
         deadline = time.monotonic() + 90
@@ -106,9 +121,11 @@ def test_turbo_runs_in_langgraph_dev_without_allow_blocking(studio, fake_llm: Fa
     fake_llm.script(f'<FILE path="calc.py">\n{CALC}</FILE>\n<FILE path="test_calc.py">\n{TEST_CALC}</FILE>\n')
     out = tmp_path / "ws"
     test_cmd = f"{sys.executable} -m pytest -q -p no:cacheprovider"
-    final = _http("POST", f"{url}/runs/wait", {
-        "assistant_id": "turbo",
-        "input": {"contract": CONTRACT, "output_dir": str(out), "test_command": test_cmd}})
+    final = _http(
+        "POST",
+        f"{url}/runs/wait",
+        {"assistant_id": "turbo", "input": {"contract": CONTRACT, "output_dir": str(out), "test_command": test_cmd}},
+    )
 
     logged = log.read_text(errors="replace")
     assert "BlockingError" not in logged, logged[-3000:]
@@ -122,17 +139,27 @@ def test_client_fix_interrupt_and_resume_over_the_studio_api(studio, fake_llm: F
     fake_llm.script(f'<FILE path="calc.py">\n{BUGGY_CALC}</FILE>\n<FILE path="test_calc.py">\n{TEST_CALC}</FILE>\n')
     out = tmp_path / "ws"
     thread = _http("POST", f"{url}/threads", {})["thread_id"]
-    paused = _http("POST", f"{url}/threads/{thread}/runs/wait", {
-        "assistant_id": "turbo",
-        "input": {"contract": CONTRACT, "output_dir": str(out), "roles": {"fixer": "client"},
-                  "test_command": f"{sys.executable} -m pytest -q -p no:cacheprovider"}})
+    paused = _http(
+        "POST",
+        f"{url}/threads/{thread}/runs/wait",
+        {
+            "assistant_id": "turbo",
+            "input": {
+                "contract": CONTRACT,
+                "output_dir": str(out),
+                "roles": {"fixer": "client"},
+                "test_command": f"{sys.executable} -m pytest -q -p no:cacheprovider",
+            },
+        },
+    )
     [interrupt] = paused["__interrupt__"]
     assert interrupt["value"]["kind"] == "fix_needed"
     assert interrupt["value"]["failures"][0]["name"] == "test_calc.py::test_add"
 
     (out / "calc.py").write_text(CALC)  # the caller fixes the file, then asks for a retest
-    final = _http("POST", f"{url}/threads/{thread}/runs/wait",
-                  {"assistant_id": "turbo", "command": {"resume": "retest"}})
+    final = _http(
+        "POST", f"{url}/threads/{thread}/runs/wait", {"assistant_id": "turbo", "command": {"resume": "retest"}}
+    )
     assert "BlockingError" not in log.read_text(errors="replace")
     assert final["result"]["status"] == "passed", json.dumps(final)[:2000]
     assert [c["source"] for c in final["result"]["cycles"]] == ["client"]
@@ -147,13 +174,19 @@ def test_judge_runs_in_langgraph_dev(studio, fake_llm: FakeLLM, tmp_path: Path) 
         root.mkdir()
         (root / "calc.py").write_text(body)
         (root / "test_calc.py").write_text(TEST_CALC)
-        impls.append({"name": name, "path": str(root),
-                      "test_command": f"{sys.executable} -m pytest -q -p no:cacheprovider"})
+        impls.append(
+            {"name": name, "path": str(root), "test_command": f"{sys.executable} -m pytest -q -p no:cacheprovider"}
+        )
     # Reviews and the verdict follow the schemas the requests carry, as a schema-constrained model would.
     fake_llm.responder = lambda body: json.dumps(follow_schema(request_schema(body)))
-    final = _http("POST", f"{url}/runs/wait", {
-        "assistant_id": "judge",
-        "input": {"implementations": impls, "design": "add two integers", "worksheet_dir": str(tmp_path / "ws")}})
+    final = _http(
+        "POST",
+        f"{url}/runs/wait",
+        {
+            "assistant_id": "judge",
+            "input": {"implementations": impls, "design": "add two integers", "worksheet_dir": str(tmp_path / "ws")},
+        },
+    )
     assert "BlockingError" not in log.read_text(errors="replace")
     result = final["result"]
     assert {c["name"] for c in result["scorecards"]} == {"alpha", "beta"}, json.dumps(final)[:2000]

@@ -21,8 +21,9 @@ from speedrun.runs import RunManager
 from speedrun.sandbox import run_tests, sweep_test_groups
 from tests.helpers import wait_for
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="the watchdog and the group record read /proc (Linux)")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the watchdog and the group record read /proc (Linux)"
+)
 
 # speed-run, as a child process: its test command leaves a sleeper in the group, waits until the group is
 # recorded, freezes speed-run (so it cannot clean up after the watchdog in the moment before it is killed,
@@ -46,7 +47,7 @@ def state_of(pid: int) -> str | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat[stat.rfind(")") + 2:].split()[0]
+    return stat[stat.rfind(")") + 2 :].split()[0]
 
 
 def cmdline(pid: int) -> str:
@@ -73,8 +74,13 @@ def spawn() -> Iterator:
     started: list[subprocess.Popen] = []
 
     def start(*argv: str) -> subprocess.Popen:
-        proc = subprocess.Popen(list(argv), start_new_session=True, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            list(argv),
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         started.append(proc)
         return proc
 
@@ -113,8 +119,11 @@ def test_a_group_left_by_a_killed_speedrun_that_lost_its_watchdog_dies_on_the_sw
     child = spawn(sys.executable, "-c", SPEEDRUN_CHILD, str(workspace), str(records), mark)
     marker_pid = 0
     try:
-        wait_for(lambda: (workspace / "marker.pid").is_file() and (workspace / "marker.pid").read_text().strip(),
-                 30, "the test command to start its background process")
+        wait_for(
+            lambda: (workspace / "marker.pid").is_file() and (workspace / "marker.pid").read_text().strip(),
+            30,
+            "the test command to start its background process",
+        )
         marker_pid = int((workspace / "marker.pid").read_text())
         wait_for(lambda: state_of(child.pid) == "T", 30, "the test command to freeze speed-run")
         [record_path] = records_in(records)
@@ -194,8 +203,9 @@ async def test_the_record_names_the_running_group_and_is_removed_when_the_comman
 
 
 @pytest.mark.anyio
-async def test_runs_record_their_groups_under_speedrun_home(speedrun_env, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_runs_record_their_groups_under_speedrun_home(
+    speedrun_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SPEEDRUN_SANDBOX", "none")  # bwrap hides SPEEDRUN_HOME from the tests, as it should
     records = Path(speedrun_env["SPEEDRUN_HOME"]) / "test-groups"
     workspace = tmp_path / "ws"
@@ -227,8 +237,15 @@ async def test_a_resume_kills_groups_left_since_the_server_started(speedrun_env,
     async with RunManager.open(Settings()) as runs:
         left = sleeper(spawn, "speedrun-left-while-the-server-ran")
         write_record(records, "later", pgid=left.pid, leader=process_tag(left.pid), owner=dead_tag(spawn))
-        run_id = await runs.start("turbo", {"contract": "RULES: nothing", "output_dir": str(tmp_path / "ws"),
-                                            "test_command": "true", "max_fix_cycles": 0})
+        run_id = await runs.start(
+            "turbo",
+            {
+                "contract": "RULES: nothing",
+                "output_dir": str(tmp_path / "ws"),
+                "test_command": "true",
+                "max_fix_cycles": 0,
+            },
+        )
         await runs.cancel(run_id)
         assert left.poll() is None  # nothing swept it yet
         await runs.resume(run_id)

@@ -31,8 +31,6 @@ Write calc.py and test_calc.py (pytest).
 BUGGY_CALC = "def add(a, b):\n    return a - b\n"
 
 
-
-
 def inputs(out: Path, **extra) -> dict:
     return {"contract": CONTRACT, "output_dir": str(out), "test_command": PYTEST, **extra}
 
@@ -65,15 +63,19 @@ def assert_fixed_once(fake: FakeLLM, out: Path, result: TurboResult) -> None:
 
 @pytest.mark.anyio
 async def test_buggy_first_pass_one_fix_edit_then_green(speedrun_env, fake_llm, tmp_path):
-    fake_llm.script(file_blocks({"calc.py": BUGGY_CALC, "test_calc.py": TEST_CALC}),
-                    fix_reply(("calc.py", "    return a - b", "    return a + b")))
+    fake_llm.script(
+        file_blocks({"calc.py": BUGGY_CALC, "test_calc.py": TEST_CALC}),
+        fix_reply(("calc.py", "    return a - b", "    return a + b")),
+    )
     result = await run(tmp_path / "ws")
     assert_fixed_once(fake_llm, tmp_path / "ws", result)
 
 
 def test_sync_invoke_runs_the_same_loop(speedrun_env, fake_llm, tmp_path):
-    fake_llm.script(file_blocks({"calc.py": BUGGY_CALC, "test_calc.py": TEST_CALC}),
-                    fix_reply(("calc.py", "    return a - b", "    return a + b")))
+    fake_llm.script(
+        file_blocks({"calc.py": BUGGY_CALC, "test_calc.py": TEST_CALC}),
+        fix_reply(("calc.py", "    return a - b", "    return a + b")),
+    )
     out = tmp_path / "ws"
     final = graph.invoke(inputs(out), context=RunContext(Settings()))
     assert_fixed_once(fake_llm, out, final["result"])
@@ -85,7 +87,8 @@ async def test_fixer_that_never_fixes_stops_at_max_fix_cycles(speedrun_env, fake
     attempts = iter(range(1, 100))
     # Every answer applies cleanly and changes the file, but never touches the bug.
     fake_llm.responder = lambda body: fix_reply(
-        ("calc.py", "def add(a, b):\n", f"def add(a, b):\n    # attempt {next(attempts)}\n"), diagnosis="no idea")
+        ("calc.py", "def add(a, b):\n", f"def add(a, b):\n    # attempt {next(attempts)}\n"), diagnosis="no idea"
+    )
     out = tmp_path / "ws"
     result = await run(out, max_fix_cycles=2)
 
@@ -103,9 +106,11 @@ async def test_fixer_that_never_fixes_stops_at_max_fix_cycles(speedrun_env, fake
 
 @pytest.mark.anyio
 async def test_edit_not_found_gets_one_retry_with_the_closest_match(speedrun_env, fake_llm, tmp_path):
-    fake_llm.script(file_blocks({"calc.py": BUGGY_CALC, "test_calc.py": TEST_CALC}),
-                    fix_reply(("calc.py", "    return a-b", "    return a+b")),  # not what the file says
-                    fix_reply(("calc.py", "    return a - b", "    return a + b")))
+    fake_llm.script(
+        file_blocks({"calc.py": BUGGY_CALC, "test_calc.py": TEST_CALC}),
+        fix_reply(("calc.py", "    return a-b", "    return a+b")),  # not what the file says
+        fix_reply(("calc.py", "    return a - b", "    return a + b")),
+    )
     out = tmp_path / "ws"
     result = await run(out)
 
@@ -125,8 +130,10 @@ async def test_edit_not_found_gets_one_retry_with_the_closest_match(speedrun_env
 async def test_edit_that_rewrites_most_of_a_file_is_refused(speedrun_env, fake_llm, tmp_path):
     body = "".join(f"    step{i} = {i}\n" for i in range(10))
     buggy = f"def add(a, b):\n{body}    return a - b\n"
-    fake_llm.script(file_blocks({"calc.py": buggy, "test_calc.py": TEST_CALC}),
-                    fix_reply(("calc.py", buggy, "def add(a, b):\n    return a + b\n"), diagnosis="rewrite it"))
+    fake_llm.script(
+        file_blocks({"calc.py": buggy, "test_calc.py": TEST_CALC}),
+        fix_reply(("calc.py", buggy, "def add(a, b):\n    return a + b\n"), diagnosis="rewrite it"),
+    )
     out = tmp_path / "ws"
     result = await run(out, max_fix_cycles=1)
 
@@ -140,15 +147,19 @@ async def test_edit_that_rewrites_most_of_a_file_is_refused(speedrun_env, fake_l
 
 @pytest.mark.anyio
 async def test_task_only_the_planner_writes_the_contract_the_generator_uses(speedrun_env, fake_llm, tmp_path):
-    planned = {"data_contract": "Amounts are integer cents (PLANNED-DATA-7Q).",
-               "api_contract": "add(a: int, b: int) -> int in calc.py",
-               "algorithm": "Return a + b.",
-               "rules": "Write calc.py and test_calc.py."}
+    planned = {
+        "data_contract": "Amounts are integer cents (PLANNED-DATA-7Q).",
+        "api_contract": "add(a: int, b: int) -> int in calc.py",
+        "algorithm": "Return a + b.",
+        "rules": "Write calc.py and test_calc.py.",
+    }
     fake_llm.script(json.dumps(planned), file_blocks({"calc.py": FIXED_CALC, "test_calc.py": TEST_CALC}))
     out = tmp_path / "ws"
     with anyio.fail_after(60):
-        final = await graph.ainvoke({"task": "an add function for cents", "output_dir": str(out),
-                                     "test_command": PYTEST}, context=RunContext(Settings()))
+        final = await graph.ainvoke(
+            {"task": "an add function for cents", "output_dir": str(out), "test_command": PYTEST},
+            context=RunContext(Settings()),
+        )
     result = final["result"]
 
     requests = fake_llm.chat_requests()
@@ -179,8 +190,10 @@ async def test_generated_tests_see_no_secrets_in_their_environment(speedrun_env,
     monkeypatch.setenv("GITHUB_TOKEN", "ghp_test_token_VALUE_123")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-VALUE-456")
     monkeypatch.setenv("DATABASE_URL", "postgres://admin:hunter2@db.example/prod")
-    dump_test = ("import json\nimport os\n\n\ndef test_dump_env():\n"
-                 "    with open('env_dump.json', 'w') as f:\n        json.dump(dict(os.environ), f)\n")
+    dump_test = (
+        "import json\nimport os\n\n\ndef test_dump_env():\n"
+        "    with open('env_dump.json', 'w') as f:\n        json.dump(dict(os.environ), f)\n"
+    )
     fake_llm.script(file_blocks({"test_env.py": dump_test}))
     out = tmp_path / "ws"
     result = await run(out)
@@ -197,12 +210,13 @@ async def test_generated_tests_see_no_secrets_in_their_environment(speedrun_env,
 
 @pytest.mark.anyio
 async def test_progress_events_for_every_step(speedrun_env, fake_llm, tmp_path):
-    fake_llm.script(file_blocks({"calc.py": BUGGY_CALC, "test_calc.py": TEST_CALC}),
-                    fix_reply(("calc.py", "    return a - b", "    return a + b")))
+    fake_llm.script(
+        file_blocks({"calc.py": BUGGY_CALC, "test_calc.py": TEST_CALC}),
+        fix_reply(("calc.py", "    return a - b", "    return a + b")),
+    )
     events = []
     with anyio.fail_after(60):
-        async for event in graph.astream(inputs(tmp_path / "ws"), context=RunContext(Settings()),
-                                         stream_mode="custom"):
+        async for event in graph.astream(inputs(tmp_path / "ws"), context=RunContext(Settings()), stream_mode="custom"):
             events.append(event)
 
     steps = [e["step"] for e in events]

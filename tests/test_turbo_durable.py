@@ -22,8 +22,9 @@ from tests.helpers import CONTRACT_TEXT, FIXED_CALC, HANG_ONCE, PYTEST, TEST_CAL
 
 
 def speedrun_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "speedrun", *args], env=env, capture_output=True, text=True,
-                          check=False, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "speedrun", *args], env=env, capture_output=True, text=True, check=False, timeout=timeout
+    )
 
 
 async def look_and_cancel(run_id: str) -> tuple[RunStatus, str]:
@@ -35,17 +36,31 @@ async def look_and_cancel(run_id: str) -> tuple[RunStatus, str]:
     return status, str(refused.value)
 
 
-def test_killed_after_generate_resumes_in_a_new_process_without_regenerating(speedrun_env, fake_llm: FakeLLM,
-                                                                               tmp_path):
+def test_killed_after_generate_resumes_in_a_new_process_without_regenerating(speedrun_env, fake_llm: FakeLLM, tmp_path):
     fake_llm.script(file_blocks({"calc.py": FIXED_CALC, "test_calc.py": TEST_CALC}))
     contract = tmp_path / "contract.txt"
     contract.write_text(CONTRACT_TEXT)
     out = tmp_path / "ws"
     stderr_path = tmp_path / "turbo.stderr"
     with open(stderr_path, "w") as stderr:
-        cli = subprocess.Popen([sys.executable, "-m", "speedrun", "turbo", "--contract", str(contract),
-                                "--out", str(out), "--test-cmd", HANG_ONCE],
-                               env=speedrun_env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+        cli = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "speedrun",
+                "turbo",
+                "--contract",
+                str(contract),
+                "--out",
+                str(out),
+                "--test-cmd",
+                HANG_ONCE,
+            ],
+            env=speedrun_env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
     try:
         wait_for(lambda: (out / ".pid").is_file(), 30, "the first test run to start")
         run_id = stderr_path.read_text().splitlines()[0].removeprefix("run ")
@@ -95,8 +110,9 @@ async def test_wait_seconds_expires_then_run_status_returns_the_final_result(spe
     out = tmp_path / "ws"
     with anyio.fail_after(60):
         async with RunManager.open(Settings()) as runs:
-            run_id = await runs.start("turbo", {"contract": CONTRACT_TEXT, "output_dir": str(out),
-                                                "test_command": f"sleep 2; {PYTEST}"})
+            run_id = await runs.start(
+                "turbo", {"contract": CONTRACT_TEXT, "output_dir": str(out), "test_command": f"sleep 2; {PYTEST}"}
+            )
             early = await runs.wait(run_id, 0.5)
             assert early.status == "running"
             assert early.result is None
@@ -117,8 +133,9 @@ async def test_cancel_marks_the_run_cancelled_and_continue_finishes_it(speedrun_
     out = tmp_path / "ws"
     with anyio.fail_after(60):
         async with RunManager.open(Settings()) as runs:
-            run_id = await runs.start("turbo", {"contract": CONTRACT_TEXT, "output_dir": str(out),
-                                                "test_command": HANG_ONCE})
+            run_id = await runs.start(
+                "turbo", {"contract": CONTRACT_TEXT, "output_dir": str(out), "test_command": HANG_ONCE}
+            )
             while not (out / ".pid").is_file():
                 await anyio.sleep(0.05)
             test_group = int((out / ".pid").read_text())
@@ -151,8 +168,9 @@ async def test_a_progress_watcher_that_fails_does_not_end_the_run(speedrun_env, 
 
     with anyio.fail_after(60):
         async with RunManager.open(Settings()) as runs:
-            run_id = await runs.start("turbo", {"contract": CONTRACT_TEXT, "output_dir": str(tmp_path / "ws"),
-                                                "test_command": PYTEST})
+            run_id = await runs.start(
+                "turbo", {"contract": CONTRACT_TEXT, "output_dir": str(tmp_path / "ws"), "test_command": PYTEST}
+            )
             final = await runs.wait(run_id, 30, on_progress=broken_watcher)
     assert final.status == "passed", final.error
     assert len(seen) == 1  # dropped after its first failure

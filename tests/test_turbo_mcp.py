@@ -19,7 +19,6 @@ FIXED_CALC = f"{MARKER}\n\ndef add(a, b):\n    return a + b\n"
 RESULT_CAP = 20_000  # bytes; Claude Code caps a tool result at 25K tokens (~100 KB)
 
 
-
 def assert_compact(caller: Caller) -> None:
     for text in caller.texts:
         assert len(text.encode()) < RESULT_CAP
@@ -33,8 +32,10 @@ async def test_client_fixer_over_mcp_retest_edits_and_stop(speedrun_env, fake_ll
     buggy = file_blocks({"calc.py": BUGGY_CALC, "test_calc.py": TEST_CALC})
     common = {"contract": CONTRACT_TEXT, "test_command": PYTEST, "roles": {"fixer": "client"}, "wait_seconds": 30}
     with anyio.fail_after(90):
-        async with stdio_client(server_params(speedrun_env, tmp_path)) as (read, write), \
-                ClientSession(read, write) as session:
+        async with (
+            stdio_client(server_params(speedrun_env, tmp_path)) as (read, write),
+            ClientSession(read, write) as session,
+        ):
             await session.initialize()
             caller = Caller(session)
 
@@ -61,7 +62,9 @@ async def test_client_fixer_over_mcp_retest_edits_and_stop(speedrun_env, fake_ll
             assert result["tests"]["passed"] == 1
             assert result["fix_cycles"] == 1
             assert (result["last_cycle"]["source"], result["last_cycle"]["diagnosis"]) == (
-                "client", "caller fixed the files")
+                "client",
+                "caller fixed the files",
+            )
             full = json.loads(Path(done["report_path"]).read_text())  # the full report, for what the summary omits
             assert "fixer" not in full["ledger"]
             assert result["llm"]["calls"] == 1
@@ -74,13 +77,17 @@ async def test_client_fixer_over_mcp_retest_edits_and_stop(speedrun_env, fake_ll
             assert paused2["status"] == "needs_input"
             message = await caller.error("resume_run", run_id=paused2["run_id"], action="edits")
             assert "non-empty `edits` list" in message  # refused at once with a hint; the run still waits
-            message = await caller.error("resume_run", run_id=paused2["run_id"], action="edits",
-                                         edits=[{"path": "calc.py"}])
+            message = await caller.error(
+                "resume_run", run_id=paused2["run_id"], action="edits", edits=[{"path": "calc.py"}]
+            )
             assert "search" in message and "replace" in message
             assert (await caller.call("run_status", run_id=paused2["run_id"]))["status"] == "needs_input"
-            done2 = await caller.call("resume_run", run_id=paused2["run_id"], action="edits",
-                                      edits=[{"path": "calc.py", "search": "    return a - b",
-                                              "replace": "    return a + b"}])
+            done2 = await caller.call(
+                "resume_run",
+                run_id=paused2["run_id"],
+                action="edits",
+                edits=[{"path": "calc.py", "search": "    return a - b", "replace": "    return a + b"}],
+            )
             assert done2["status"] == "passed"
             cycle = done2["result"]["last_cycle"]
             assert (cycle["source"], cycle["applied"], done2["result"]["fix_cycles"]) == ("client", 1, 1)
@@ -93,8 +100,12 @@ async def test_client_fixer_over_mcp_retest_edits_and_stop(speedrun_env, fake_ll
             fake_llm.script(buggy)
             third = tmp_path / "ws3"
             paused3 = await caller.call("turbo", output_dir=str(third), **common)
-            again = await caller.call("resume_run", run_id=paused3["run_id"], action="edits",
-                                      edits=[{"path": "calc.py", "search": "return a * b", "replace": "return a + b"}])
+            again = await caller.call(
+                "resume_run",
+                run_id=paused3["run_id"],
+                action="edits",
+                edits=[{"path": "calc.py", "search": "return a * b", "replace": "return a + b"}],
+            )
             assert again["status"] == "needs_input"
             [need3] = again["needs"]
             [refused] = need3["edits_not_applied"]
@@ -110,7 +121,10 @@ async def test_client_fixer_over_mcp_retest_edits_and_stop(speedrun_env, fake_ll
 
             listed = await caller.call("list_runs")
             assert [(r["run_id"], r["status"]) for r in listed["runs"]] == [
-                (paused3["run_id"], "stopped"), (paused2["run_id"], "passed"), (paused["run_id"], "passed")]
+                (paused3["run_id"], "stopped"),
+                (paused2["run_id"], "passed"),
+                (paused["run_id"], "passed"),
+            ]
             assert [r["output_dir"] for r in listed["runs"]] == [str(third), str(second), str(first)]
 
     assert len(fake_llm.chat_requests()) == 3
@@ -121,15 +135,22 @@ async def test_client_fixer_over_mcp_retest_edits_and_stop(speedrun_env, fake_ll
 async def test_long_run_over_mcp_wait_expiry_cancel_and_continue(speedrun_env, fake_llm: FakeLLM, tmp_path):
     fixed = file_blocks({"calc.py": FIXED_CALC, "test_calc.py": TEST_CALC})
     with anyio.fail_after(90):
-        async with stdio_client(server_params(speedrun_env, tmp_path)) as (read, write), \
-                ClientSession(read, write) as session:
+        async with (
+            stdio_client(server_params(speedrun_env, tmp_path)) as (read, write),
+            ClientSession(read, write) as session,
+        ):
             await session.initialize()
             caller = Caller(session)
 
             # wait_seconds expires: the run goes on in the background and run_status returns its result later.
             fake_llm.script(fixed)
-            running = await caller.call("turbo", output_dir=str(tmp_path / "slow"), contract=CONTRACT_TEXT,
-                                        test_command=f"sleep 2; {PYTEST}", wait_seconds=0.5)
+            running = await caller.call(
+                "turbo",
+                output_dir=str(tmp_path / "slow"),
+                contract=CONTRACT_TEXT,
+                test_command=f"sleep 2; {PYTEST}",
+                wait_seconds=0.5,
+            )
             assert running["status"] == "running"
             assert "result" not in running
             assert any(line.startswith("generate:") for line in running["progress"])
@@ -140,8 +161,9 @@ async def test_long_run_over_mcp_wait_expiry_cancel_and_continue(speedrun_env, f
             # cancel_run stops a run in its tests; resume_run 'continue' finishes it without regenerating.
             fake_llm.script(fixed)
             hang = tmp_path / "hang"
-            started = await caller.call("turbo", output_dir=str(hang), contract=CONTRACT_TEXT,
-                                        test_command=HANG_ONCE, wait_seconds=0)
+            started = await caller.call(
+                "turbo", output_dir=str(hang), contract=CONTRACT_TEXT, test_command=HANG_ONCE, wait_seconds=0
+            )
             with anyio.fail_after(30):
                 while not (hang / ".pid").is_file():
                     await anyio.sleep(0.05)

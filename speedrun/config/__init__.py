@@ -77,9 +77,12 @@ class Settings(BaseSettings):
     cerebras_api_key: SecretStr | None = Field(None, validation_alias="CEREBRAS_API_KEY")
     cerebras_model: str = Field("gpt-oss-120b", validation_alias="CEREBRAS_MODEL")
     cerebras_url: str = Field("https://api.cerebras.ai/v1", validation_alias="CEREBRAS_URL")
-    generation_timeout_ms: int = Field(30_000, gt=0, validation_alias="GENERATION_TIMEOUT",
-                                       description="Wall-clock limit for one model call, in milliseconds; a value "
-                                                   "under 1000 is read as seconds.")
+    generation_timeout_ms: int = Field(
+        30_000,
+        gt=0,
+        validation_alias="GENERATION_TIMEOUT",
+        description="Wall-clock limit for one model call, in milliseconds; a value under 1000 is read as seconds.",
+    )
     _timeout_given_in_s: int | None = PrivateAttr(None)
 
     groq_api_key: SecretStr | None = Field(None, validation_alias="GROQ_API_KEY")
@@ -89,12 +92,16 @@ class Settings(BaseSettings):
     openai_compatible_url: str | None = Field(None, validation_alias="SPEEDRUN_OPENAI_COMPATIBLE_URL")
     openai_compatible_api_key: SecretStr | None = Field(None, validation_alias="SPEEDRUN_OPENAI_COMPATIBLE_API_KEY")
 
-    provider: str = Field("cerebras", validation_alias="SPEEDRUN_PROVIDER",
-                          description="Default provider[:model] of every role not set on its own.")
+    provider: str = Field(
+        "cerebras",
+        validation_alias="SPEEDRUN_PROVIDER",
+        description="Default provider[:model] of every role not set on its own.",
+    )
     generator: str | None = Field(None, validation_alias="SPEEDRUN_GENERATOR")
     planner: str | None = Field(None, validation_alias="SPEEDRUN_PLANNER")
-    fixer: str | None = Field(None, validation_alias="SPEEDRUN_FIXER",
-                              description="'client' means the caller fixes failing tests itself.")
+    fixer: str | None = Field(
+        None, validation_alias="SPEEDRUN_FIXER", description="'client' means the caller fixes failing tests itself."
+    )
     reviewer: str | None = Field(None, validation_alias="SPEEDRUN_REVIEWER")
     judge: str | None = Field(None, validation_alias="SPEEDRUN_JUDGE")
     generator_fallback: str | None = Field(None, validation_alias="SPEEDRUN_GENERATOR_FALLBACK")
@@ -104,35 +111,62 @@ class Settings(BaseSettings):
     judge_fallback: str | None = Field(None, validation_alias="SPEEDRUN_JUDGE_FALLBACK")
 
     limits: dict[str, dict[str, int]] = Field(
-        default_factory=dict, validation_alias="SPEEDRUN_LIMITS",
-        description="Per-provider overrides, e.g. SPEEDRUN_LIMITS__CEREBRAS__RPM=5.")
-    max_retries: int = Field(4, ge=0, validation_alias="SPEEDRUN_MAX_RETRIES",
-                             description="Retries on 429/5xx/timeouts per call, before the fallback or an error.")
+        default_factory=dict,
+        validation_alias="SPEEDRUN_LIMITS",
+        description="Per-provider overrides, e.g. SPEEDRUN_LIMITS__CEREBRAS__RPM=5.",
+    )
+    max_retries: int = Field(
+        4,
+        ge=0,
+        validation_alias="SPEEDRUN_MAX_RETRIES",
+        description="Retries on 429/5xx/timeouts per call, before the fallback or an error.",
+    )
     reasoning_effort: Literal["low", "medium", "high"] | None = Field(
-        None, validation_alias="SPEEDRUN_REASONING_EFFORT", description="Sent to reasoning models (gpt-oss) only.")
-    max_tokens_cap: int = Field(16_384, ge=256, validation_alias="SPEEDRUN_MAX_TOKENS",
-                                description="Upper bound for max_tokens when it is sized to the task.")
+        None, validation_alias="SPEEDRUN_REASONING_EFFORT", description="Sent to reasoning models (gpt-oss) only."
+    )
+    max_tokens_cap: int = Field(
+        16_384,
+        ge=256,
+        validation_alias="SPEEDRUN_MAX_TOKENS",
+        description="Upper bound for max_tokens when it is sized to the task.",
+    )
     max_file_bytes: int = Field(1_000_000, ge=1, validation_alias="SPEEDRUN_MAX_FILE_BYTES")
-    allow_paths: str | None = Field(None, validation_alias="SPEEDRUN_ALLOW_PATHS",
-                                    description="Comma-separated relative paths the user allows even in protected "
-                                                "places (e.g. .github/workflows/ci.yml).")
+    allow_paths: str | None = Field(
+        None,
+        validation_alias="SPEEDRUN_ALLOW_PATHS",
+        description="Comma-separated relative paths the user allows even in protected "
+        "places (e.g. .github/workflows/ci.yml).",
+    )
     sandbox: Literal["auto", "bwrap", "none"] = Field(
-        "auto", validation_alias="SPEEDRUN_SANDBOX",
+        "auto",
+        validation_alias="SPEEDRUN_SANDBOX",
         description="How tests run: bwrap (bubblewrap OS sandbox), none (scrubbed environment only), or auto "
-                    "(bwrap when it works here, else none with a warning).")
-    sandbox_network: bool = Field(False, validation_alias="SPEEDRUN_SANDBOX_NETWORK",
-                                  description="Let sandboxed tests reach the network (off by default).")
-    roots: str | None = Field(None, validation_alias="SPEEDRUN_ROOTS",
-                              description="os.pathsep-separated directories the MCP server may write into.")
-    home: Path = Field(default_factory=lambda: _default_home(), validation_alias="SPEEDRUN_HOME",
-                       description="State directory: run checkpoints, worksheets.")
+        "(bwrap when it works here, else none with a warning).",
+    )
+    sandbox_network: bool = Field(
+        False,
+        validation_alias="SPEEDRUN_SANDBOX_NETWORK",
+        description="Let sandboxed tests reach the network (off by default).",
+    )
+    roots: str | None = Field(
+        None,
+        validation_alias="SPEEDRUN_ROOTS",
+        description="os.pathsep-separated directories the MCP server may write into.",
+    )
+    home: Path = Field(
+        default_factory=lambda: _default_home(),
+        validation_alias="SPEEDRUN_HOME",
+        description="State directory: run checkpoints, worksheets.",
+    )
 
     @field_validator("limits", mode="before")
     @classmethod
     def _lower_limit_keys(cls, value: object) -> object:
         if isinstance(value, dict):
-            return {str(k).lower().replace("_", "-"): {str(f).lower(): n for f, n in (v or {}).items()}
-                    for k, v in value.items()}
+            return {
+                str(k).lower().replace("_", "-"): {str(f).lower(): n for f, n in (v or {}).items()}
+                for k, v in value.items()
+            }
         return value
 
     @model_validator(mode="after")
@@ -152,8 +186,10 @@ class Settings(BaseSettings):
         given = self._timeout_given_in_s
         if given is None:
             return None
-        return (f"GENERATION_TIMEOUT={given} is read as {given} seconds: values under 1000 are seconds, 1000 and "
-                f"above are milliseconds. Write GENERATION_TIMEOUT={given * 1000} to say it in milliseconds.")
+        return (
+            f"GENERATION_TIMEOUT={given} is read as {given} seconds: values under 1000 are seconds, 1000 and "
+            f"above are milliseconds. Write GENERATION_TIMEOUT={given * 1000} to say it in milliseconds."
+        )
 
     # --- resolution -------------------------------------------------------------------------------
     def role_string(self, role: Role) -> str:
@@ -190,19 +226,28 @@ class Settings(BaseSettings):
         if preset is None:
             close = difflib.get_close_matches(provider, list(PRESETS), n=1, cutoff=0.6)
             typo = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(f"{var}={echo(text.strip())} names an unknown provider {echo(provider)}: {typo}"
-                              f"Use one of {', '.join(PRESETS)} (optionally followed by :model).")
+            raise ConfigError(
+                f"{var}={echo(text.strip())} names an unknown provider {echo(provider)}: {typo}"
+                f"Use one of {', '.join(PRESETS)} (optionally followed by :model)."
+            )
         key = self._key(preset)
         if preset.key_required and key is None:
             if provider == "cerebras":
                 raise ConfigError(SETUP_HINT)
-            raise ConfigError(f"{var} uses provider {provider!r} but {preset.key_env} is not set. "
-                              f"Export {preset.key_env}=... or pick another provider.")
-        base_url = {"cerebras": self.cerebras_url, "ollama": self.ollama_url,
-                    "openai-compatible": self.openai_compatible_url}.get(provider, preset.base_url)
+            raise ConfigError(
+                f"{var} uses provider {provider!r} but {preset.key_env} is not set. "
+                f"Export {preset.key_env}=... or pick another provider."
+            )
+        base_url = {
+            "cerebras": self.cerebras_url,
+            "ollama": self.ollama_url,
+            "openai-compatible": self.openai_compatible_url,
+        }.get(provider, preset.base_url)
         if not base_url:
-            raise ConfigError(f"{var} uses 'openai-compatible' but SPEEDRUN_OPENAI_COMPATIBLE_URL is not set; "
-                              "set it to your server's base URL, e.g. http://127.0.0.1:8000/v1.")
+            raise ConfigError(
+                f"{var} uses 'openai-compatible' but SPEEDRUN_OPENAI_COMPATIBLE_URL is not set; "
+                "set it to your server's base URL, e.g. http://127.0.0.1:8000/v1."
+            )
         model = model.strip() or (self.cerebras_model if provider == "cerebras" else preset.default_model)
         if not model:
             raise ConfigError(f"{var}={text!r} needs a model name: write it as {provider}:<model>.")
@@ -219,22 +264,42 @@ class Settings(BaseSettings):
             limits = ProviderLimits.model_validate({**defaults, **override})
         except Exception:
             var_base = f"SPEEDRUN_LIMITS__{provider.upper().replace('-', '_')}__"
-            raise ConfigError(f"{var_base}<NAME> must be a positive integer, with NAME one of "
-                              f"{', '.join(n.upper() for n in ProviderLimits.model_fields)}; got "
-                              f"{echo({k.upper(): v for k, v in override.items()})}.") from None
-        return ModelSpec(role=role, provider=provider, model=model, base_url=base_url.rstrip("/"),
-                         api_key=key, limits=limits, json_schema=preset.json_schema, strict=preset.strict)
+            raise ConfigError(
+                f"{var_base}<NAME> must be a positive integer, with NAME one of "
+                f"{', '.join(n.upper() for n in ProviderLimits.model_fields)}; got "
+                f"{echo({k.upper(): v for k, v in override.items()})}."
+            ) from None
+        return ModelSpec(
+            role=role,
+            provider=provider,
+            model=model,
+            base_url=base_url.rstrip("/"),
+            api_key=key,
+            limits=limits,
+            json_schema=preset.json_schema,
+            strict=preset.strict,
+        )
 
     def _key(self, preset: ProviderPreset) -> SecretStr | None:
-        field = {"cerebras": "cerebras_api_key", "groq": "groq_api_key", "openrouter": "openrouter_api_key",
-                 "openai": "openai_api_key", "openai-compatible": "openai_compatible_api_key"}.get(preset.name)
+        field = {
+            "cerebras": "cerebras_api_key",
+            "groq": "groq_api_key",
+            "openrouter": "openrouter_api_key",
+            "openai": "openai_api_key",
+            "openai-compatible": "openai_compatible_api_key",
+        }.get(preset.name)
         key = getattr(self, field) if field else None
         return key if key is not None and key.get_secret_value().strip() else None
 
     def secrets(self) -> list[str]:
         """Every configured secret value, for redaction at the edges: the keys and the passwords in the URLs."""
-        values = [self.cerebras_api_key, self.groq_api_key, self.openrouter_api_key, self.openai_api_key,
-                  self.openai_compatible_api_key]
+        values = [
+            self.cerebras_api_key,
+            self.groq_api_key,
+            self.openrouter_api_key,
+            self.openai_api_key,
+            self.openai_compatible_api_key,
+        ]
         found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value().strip()]
         for url in (self.cerebras_url, self.ollama_url, self.openai_compatible_url):
             found += url_passwords(url)
@@ -263,13 +328,13 @@ class Settings(BaseSettings):
         if not secrets:
             return text
         # Every MIN_SECRET_LEN-long piece of a secret: a line edge that is none of these needs no closer look.
-        pieces = {sec[i:i + MIN_SECRET_LEN] for sec in secrets for i in range(len(sec) - MIN_SECRET_LEN + 1)}
+        pieces = {sec[i : i + MIN_SECRET_LEN] for sec in secrets for i in range(len(sec) - MIN_SECRET_LEN + 1)}
         lines = text.split("\n")
         for n, line in enumerate(lines):
             if line[-MIN_SECRET_LEN:] in pieces:  # the start of a secret where the line ends
                 line = _cut_edge(line, secrets, at_end=True)
             lead = 3 if line.startswith("...") else 0  # a cut mark
-            if line[lead:lead + MIN_SECRET_LEN] in pieces:  # the end of a secret where the line begins
+            if line[lead : lead + MIN_SECRET_LEN] in pieces:  # the end of a secret where the line begins
                 line = line[:lead] + _cut_edge(line[lead:], secrets, at_end=False)
             lines[n] = line
         return "\n".join(lines)
@@ -359,8 +424,8 @@ class StreamRedactor:
         if self._keep <= 0 or len(text) <= self._keep:
             self._held = text if self._keep > 0 else ""
             return "" if self._keep > 0 else text
-        self._held = text[-self._keep:]
-        return text[:-self._keep]
+        self._held = text[-self._keep :]
+        return text[: -self._keep]
 
     def flush(self) -> str:
         """Whatever is still held back, redacted."""
@@ -392,9 +457,11 @@ def check_apart_from_home(home: Path, workspace: Path, name: str = "output_dir")
         where = "contains"
     else:
         return
-    raise InputError(f"{name} {echo(str(work_r))} {where} speed-run's state directory (SPEEDRUN_HOME="
-                     f"{echo(str(home_r))}), where other runs' checkpoints live. Choose an {name} outside it, or "
-                     "set SPEEDRUN_HOME to a directory outside your projects (default: ~/.local/state/speed-run).")
+    raise InputError(
+        f"{name} {echo(str(work_r))} {where} speed-run's state directory (SPEEDRUN_HOME="
+        f"{echo(str(home_r))}), where other runs' checkpoints live. Choose an {name} outside it, or "
+        "set SPEEDRUN_HOME to a directory outside your projects (default: ~/.local/state/speed-run)."
+    )
 
 
 def _default_home() -> Path:

@@ -7,13 +7,13 @@ from langgraph.types import Send
 
 from speedrun.config import RunContext
 from speedrun.graphs.common import node
-from speedrun.judging import blind
+from speedrun.judge.panel import blind
 from speedrun.nodes.decide import decide
 from speedrun.nodes.fresh_eyes_review import fresh_eyes_review
 from speedrun.nodes.measure import measure
 from speedrun.nodes.score import score
 from speedrun.nodes.worksheet import worksheet
-from speedrun.state.judging import JudgeInput, JudgeOutput, JudgeState, MeasureTask, ReviewTask
+from speedrun.state.judge import JudgeInput, JudgeOutput, JudgeState, MeasureTask, ReviewTask
 
 
 def fan_out_measure(state: JudgeState) -> list[Send]:
@@ -24,8 +24,10 @@ def fan_out_measure(state: JudgeState) -> list[Send]:
 def fan_out_review(state: JudgeState) -> list[Send]:
     """One fresh-eyes review branch per implementation, under its blinded label."""
     labels = blind(state)
-    return [Send("fresh_eyes_review", ReviewTask(impl=impl, label=labels[impl.name], design=state.design))
-            for impl in state.implementations]
+    return [
+        Send("fresh_eyes_review", ReviewTask(impl=impl, label=labels[impl.name], design=state.design))
+        for impl in state.implementations
+    ]
 
 
 def _join(state: JudgeState) -> dict:

@@ -89,7 +89,8 @@ def resolve_output_dir(output_dir: str, roots: list[Path], name: str = "output_d
     raise InputError(
         f"{name} {echo(output_dir)} resolves to {echo(str(path), 200)}, outside the allowed roots "
         f"({', '.join(map(str, roots))}). Pass a directory inside them, or allow it: add it to SPEEDRUN_ROOTS "
-        "(os.pathsep-separated) in the MCP server's env, or open the client in that directory.")
+        "(os.pathsep-separated) in the MCP server's env, or open the client in that directory."
+    )
 
 
 class Runs:
@@ -198,17 +199,26 @@ def create_server(settings: Settings | None = None) -> MCPServer:
         finally:
             await runs.aclose()
 
-    server = MCPServer("speed-run", instructions=INSTRUCTIONS, version=_version(), lifespan=lifespan,
-                       middleware=[_warm_after_initialized])
+    server = MCPServer(
+        "speed-run",
+        instructions=INSTRUCTIONS,
+        version=_version(),
+        lifespan=lifespan,
+        middleware=[_warm_after_initialized],
+    )
 
     @server.tool()
     async def generate(
         prompt: Annotated[str, Field(description="What to generate; a contract prompt works best.")],
         ctx: Context,
         system_prompt: Annotated[str | None, Field(description="Optional system prompt.")] = None,
-        max_tokens: Annotated[int | None, Field(description="Output token limit (a positive number); sized to the "
-                                                            "prompt if omitted.", json_schema_extra={"minimum": 1})
-                              ] = None,
+        max_tokens: Annotated[
+            int | None,
+            Field(
+                description="Output token limit (a positive number); sized to the prompt if omitted.",
+                json_schema_extra={"minimum": 1},
+            ),
+        ] = None,
     ) -> GenerateResult:
         """Send a prompt to the fast generator model and return its raw text answer."""
         from speedrun.llm import complete
@@ -222,29 +232,49 @@ def create_server(settings: Settings | None = None) -> MCPServer:
             with _progress_waits(ctx):
                 reply = await complete(settings, "generator", messages, max_tokens=max_tokens)
             e = reply.entry
-            return GenerateResult(response=reply.text, model=e.model, provider=e.provider,
-                                  total_duration_ms=e.duration_ms, finish_reason=e.finish_reason, usage=reply.usage)
+            return GenerateResult(
+                response=reply.text,
+                model=e.model,
+                provider=e.provider,
+                total_duration_ms=e.duration_ms,
+                finish_reason=e.finish_reason,
+                usage=reply.usage,
+            )
 
         return await guarded(run)
 
     @server.tool()
     async def generate_and_write_files(
         prompt: Annotated[str, Field(description="Contract prompt describing the files to write.")],
-        output_dir: Annotated[str, Field(description="Directory to write into, relative to the project root or "
-                                                     "absolute inside an allowed root.")],
+        output_dir: Annotated[
+            str,
+            Field(
+                description="Directory to write into, relative to the project root or absolute inside an allowed root."
+            ),
+        ],
         ctx: Context,
         system_prompt: Annotated[str | None, Field(description="Optional extra system instructions.")] = None,
-        context_files: Annotated[list[str] | None, Field(description="Existing files to show the model "
-                                                                     "(paths relative to output_dir).")] = None,
-        max_tokens: Annotated[int | None, Field(description="Output token limit (a positive number); sized to the "
-                                                            "prompt if omitted.", json_schema_extra={"minimum": 1})
-                              ] = None,
-        allow_paths: Annotated[list[str] | None, Field(description="Protected paths the reply may write anyway "
-                                                                   "(e.g. .github/workflows/ci.yml), relative to "
-                                                                   "output_dir.")] = None,
+        context_files: Annotated[
+            list[str] | None, Field(description="Existing files to show the model (paths relative to output_dir).")
+        ] = None,
+        max_tokens: Annotated[
+            int | None,
+            Field(
+                description="Output token limit (a positive number); sized to the prompt if omitted.",
+                json_schema_extra={"minimum": 1},
+            ),
+        ] = None,
+        allow_paths: Annotated[
+            list[str] | None,
+            Field(
+                description="Protected paths the reply may write anyway "
+                "(e.g. .github/workflows/ci.yml), relative to "
+                "output_dir."
+            ),
+        ] = None,
     ) -> WriteFilesResult:
         """Generate files with the fast model and write them to disk; returns metadata only, never the code."""
-        from speedrun.codegen import generate_and_write, read_context_files
+        from speedrun.loop.codegen import generate_and_write, read_context_files
         from speedrun.preflight import check_generate
 
         async def run() -> WriteFilesResult:
@@ -260,17 +290,32 @@ def create_server(settings: Settings | None = None) -> MCPServer:
                 await ctx.report_progress(count, None, f"{getattr(outcome, 'action', 'refused')}: {outcome.path}")
 
             with _progress_waits(ctx):
-                result = await generate_and_write(settings, prompt, out, system_prompt=system_prompt,
-                                                  context=context, max_tokens=max_tokens, on_file=progress,
-                                                  allow_paths=allow_paths or (), confine_to=root)
+                result = await generate_and_write(
+                    settings,
+                    prompt,
+                    out,
+                    system_prompt=system_prompt,
+                    context=context,
+                    max_tokens=max_tokens,
+                    on_file=progress,
+                    allow_paths=allow_paths or (),
+                    confine_to=root,
+                )
             files = result.report.files_written
             model = result.entries[-1] if result.entries else None
             return WriteFilesResult(
-                status=result.status, output_dir=str(out), model=model.model if model else "",
-                provider=model.provider if model else "", generation_time_ms=result.generation_time_ms,
-                files_written=files, total_files=len(files), total_lines=sum(f.lines for f in files),
-                errors=result.report.errors, warnings=result.warnings,
-                usage=Usage.of(result.entries))
+                status=result.status,
+                output_dir=str(out),
+                model=model.model if model else "",
+                provider=model.provider if model else "",
+                generation_time_ms=result.generation_time_ms,
+                files_written=files,
+                total_files=len(files),
+                total_lines=sum(f.lines for f in files),
+                errors=result.report.errors,
+                warnings=result.warnings,
+                usage=Usage.of(result.entries),
+            )
 
         return await guarded(run)
 
@@ -286,8 +331,9 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     return server
 
 
-def register_run_tools(server: MCPServer, settings: Settings,
-                       guarded: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]], runs: Runs) -> None:
+def register_run_tools(
+    server: MCPServer, settings: Settings, guarded: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]], runs: Runs
+) -> None:
     """Tools that start and steer durable graph runs (turbo, status, resume, cancel, list)."""
     manager = runs.get
 
@@ -305,24 +351,37 @@ def register_run_tools(server: MCPServer, settings: Settings,
 
     @server.tool()
     async def turbo(
-        output_dir: Annotated[str, Field(description="Workspace to write into and run tests in (inside the "
-                                                     "allowed roots).")],
+        output_dir: Annotated[
+            str, Field(description="Workspace to write into and run tests in (inside the allowed roots).")
+        ],
         ctx: Context,
         task: Annotated[str | None, Field(description="The job in plain words; the planner writes a contract.")] = None,
-        contract: Annotated[str | None, Field(description="DATA CONTRACT / API CONTRACT / ALGORITHM / RULES text "
-                                                          "(preferred over task).")] = None,
-        test_command: Annotated[str, Field(description="Shell command that runs the tests in "
-                                                       "output_dir.")] = "pytest -q",
+        contract: Annotated[
+            str | None,
+            Field(description="DATA CONTRACT / API CONTRACT / ALGORITHM / RULES text (preferred over task)."),
+        ] = None,
+        test_command: Annotated[
+            str, Field(description="Shell command that runs the tests in output_dir.")
+        ] = "pytest -q",
         max_fix_cycles: Annotated[int, Field(description="Surgical fix rounds before giving up.", ge=0, le=20)] = 3,
-        context_files: Annotated[list[str] | None, Field(description="Existing files (relative to output_dir) "
-                                                                     "to show the generator.")] = None,
-        roles: Annotated[dict[str, str] | None, Field(description="Per-run role overrides, e.g. {'fixer': "
-                                                                  "'client'} to fix failures yourself.")] = None,
-        wait_seconds: Annotated[float, Field(description="How long to wait for the result before returning "
-                                                         "a run_id to poll.", ge=0, le=600)] = 45,
-        allow_paths: Annotated[list[str] | None, Field(description="Protected paths the generator may write anyway "
-                                                                   "(e.g. .github/workflows/ci.yml), relative to "
-                                                                   "output_dir.")] = None,
+        context_files: Annotated[
+            list[str] | None, Field(description="Existing files (relative to output_dir) to show the generator.")
+        ] = None,
+        roles: Annotated[
+            dict[str, str] | None,
+            Field(description="Per-run role overrides, e.g. {'fixer': 'client'} to fix failures yourself."),
+        ] = None,
+        wait_seconds: Annotated[
+            float, Field(description="How long to wait for the result before returning a run_id to poll.", ge=0, le=600)
+        ] = 45,
+        allow_paths: Annotated[
+            list[str] | None,
+            Field(
+                description="Protected paths the generator may write anyway "
+                "(e.g. .github/workflows/ci.yml), relative to "
+                "output_dir."
+            ),
+        ] = None,
     ) -> RunStatus:
         """Run the turbo workflow: contract → generate → test → surgical fixes. Returns compact metadata (never
         code) and report_path, a JSON file with the full report."""
@@ -330,10 +389,19 @@ def register_run_tools(server: MCPServer, settings: Settings,
         from speedrun.state.turbo import TurboInput
 
         async def run() -> RunStatus:
-            inputs = parse_input(TurboInput, {
-                "task": task, "contract": contract, "output_dir": output_dir, "test_command": test_command,
-                "max_fix_cycles": max_fix_cycles, "context_files": context_files or [], "roles": roles or {},
-                "allow_paths": allow_paths or []})
+            inputs = parse_input(
+                TurboInput,
+                {
+                    "task": task,
+                    "contract": contract,
+                    "output_dir": output_dir,
+                    "test_command": test_command,
+                    "max_fix_cycles": max_fix_cycles,
+                    "context_files": context_files or [],
+                    "roles": roles or {},
+                    "allow_paths": allow_paths or [],
+                },
+            )
             out, root = resolve_output_dir(output_dir, await allowed_roots(ctx, settings))
             inputs.output_dir = str(out)
             await check_turbo(settings, inputs, root)
@@ -345,18 +413,24 @@ def register_run_tools(server: MCPServer, settings: Settings,
 
     @server.tool()
     async def judge(
-        implementations: Annotated[list[dict[str, Any]], Field(
-            description="2–5 (or 1) implementations: [{name, path, test_command?, metrics?: {llm_calls, "
-                        "fix_cycles, generation_ms}}]; paths inside the allowed roots.")],
+        implementations: Annotated[
+            list[dict[str, Any]],
+            Field(
+                description="2–5 (or 1) implementations: [{name, path, test_command?, metrics?: {llm_calls, "
+                "fix_cycles, generation_ms}}]; paths inside the allowed roots."
+            ),
+        ],
         design: Annotated[str, Field(description="The design or plan the implementations follow.")],
         ctx: Context,
-        mode: Annotated[Literal["showdown", "any_percent"], Field(
-            description="showdown: same design; any_percent: different approaches.")] = "showdown",
+        mode: Annotated[
+            Literal["showdown", "any_percent"],
+            Field(description="showdown: same design; any_percent: different approaches."),
+        ] = "showdown",
         wait_seconds: Annotated[float, Field(ge=0, le=600, description="How long to wait for the verdict.")] = 45,
     ) -> RunStatus:
         """Score implementations on 5 criteria from measured evidence and typed checklists; pick a winner."""
         from speedrun.preflight import check_judge
-        from speedrun.state.judging import JudgeInput
+        from speedrun.state.judge import JudgeInput
 
         async def run() -> RunStatus:
             roots = await allowed_roots(ctx, settings)
@@ -378,8 +452,9 @@ def register_run_tools(server: MCPServer, settings: Settings,
     async def run_status(
         run_id: Annotated[str, Field(description="The run_id a workflow tool returned.")],
         ctx: Context,
-        wait_seconds: Annotated[float, Field(description="Wait up to this long for the run to finish.",
-                                             ge=0, le=600)] = 0,
+        wait_seconds: Annotated[
+            float, Field(description="Wait up to this long for the run to finish.", ge=0, le=600)
+        ] = 0,
     ) -> RunStatus:
         """Status of a run: running (with progress), needs_input, or its final compact result and report_path."""
         return await guarded(lambda: wait_and_report(run_id, wait_seconds, ctx))
@@ -387,12 +462,18 @@ def register_run_tools(server: MCPServer, settings: Settings,
     @server.tool()
     async def resume_run(
         run_id: Annotated[str, Field(description="The run to continue.")],
-        action: Annotated[Literal["retest", "stop", "edits", "continue"], Field(
-            description="retest: you fixed the files, run the tests again; stop: end the run; edits: apply "
-                        "`edits` then retest; continue: pick up a run whose process died or was cancelled.")],
+        action: Annotated[
+            Literal["retest", "stop", "edits", "continue"],
+            Field(
+                description="retest: you fixed the files, run the tests again; stop: end the run; edits: apply "
+                "`edits` then retest; continue: pick up a run whose process died or was cancelled."
+            ),
+        ],
         ctx: Context,
-        edits: Annotated[list[dict[str, str]] | None, Field(
-            description="For action 'edits': [{path, search, replace}], search copied exactly from the file.")] = None,
+        edits: Annotated[
+            list[dict[str, str]] | None,
+            Field(description="For action 'edits': [{path, search, replace}], search copied exactly from the file."),
+        ] = None,
         wait_seconds: Annotated[float, Field(ge=0, le=600, description="How long to wait for the result.")] = 45,
     ) -> RunStatus:
         """Continue a run that needs input or was interrupted."""
@@ -416,8 +497,9 @@ def register_run_tools(server: MCPServer, settings: Settings,
         return await guarded(run)
 
     @server.tool()
-    async def list_runs(limit: Annotated[int, Field(ge=1, le=200, description="How many, newest first.")] = 10
-                        ) -> RunList:
+    async def list_runs(
+        limit: Annotated[int, Field(ge=1, le=200, description="How many, newest first.")] = 10,
+    ) -> RunList:
         """Recent runs with their status (no results; use run_status for one run's details)."""
 
         async def run() -> RunList:

@@ -26,5 +26,9 @@ def sandbox_options(runtime: Any) -> dict:
     from speedrun.sandbox import group_records_dir
 
     settings = run_settings(runtime)
-    return {"mode": settings.sandbox, "network": settings.sandbox_network, "mask": (settings.home,),
-            "record_dir": group_records_dir(settings.home)}
+    return {
+        "mode": settings.sandbox,
+        "network": settings.sandbox_network,
+        "mask": (settings.home,),
+        "record_dir": group_records_dir(settings.home),
+    }

@@ -22,8 +22,10 @@ async def contract_write(state: TurboState, runtime: Runtime[RunContext]) -> dic
         return {"spec": spec, "warnings": warnings}
     settings = run_settings(runtime, state.roles)
     progress(runtime, "contract_write", "planner is writing the contract")
-    messages = [("system", prompts.CONTRACT_SYSTEM),
-                ("user", prompts.CONTRACT_USER.format(task=state.task, test_command=state.test_command))]
+    messages = [
+        ("system", prompts.CONTRACT_SYSTEM),
+        ("user", prompts.CONTRACT_USER.format(task=state.task, test_command=state.test_command)),
+    ]
     spec, entries = await structured(settings, "planner", Contract, messages)
     progress(runtime, "contract_write", "contract written")
     return {"spec": spec, "ledger": entries}

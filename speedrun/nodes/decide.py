@@ -5,9 +5,9 @@ from __future__ import annotations
 from langgraph.runtime import Runtime
 
 from speedrun.config import RunContext
+from speedrun.judge.scoring import decide as apply_gates
 from speedrun.nodes.common import progress
-from speedrun.scoring import decide as apply_gates
-from speedrun.state.judging import JudgeState
+from speedrun.state.judge import JudgeState
 
 
 async def decide(state: JudgeState, runtime: Runtime[RunContext]) -> dict:

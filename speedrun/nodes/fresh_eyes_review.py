@@ -9,10 +9,10 @@ from langgraph.runtime import Runtime
 
 from speedrun import prompts
 from speedrun.config import RunContext
-from speedrun.judging import read_sources
+from speedrun.judge.panel import read_sources
 from speedrun.llm import structured
 from speedrun.nodes.common import progress, run_settings
-from speedrun.state.judging import ImplementationReview, Review, ReviewTask
+from speedrun.state.judge import ImplementationReview, Review, ReviewTask
 
 REVIEW_BUDGET = 60_000  # characters of code one review reads
 
@@ -22,7 +22,9 @@ async def fresh_eyes_review(task: ReviewTask, runtime: Runtime[RunContext]) -> d
     settings = run_settings(runtime)
     progress(runtime, "fresh_eyes_review", f"reviewing implementation {task.label}")
     sources = await asyncio.to_thread(read_sources, Path(task.impl.path), REVIEW_BUDGET)
-    messages = [("system", prompts.REVIEW_SYSTEM), ("user", prompts.REVIEW_USER.format(
-        design=task.design, label=task.label, sources=sources))]
+    messages = [
+        ("system", prompts.REVIEW_SYSTEM),
+        ("user", prompts.REVIEW_USER.format(design=task.design, label=task.label, sources=sources)),
+    ]
     review, ledger = await structured(settings, "reviewer", Review, messages)
     return {"reviews": [ImplementationReview(name=task.impl.name, findings=review.findings)], "ledger": ledger}

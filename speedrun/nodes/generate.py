@@ -8,8 +8,8 @@ from pathlib import Path
 from langgraph.runtime import Runtime
 
 from speedrun import prompts
-from speedrun.codegen import generate_and_write, read_context_files
 from speedrun.config import RunContext
+from speedrun.loop.codegen import generate_and_write, read_context_files
 from speedrun.nodes.common import progress, run_settings
 from speedrun.state.turbo import TurboState
 
@@ -26,7 +26,17 @@ async def generate(state: TurboState, runtime: Runtime[RunContext]) -> dict:
         action = getattr(outcome, "action", "refused")
         progress(runtime, "generate", f"{action} {outcome.path}", path=outcome.path, action=action)
 
-    result = await generate_and_write(settings, prompts.GENERATE_FROM_CONTRACT.format(contract=state.spec.render()),
-                                      out, context=context, on_file=on_file, allow_paths=state.allow_paths)
-    return {"files": result.report.files_written, "file_errors": result.report.errors, "ledger": result.entries,
-            "warnings": result.warnings}
+    result = await generate_and_write(
+        settings,
+        prompts.GENERATE_FROM_CONTRACT.format(contract=state.spec.render()),
+        out,
+        context=context,
+        on_file=on_file,
+        allow_paths=state.allow_paths,
+    )
+    return {
+        "files": result.report.files_written,
+        "file_errors": result.report.errors,
+        "ledger": result.entries,
+        "warnings": result.warnings,
+    }

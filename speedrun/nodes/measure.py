@@ -9,18 +9,19 @@ from langgraph.runtime import Runtime
 
 from speedrun.config import RunContext
 from speedrun.errors import InputError
-from speedrun.measure import measure_tree
+from speedrun.judge.measure import measure_tree
 from speedrun.nodes.common import progress, run_settings
 from speedrun.nodes.run_tests import run_test_command
-from speedrun.state.judge import Measurement
-from speedrun.state.judging import MeasureTask
+from speedrun.state.judge import Measurement, MeasureTask
 
 
 def _measure(root: Path, name: str) -> Measurement:
-    """Blocking part: check the directory and walk it (bounded; see speedrun.measure)."""
+    """Blocking part: check the directory and walk it (bounded; see speedrun.judge.measure)."""
     if not root.is_dir():
-        raise InputError(f"implementation {name[:80]!r}: path {str(root)[:200]!r} is not a directory; pass the "
-                         "directory that holds the implementation.")
+        raise InputError(
+            f"implementation {name[:80]!r}: path {str(root)[:200]!r} is not a directory; pass the "
+            "directory that holds the implementation."
+        )
     return measure_tree(root, name=name)
 
 

@@ -42,9 +42,17 @@ async def report(state: TurboState, runtime: Runtime[RunContext]) -> dict:
     if not state.files:
         warnings.append("the generator wrote no files; see file_errors and the ledger's finish reasons")
     run_id = getattr(getattr(runtime, "execution_info", None), "thread_id", None)
-    result = TurboResult(run_id=run_id, status=status, output_dir=state.output_dir, files=state.files,
-                         file_errors=state.file_errors, tests=tests, cycles=state.cycles,
-                         ledger=ledger_by_role(state.ledger), warnings=warnings)
+    result = TurboResult(
+        run_id=run_id,
+        status=status,
+        output_dir=state.output_dir,
+        files=state.files,
+        file_errors=state.file_errors,
+        tests=tests,
+        cycles=state.cycles,
+        ledger=ledger_by_role(state.ledger),
+        warnings=warnings,
+    )
     generated = sum(e.completion_tokens for e in state.ledger if e.role in GENERATING_ROLES)
     result.caller_tokens_saved = max(0, generated - estimate_tokens(result.summary().model_dump_json()))
     if run_id:
@@ -52,8 +60,9 @@ async def report(state: TurboState, runtime: Runtime[RunContext]) -> dict:
         path = report_path(home, str(run_id))
         result.report_path = str(path)
         try:  # off the event loop: Studio refuses blocking calls in nodes
-            await asyncio.to_thread(save_report, home, str(run_id),
-                                    json.dumps(result.model_dump(mode="json"), indent=1))
+            await asyncio.to_thread(
+                save_report, home, str(run_id), json.dumps(result.model_dump(mode="json"), indent=1)
+            )
         except OSError as exc:
             result.report_path = None
             result.warnings.append(f"could not write the full report to {path}: {exc.strerror or exc}")

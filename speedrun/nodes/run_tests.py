@@ -26,12 +26,17 @@ async def run_test_command(command: str, cwd: Path, runtime: Any, **options: Any
 async def run_tests(state: TurboState, runtime: Runtime[RunContext]) -> dict:
     """Run `test_command` and record the report. (Named run_tests, never test_*, so pytest won't collect it.)"""
     progress(runtime, "run_tests", f"running {state.test_command}")
-    report = await run_test_command(state.test_command, Path(state.output_dir), runtime,
-                                    timeout_s=state.test_timeout_s)
+    report = await run_test_command(state.test_command, Path(state.output_dir), runtime, timeout_s=state.test_timeout_s)
     if report.problem:
         progress(runtime, "run_tests", report.problem)
         return {"tests": report, "warnings": [report.problem]}
     verdict = "passed" if report.ok else f"{report.failed} failed, {report.errors} errors"
-    progress(runtime, "run_tests", f"{report.passed} passed; {verdict}", passed=report.passed,
-             failed=report.failed, errors=report.errors)
+    progress(
+        runtime,
+        "run_tests",
+        f"{report.passed} passed; {verdict}",
+        passed=report.passed,
+        failed=report.failed,
+        errors=report.errors,
+    )
     return {"tests": report}

@@ -9,11 +9,11 @@ from langgraph.runtime import Runtime
 
 from speedrun import prompts
 from speedrun.config import RunContext
-from speedrun.judging import blind, checklists_from, numbered_items, read_sources, verdict_model
+from speedrun.judge.panel import blind, checklists_from, numbered_items, read_sources, verdict_model
+from speedrun.judge.scoring import build_scorecard
 from speedrun.llm import structured
 from speedrun.nodes.common import progress, run_settings
-from speedrun.scoring import build_scorecard
-from speedrun.state.judging import JudgeState
+from speedrun.state.judge import JudgeState
 
 JUDGE_BUDGET = 120_000  # characters of code across all implementations in one judge prompt
 
@@ -34,17 +34,36 @@ async def score(state: JudgeState, runtime: Runtime[RunContext]) -> dict:
         t = m.tests
         findings = reviews.get(name)
         sources = await asyncio.to_thread(read_sources, Path(impls[name].path), budget)
-        blocks.append(prompts.JUDGE_IMPLEMENTATION.format(
-            label=label, loc=m.loc, files=m.files,
-            violations=", ".join(f"{k} {v}" for k, v in m.violation_counts().items()),
-            tests="not run" if t is None else t.summary(),
-            findings="; ".join(f"{f.severity} {f.category} {f.file}:{f.line} {f.message}"
-                               for f in findings.findings) if findings and findings.findings else "none",
-            sources=sources))
-    messages = [("system", prompts.JUDGE_SYSTEM), ("user", prompts.JUDGE_USER.format(
-        mode_text=prompts.JUDGE_MODE_TEXT[state.mode], design=state.design, fitness=numbered_items("fitness"),
-        robustness=numbered_items("robustness"), maintainability=numbered_items("maintainability"),
-        labels=", ".join(sorted(by_label)), implementations="\n".join(blocks)))]
+        blocks.append(
+            prompts.JUDGE_IMPLEMENTATION.format(
+                label=label,
+                loc=m.loc,
+                files=m.files,
+                violations=", ".join(f"{k} {v}" for k, v in m.violation_counts().items()),
+                tests="not run" if t is None else t.summary(),
+                findings="; ".join(
+                    f"{f.severity} {f.category} {f.file}:{f.line} {f.message}" for f in findings.findings
+                )
+                if findings and findings.findings
+                else "none",
+                sources=sources,
+            )
+        )
+    messages = [
+        ("system", prompts.JUDGE_SYSTEM),
+        (
+            "user",
+            prompts.JUDGE_USER.format(
+                mode_text=prompts.JUDGE_MODE_TEXT[state.mode],
+                design=state.design,
+                fitness=numbered_items("fitness"),
+                robustness=numbered_items("robustness"),
+                maintainability=numbered_items("maintainability"),
+                labels=", ".join(sorted(by_label)),
+                implementations="\n".join(blocks),
+            ),
+        ),
+    ]
     progress(runtime, "score", f"judge is scoring {len(by_label)} implementation(s)")
     # The schema names every label and every item as a required property, so no check beyond it is needed:
     # an answer that follows the schema is always usable.

@@ -13,10 +13,10 @@ from pydantic import ValidationError
 
 from speedrun import prompts
 from speedrun.config import RunContext, Settings
-from speedrun.edits import apply_edits, numbered
 from speedrun.errors import InputError, describe_validation, echo
 from speedrun.excerpts import within_budget
 from speedrun.llm import structured
+from speedrun.loop.edits import apply_edits, numbered
 from speedrun.nodes.common import progress, run_settings
 from speedrun.state.edits import Edit, EditOutcome, FixPlan
 from speedrun.state.records import one_line
@@ -43,24 +43,42 @@ async def surgical_fix(state: TurboState, runtime: Runtime[RunContext]) -> dict:
     # File reads and writes run in a worker thread: the event loop serves other runs and tools meanwhile,
     # and `langgraph dev` refuses blocking calls inside nodes.
     excerpts = await asyncio.to_thread(_excerpts, root, state)
-    messages = [("system", prompts.FIX_SYSTEM), ("user", prompts.FIX_USER.format(
-        test_command=state.test_command, summary=state.tests.summary(), failures=_failures_text(state),
-        contract=state.spec.render() if state.spec else "(none)", excerpts=excerpts))]
+    messages = [
+        ("system", prompts.FIX_SYSTEM),
+        (
+            "user",
+            prompts.FIX_USER.format(
+                test_command=state.test_command,
+                summary=state.tests.summary(),
+                failures=_failures_text(state),
+                contract=state.spec.render() if state.spec else "(none)",
+                excerpts=excerpts,
+            ),
+        ),
+    ]
     plan, ledger = await structured(settings, "fixer", FixPlan, messages)
     outcomes = await asyncio.to_thread(apply_edits, root, plan.edits, **_edit_limits(settings, state))
     retry = [o for o in outcomes if o.status in ("not_found", "ambiguous")]
     if retry:  # one retry, showing the closest match with line numbers
         progress(runtime, "surgical_fix", f"cycle {cycle}: {len(retry)} edit(s) did not match; asking once more")
-        messages += [("assistant", plan.model_dump_json()),
-                     ("user", prompts.FIX_RETRY.format(problems=_problems(retry)))]
+        messages += [
+            ("assistant", plan.model_dump_json()),
+            ("user", prompts.FIX_RETRY.format(problems=_problems(retry))),
+        ]
         second, more = await structured(settings, "fixer", FixPlan, messages)
         ledger += more
         outcomes = [o for o in outcomes if o not in retry] + await asyncio.to_thread(
-            apply_edits, root, second.edits, **_edit_limits(settings, state))
+            apply_edits, root, second.edits, **_edit_limits(settings, state)
+        )
     applied = sum(o.status == "applied" for o in outcomes)
     progress(runtime, "surgical_fix", f"cycle {cycle}: applied {applied} of {len(outcomes)} edit(s)")
-    fix = FixCycle(cycle=cycle, source="model", diagnosis=plan.diagnosis, failures_before=failures_before,
-                   edits=[_applied(o) for o in outcomes])
+    fix = FixCycle(
+        cycle=cycle,
+        source="model",
+        diagnosis=plan.diagnosis,
+        failures_before=failures_before,
+        edits=[_applied(o) for o in outcomes],
+    )
     return {"cycles": [fix], "ledger": ledger}
 
 
@@ -69,21 +87,31 @@ async def _client_fix(state: TurboState, settings: Settings, cycle: int, failure
     previous = state.cycles[-1].edits if state.cycles and state.cycles[-1].source == "client" else []
     # Compact like every result a caller sees; a refused edit must reach the caller now, not only in the report.
     request = ClientFixRequest(
-        cycle=cycle, output_dir=state.output_dir, files=[f.path for f in state.files],
+        cycle=cycle,
+        output_dir=state.output_dir,
+        files=[f.path for f in state.files],
         failures=[{"name": one_line(f.name), "message": one_line(f.message)} for f in failures[:CLIENT_FAILURES]],
         more_failures=max(0, len(failures) - CLIENT_FAILURES),
-        edits_not_applied=[{"path": e.path, "status": e.status, "message": one_line(e.message, 300)}
-                           for e in previous if e.status != "applied"])
+        edits_not_applied=[
+            {"path": e.path, "status": e.status, "message": one_line(e.message, 300)}
+            for e in previous
+            if e.status != "applied"
+        ],
+    )
     answer = interrupt(request.model_dump())  # the graph pauses here until resume_run / `speedrun resume`
     action, edits = parse_resume(answer)
-    fix = FixCycle(cycle=cycle, source="client", failures_before=failures_before,
-                   diagnosis={"retest": "caller fixed the files", "stop": "caller stopped the run",
-                              "edits": "caller sent edits"}[action])
+    fix = FixCycle(
+        cycle=cycle,
+        source="client",
+        failures_before=failures_before,
+        diagnosis={"retest": "caller fixed the files", "stop": "caller stopped the run", "edits": "caller sent edits"}[
+            action
+        ],
+    )
     if action == "stop":
         return {"cycles": [fix], "stopped": True}
     if action == "edits":
-        outcomes = await asyncio.to_thread(apply_edits, Path(state.output_dir), edits,
-                                           **_edit_limits(settings, state))
+        outcomes = await asyncio.to_thread(apply_edits, Path(state.output_dir), edits, **_edit_limits(settings, state))
         fix.edits = [_applied(o) for o in outcomes]
     return {"cycles": [fix]}
 
@@ -98,8 +126,9 @@ def parse_resume(answer: object) -> tuple[str, list[Edit]]:
     if isinstance(answer, str):
         answer = {"action": answer}
     if not isinstance(answer, dict) or answer.get("action") not in ("retest", "stop", "edits"):
-        raise InputError(f"resume value must be 'retest', 'stop' or {{'action': 'edits', 'edits': [...]}}; "
-                         f"got {echo(answer)}.")
+        raise InputError(
+            f"resume value must be 'retest', 'stop' or {{'action': 'edits', 'edits': [...]}}; got {echo(answer)}."
+        )
     raw = answer.get("edits") or []
     if not isinstance(raw, list):
         raise InputError("`edits` must be a list of {path, search, replace} objects.")
@@ -110,8 +139,10 @@ def parse_resume(answer: object) -> tuple[str, list[Edit]]:
         try:
             edits.append(Edit.model_validate(item))
         except ValidationError as exc:
-            raise InputError(f"edit {n} is not valid ({describe_validation(exc)}): each edit needs string "
-                             "`path`, `search` and `replace`.") from None
+            raise InputError(
+                f"edit {n} is not valid ({describe_validation(exc)}): each edit needs string "
+                "`path`, `search` and `replace`."
+            ) from None
     if answer["action"] == "edits" and not edits:
         raise InputError("action 'edits' needs a non-empty `edits` list of {path, search, replace}.")
     return answer["action"], edits
@@ -119,16 +150,22 @@ def parse_resume(answer: object) -> tuple[str, list[Edit]]:
 
 def _applied(outcome: EditOutcome) -> AppliedEdit:
     e = outcome.edit
-    return AppliedEdit(path=e.path, status=outcome.status, message=outcome.message,
-                       lines_removed=outcome.lines_removed, lines_added=outcome.lines_added)
+    return AppliedEdit(
+        path=e.path,
+        status=outcome.status,
+        message=outcome.message,
+        lines_removed=outcome.lines_removed,
+        lines_added=outcome.lines_added,
+    )
 
 
 def _failures_text(state: TurboState) -> str:
     r = state.tests
     if not r.failures:
         return r.output_tail[-4000:] or "(no output)"
-    return "\n\n".join(f"- {f.name}" + (f" ({f.file}:{f.line})" if f.file else "") + f"\n{f.message}"
-                       for f in r.failures)
+    return "\n\n".join(
+        f"- {f.name}" + (f" ({f.file}:{f.line})" if f.file else "") + f"\n{f.message}" for f in r.failures
+    )
 
 
 def _cited(state: TurboState) -> dict[str, set[int]]:
@@ -166,8 +203,12 @@ def _excerpts(root: Path, state: TurboState) -> str:
             if len(lines) <= WHOLE_FILE_LINES:
                 yield path, numbered(text)
             elif cited.get(path):
-                yield path, "\n...\n".join(numbered(text, max(1, n - WINDOW), min(len(lines), n + WINDOW))
-                                           for n in sorted(cited[path]))
+                yield (
+                    path,
+                    "\n...\n".join(
+                        numbered(text, max(1, n - WINDOW), min(len(lines), n + WINDOW)) for n in sorted(cited[path])
+                    ),
+                )
 
     return within_budget(blocks(), EXCERPT_BUDGET, "(no readable files)")
 

@@ -11,17 +11,18 @@ from langgraph.runtime import Runtime
 
 from speedrun.config import RunContext, ensure_home
 from speedrun.files import write_text_atomic
-from speedrun.judging import render_worksheet
+from speedrun.judge.panel import render_worksheet
 from speedrun.nodes.common import progress, run_settings
-from speedrun.state.judge import Decision, Scorecard
-from speedrun.state.judging import (
+from speedrun.state.judge import (
     MAX_TRADEOFFS,
     RATIONALE_CHARS,
     TRADEOFF_CHARS,
+    Decision,
     ImplementationReview,
     JudgeResult,
     JudgeState,
     RunMetrics,
+    Scorecard,
     ScorecardSummary,
 )
 
@@ -37,9 +38,15 @@ async def worksheet(state: JudgeState, runtime: Runtime[RunContext]) -> dict:
     md_path, json_path = await asyncio.to_thread(_write, out, state)
     progress(runtime, "worksheet", f"wrote {md_path}")
     reviews = {r.name: r for r in state.reviews}
-    result = JudgeResult(mode=state.mode, winner=state.decision.winner, decision=compact_decision(state.decision),
-                         scorecards=[summary(c, reviews.get(c.name)) for c in state.cards],
-                         worksheet_path=str(md_path), scorecard_path=str(json_path), ledger_calls=len(state.ledger))
+    result = JudgeResult(
+        mode=state.mode,
+        winner=state.decision.winner,
+        decision=compact_decision(state.decision),
+        scorecards=[summary(c, reviews.get(c.name)) for c in state.cards],
+        worksheet_path=str(md_path),
+        scorecard_path=str(json_path),
+        ledger_calls=len(state.ledger),
+    )
     return {"result": result}
 
 
@@ -47,33 +54,48 @@ def summary(card: Scorecard, review: ImplementationReview | None) -> ScorecardSu
     """The numbers of one scorecard, for the compact result."""
     m = card.measurement
     return ScorecardSummary(
-        name=card.name, label=card.label, scores=card.scores, total=card.scores.total, eliminated=card.eliminated,
+        name=card.name,
+        label=card.label,
+        scores=card.scores,
+        total=card.scores.total,
+        eliminated=card.eliminated,
         elimination_reasons=card.elimination_reasons,
         metrics=RunMetrics(llm_calls=m.llm_calls, fix_cycles=m.fix_cycles, generation_ms=m.generation_ms),
-        loc=m.loc, violations=len(m.violations), findings=len(review.findings) if review else 0)
+        loc=m.loc,
+        violations=len(m.violations),
+        findings=len(review.findings) if review else 0,
+    )
 
 
 def compact_decision(decision: Decision) -> Decision:
     """The decision with its texts cut to bounded lengths (the worksheet keeps them whole)."""
-    return decision.model_copy(update={
-        "rationale": _clip(decision.rationale, RATIONALE_CHARS),
-        "tradeoffs": [_clip(t, TRADEOFF_CHARS) for t in decision.tradeoffs[:MAX_TRADEOFFS]]
-        + ([f"{len(decision.tradeoffs) - MAX_TRADEOFFS} more in the worksheet"]
-           if len(decision.tradeoffs) > MAX_TRADEOFFS else []),
-    })
+    return decision.model_copy(
+        update={
+            "rationale": _clip(decision.rationale, RATIONALE_CHARS),
+            "tradeoffs": [_clip(t, TRADEOFF_CHARS) for t in decision.tradeoffs[:MAX_TRADEOFFS]]
+            + (
+                [f"{len(decision.tradeoffs) - MAX_TRADEOFFS} more in the worksheet"]
+                if len(decision.tradeoffs) > MAX_TRADEOFFS
+                else []
+            ),
+        }
+    )
 
 
 def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 20].rstrip() + " … (see worksheet)"
+    return text if len(text) <= limit else text[: limit - 20].rstrip() + " … (see worksheet)"
 
 
 def _write(out: Path, state: JudgeState) -> tuple[Path, Path]:
     """Blocking part: create the folder and write both files atomically."""
     out.mkdir(parents=True, exist_ok=True)
     md_path, json_path = out / "judge-worksheet.md", out / "scorecard.json"
-    full = {"mode": state.mode, "decision": state.decision.model_dump(mode="json"),
-            "scorecards": [c.model_dump(mode="json") for c in state.cards],
-            "reviews": [r.model_dump(mode="json") for r in state.reviews]}
+    full = {
+        "mode": state.mode,
+        "decision": state.decision.model_dump(mode="json"),
+        "scorecards": [c.model_dump(mode="json") for c in state.cards],
+        "reviews": [r.model_dump(mode="json") for r in state.reviews],
+    }
     write_text_atomic(md_path, render_worksheet(state, state.cards, state.decision, state.reviews))
     write_text_atomic(json_path, json.dumps(full, indent=2) + "\n")
     return md_path, json_path

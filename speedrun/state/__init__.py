@@ -19,9 +19,24 @@ from speedrun.state.records import (
     WrittenFile,
 )
 
-__all__ = ["FileAction", "FileError", "GeneratedFile", "LedgerEntry", "TestFailure", "TestReport", "Usage",
-           "WriteReport", "WrittenFile", "GenerateResult", "StatusResult", "WriteFilesResult", "NextAction",
-           "RunStatus", "RunRow", "RunList"]
+__all__ = [
+    "FileAction",
+    "FileError",
+    "GeneratedFile",
+    "LedgerEntry",
+    "TestFailure",
+    "TestReport",
+    "Usage",
+    "WriteReport",
+    "WrittenFile",
+    "GenerateResult",
+    "StatusResult",
+    "WriteFilesResult",
+    "NextAction",
+    "RunStatus",
+    "RunRow",
+    "RunList",
+]
 
 
 def checkpoint_types() -> list[tuple[str, str]]:

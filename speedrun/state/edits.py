@@ -30,9 +30,7 @@ class FixPlan(BaseModel):
     """The fixer's answer: what is wrong, and the smallest edits that fix it. Also an LLM output schema."""
 
     diagnosis: str = Field(description="One or two sentences: what is wrong and why the tests fail.")
-    edits: list[Edit] = Field(
-        description="Small search/replace edits, applied in order; never rewrite a whole file."
-    )
+    edits: list[Edit] = Field(description="Small search/replace edits, applied in order; never rewrite a whole file.")
 
 
 class EditOutcome(BaseModel):

@@ -13,7 +13,7 @@ FileAction = Literal["created", "modified", "unchanged"]
 def one_line(text: str | None, limit: int = 160) -> str:
     """The first non-blank line of `text`, cut to `limit` characters: how a long message is shown to a caller."""
     line = next((ln.strip() for ln in (text or "").splitlines() if ln.strip()), "")
-    return line if len(line) <= limit else line[:limit - 1] + "…"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def tests_line(passed: int, failed: int, errors: int, timed_out: bool = False) -> str:
@@ -115,8 +115,11 @@ class TestReport(BaseModel):
     output_tail: str = Field("", description="Last lines of combined output, capped.")
     duration_ms: int = 0
     timed_out: bool = False
-    problem: str | None = Field(None, description="Why the test command could not run at all (command not found, "
-                                                  "not executable): a set-up problem, not a failing test.")
+    problem: str | None = Field(
+        None,
+        description="Why the test command could not run at all (command not found, "
+        "not executable): a set-up problem, not a failing test.",
+    )
 
     @property
     def ok(self) -> bool:
@@ -130,19 +133,30 @@ class TestReport(BaseModel):
     def redacted(self, redact: Callable[[str], str]) -> TestReport:
         """A copy with `redact` applied to every text the tests produced (output, failures, problem): what a
         test prints reaches results, checkpoints, fixer prompts and reports only through this."""
+
         def scrub(text: str | None) -> str | None:
             return redact(text) if text else text
 
-        return self.model_copy(update={
-            "command": redact(self.command), "output_tail": redact(self.output_tail), "problem": scrub(self.problem),
-            "failures": [f.model_copy(update={"name": redact(f.name), "message": redact(f.message),
-                                              "file": scrub(f.file)}) for f in self.failures]})
+        return self.model_copy(
+            update={
+                "command": redact(self.command),
+                "output_tail": redact(self.output_tail),
+                "problem": scrub(self.problem),
+                "failures": [
+                    f.model_copy(update={"name": redact(f.name), "message": redact(f.message), "file": scrub(f.file)})
+                    for f in self.failures
+                ],
+            }
+        )
 
     def compact(self, *, tail: int = 2_000, failures: int = 10, message: int = 600) -> TestReport:
         """A copy small enough for a caller's context: the output's end (where the summary is), fewer failures."""
-        return self.model_copy(update={
-            "output_tail": self.output_tail[-tail:],
-            "failures": [f.model_copy(update={"message": f.message[:message]}) for f in self.failures[:failures]]})
+        return self.model_copy(
+            update={
+                "output_tail": self.output_tail[-tail:],
+                "failures": [f.model_copy(update={"message": f.message[:message]}) for f in self.failures[:failures]],
+            }
+        )
 
 
 class GenerateResult(BaseModel):
@@ -161,7 +175,8 @@ class WriteFilesResult(BaseModel):
     """Result of `generate_and_write_files`: metadata only, never file contents."""
 
     status: Literal["ok", "partial", "error"] = Field(
-        description="ok: every file written; partial: some refused; error: none written.")
+        description="ok: every file written; partial: some refused; error: none written."
+    )
     output_dir: str = Field(description="Absolute directory the files were written under.")
     model: str = Field(description="The model that answered, e.g. gpt-oss-120b.")
     provider: str = Field("", description="The provider preset that served it, e.g. cerebras.")
@@ -170,8 +185,9 @@ class WriteFilesResult(BaseModel):
     total_files: int
     total_lines: int
     errors: list[FileError]
-    warnings: list[str] = Field(default_factory=list, description="Written, but worth a look (e.g. a file whose "
-                                                                   "closing tag was missing).")
+    warnings: list[str] = Field(
+        default_factory=list, description="Written, but worth a look (e.g. a file whose closing tag was missing)."
+    )
     usage: Usage
 
 
@@ -182,8 +198,10 @@ class StatusResult(BaseModel):
     url: str | None = Field(None, description="The generator's endpoint.")
     model: str | None = Field(None, description="The generator's model.")
     available_models: list[str] = Field(default_factory=list, description="Models the generator's endpoint lists.")
-    roles: dict[str, str] = Field(default_factory=dict, description="Every role the default workflow (turbo with a "
-                                                                    "task) needs, and the provider:model it uses.")
+    roles: dict[str, str] = Field(
+        default_factory=dict,
+        description="Every role the default workflow (turbo with a task) needs, and the provider:model it uses.",
+    )
     error: str | None = None
     setup_hint: str | None = None
     timeout_note: str | None = Field(None, description="How GENERATION_TIMEOUT was read, when it may surprise.")
@@ -203,16 +221,18 @@ class RunStatus(CompactModel):
 
     run_id: str
     workflow: str
-    status: Literal["running", "passed", "failed", "stopped", "done", "needs_input", "interrupted", "cancelled",
-                    "error"] = Field(description="running, passed, failed, stopped, done (judge), needs_input (the "
-                                                 "caller must act), interrupted (the process died: resume it), "
-                                                 "cancelled or error.")
+    status: Literal[
+        "running", "passed", "failed", "stopped", "done", "needs_input", "interrupted", "cancelled", "error"
+    ] = Field(
+        description="running, passed, failed, stopped, done (judge), needs_input (the "
+        "caller must act), interrupted (the process died: resume it), "
+        "cancelled or error."
+    )
     created_at: str
     output_dir: str | None = None
     progress: list[str] = Field(default_factory=list, description="Latest progress lines, oldest first.")
     result: dict[str, Any] | None = Field(None, description="The compact final result when the run is done.")
-    report_path: str | None = Field(None, description="JSON file with the full report (every failure, edit and "
-                                                      "call).")
+    report_path: str | None = Field(None, description="JSON file with the full report (every failure, edit and call).")
     needs: list[dict[str, Any]] | None = Field(None, description="Open interrupt payloads (needs_input).")
     error: str | None = None
     next: str | None = Field(None, description="What to do next, in words.")

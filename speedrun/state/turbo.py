@@ -23,8 +23,7 @@ class Contract(BaseModel):
 
     def render(self) -> str:
         """The contract as the sectioned text the generator sees."""
-        return "\n\n".join(f"{name}:\n{getattr(self, key).strip()}"
-                           for name, key in zip(SECTIONS, _KEYS, strict=True))
+        return "\n\n".join(f"{name}:\n{getattr(self, key).strip()}" for name, key in zip(SECTIONS, _KEYS, strict=True))
 
     @classmethod
     def parse(cls, text: str) -> tuple[Contract, list[str]]:
@@ -34,7 +33,7 @@ class Contract(BaseModel):
         matches = list(pattern.finditer(text))
         for i, m in enumerate(matches):
             end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-            found[m.group(1).upper()] = (found.get(m.group(1).upper(), "") + text[m.end():end]).strip()
+            found[m.group(1).upper()] = (found.get(m.group(1).upper(), "") + text[m.end() : end]).strip()
         missing = [name for name in SECTIONS if not found.get(name)]
         values = {key: found.get(name, "") for name, key in zip(SECTIONS, _KEYS, strict=True)}
         if not matches:  # free text: keep it whole so nothing the caller wrote is lost
@@ -112,8 +111,10 @@ class TestsLine(CompactModel):
     errors: int = 0
     exit_code: int | None = Field(None, description="Shown when the command failed without a failing test.")
     timed_out: bool = False
-    failures: list[str] = Field(default_factory=list, description=f"At most {SHOWN_FAILURES}, each 'test id: "
-                                                                  "first line of its message', trimmed.")
+    failures: list[str] = Field(
+        default_factory=list,
+        description=f"At most {SHOWN_FAILURES}, each 'test id: first line of its message', trimmed.",
+    )
 
 
 class EditLine(CompactModel):
@@ -131,8 +132,7 @@ class CycleLine(CompactModel):
     source: str
     diagnosis: str = ""
     applied: int = 0
-    edits: list[EditLine] = Field(default_factory=list, description=f"Edits that did not apply, at most "
-                                                                    f"{SHOWN_EDITS}.")
+    edits: list[EditLine] = Field(default_factory=list, description=f"Edits that did not apply, at most {SHOWN_EDITS}.")
 
 
 class CallsLine(BaseModel):
@@ -169,8 +169,9 @@ class TurboResult(BaseModel):
     tests: TestReport | None = None
     cycles: list[FixCycle] = Field(default_factory=list)
     ledger: dict[str, RoleUsage] = Field(default_factory=dict, description="Calls, tokens, ms per role.")
-    caller_tokens_saved: int = Field(0, description="Estimate: tokens the models generated minus tokens "
-                                                    "returned to the caller.")
+    caller_tokens_saved: int = Field(
+        0, description="Estimate: tokens the models generated minus tokens returned to the caller."
+    )
     warnings: list[str] = Field(default_factory=list)
     report_path: str | None = Field(None, description="JSON file holding this full report.")
 
@@ -180,32 +181,62 @@ class TurboResult(BaseModel):
         failures = tests.failures if tests else []
         last = self.cycles[-1] if self.cycles else None
         missed = [e for e in last.edits if e.status != "applied"] if last else []
-        left_out = [f"{n} {what}" for n, what in (
-            (len(failures) - SHOWN_FAILURES, "failing tests"), (len(self.cycles) - 1, "fix cycles"),
-            (len(missed) - SHOWN_EDITS, "edits"), (len(self.file_errors) - SHOWN_FAILURES, "refused files"),
-            (len(self.warnings) - SHOWN_WARNINGS, "warnings")) if n > 0]
+        left_out = [
+            f"{n} {what}"
+            for n, what in (
+                (len(failures) - SHOWN_FAILURES, "failing tests"),
+                (len(self.cycles) - 1, "fix cycles"),
+                (len(missed) - SHOWN_EDITS, "edits"),
+                (len(self.file_errors) - SHOWN_FAILURES, "refused files"),
+                (len(self.warnings) - SHOWN_WARNINGS, "warnings"),
+            )
+            if n > 0
+        ]
         calls = [u for u in self.ledger.values()]
         return TurboSummary(
             status=self.status,
             files=[FileLine(path=f.path, lines=f.lines, action=f.action) for f in self.files],
-            file_errors=[FileError(path=one_line(e.path, LINE), error=one_line(e.error, LINE))
-                         for e in self.file_errors[:SHOWN_FAILURES]],
-            tests=None if tests is None else TestsLine(
-                passed=tests.passed, failed=tests.failed, errors=tests.errors, timed_out=tests.timed_out,
+            file_errors=[
+                FileError(path=one_line(e.path, LINE), error=one_line(e.error, LINE))
+                for e in self.file_errors[:SHOWN_FAILURES]
+            ],
+            tests=None
+            if tests is None
+            else TestsLine(
+                passed=tests.passed,
+                failed=tests.failed,
+                errors=tests.errors,
+                timed_out=tests.timed_out,
                 exit_code=tests.exit_code if not (tests.ok or tests.failed or tests.errors) else None,
-                failures=[one_line(f"{f.name}: {one_line(f.message, FAILURE_LINE)}", FAILURE_LINE)
-                          for f in failures[:SHOWN_FAILURES]]),
+                failures=[
+                    one_line(f"{f.name}: {one_line(f.message, FAILURE_LINE)}", FAILURE_LINE)
+                    for f in failures[:SHOWN_FAILURES]
+                ],
+            ),
             fix_cycles=len(self.cycles),
-            last_cycle=None if last is None else CycleLine(
-                cycle=last.cycle, source=last.source, diagnosis=one_line(last.diagnosis, DIAGNOSIS),
+            last_cycle=None
+            if last is None
+            else CycleLine(
+                cycle=last.cycle,
+                source=last.source,
+                diagnosis=one_line(last.diagnosis, DIAGNOSIS),
                 applied=len(last.edits) - len(missed),
-                edits=[EditLine(path=e.path, status=e.status, message=one_line(e.message, LINE))
-                       for e in missed[:SHOWN_EDITS]]),
-            llm=CallsLine(calls=sum(u.calls for u in calls), ms=sum(u.duration_ms for u in calls),
-                          tokens=sum(u.prompt_tokens + u.completion_tokens for u in calls)) if calls else None,
+                edits=[
+                    EditLine(path=e.path, status=e.status, message=one_line(e.message, LINE))
+                    for e in missed[:SHOWN_EDITS]
+                ],
+            ),
+            llm=CallsLine(
+                calls=sum(u.calls for u in calls),
+                ms=sum(u.duration_ms for u in calls),
+                tokens=sum(u.prompt_tokens + u.completion_tokens for u in calls),
+            )
+            if calls
+            else None,
             caller_tokens_saved=self.caller_tokens_saved,
             warnings=[one_line(w, LINE) for w in self.warnings[:SHOWN_WARNINGS]],
-            omitted=", ".join(left_out) or None)
+            omitted=", ".join(left_out) or None,
+        )
 
 
 class TurboInput(BaseModel):
@@ -216,13 +247,17 @@ class TurboInput(BaseModel):
     output_dir: str = Field(description="Workspace to write files into and run tests in.")
     test_command: str = Field("pytest -q", description="Shell command that runs the tests in output_dir.")
     max_fix_cycles: int = Field(3, ge=0, le=20, description="Surgical fix rounds before giving up.")
-    context_files: list[str] = Field(default_factory=list, description="Existing files (relative to output_dir) "
-                                                                       "shown to the generator.")
-    roles: dict[str, str] = Field(default_factory=dict, description="Per-role overrides, e.g. "
-                                                                    "{'fixer': 'client', 'generator': 'groq'}.")
+    context_files: list[str] = Field(
+        default_factory=list, description="Existing files (relative to output_dir) shown to the generator."
+    )
+    roles: dict[str, str] = Field(
+        default_factory=dict, description="Per-role overrides, e.g. {'fixer': 'client', 'generator': 'groq'}."
+    )
     test_timeout_s: float = Field(300, gt=0, description="Wall-clock limit for one test run.")
-    allow_paths: list[str] = Field(default_factory=list, description="Protected paths (e.g. .github/workflows/ci.yml) "
-                                                                     "the generator may write anyway.")
+    allow_paths: list[str] = Field(
+        default_factory=list,
+        description="Protected paths (e.g. .github/workflows/ci.yml) the generator may write anyway.",
+    )
 
     @field_validator("test_command")
     @classmethod
@@ -235,8 +270,9 @@ class TurboInput(BaseModel):
     @model_validator(mode="after")
     def _task_or_contract(self) -> TurboInput:
         if not ((self.task and self.task.strip()) or (self.contract and self.contract.strip())):
-            raise ValueError("give either `task` (plain words) or `contract` (DATA CONTRACT / API CONTRACT / "
-                             "ALGORITHM / RULES text)")
+            raise ValueError(
+                "give either `task` (plain words) or `contract` (DATA CONTRACT / API CONTRACT / ALGORITHM / RULES text)"
+            )
         return self
 
 
@@ -269,8 +305,11 @@ class ClientFixRequest(BaseModel):
     failures: list[dict[str, Any]] = Field(description="At most 3 failing tests, each {name, message} in one line.")
     more_failures: int = Field(0, description="Failing tests not listed; run the tests to see them all.")
     edits_not_applied: list[dict[str, Any]] = Field(
-        default_factory=list, description="Your edits of the previous cycle that did not apply: {path, status, "
-                                          "message}. Nothing of them was written.")
+        default_factory=list,
+        description="Your edits of the previous cycle that did not apply: {path, status, "
+        "message}. Nothing of them was written.",
+    )
     files: list[str]
-    how_to_resume: str = ("Fix the files yourself, then resume with action 'retest'; or send 'edits' "
-                          "(search/replace); or 'stop'.")
+    how_to_resume: str = (
+        "Fix the files yourself, then resume with action 'retest'; or send 'edits' (search/replace); or 'stop'."
+    )

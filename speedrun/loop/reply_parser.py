@@ -23,11 +23,11 @@ _INVISIBLE = "\ufeff\u200b"
 _TAG_ATTRS_MAX = 1000  # attribute text longer than this is prose, not a tag; bounds how long a partial tag is held
 _OPEN_RE = re.compile(rf"<[{_INVISIBLE}]{{0,4}}file(?=[\s/>{_INVISIBLE}])([^<>]{{0,{_TAG_ATTRS_MAX}}})>", re.IGNORECASE)
 # What the end of a chunk looks like when an opening tag has begun but not yet ended.
-_PARTIAL_OPEN_RE = re.compile(rf"<[{_INVISIBLE}]{{0,4}}(?:f(?:i(?:l(?:e(?:[\s/{_INVISIBLE}][^<>]*)?)?)?)?)?",
-                              re.IGNORECASE)
+_PARTIAL_OPEN_RE = re.compile(
+    rf"<[{_INVISIBLE}]{{0,4}}(?:f(?:i(?:l(?:e(?:[\s/{_INVISIBLE}][^<>]*)?)?)?)?)?", re.IGNORECASE
+)
 _PARTIAL_MAX = 1 + 4 + 4 + _TAG_ATTRS_MAX + 1  # longest text a complete opening tag can span
-_PATH_ATTR_RE = re.compile(rf"""(?:^|[\s/{_INVISIBLE}])path\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""",
-                           re.IGNORECASE)
+_PATH_ATTR_RE = re.compile(rf"""(?:^|[\s/{_INVISIBLE}])path\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE)
 _CLOSE_RE = re.compile(rf"</[{_INVISIBLE}]{{0,4}}file\s*>", re.IGNORECASE)
 _CLOSE_LINE_RE = re.compile(r"^\s*</\s*file\s*>\s*$", re.IGNORECASE)
 # Legacy marker: "### FILE: path" (any heading level from ##, any case: models write "## File: x" too).
@@ -168,8 +168,10 @@ class FileStreamParser:
         elif state in (_PENDING, _RAW):
             out.append(self._emit_legacy())  # a raw file has no closing line: the end of the reply is its end
         elif state == _FENCED:
-            self._warnings.append(f"{_show(path or '')}: no closing ``` fence before the end of the reply; "
-                                  "written up to there, check its end")
+            self._warnings.append(
+                f"{_show(path or '')}: no closing ``` fence before the end of the reply; "
+                "written up to there, check its end"
+            )
             out.append(self._emit_legacy())
         self._state, self._path, self._lines = _IDLE, None, []
         self._finished = True
@@ -237,8 +239,10 @@ class FileStreamParser:
             path = joined
         if "\ufffd" in path:
             # The gateway turns bytes that were no valid text (bad UTF-8, lone surrogates) into U+FFFD: say so.
-            self._warnings.append(f"{_show(path)}: the path held characters that were not valid text; they were "
-                                  "replaced by U+FFFD, so check the file name")
+            self._warnings.append(
+                f"{_show(path)}: the path held characters that were not valid text; they were "
+                "replaced by U+FFFD, so check the file name"
+            )
         self._end_legacy_at_tag(path, out)
         self._tag_path, self._block = path, []
         self._seen.append(path)
@@ -253,8 +257,10 @@ class FileStreamParser:
             else:
                 out.append(self._emit_legacy())
         elif state == _FENCED:  # only reachable through the prose after a </FILE>: the tag was not shielded
-            self._warnings.append(f"{_show(self._path or '')}: no closing ``` fence before the next <FILE> tag; "
-                                  "written up to there, check its end")
+            self._warnings.append(
+                f"{_show(self._path or '')}: no closing ``` fence before the next <FILE> tag; "
+                "written up to there, check its end"
+            )
             out.append(self._emit_legacy())
         self._state, self._path, self._lines, self._fence = _IDLE, None, [], ""
 
@@ -266,8 +272,9 @@ class FileStreamParser:
         if last is None:
             body, tail = text, ""
             where = "the end of the reply" if at_end else "the next <FILE> tag"
-            self._warnings.append(f"{_show(path)}: no closing </FILE> before {where}; written up to there, "
-                                  "check its end")
+            self._warnings.append(
+                f"{_show(path)}: no closing </FILE> before {where}; written up to there, check its end"
+            )
         else:
             body, tail = text[: last.start()], text[last.end() :]
         # The line break after the opening tag and the one before </FILE> belong to the tags.
@@ -281,11 +288,14 @@ class FileStreamParser:
             body = ""
         lines = body.split("\n") if body else []
         if any(_CLOSE_LINE_RE.match(line) for line in lines):
-            self._warnings.append(f"{_show(path)}: kept a line '</FILE>' as content because a later </FILE> "
-                                  "closes the file (a file ends at the last </FILE> before the next <FILE> tag); "
-                                  "check it")
-        out.append(GeneratedFile(path=path, content=_content(
-            lines, unwrap=not path.lower().endswith(_MARKDOWN_SUFFIXES))))
+            self._warnings.append(
+                f"{_show(path)}: kept a line '</FILE>' as content because a later </FILE> "
+                "closes the file (a file ends at the last </FILE> before the next <FILE> tag); "
+                "check it"
+            )
+        out.append(
+            GeneratedFile(path=path, content=_content(lines, unwrap=not path.lower().endswith(_MARKDOWN_SUFFIXES)))
+        )
         # What follows the last </FILE> is prose, or legacy "### FILE:" blocks; it holds no opening tag.
         for line in tail.split("\n") if tail else []:
             self._line(line, out)

@@ -15,12 +15,14 @@ from speedrun.config import Role, Settings
 from speedrun.errors import FileProtocolError, InputError
 from speedrun.files import SafeWriter, normalize_relpath
 from speedrun.llm import Messages, complete
-from speedrun.reply_parser import FileStreamParser
+from speedrun.loop.reply_parser import FileStreamParser
 from speedrun.state import FileError, GeneratedFile, LedgerEntry, WriteReport, WrittenFile
 
-TRUNCATED_ERROR = ("the reply hit the output token limit before this file was complete, and the follow-up request "
-                   "did not complete it, so it was not written; raise max_tokens (or SPEEDRUN_MAX_TOKENS) "
-                   "or split the task")
+TRUNCATED_ERROR = (
+    "the reply hit the output token limit before this file was complete, and the follow-up request "
+    "did not complete it, so it was not written; raise max_tokens (or SPEEDRUN_MAX_TOKENS) "
+    "or split the task"
+)
 
 CONTEXT_FILE_CAP = 100_000  # characters per context file sent to the model
 CONTEXT_TOTAL_CAP = 400_000
@@ -55,8 +57,10 @@ def read_context_files(paths: list[str], base: Path, allowed: list[Path]) -> str
     for raw in paths:
         path = (base / raw).resolve() if not Path(raw).is_absolute() else Path(raw).resolve()
         if not any(path.is_relative_to(root) for root in allowed):
-            raise InputError(f"context file {raw!r} is outside the allowed roots "
-                             f"({', '.join(map(str, allowed))}); copy it into the project or allow its directory.")
+            raise InputError(
+                f"context file {raw!r} is outside the allowed roots "
+                f"({', '.join(map(str, allowed))}); copy it into the project or allow its directory."
+            )
         text = _read_head(raw, path, CONTEXT_FILE_CAP)
         if len(text) > CONTEXT_FILE_CAP:
             text = text[:CONTEXT_FILE_CAP] + "\n... (truncated)"
@@ -86,8 +90,9 @@ def _read_head(raw: str, path: Path, chars: int) -> str:
         os.close(fd)
         if stat.S_ISDIR(mode):
             raise InputError(f"context file {raw!r} is a directory ({path}); name the files in it instead.")
-        raise InputError(f"context file {raw!r} is not a regular file (a FIFO, socket or device; {path}); "
-                         "pass a regular file.")
+        raise InputError(
+            f"context file {raw!r} is not a regular file (a FIFO, socket or device; {path}); pass a regular file."
+        )
     with open(fd, encoding="utf-8", errors="replace", closefd=True) as fh:
         return fh.read(chars + 1)  # a text read stops after chars+1 characters: a 2 GiB file is not read whole
 
@@ -116,8 +121,9 @@ async def generate_and_write(
         raise InputError("prompt is empty; describe the files to generate (ideally as a contract).")
     allowed = [*settings.allowed_paths(), *allow_paths]
     # Off the event loop: building a writer may touch the disk, and Studio (langgraph dev) refuses blocking calls.
-    writer = await asyncio.to_thread(SafeWriter, output_dir, max_file_bytes=settings.max_file_bytes,
-                                     allow_paths=allowed, confine_to=confine_to)
+    writer = await asyncio.to_thread(
+        SafeWriter, output_dir, max_file_bytes=settings.max_file_bytes, allow_paths=allowed, confine_to=confine_to
+    )
     system = prompts.CODEGEN_SYSTEM + (f"\n{system_prompt}" if system_prompt else "")
     messages: Messages = [("system", system), ("user", prompts.CODEGEN_USER.format(context=context, prompt=prompt))]
     result = CodegenResult(report=writer.report)
@@ -159,8 +165,16 @@ async def generate_and_write(
             break
         if attempt == 0:
             earlier.update(written)
-            messages = [*messages, ("assistant", reply.text), ("user", prompts.CONTINUE_TRUNCATED.format(
-                done=", ".join(sorted(written)) or "(none)", unfinished=unfinished or "(none)"))]
+            messages = [
+                *messages,
+                ("assistant", reply.text),
+                (
+                    "user",
+                    prompts.CONTINUE_TRUNCATED.format(
+                        done=", ".join(sorted(written)) or "(none)", unfinished=unfinished or "(none)"
+                    ),
+                ),
+            ]
     if not seen_blocks:
         # Not an empty success: the caller must learn the model answered in some other shape, and see how.
         start = first_reply.lstrip()[:REPLY_QUOTE]
@@ -168,11 +182,13 @@ async def generate_and_write(
         began = f"the reply began {start!r}{cut}" if start else "the reply was empty"
         raise FileProtocolError(
             'the model\'s reply contained no file blocks (<FILE path="..."> ... </FILE>), so nothing was written; '
-            f"{began}. Ask again, or name the files to write more explicitly in the prompt.")
+            f"{began}. Ask again, or name the files to write more explicitly in the prompt."
+        )
     # A cut-off file that the follow-up did not complete, or did not resend at all, is an error, never a silent gap.
     refused = {e.path for e in writer.report.errors}
-    lost = [FileError(path=p, error=TRUNCATED_ERROR) for p in cut_off
-            if _normalized(p) not in written and p not in refused]
+    lost = [
+        FileError(path=p, error=TRUNCATED_ERROR) for p in cut_off if _normalized(p) not in written and p not in refused
+    ]
     for err in lost:
         if on_file:
             await on_file(err)

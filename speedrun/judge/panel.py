@@ -11,12 +11,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, create_model
 
-from speedrun.edits import numbered
 from speedrun.excerpts import within_budget
-from speedrun.measure import source_files
-from speedrun.scoring import CRITERIA, FITNESS_ITEMS, MAINTAINABILITY_ITEMS, ROBUSTNESS_ITEMS, format_score_tables
-from speedrun.state.judge import ChecklistAnswer, Checklists, Decision, Scorecard
-from speedrun.state.judging import ImplementationReview, JudgeFields
+from speedrun.judge.measure import source_files
+from speedrun.judge.scoring import CRITERIA, FITNESS_ITEMS, MAINTAINABILITY_ITEMS, ROBUSTNESS_ITEMS, format_score_tables
+from speedrun.loop.edits import numbered
+from speedrun.state.judge import ChecklistAnswer, Checklists, Decision, ImplementationReview, JudgeFields, Scorecard
 
 LABELS = "ABCDE"
 
@@ -52,20 +51,37 @@ def _answers_model() -> type[BaseModel]:
     """One implementation's answers. Every item is a required property named by its key, so a schema-following
     model cannot skip, repeat or reorder items; fields holding models carry no description (strict JSON-schema
     modes refuse keywords beside a $ref)."""
-    checklists = {name: (create_model(f"{name.title()}Answers", **{key: (ItemAnswer, ...) for key in item_keys(name)}),
-                         ...) for name in CHECKLISTS}
+    checklists = {
+        name: (create_model(f"{name.title()}Answers", **{key: (ItemAnswer, ...) for key in item_keys(name)}), ...)
+        for name in CHECKLISTS
+    }
     return create_model(
         "ImplementationAnswers",
         __doc__="The judge model's answers for one implementation. Every field is required.",
         **checklists,
-        complexity_justified=(bool, Field(description="true when the extra size beyond a lean solution buys "
-                                                      "something the design asks for.")),
-        complexity_evidence=(str, Field(description="One or two sentences on what the extra code is for, or what "
-                                                    "is superfluous.")),
-        estimated_necessary_loc=(int, Field(ge=1, description="Lines of code (no blanks or comments) a lean, "
-                                                              "complete solution of the design needs; at least 1.")),
-        bad_names=(list[str], Field(description="Identifiers whose names mislead or say nothing (e.g. 'data2', "
-                                                "'do_stuff'); empty when none.")),
+        complexity_justified=(
+            bool,
+            Field(description="true when the extra size beyond a lean solution buys something the design asks for."),
+        ),
+        complexity_evidence=(
+            str,
+            Field(description="One or two sentences on what the extra code is for, or what is superfluous."),
+        ),
+        estimated_necessary_loc=(
+            int,
+            Field(
+                ge=1,
+                description="Lines of code (no blanks or comments) a lean, "
+                "complete solution of the design needs; at least 1.",
+            ),
+        ),
+        bad_names=(
+            list[str],
+            Field(
+                description="Identifiers whose names mislead or say nothing (e.g. 'data2', "
+                "'do_stuff'); empty when none."
+            ),
+        ),
     )
 
 
@@ -75,8 +91,11 @@ def verdict_model(labels: list[str]) -> type[BaseModel]:
     Built per run so that every constraint the code relies on (which labels, how many items, the bounds) is
     in the schema the provider enforces, and an answer that follows the schema is always accepted.
     """
-    return create_model("Verdict", __doc__="The judge's answers, one property per implementation label.",
-                        **{label: (_answers_model(), ...) for label in sorted(labels)})
+    return create_model(
+        "Verdict",
+        __doc__="The judge's answers, one property per implementation label.",
+        **{label: (_answers_model(), ...) for label in sorted(labels)},
+    )
 
 
 def checklists_from(label: str, answers: BaseModel) -> Checklists:
@@ -84,12 +103,18 @@ def checklists_from(label: str, answers: BaseModel) -> Checklists:
     lists = {}
     for name, (_prefix, items) in CHECKLISTS.items():
         given = getattr(answers, name)
-        lists[name] = [ChecklistAnswer(item=text, answer=getattr(given, key).answer,
-                                       evidence=getattr(given, key).evidence)
-                       for key, text in zip(item_keys(name), items, strict=True)]
-    return Checklists(label=label, **lists, complexity_justified=answers.complexity_justified,
-                      complexity_evidence=answers.complexity_evidence,
-                      estimated_necessary_loc=answers.estimated_necessary_loc, bad_names=answers.bad_names)
+        lists[name] = [
+            ChecklistAnswer(item=text, answer=getattr(given, key).answer, evidence=getattr(given, key).evidence)
+            for key, text in zip(item_keys(name), items, strict=True)
+        ]
+    return Checklists(
+        label=label,
+        **lists,
+        complexity_justified=answers.complexity_justified,
+        complexity_evidence=answers.complexity_evidence,
+        estimated_necessary_loc=answers.estimated_necessary_loc,
+        bad_names=answers.bad_names,
+    )
 
 
 def blind(inputs: JudgeFields) -> dict[str, str]:
@@ -106,6 +131,7 @@ def read_sources(root: Path, budget: int) -> str:
 
     Blocking (walks and reads files): async callers run it in a thread.
     """
+
     def blocks() -> Iterator[tuple[str, str]]:
         for path, rel in source_files(root):
             try:
@@ -124,12 +150,14 @@ def _tests_text(card: Scorecard) -> str:
     return t.summary()
 
 
-def render_worksheet(inputs: JudgeFields, cards: list[Scorecard], decision: Decision,
-                     reviews: list[ImplementationReview]) -> str:
+def render_worksheet(
+    inputs: JudgeFields, cards: list[Scorecard], decision: Decision, reviews: list[ImplementationReview]
+) -> str:
     """The worksheet as Markdown, in the seed's required order."""
     by_name = {r.name: r for r in reviews}
-    mode = "Showdown (one design, several runners)" if inputs.mode == "showdown" else \
-        "Any-percent (different approaches)"
+    mode = (
+        "Showdown (one design, several runners)" if inputs.mode == "showdown" else "Any-percent (different approaches)"
+    )
     out = [f"# Judge worksheet — {mode}", ""]
     out += ["## Gate Check", "", "| Implementation | Label | Tests | Files | LOC |", "|---|---|---|---|---|"]
     for c in cards:
@@ -142,58 +170,101 @@ def render_worksheet(inputs: JudgeFields, cards: list[Scorecard], decision: Deci
         tests = c.measurement.tests
         green = tests is not None and tests.ok
         verdict = "feasible" if green and not crit else "at risk"
-        out.append(f"- **{c.name}**: {verdict} — tests {_tests_text(c)}; {len(crit)} critical, "
-                   f"{sum(f.severity == 'major' for f in findings)} major, "
-                   f"{sum(f.severity == 'minor' for f in findings)} minor fresh-eyes findings.")
+        out.append(
+            f"- **{c.name}**: {verdict} — tests {_tests_text(c)}; {len(crit)} critical, "
+            f"{sum(f.severity == 'major' for f in findings)} major, "
+            f"{sum(f.severity == 'minor' for f in findings)} minor fresh-eyes findings."
+        )
         for f in crit:
             out.append(f"  - critical ({f.category}) {f.file}:{f.line}: {f.message}")
-    out += ["", "## Scoring Worksheet", "", "Score tables (code turns the answers into scores):", "",
-            format_score_tables(), ""]
+    out += [
+        "",
+        "## Scoring Worksheet",
+        "",
+        "Score tables (code turns the answers into scores):",
+        "",
+        format_score_tables(),
+        "",
+    ]
     for c in cards:
         m = c.measurement
-        out += [f"### {c.name} (shown to the judge as {c.label})", "",
-                f"Measured: {m.loc} LOC in {m.files} files ({', '.join(m.languages) or 'no recognised language'}). "
-                f"{m.counted}", "",
-                "Readability violations: " + ", ".join(f"{k} {v}" for k, v in m.violation_counts().items()), ""]
+        out += [
+            f"### {c.name} (shown to the judge as {c.label})",
+            "",
+            f"Measured: {m.loc} LOC in {m.files} files ({', '.join(m.languages) or 'no recognised language'}). "
+            f"{m.counted}",
+            "",
+            "Readability violations: " + ", ".join(f"{k} {v}" for k, v in m.violation_counts().items()),
+            "",
+        ]
         if m.test_violations:
             kinds: dict[str, int] = {}
             for violation in m.test_violations:
                 kinds[violation.kind] = kinds.get(violation.kind, 0) + 1
-            out += ["In test files (listed, not scored: tests often ship with the task): "
-                    + ", ".join(f"{k} {v}" for k, v in kinds.items()), ""]
+            out += [
+                "In test files (listed, not scored: tests often ship with the task): "
+                + ", ".join(f"{k} {v}" for k, v in kinds.items()),
+                "",
+            ]
         if c.checklists:
-            for title, answers in (("Fitness", c.checklists.fitness), ("Robustness & scale", c.checklists.robustness),
-                                   ("Maintainability", c.checklists.maintainability)):
+            for title, answers in (
+                ("Fitness", c.checklists.fitness),
+                ("Robustness & scale", c.checklists.robustness),
+                ("Maintainability", c.checklists.maintainability),
+            ):
                 yes = sum(a.answer for a in answers)
                 out.append(f"**{title}** ({yes}/{len(answers)} yes)")
                 out += [f"- [{'x' if a.answer else ' '}] {a.item} — {a.evidence}" for a in answers]
                 out.append("")
             cl = c.checklists
-            out += [f"**Complexity**: estimated lean size {cl.estimated_necessary_loc} LOC vs {m.loc} measured; "
-                    f"justified: {'yes' if cl.complexity_justified else 'no'} — {cl.complexity_evidence}",
-                    f"**Bad names**: {', '.join(cl.bad_names) or 'none'}", ""]
+            out += [
+                f"**Complexity**: estimated lean size {cl.estimated_necessary_loc} LOC vs {m.loc} measured; "
+                f"justified: {'yes' if cl.complexity_justified else 'no'} — {cl.complexity_evidence}",
+                f"**Bad names**: {', '.join(cl.bad_names) or 'none'}",
+                "",
+            ]
         findings = by_name.get(c.name, ImplementationReview(name=c.name)).findings
         if findings:
             out.append("**Fresh-eyes findings**")
             out += [f"- {f.severity} / {f.category} — {f.file}:{f.line}: {f.message}" for f in findings]
             out.append("")
-    out += ["## Speed-Run Metrics", "", "| Implementation | LLM calls | Fix cycles | Generation ms |",
-            "|---|---|---|---|"]
-    out += [f"| {c.name} | {c.measurement.llm_calls} | {c.measurement.fix_cycles} | {c.measurement.generation_ms} |"
-            for c in cards]
+    out += [
+        "## Speed-Run Metrics",
+        "",
+        "| Implementation | LLM calls | Fix cycles | Generation ms |",
+        "|---|---|---|---|",
+    ]
+    out += [
+        f"| {c.name} | {c.measurement.llm_calls} | {c.measurement.fix_cycles} | {c.measurement.generation_ms} |"
+        for c in cards
+    ]
     header = " | ".join(CRITERIA)
-    out += ["", "## Judge Scorecard", "", f"| Implementation | {header} | Total |",
-            "|---|" + "---|" * (len(CRITERIA) + 1)]
+    out += [
+        "",
+        "## Judge Scorecard",
+        "",
+        f"| Implementation | {header} | Total |",
+        "|---|" + "---|" * (len(CRITERIA) + 1),
+    ]
     for c in cards:
         scores = c.scores.as_dict()
         out.append(f"| {c.name} | " + " | ".join(str(scores[k]) for k in CRITERIA) + f" | {c.scores.total} |")
     out += ["", "## Hard Gates", ""]
     eliminated = [c for c in cards if c.eliminated]
-    out += [f"- {c.name} eliminated: {'; '.join(c.elimination_reasons)}" for c in eliminated] or \
-        ["- No implementation scored 1 on any criterion."]
+    out += [f"- {c.name} eliminated: {'; '.join(c.elimination_reasons)}" for c in eliminated] or [
+        "- No implementation scored 1 on any criterion."
+    ]
     out.append(f"- Gate applied to the winner: {decision.gate_applied or 'none (clear lead on total)'}")
-    out += ["", "## Winner Selection", "", f"**Winner: {decision.winner or 'none'}**", "",
-            f"Rationale: {decision.rationale}", "", "Trade-offs acknowledged:"]
+    out += [
+        "",
+        "## Winner Selection",
+        "",
+        f"**Winner: {decision.winner or 'none'}**",
+        "",
+        f"Rationale: {decision.rationale}",
+        "",
+        "Trade-offs acknowledged:",
+    ]
     out += [f"- {t}" for t in decision.tradeoffs] or ["- None: the winner was at least as good on every criterion."]
     out += ["", "Token efficiency: " + _efficiency(cards, decision.winner), ""]
     return "\n".join(out)
@@ -204,8 +275,10 @@ def _efficiency(cards: list[Scorecard], winner: str | None) -> str:
     cycles = sum(c.measurement.fix_cycles for c in cards)
     text = f"{len(cards)} implementations cost {calls} hosted model calls and {cycles} fix cycles in total"
     if calls == 0:
-        return ("no speed-run metrics were supplied (the implementations were judged as found on disk), so the "
-                "tiebreak could not use calls, fix cycles or generation time.")
+        return (
+            "no speed-run metrics were supplied (the implementations were judged as found on disk), so the "
+            "tiebreak could not use calls, fix cycles or generation time."
+        )
     win = next((c for c in cards if c.name == winner), None)
     if win is not None:
         text += f"; the winner needed {win.measurement.llm_calls} calls and {win.measurement.fix_cycles} fix cycles"

@@ -398,17 +398,23 @@ def _load(root: Path, rel: str, max_file_bytes: int) -> str | None:
     size = target.stat().st_size
     if size > max_file_bytes:
         raise FileProtocolError(
-            f"'{_show(rel)}' is {size:,} bytes, over the {max_file_bytes:,}-byte cap; refusing to edit it")
+            f"'{_show(rel)}' is {size:,} bytes, over the {max_file_bytes:,}-byte cap; refusing to edit it"
+        )
     data = target.read_bytes()
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise OSError(
-            f"'{_show(rel)}' is not UTF-8 text ({exc.reason} at byte {exc.start}); it cannot be edited") from exc
+            f"'{_show(rel)}' is not UTF-8 text ({exc.reason} at byte {exc.start}); it cannot be edited"
+        ) from exc
 
 
 def apply_edits(
-    root: Path, edits: list[Edit], *, max_file_bytes: int = 1_000_000, max_share: float = 0.6,
+    root: Path,
+    edits: list[Edit],
+    *,
+    max_file_bytes: int = 1_000_000,
+    max_share: float = 0.6,
     allow_paths: Sequence[str] = (),
 ) -> list[EditOutcome]:
     """Apply edits in order (later edits see earlier ones), then write each changed file once, safely.
@@ -444,7 +450,11 @@ def apply_edits(
 
 
 def _apply_one(
-    root: Path, edit: Edit, pending: dict[str, _Pending], max_file_bytes: int, max_share: float,
+    root: Path,
+    edit: Edit,
+    pending: dict[str, _Pending],
+    max_file_bytes: int,
+    max_share: float,
     allow_paths: Sequence[str],
 ) -> EditOutcome:
     def out(status: EditStatus, message: str = "", closest: str | None = None) -> EditOutcome:
@@ -482,8 +492,9 @@ def _apply_one(
             state.text = edit.replace
             return filled
         if edit.search:
-            return out("refused", "the search text is only whitespace, which cannot pick a place; copy the lines "
-                       "to change")
+            return out(
+                "refused", "the search text is only whitespace, which cannot pick a place; copy the lines to change"
+            )
         return out(
             "refused",
             f"empty search text would replace the whole file {shown}; an empty search only creates a new file "
@@ -500,8 +511,11 @@ def _apply_one(
 
     bodies, terms = _split(text)
     if not bodies:
-        return out("not_found", f"{shown} is empty, so the search text cannot be in it; to fill it, send an "
-                   "edit with an empty search text and the content as replace")
+        return out(
+            "not_found",
+            f"{shown} is empty, so the search text cannot be in it; to fill it, send an "
+            "edit with an empty search text and the content as replace",
+        )
 
     variants = _variants(search, replace)
     tabs = _tab_widths(bodies, variants)
@@ -573,8 +587,13 @@ def _splice(bodies: list[str], terms: list[str], match: _Match, new_lines: list[
 
 
 def _not_found(
-    out: Callable[..., EditOutcome], shown: str, text: str, bodies: list[str], search: list[str],
-    variants: list[_Variant], tabs: list[int],
+    out: Callable[..., EditOutcome],
+    shown: str,
+    text: str,
+    bodies: list[str],
+    search: list[str],
+    variants: list[_Variant],
+    tabs: list[int],
 ) -> EditOutcome:
     """Explain a search that matches no whole lines as precisely as the file allows."""
     # The replacement is already there (and the search is not): the edit was most likely applied before.
@@ -586,9 +605,12 @@ def _not_found(
                 found = _find(bodies, body, tier, tabs)
                 if found:
                     line = found[0].start + 1
-                    return out("already_applied", f"already applied: the replace text is already in {shown} at line "
-                               f"{line} and the search text is not; drop this edit",
-                               _excerpt(text, line, line + len(body) - 1))
+                    return out(
+                        "already_applied",
+                        f"already applied: the replace text is already in {shown} at line "
+                        f"{line} and the search text is not; drop this edit",
+                        _excerpt(text, line, line + len(body) - 1),
+                    )
 
     wanted = variants[-1].search if variants else search
     near = _whitespace_only(bodies, wanted)

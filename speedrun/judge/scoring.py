@@ -159,8 +159,9 @@ class ScoreTable:
     def rows(self) -> list[tuple[str, int]]:
         """(condition text, score) per band, e.g. ('5-6', 3) for counts or ('<= 1.3', 5) for ratios."""
         if self.direction == "lower is better":
-            return [("otherwise" if band.at_most is None else f"<= {band.at_most:g}", band.score)
-                    for band in self.bands]
+            return [
+                ("otherwise" if band.at_most is None else f"<= {band.at_most:g}", band.score) for band in self.bands
+            ]
         rows: list[tuple[str, int]] = []
         upper = self.maximum
         for band in self.bands:
@@ -245,7 +246,7 @@ def tally(answers: list[ChecklistAnswer]) -> int:
 def readability_rate(measurement: Measurement, bad_names: int = 0) -> float:
     """(violations + bad names) per 100 lines of code outside test files.
 
-    Test files count neither way (see :mod:`speedrun.measure`). Code shorter than 100 lines is rated as if
+    Test files count neither way (see :mod:`speedrun.judge.measure`). Code shorter than 100 lines is rated as if
     it had 100: two short names in a 5-line function are two violations, not a rate of 40 per 100 lines.
     """
     code_loc = measurement.loc - measurement.test_loc
@@ -368,8 +369,7 @@ def _tiebreak_gate(winner: Scorecard, rival: Scorecard) -> str:
     return "tiebreak: total then name"
 
 
-def _gate(winner: Scorecard, rival: Scorecard | None, eliminated: dict[str, list[str]],
-          gapped: set[str]) -> str | None:
+def _gate(winner: Scorecard, rival: Scorecard | None, eliminated: dict[str, list[str]], gapped: set[str]) -> str | None:
     """The rule that put ``winner`` ahead of ``rival`` (the other card with the highest total).
 
     None when there is no rival or the winner's total beats the rival's by more than :data:`TIE_MARGIN`:
@@ -391,14 +391,21 @@ def _describe_tiebreak(gate: str, winner: Scorecard, rival: Scorecard) -> str:
     if gate == "tiebreak: llm calls":
         return f"fix cycles were equal and it used fewer model calls ({ours.llm_calls} vs {theirs.llm_calls})"
     if gate == "tiebreak: generation time":
-        return (f"fix cycles and model calls were equal and it generated faster "
-                f"({ours.generation_ms} ms vs {theirs.generation_ms} ms)")
-    return ("fix cycles, model calls and generation time were all equal, so the higher total and then name "
-            "order decided")
+        return (
+            f"fix cycles and model calls were equal and it generated faster "
+            f"({ours.generation_ms} ms vs {theirs.generation_ms} ms)"
+        )
+    return "fix cycles, model calls and generation time were all equal, so the higher total and then name order decided"
 
 
-def _rationale(winner: Scorecard, rival: Scorecard | None, gate: str | None, eliminated: dict[str, list[str]],
-               gapped: set[str], best_fitness: int) -> str:
+def _rationale(
+    winner: Scorecard,
+    rival: Scorecard | None,
+    gate: str | None,
+    eliminated: dict[str, list[str]],
+    gapped: set[str],
+    best_fitness: int,
+) -> str:
     total = f"{winner.scores.total}/{MAX_SCORE * len(CRITERIA)}"
     head = f"{winner.name} wins with {total} (fitness {winner.scores.fitness})"
     explained: set[str] = set()
@@ -407,16 +414,22 @@ def _rationale(winner: Scorecard, rival: Scorecard | None, gate: str | None, eli
     elif gate is None:
         text = f"{head}, {winner.scores.total - rival.scores.total} points ahead of {rival.name}."
     elif gate == "elimination":
-        text = (f"{head}; {rival.name} totalled {rival.scores.total} but was eliminated "
-                f"({', '.join(eliminated[rival.name])}).")
+        text = (
+            f"{head}; {rival.name} totalled {rival.scores.total} but was eliminated "
+            f"({', '.join(eliminated[rival.name])})."
+        )
         explained.add(rival.name)
     elif gate == "fitness gap":
-        text = (f"{head}; {rival.name} totalled {rival.scores.total} but its fitness ({rival.scores.fitness}) is "
-                f"{best_fitness - rival.scores.fitness} below the best ({best_fitness}), which loses outright.")
+        text = (
+            f"{head}; {rival.name} totalled {rival.scores.total} but its fitness ({rival.scores.fitness}) is "
+            f"{best_fitness - rival.scores.fitness} below the best ({best_fitness}), which loses outright."
+        )
         explained.add(rival.name)
     else:
-        text = (f"{head}; {rival.name} was within {TIE_MARGIN} point ({rival.scores.total}) and "
-                f"{winner.name} won the tiebreak: {_describe_tiebreak(gate, winner, rival)}.")
+        text = (
+            f"{head}; {rival.name} was within {TIE_MARGIN} point ({rival.scores.total}) and "
+            f"{winner.name} won the tiebreak: {_describe_tiebreak(gate, winner, rival)}."
+        )
     others = [name for name in eliminated if name not in explained]
     if others:
         text += " Eliminated: " + "; ".join(f"{name} ({', '.join(eliminated[name])})" for name in others) + "."
@@ -429,8 +442,11 @@ def _rationale(winner: Scorecard, rival: Scorecard | None, gate: str | None, eli
 def _tradeoffs(winner: Scorecard, others: list[Scorecard]) -> list[str]:
     notes: list[str] = []
     for card in others:
-        better = [f"{name} {value} vs {winner.scores.as_dict()[name]}"
-                  for name, value in card.scores.as_dict().items() if value > winner.scores.as_dict()[name]]
+        better = [
+            f"{name} {value} vs {winner.scores.as_dict()[name]}"
+            for name, value in card.scores.as_dict().items()
+            if value > winner.scores.as_dict()[name]
+        ]
         if better:
             notes.append(f"{card.name} scored higher on " + ", ".join(better) + ".")
         theirs, ours = card.measurement, winner.measurement
@@ -462,8 +478,9 @@ def decide(cards: list[Scorecard]) -> Decision:
 
     eliminated = {card.name: _reasons(card) for card in cards if card.eliminated or elimination_reasons(card.scores)}
     survivors = [card for card in cards if card.name not in eliminated]
-    dropped = sorted((card for card in cards if card.name in eliminated),
-                     key=lambda card: (-card.scores.total, card.name))
+    dropped = sorted(
+        (card for card in cards if card.name in eliminated), key=lambda card: (-card.scores.total, card.name)
+    )
 
     if not survivors:
         reasons = "; ".join(f"{name} ({', '.join(why)})" for name, why in eliminated.items())
@@ -485,7 +502,8 @@ def decide(cards: list[Scorecard]) -> Decision:
         winner=winner.name,
         ranking=order,
         gate_applied=gate,
-        rationale=_rationale(winner, rival, gate, eliminated, gapped,
-                             best_fitness=max(card.scores.fitness for card in survivors)),
+        rationale=_rationale(
+            winner, rival, gate, eliminated, gapped, best_fitness=max(card.scores.fitness for card in survivors)
+        ),
         tradeoffs=_tradeoffs(winner, [card for card in ranked[1:] + dropped]),
     )

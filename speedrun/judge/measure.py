@@ -113,7 +113,14 @@ MAX_SOURCE_BYTES = 20_000_000
 #: Directory names never measured (besides hidden directories and virtualenvs, which are always skipped):
 #: dependencies, caches and build output, not the implementation's own code.
 DEFAULT_EXCLUDE_DIRS: tuple[str, ...] = (
-    "__pycache__", "node_modules", "bower_components", "venv", "site-packages", "build", "dist", "htmlcov",
+    "__pycache__",
+    "node_modules",
+    "bower_components",
+    "venv",
+    "site-packages",
+    "build",
+    "dist",
+    "htmlcov",
     "__pypackages__",
 )
 
@@ -184,8 +191,12 @@ class _FileResult:
 def is_skipped_dir(path: Path, exclude_dirs: Iterable[str] = DEFAULT_EXCLUDE_DIRS) -> bool:
     """True for a directory the walk does not enter: hidden, a virtualenv, an egg-info or an excluded name."""
     name = path.name
-    return (name.startswith(".") or name in set(exclude_dirs) or name.endswith(".egg-info")
-            or os.path.isfile(path / "pyvenv.cfg"))  # isfile: False, not an error, on unreadable places
+    return (
+        name.startswith(".")
+        or name in set(exclude_dirs)
+        or name.endswith(".egg-info")
+        or os.path.isfile(path / "pyvenv.cfg")
+    )  # isfile: False, not an error, on unreadable places
 
 
 def _too_large(root: Path, name: str, what: str) -> InputError:
@@ -194,11 +205,13 @@ def _too_large(root: Path, name: str, what: str) -> InputError:
     return InputError(
         f"{who}{where} is too large to judge: it holds {what}. Point the judge at the implementation's own "
         "directory, not a parent of it or the file system (dependencies, virtualenvs, hidden directories, "
-        "build output and caches are skipped already).")
+        "build output and caches are skipped already)."
+    )
 
 
-def _iter_source_files(root: Path, exclude_dirs: Iterable[str],
-                       name: str = "") -> tuple[list[tuple[Path, str]], list[str]]:
+def _iter_source_files(
+    root: Path, exclude_dirs: Iterable[str], name: str = ""
+) -> tuple[list[tuple[Path, str]], list[str]]:
     """Recognised source files under ``root`` (sorted), plus relative paths skipped for size.
 
     Raises InputError once the tree exceeds :data:`MAX_TREE_ENTRIES`, :data:`MAX_SOURCE_FILES` or
@@ -313,8 +326,9 @@ def _measure_file(path: Path, rel: str) -> _FileResult:
     return result
 
 
-def _describe(languages: list[str], files_by_language: dict[str, int], results: list[_FileResult],
-              too_big: list[str]) -> str:
+def _describe(
+    languages: list[str], files_by_language: dict[str, int], results: list[_FileResult], too_big: list[str]
+) -> str:
     if not languages:
         parts = ["No recognised source files."]
     else:
@@ -323,13 +337,17 @@ def _describe(languages: list[str], files_by_language: dict[str, int], results: 
         count = files_by_language[language]
         prefix = f"{language} ({count} file{'s' if count != 1 else ''}): "
         if language == _PY:
-            parts.append(prefix + "LOC via tokenize (blank lines, comments and docstrings excluded); parsed with ast "
-                                  f"(4 rules: functions over {MAX_FUNCTION_LINES} lines, nesting over {MAX_NESTING}, "
-                                  "single-letter names, magic numbers; magic numbers not counted in test files).")
+            parts.append(
+                prefix + "LOC via tokenize (blank lines, comments and docstrings excluded); parsed with ast "
+                f"(4 rules: functions over {MAX_FUNCTION_LINES} lines, nesting over {MAX_NESTING}, "
+                "single-letter names, magic numbers; magic numbers not counted in test files)."
+            )
         elif any(LANGUAGES[ext][0] == language and LANGUAGES[ext][2] for ext in LANGUAGES):
-            parts.append(prefix + "best-effort line heuristics: LOC excludes blank lines and // or /* */ comment "
-                                  "lines; long functions and nesting via brace counting; single-letter names and "
-                                  "magic numbers not counted.")
+            parts.append(
+                prefix + "best-effort line heuristics: LOC excludes blank lines and // or /* */ comment "
+                "lines; long functions and nesting via brace counting; single-letter names and "
+                "magic numbers not counted."
+            )
         else:
             parts.append(prefix + "LOC only (blank lines and # comment lines excluded); no readability rules.")
     broken = [r for r in results if r.syntax_error]
@@ -340,10 +358,14 @@ def _describe(languages: list[str], files_by_language: dict[str, int], results: 
         parts.append(f"Skipped as larger than {MAX_FILE_BYTES} bytes or unreadable: {', '.join(too_big)}.")
     tests = [r for r in results if is_test_file(r.rel)]
     if tests:
-        parts.append(f"Test files ({len(tests)}): their LOC counts, their violations are listed apart and not "
-                     "scored for readability.")
-    parts.append("Other files (docs, config, data) not counted; hidden directories, virtualenvs, dependencies, "
-                 "build output and caches skipped.")
+        parts.append(
+            f"Test files ({len(tests)}): their LOC counts, their violations are listed apart and not "
+            "scored for readability."
+        )
+    parts.append(
+        "Other files (docs, config, data) not counted; hidden directories, virtualenvs, dependencies, "
+        "build output and caches skipped."
+    )
     return " ".join(parts)
 
 
@@ -368,7 +390,7 @@ def _code_part(line: str, style: str, in_block: bool) -> tuple[str, bool]:
         end = line.find("*/")
         if end < 0:
             return "", True
-        line = line[end + 2:].strip()
+        line = line[end + 2 :].strip()
     if not line:
         return "", False
     if style in (_HASH_STYLE, _PHP_STYLE) and line.startswith("#"):
@@ -391,8 +413,12 @@ def _measure_python(text: str, rel: str) -> _FileResult:
     except (SyntaxError, ValueError) as exc:
         line = getattr(exc, "lineno", None)
         where = f"line {line}" if line else "unparseable"
-        return _FileResult(rel=rel, language=_PY, loc=_generic_loc(text.splitlines(), _HASH_STYLE),
-                           syntax_error=f"syntax error at {where}" if line else where)
+        return _FileResult(
+            rel=rel,
+            language=_PY,
+            loc=_generic_loc(text.splitlines(), _HASH_STYLE),
+            syntax_error=f"syntax error at {where}" if line else where,
+        )
     try:
         loc = _python_loc(text, _docstring_spans(tree))
     except (tokenize.TokenError, SyntaxError):
@@ -403,8 +429,7 @@ def _measure_python(text: str, rel: str) -> _FileResult:
 
 
 _Pos = tuple[int, int]
-_NON_CODE_TOKENS = {token.COMMENT, token.NL, token.NEWLINE, token.INDENT, token.DEDENT, token.ENCODING,
-                    token.ENDMARKER}
+_NON_CODE_TOKENS = {token.COMMENT, token.NL, token.NEWLINE, token.INDENT, token.DEDENT, token.ENCODING, token.ENDMARKER}
 
 
 def _docstring_spans(tree: ast.Module) -> list[tuple[_Pos, _Pos]]:
@@ -417,9 +442,13 @@ def _docstring_spans(tree: ast.Module) -> list[tuple[_Pos, _Pos]]:
         if not body:
             continue
         first = body[0]
-        if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
-                and isinstance(first.value.value, str) and first.end_lineno is not None
-                and first.end_col_offset is not None):
+        if (
+            isinstance(first, ast.Expr)
+            and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str)
+            and first.end_lineno is not None
+            and first.end_col_offset is not None
+        ):
             spans.append(((first.lineno, first.col_offset), (first.end_lineno, first.end_col_offset)))
     return spans
 
@@ -449,8 +478,11 @@ def _literal_number(node: ast.AST) -> int | float | complex | None:
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         sign = -1 if isinstance(node.op, ast.USub) else 1
         node = node.operand
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, complex)) \
-            and not isinstance(node.value, bool):
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, (int, float, complex))
+        and not isinstance(node.value, bool)
+    ):
         return sign * node.value
     return None
 
@@ -522,8 +554,13 @@ class _PythonChecker:
             return
         for name in ("body", "orelse", "finalbody"):
             children = getattr(stmt, name, None) or []
-            if (name == "orelse" and isinstance(stmt, ast.If) and len(children) == 1
-                    and isinstance(children[0], ast.If) and children[0].col_offset == stmt.col_offset):
+            if (
+                name == "orelse"
+                and isinstance(stmt, ast.If)
+                and len(children) == 1
+                and isinstance(children[0], ast.If)
+                and children[0].col_offset == stmt.col_offset
+            ):
                 self._enter_block(children[0], depth, deepest)  # elif: same level as its if
                 continue
             self._walk_blocks(children, depth, deepest)
@@ -666,11 +703,15 @@ _FUNCTION_HEADERS = (
     re.compile(r"\bfun\s+[\w.<>]+\s*\("),  # Kotlin
     re.compile(r"\bdef\s+\w+"),  # Scala
     # C / C++ / Java / C# / Swift / JS class methods: `name(args) [modifiers] {`
-    re.compile(r"[\w>\]*&~]\s*\(\s*[^;()]*(?:\([^;()]*\)[^;()]*)*\)\s*(?:const\b\s*)?(?:noexcept\b\s*)?"
-               r"(?:throws\s+[\w.,\s]+)?(?:->\s*[^{]+|:\s*[\w<>\[\].?, ]+)?\s*$"),
+    re.compile(
+        r"[\w>\]*&~]\s*\(\s*[^;()]*(?:\([^;()]*\)[^;()]*)*\)\s*(?:const\b\s*)?(?:noexcept\b\s*)?"
+        r"(?:throws\s+[\w.,\s]+)?(?:->\s*[^{]+|:\s*[\w<>\[\].?, ]+)?\s*$"
+    ),
 )
-_NOT_A_FUNCTION = re.compile(r"^\s*(?:}\s*)?(?:if|for|while|switch|catch|return|new|else|do|try|with|match|"
-                             r"class|struct|enum|interface|impl|trait|namespace)\b")
+_NOT_A_FUNCTION = re.compile(
+    r"^\s*(?:}\s*)?(?:if|for|while|switch|catch|return|new|else|do|try|with|match|"
+    r"class|struct|enum|interface|impl|trait|namespace)\b"
+)
 
 
 def _blank_strings_and_comments(text: str) -> list[str]:
@@ -696,7 +737,7 @@ def _blank_strings_and_comments(text: str) -> list[str]:
 
 def _literal_end(text: str, pos: int) -> int | None:
     """End index (exclusive) of the comment or string literal starting at ``pos``, or None."""
-    opener = text[pos:pos + 2]
+    opener = text[pos : pos + 2]
     if opener == "//":
         end = text.find("\n", pos)
         return len(text) if end < 0 else end
@@ -814,8 +855,20 @@ def _close(block: _Block, end_line: int, rel: str, violations: list[Violation]) 
         return
     span = end_line - block.line + 1
     if span > MAX_FUNCTION_LINES:
-        violations.append(Violation(kind="long_function", file=rel, line=block.line,
-                                    detail=f"{block.name} spans {span} lines (limit {MAX_FUNCTION_LINES})"))
+        violations.append(
+            Violation(
+                kind="long_function",
+                file=rel,
+                line=block.line,
+                detail=f"{block.name} spans {span} lines (limit {MAX_FUNCTION_LINES})",
+            )
+        )
     if block.deepest > MAX_NESTING:
-        violations.append(Violation(kind="deep_nesting", file=rel, line=block.deepest_line,
-                                    detail=f"{block.name} nests blocks {block.deepest} deep (limit {MAX_NESTING})"))
+        violations.append(
+            Violation(
+                kind="deep_nesting",
+                file=rel,
+                line=block.deepest_line,
+                detail=f"{block.name} nests blocks {block.deepest} deep (limit {MAX_NESTING})",
+            )
+        )
