@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, create_model
 from speedrun.excerpts import within_budget
 from speedrun.judge.measure import source_files
 from speedrun.judge.scoring import CRITERIA, FITNESS_ITEMS, MAINTAINABILITY_ITEMS, ROBUSTNESS_ITEMS, format_score_tables
+from speedrun.judge.stability import stability_line, verdict_stability
 from speedrun.loop.edits import numbered
 from speedrun.state.judge import ChecklistAnswer, Checklists, Decision, ImplementationReview, JudgeFields, Scorecard
 
@@ -89,12 +90,14 @@ def verdict_model(labels: list[str]) -> type[BaseModel]:
     """The judge model's answer schema for this run: one REQUIRED property per blinded label, no other keys.
 
     Built per run so that every constraint the code relies on (which labels, how many items, the bounds) is
-    in the schema the provider enforces, and an answer that follows the schema is always accepted.
+    in the schema the provider enforces, and an answer that follows the schema is always accepted. The
+    properties come in the order given, the order the implementations are shown in, so a model that answers
+    in schema order reads and answers them in the same order (the position swap reverses both).
     """
     return create_model(
         "Verdict",
         __doc__="The judge's answers, one property per implementation label.",
-        **{label: (_answers_model(), ...) for label in sorted(labels)},
+        **{label: (_answers_model(), ...) for label in labels},
     )
 
 
@@ -213,7 +216,9 @@ def render_worksheet(
                 ("Maintainability", c.checklists.maintainability),
             ):
                 yes = sum(a.answer for a in answers)
-                out.append(f"**{title}** ({yes}/{len(answers)} yes)")
+                flipped = sum(a.flipped for a in answers)
+                flips = f"; {flipped} flipped between the two orders, so not met" if flipped else ""
+                out.append(f"**{title}** ({yes}/{len(answers)} yes{flips})")
                 out += [f"- [{'x' if a.answer else ' '}] {a.item} — {a.evidence}" for a in answers]
                 out.append("")
             cl = c.checklists
@@ -249,6 +254,7 @@ def render_worksheet(
     for c in cards:
         scores = c.scores.as_dict()
         out.append(f"| {c.name} | " + " | ".join(str(scores[k]) for k in CRITERIA) + f" | {c.scores.total} |")
+    out += ["", stability_line(verdict_stability(cards))]
     out += ["", "## Hard Gates", ""]
     eliminated = [c for c in cards if c.eliminated]
     out += [f"- {c.name} eliminated: {'; '.join(c.elimination_reasons)}" for c in eliminated] or [

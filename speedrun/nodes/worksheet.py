@@ -12,6 +12,7 @@ from langgraph.runtime import Runtime
 from speedrun.config import RunContext, ensure_home
 from speedrun.files import write_text_atomic
 from speedrun.judge.panel import render_worksheet
+from speedrun.judge.stability import verdict_stability
 from speedrun.nodes.common import progress, run_settings
 from speedrun.state.judge import (
     MAX_TRADEOFFS,
@@ -38,6 +39,7 @@ async def worksheet(state: JudgeState, runtime: Runtime[RunContext]) -> dict:
     md_path, json_path = await asyncio.to_thread(_write, out, state)
     progress(runtime, "worksheet", f"wrote {md_path}")
     reviews = {r.name: r for r in state.reviews}
+    stability = verdict_stability(state.cards)
     result = JudgeResult(
         mode=state.mode,
         winner=state.decision.winner,
@@ -46,6 +48,7 @@ async def worksheet(state: JudgeState, runtime: Runtime[RunContext]) -> dict:
         worksheet_path=str(md_path),
         scorecard_path=str(json_path),
         ledger_calls=len(state.ledger),
+        flip_rate=stability.flip_rate,
     )
     return {"result": result}
 
@@ -64,6 +67,7 @@ def summary(card: Scorecard, review: ImplementationReview | None) -> ScorecardSu
         loc=m.loc,
         violations=len(m.violations),
         findings=len(review.findings) if review else 0,
+        flips=card.checklists.flips() if card.checklists and card.checklists.orders == 2 else None,
     )
 
 
@@ -93,6 +97,7 @@ def _write(out: Path, state: JudgeState) -> tuple[Path, Path]:
     full = {
         "mode": state.mode,
         "decision": state.decision.model_dump(mode="json"),
+        "verdict_stability": verdict_stability(state.cards).model_dump(mode="json"),
         "scorecards": [c.model_dump(mode="json") for c in state.cards],
         "reviews": [r.model_dump(mode="json") for r in state.reviews],
     }

@@ -36,6 +36,7 @@ __all__ = [
     "MIN_SCORE",
     "Measurement",
     "Scorecard",
+    "VerdictStability",
     "Violation",
     "ViolationKind",
 ]
@@ -101,6 +102,11 @@ class ChecklistAnswer(BaseModel):
     item: str = Field(description="The checklist item, copied verbatim from the question.")
     answer: bool = Field(description="True when the implementation satisfies the item.")
     evidence: str = Field(description="A short quote from the code or a concrete observation supporting the answer.")
+    flipped: bool = Field(
+        False,
+        description="True when the judge answered this item differently with the implementations shown in the "
+        "opposite order; a flipped item counts as not met.",
+    )
 
 
 class Checklists(BaseModel):
@@ -123,6 +129,21 @@ class Checklists(BaseModel):
     bad_names: list[str] = Field(
         description="Identifiers whose names mislead or say nothing (e.g. 'data2', 'do_stuff'); empty when none."
     )
+    orders: int = Field(
+        1,
+        ge=1,
+        le=2,
+        description="Presentation orders these answers come from: 2 when the judge was also asked with the "
+        "implementations in the opposite order (the answers are then merged), 1 when it was asked once.",
+    )
+
+    def answers(self) -> list[ChecklistAnswer]:
+        """Every checklist answer: fitness, then robustness, then maintainability."""
+        return [*self.fitness, *self.robustness, *self.maintainability]
+
+    def flips(self) -> int:
+        """How many checklist answers flipped between the two orders (0 when asked once)."""
+        return sum(answer.flipped for answer in self.answers())
 
 
 #: Lowest and highest score of one criterion.
@@ -343,6 +364,19 @@ class JudgeInput(JudgeFields):
         return self
 
 
+class VerdictStability(BaseModel):
+    """How stable the judge's checklist answers were when the implementations were shown in the opposite order."""
+
+    orders: int = Field(
+        description="Presentation orders the judge was asked in: 2 (the blinded order and its reverse), "
+        "or 1 when there was a single implementation and so no order to swap."
+    )
+    answers: int = Field(description="Checklist answers compared across the two orders (0 when asked once).")
+    flipped: int = Field(description="Answers that differed between the two orders; each counts as not met.")
+    flip_rate: float | None = Field(description="flipped / answers, rounded to 3 places; None when asked once.")
+    by_implementation: dict[str, int] = Field(description="Flipped answers per implementation name.")
+
+
 class ScorecardSummary(BaseModel):
     """One implementation's numbers in the compact result; the full scorecard is in scorecard.json."""
 
@@ -356,6 +390,11 @@ class ScorecardSummary(BaseModel):
     loc: int = Field(description="Lines of code measured.")
     violations: int = Field(description="Readability violations outside test files (per kind in scorecard.json).")
     findings: int = Field(description="Number of fresh-eyes review findings.")
+    flips: int | None = Field(
+        None,
+        description="Checklist answers that flipped when the order was reversed (counted as not met); "
+        "None when the judge was asked once.",
+    )
 
 
 class JudgeResult(BaseModel):
@@ -374,6 +413,11 @@ class JudgeResult(BaseModel):
     worksheet_path: str = Field(description="judge-worksheet.md: the full worksheet, with evidence.")
     scorecard_path: str = Field(description="scorecard.json: every scorecard, answer and finding.")
     ledger_calls: int = Field(0, description="Model calls the judgement made.")
+    flip_rate: float | None = Field(
+        None,
+        description="Share of checklist answers that flipped when the judge was asked again with the "
+        "implementations in the opposite order (flipped items count as not met); None when it was asked once.",
+    )
 
 
 class JudgeState(JudgeFields):
