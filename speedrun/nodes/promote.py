@@ -1,0 +1,74 @@
+"""promote: hand the winner to the user (branch, merge or ask) and remove every other runner's worktree and branch."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+from langgraph.runtime import Runtime
+
+from speedrun.config import RunContext
+from speedrun.errors import SpeedRunError
+from speedrun.nodes.common import progress
+from speedrun.nodes.prepare_worktrees import run_journal
+from speedrun.state.parallel import AnyPercentState, ParallelResult, ShowdownState
+from speedrun.worktrees import promote as promote_worktree
+from speedrun.worktrees import remove_worktree
+
+Status = Literal["promoted", "awaiting_choice", "no_survivor", "failed"]
+
+
+def pick_winner(state: ShowdownState | AnyPercentState) -> str | None:
+    """The judge's winner if it survived the gates; a lone survivor wins without a judge; else None."""
+    winner = state.judged.winner if state.judged else None
+    if winner in state.survivors:
+        return winner
+    if state.judged is None and len(state.survivors) == 1:
+        return state.survivors[0]
+    return None
+
+
+async def promote(state: ShowdownState | AnyPercentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Promote per `state.promote`, remove losers' and failed runners' worktrees and branches; never raises for git.
+
+    branch: the winner's branch stays, its worktree goes. merge: it is merged into the caller's branch, then
+    deleted (refused or conflicting: the branch stays, with a warning). ask: every worktree goes, the survivors'
+    branches stay for the user to choose from, and the status is awaiting_choice. Worktrees already handled by an
+    earlier attempt of this node (a resume) are skipped. Returns `warnings` and a partial `result` (mode, status,
+    winner, winner_branch, why, flip_rate, worksheet_path) for the result writer to complete.
+    """
+    journal = run_journal(runtime, state)
+    done = {e.path for e in await asyncio.to_thread(journal.entries) if e.state in {"removed", "promoted"}}
+    winner = pick_winner(state)
+    keep = set(state.survivors) if state.promote == "ask" else set()
+    warnings: list[str] = []
+    for wt in state.worktrees:
+        if wt.path in done or (wt.name == winner and state.promote != "ask"):
+            continue
+        try:
+            await remove_worktree(state.repo_root, wt, journal, keep_branch=wt.name in keep)
+        except SpeedRunError as exc:
+            warnings.append(f"{wt.name}: {exc}; `speedrun clean` retries it")
+    status: Status = "no_survivor" if winner is None else "awaiting_choice" if state.promote == "ask" else "promoted"
+    target = next((wt for wt in state.worktrees if wt.name == winner), None)
+    if status == "promoted" and target is not None and target.path not in done:
+        mode: Literal["branch", "merge"] = "merge" if state.promote == "merge" else "branch"
+        try:
+            line = await promote_worktree(state.repo_root, target, mode, journal)
+            progress(runtime, "promote", line, runner=winner)
+        except SpeedRunError as exc:  # merge refused or conflicting: the branch is kept, so the work is not lost
+            warnings.append(str(exc))
+    elif status == "awaiting_choice":
+        progress(runtime, "promote", f"kept the branches of {', '.join(sorted(keep))}; choose one to merge")
+    judged = state.judged
+    result = ParallelResult(
+        mode=state.mode,
+        status=status,
+        winner=winner,
+        winner_branch=target.branch if target is not None else None,
+        why=judged.decision.rationale if judged is not None and winner == judged.winner else "",
+        flip_rate=judged.flip_rate if judged is not None else None,
+        worksheet_path=judged.worksheet_path if judged is not None else None,
+        warnings=warnings,
+    )
+    return {"warnings": warnings, "result": result}
