@@ -9,10 +9,15 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from speedrun.config import Settings, load_settings
-from speedrun.errors import InputError, SpeedRunError, echo, parse_input
+from speedrun.errors import InputError, SpeedRunError, echo
+
+if TYPE_CHECKING:
+    from speedrun.state.judge import JudgeResult
+    from speedrun.state.records import NextAction, RunStatus
+    from speedrun.state.turbo import TurboResult
 
 # TurboInput fields as the CLI user types them, for error messages.
 TURBO_FLAGS = {
@@ -31,8 +36,12 @@ def _print_err(text: str) -> None:
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
+    """Rows under a header, columns padded to their widest cell."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
@@ -153,7 +162,8 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
         if files:
             print(
                 _table(
-                    [[f.path, f.lines, f.action, f.backup or ""] for f in files], ["file", "lines", "action", "backup"]
+                    [[f.path, str(f.lines), f.action, f.backup or ""] for f in files],
+                    ["file", "lines", "action", "backup"],
                 )
             )
         for err in result.report.errors:
@@ -212,8 +222,8 @@ async def _follow(runs: Any, run_id: str) -> int:
     return _print_status(status, await runs.full_result(run_id))
 
 
-def command_for(action: Any) -> str:
-    """A RunStatus next action as the shell command that does it."""
+def command_for(action: NextAction) -> str:
+    """A RunStatus next action as what a CLI user does: the command and its arguments (the CLI's own form)."""
     run_id = action.args.get("run_id", "")
     if action.tool == "resume_run":
         step = action.args.get("action", "continue")
@@ -223,29 +233,48 @@ def command_for(action: Any) -> str:
     return "speedrun runs"
 
 
-def _print_status(status: Any, full: Any = None) -> int:
-    """Print a finished run (its full result) or what to do next; returns the exit code."""
+def _print_next(status: RunStatus) -> None:
+    """What to do next, one line per action: when, then the command."""
+    for action in status.next_actions:
+        _print_err(f"{action.why}: {command_for(action)}")
+
+
+def _print_needs(status: RunStatus) -> None:
+    """A run waiting for the caller's fix: what failed, then the commands that answer it."""
+    from speedrun.state.turbo import ClientFixRequest
+
+    for need in status.needs or []:
+        request = ClientFixRequest.model_validate(need)
+        _print_err(f"tests failed in {request.output_dir} (cycle {request.cycle}):")
+        for failure in request.failures:
+            first = (str(failure.get("message") or "").splitlines() or [""])[0]
+            _print_err(f"  - {failure.get('name')}: {first}")
+        if request.more_failures:
+            _print_err(f"  ... and {request.more_failures} more")
+    _print_next(status)
+
+
+def _print_status(status: RunStatus, full: TurboResult | None = None) -> int:
+    """Print a finished turbo run (its full result) or what to do next; returns the exit code."""
     from speedrun.state.records import tests_line
 
     if status.status == "needs_input":
-        for need in status.needs or []:
-            _print_err(f"tests failed in {need.get('output_dir')} (cycle {need.get('cycle')}):")
-            for f in need.get("failures", []):
-                _print_err(f"  - {f.get('name')}: {(str(f.get('message') or '').splitlines() or [''])[0]}")
-        _print_err(f"fix the files, then: speedrun resume {status.run_id} --action retest   (or --action stop)")
+        _print_needs(status)
         return 3
     if full is None:
         _print_err(f"run {status.run_id} is {status.status}" + (f": {status.error}" if status.error else ""))
-        for action in status.next_actions:
-            _print_err(f"{action.why}: {command_for(action)}")
+        _print_next(status)
         return 1
     r = full
     if r.files:
-        print(_table([[f.path, f.lines, f.action] for f in r.files], ["file", "lines", "action"]))
+        print(_table([[f.path, str(f.lines), f.action] for f in r.files], ["file", "lines", "action"]))
     for err in r.file_errors:
         print(f"refused: {err.path}: {err.error}")
     print()
-    rows = [[role, u.calls, u.prompt_tokens, u.completion_tokens, u.duration_ms] for role, u in r.ledger.items()]
+    rows = [
+        [role, str(u.calls), str(u.prompt_tokens), str(u.completion_tokens), str(u.duration_ms)]
+        for role, u in r.ledger.items()
+    ]
     if rows:
         print(_table(rows, ["role", "calls", "prompt tok", "completion tok", "ms"]))
     for w in r.warnings:
@@ -262,9 +291,8 @@ def _print_status(status: Any, full: Any = None) -> int:
 
 async def cmd_turbo(settings: Settings, args: argparse.Namespace) -> int:
     """Run the turbo workflow in the foreground with live progress."""
-    from speedrun.preflight import check_turbo
+    from speedrun.preflight import check_turbo, turbo_input
     from speedrun.runs import RunManager
-    from speedrun.state.turbo import TurboInput
 
     contract = None
     if args.contract:
@@ -275,21 +303,17 @@ async def cmd_turbo(settings: Settings, args: argparse.Namespace) -> int:
                 "CONTRACT, API CONTRACT, ALGORITHM and RULES sections."
             )
         contract = path.read_text(encoding="utf-8")
-    roles = {"fixer": "client"} if args.client_fix else {}
     out = Path(args.out).expanduser().resolve()
-    inputs = parse_input(
-        TurboInput,
-        {
-            "task": args.task,
-            "contract": contract,
-            "output_dir": str(out),
-            "test_command": args.test_cmd,
-            "max_fix_cycles": args.max_fix_cycles,
-            "context_files": args.context or [],
-            "roles": roles,
-            "allow_paths": args.allow_path or [],
-        },
-        TURBO_FLAGS,
+    inputs = turbo_input(
+        output_dir=out,
+        task=args.task,
+        contract=contract,
+        test_command=args.test_cmd,
+        max_fix_cycles=args.max_fix_cycles,
+        context_files=args.context,
+        roles={"fixer": "client"} if args.client_fix else None,
+        allow_paths=args.allow_path,
+        names=TURBO_FLAGS,
     )
     await check_turbo(settings, inputs, _root_for(out))
     async with RunManager.open(settings) as runs:
@@ -299,9 +323,10 @@ async def cmd_turbo(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
     """Continue a run: after a crash, a cancel, or when it waits for the caller's fix."""
+    from speedrun.preflight import resume_answer
     from speedrun.runs import RunManager
 
-    answer: Any = None
+    edits: list[Any] | None = None
     if args.action not in (None, "continue"):
         try:
             edits = json.loads(Path(args.edits).read_text(encoding="utf-8")) if args.edits else []
@@ -310,7 +335,7 @@ async def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
                 f"--edits {echo(args.edits)} is not a readable JSON file ({exc}); it must hold "
                 '[{"path": ..., "search": ..., "replace": ...}].'
             ) from None
-        answer = {"action": args.action, "edits": edits}
+    answer = resume_answer(args.action, edits)
     async with RunManager.open(settings) as runs:
         await runs.resume(args.run_id, answer)
         return await _follow(runs, args.run_id)
@@ -326,24 +351,25 @@ async def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_path(value: str, name: str) -> Path:
+    """A path typed at the terminal, made absolute against the working directory (the CLI has no roots)."""
+    return Path(value).expanduser().resolve()
+
+
 async def cmd_judge(settings: Settings, args: argparse.Namespace) -> int:
     """Judge implementation directories against a design; print the scorecard and write the worksheet."""
-    from speedrun.preflight import check_judge
+    from speedrun.preflight import check_judge, judge_input
     from speedrun.runs import RunManager
-    from speedrun.state.judge import JudgeInput
 
     design = Path(args.design)
     if not design.is_file():
         raise InputError(f"--design {echo(args.design)} does not exist; pass the design or plan as a text file.")
-    dirs = [Path(d).expanduser().resolve() for d in args.dirs]
-    inputs = parse_input(
-        JudgeInput,
-        {
-            "implementations": [{"name": d.name, "path": str(d), "test_command": args.test_cmd} for d in dirs],
-            "design": design.read_text(encoding="utf-8"),
-            "mode": args.mode,
-            "worksheet_dir": str(Path(args.out).expanduser().resolve()),
-        },
+    inputs = judge_input(
+        [{"path": d, "test_command": args.test_cmd} for d in args.dirs],
+        design.read_text(encoding="utf-8"),
+        args.mode,
+        resolve=_local_path,
+        worksheet_dir=str(_local_path(args.out, "--out")),
     )
     await check_judge(settings, inputs)
     async with RunManager.open(settings) as runs:
@@ -353,19 +379,22 @@ async def cmd_judge(settings: Settings, args: argparse.Namespace) -> int:
         full = await runs.full_result(run_id)
     if full is None:
         return _print_status(status)
-    r = full.model_dump(mode="json")
+    return _print_verdict(full)
+
+
+def _print_verdict(result: JudgeResult) -> int:
+    """The judge's scorecard table, winner and where the worksheet is; exit 0 when there is a winner."""
     rows = [
-        [c["name"], *c["scores"].values(), c["total"], "eliminated" if c["eliminated"] else ""] for c in r["scorecards"]
+        [c.name, *map(str, c.scores.as_dict().values()), str(c.total), "eliminated" if c.eliminated else ""]
+        for c in result.scorecards
     ]
-    print(
-        _table(
-            rows, ["implementation", "fitness", "complexity", "readability", "robustness", "maintain.", "total", "gate"]
-        )
-    )
-    print(f"\nwinner: {r['winner'] or 'none'}  ({r['decision']['gate_applied'] or 'clear lead'})")
-    print(r["decision"]["rationale"])
-    print(f"worksheet: {r['worksheet_path']}\nscorecard: {r['scorecard_path']}")
-    return 0 if r["winner"] else 1
+    header = ["implementation", "fitness", "complexity", "readability", "robustness", "maintain.", "total", "gate"]
+    print(_table(rows, header))
+    decision = result.decision
+    print(f"\nwinner: {result.winner or 'none'}  ({decision.gate_applied or 'clear lead'})")
+    print(decision.rationale)
+    print(f"worksheet: {result.worksheet_path}\nscorecard: {result.scorecard_path}")
+    return 0 if result.winner else 1
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:

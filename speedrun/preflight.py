@@ -3,24 +3,90 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from speedrun.config import Settings, check_apart_from_home, with_roles
-from speedrun.errors import InputError
+from speedrun.config import ModelSpec, Role, Settings, check_apart_from_home, with_roles
+from speedrun.errors import InputError, parse_input
 
 if TYPE_CHECKING:
     from speedrun.state import StatusResult
     from speedrun.state.judge import JudgeInput
     from speedrun.state.turbo import TurboInput
 
+#: How an edge turns a path its caller typed into an absolute one: (value, the input's name) -> path. The MCP
+#: server resolves against the client's roots and refuses paths outside them; the CLI against its directory.
+PathResolver = Callable[[str, str], Path]
+
+
+def turbo_input(
+    *,
+    output_dir: Path,
+    task: str | None,
+    contract: str | None,
+    test_command: str,
+    max_fix_cycles: int,
+    context_files: list[str] | None = None,
+    roles: dict[str, str] | None = None,
+    allow_paths: list[str] | None = None,
+    names: dict[str, str] | None = None,
+) -> TurboInput:
+    """A turbo request as TurboInput, for an output dir the edge has already resolved; `names` maps fields to
+    what the caller typed (e.g. --test-cmd) for the error message."""
+    from speedrun.state.turbo import TurboInput
+
+    data = {
+        "task": task,
+        "contract": contract,
+        "output_dir": str(output_dir),
+        "test_command": test_command,
+        "max_fix_cycles": max_fix_cycles,
+        "context_files": context_files or [],
+        "roles": roles or {},
+        "allow_paths": allow_paths or [],
+    }
+    return parse_input(TurboInput, data, names)
+
+
+def judge_input(
+    implementations: Sequence[Any],
+    design: str,
+    mode: str,
+    *,
+    resolve: PathResolver,
+    worksheet_dir: str | None = None,
+) -> JudgeInput:
+    """A judge request as JudgeInput: each implementation's path resolved by the edge, the rest left to the
+    model, which owns the rules (a missing name is the path's last folder, names distinct ignoring case, paths
+    are directories, 1–5 of them)."""
+    from speedrun.state.judge import JudgeInput
+
+    impls = []
+    for i, impl in enumerate(implementations):
+        if not isinstance(impl, dict) or not str(impl.get("path") or "").strip():
+            raise InputError(f"implementations[{i}] needs at least a 'path' (and a 'name').")
+        impls.append({**impl, "path": str(resolve(str(impl["path"]), f"implementations[{i}].path"))})
+    data = {"implementations": impls, "design": design, "mode": mode, "worksheet_dir": worksheet_dir}
+    return parse_input(JudgeInput, data)
+
+
+def resume_answer(action: str | None, edits: list[Any] | None) -> dict[str, Any] | None:
+    """The answer RunManager.resume takes for an edge's action: None picks up a dead or cancelled run; otherwise
+    the caller's fix (retest, stop, or edits); RunManager checks it against what the run waits for."""
+    if action in (None, "continue"):
+        return None
+    return {"action": action, "edits": edits or []}
+
+
 #: The roles the default workflow (turbo with a task) needs: what `check` and check_status verify.
-DEFAULT_WORKFLOW_ROLES = ("generator", "planner", "fixer")
+DEFAULT_WORKFLOW_ROLES: tuple[Role, ...] = ("generator", "planner", "fixer")
 
 
-def turbo_roles(inputs: TurboInput) -> tuple[str, ...]:
+def turbo_roles(inputs: TurboInput) -> tuple[Role, ...]:
     """The roles a turbo run needs: the planner only when it has no contract to start from."""
-    return ("generator", "fixer", *(() if inputs.contract and inputs.contract.strip() else ("planner",)))
+    has_contract = bool(inputs.contract and inputs.contract.strip())
+    return ("generator", "fixer") if has_contract else ("generator", "fixer", "planner")
 
 
 def check_max_tokens(max_tokens: int | None, name: str = "max_tokens") -> None:
@@ -59,25 +125,27 @@ async def check_turbo(settings: Settings, inputs: TurboInput, root: Path) -> Non
     """Everything a turbo run needs before it is created: its roles, a usable workspace, a test command that runs."""
     from speedrun.sandbox import check_test_command
 
-    with_roles(settings, inputs.roles).require(*turbo_roles(inputs))  # type: ignore[arg-type]
+    with_roles(settings, inputs.roles).require(*turbo_roles(inputs))
     out = Path(inputs.output_dir)
     await asyncio.to_thread(check_test_command, inputs.test_command, out)
     await asyncio.to_thread(check_apart_from_home, settings.home, out)
     await check_output_dir(out, root, inputs.allow_paths)  # last: it creates the directory
 
 
+#: The roles a judge run needs.
+JUDGE_ROLES: tuple[Role, ...] = ("reviewer", "judge")
+
+
 async def check_judge(settings: Settings, inputs: JudgeInput) -> None:
     """What a judge run needs besides valid input: its roles. (JudgeInput itself refuses an empty design,
-    missing directories and duplicate names, so both edges get those from parse_input.)"""
-    settings.require("reviewer", "judge")
+    missing directories and duplicate names, so both edges get those from judge_input.)"""
+    settings.require(*JUDGE_ROLES)
 
 
 async def check_setup(settings: Settings | None, config_error: str | None = None) -> StatusResult:
     """What `speedrun check` and check_status report: every role the default workflow needs, their endpoints,
     how GENERATION_TIMEOUT was read and which isolation tests get. Never contains a key."""
     from speedrun.config import SETUP_HINT
-    from speedrun.errors import ConfigError, SpeedRunError
-    from speedrun.llm import list_models
     from speedrun.state import StatusResult
 
     if settings is None or config_error:
@@ -85,22 +153,11 @@ async def check_setup(settings: Settings | None, config_error: str | None = None
         return StatusResult(
             status="error", error=NO_PROVIDER if error == SETUP_HINT else error, setup_hint=_hint_for(error)
         )
-    redact = settings.redact
-    specs, roles = {}, {}
-    problems: dict[str, list[str]] = {}  # message -> the roles it concerns (one provider typo breaks them all)
-    for role in DEFAULT_WORKFLOW_ROLES:
-        if role == "fixer" and settings.fixer_is_client:
-            roles[role] = "client"
-            continue
-        try:
-            specs[role] = settings.role(role).primary  # type: ignore[arg-type]
-            roles[role] = specs[role].describe()
-        except ConfigError as exc:
-            problems.setdefault(redact(str(exc)), []).append(role)
+    specs, roles, problems = _resolve_roles(settings)
     gen = specs.get("generator")
     result = StatusResult(
         status="ok",
-        url=redact(gen.base_url if gen else settings.cerebras_url),
+        url=settings.redact(gen.base_url if gen else settings.cerebras_url),
         model=gen.model if gen else settings.cerebras_model,
         roles=roles,
         timeout_note=settings.timeout_note(),
@@ -115,31 +172,57 @@ async def check_setup(settings: Settings | None, config_error: str | None = None
             result.error = "; ".join(f"{', '.join(rs)}: {msg}" for msg, rs in problems.items())
             result.setup_hint = _hint_for(result.error)
         return result
+    await _check_models(settings, specs, result)
+    return result
+
+
+def _resolve_roles(settings: Settings) -> tuple[dict[Role, ModelSpec], dict[str, str], dict[str, list[str]]]:
+    """Each default-workflow role's primary model, its label, and the (redacted) problems found, each message
+    with the roles it concerns (one provider typo breaks them all)."""
+    from speedrun.errors import ConfigError
+
+    specs: dict[Role, ModelSpec] = {}
+    roles: dict[str, str] = {}
+    problems: dict[str, list[str]] = {}
+    for role in DEFAULT_WORKFLOW_ROLES:
+        if role == "fixer" and settings.fixer_is_client:
+            roles[role] = "client"
+            continue
+        try:
+            specs[role] = settings.role(role).primary
+            roles[role] = specs[role].describe()
+        except ConfigError as exc:
+            problems.setdefault(settings.redact(str(exc)), []).append(role)
+    return specs, roles, problems
+
+
+async def _check_models(settings: Settings, specs: dict[Role, ModelSpec], result: StatusResult) -> None:
+    """Ask each endpoint for its models (once per endpoint and key) and check every role's model is listed;
+    the first problem goes into `result`."""
+    from speedrun.errors import SpeedRunError
+    from speedrun.llm import list_models
+
+    redact = settings.redact
     listed: dict[str, list[str]] = {}
-    for role, spec in specs.items():  # one GET /models per endpoint and key, not per role
+    for role, spec in specs.items():
         if spec.budget_key not in listed:
             try:
                 listed[spec.budget_key] = await list_models(spec, settings)
             except SpeedRunError as exc:
                 result.status, result.error = "error", f"{role} endpoint {redact(spec.base_url)}: {redact(str(exc))}"
                 result.setup_hint = "Check the URL, the key and the network; the endpoint must answer GET /models."
-                return result
+                return
         models = listed[spec.budget_key]
         if role == "generator":
             result.available_models = models
         if models and spec.model not in models:
-            var = (
-                f"SPEEDRUN_{role.upper()}"
-                if (getattr(settings, role) or "").strip()
-                else ("CEREBRAS_MODEL" if spec.provider == "cerebras" else "SPEEDRUN_PROVIDER")
-            )
             result.status = "error"
             result.error = (
                 f"{role}: model {spec.model!r} is not in the endpoint's model list "
-                f"({', '.join(models[:8])}{', …' if len(models) > 8 else ''}); set {var} to one of them."
+                f"({', '.join(models[:8])}{', …' if len(models) > 8 else ''}); "
+                f"set {settings.model_variable(role)} to one of them."
             )
-            return result
-    return result
+            return
 
 
 NO_PROVIDER = "no model provider: CEREBRAS_API_KEY is not set and no local provider is configured"

@@ -8,9 +8,11 @@ import ipaddress
 import logging
 import os
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
@@ -207,14 +209,27 @@ class Settings(BaseSettings):
             if not (role == "fixer" and self.fixer_is_client):
                 self.role(role)
 
+    def role_variable(self, role: Role) -> str:
+        """The environment variable a role's provider[:model] is read from: SPEEDRUN_<ROLE>, else SPEEDRUN_PROVIDER."""
+        return f"SPEEDRUN_{role.upper()}" if (getattr(self, role) or "").strip() else "SPEEDRUN_PROVIDER"
+
+    def model_variable(self, role: Role) -> str:
+        """The environment variable that picked a role's model: CEREBRAS_MODEL when the role names cerebras
+        without a model, else the role's own variable (see role_variable)."""
+        provider, _, model = self.role_string(role).partition(":")
+        return (
+            "CEREBRAS_MODEL"
+            if provider.strip().lower() == "cerebras" and not model.strip()
+            else self.role_variable(role)
+        )
+
     def role(self, role: Role) -> RoleSpec:
         """Resolve a role to its models; raises ConfigError with the setup hint when a key is missing."""
         if role not in ROLES:
             raise ConfigError(f"Unknown role {role!r}; expected one of {', '.join(ROLES)}.")
         if role == "fixer" and self.fixer_is_client:
             raise ConfigError("The fixer role is 'client': the caller fixes, no model is configured for it.")
-        var = f"SPEEDRUN_{role.upper()}" if (getattr(self, role) or "").strip() else "SPEEDRUN_PROVIDER"
-        primary = self._spec(role, self.role_string(role), var)
+        primary = self._spec(role, self.role_string(role), self.role_variable(role))
         fb_text = getattr(self, f"{role}_fallback")
         fallback = self._spec(role, fb_text, f"SPEEDRUN_{role.upper()}_FALLBACK") if fb_text else None
         return RoleSpec(primary=primary, fallback=fallback)
@@ -238,7 +253,7 @@ class Settings(BaseSettings):
                 f"{var} uses provider {provider!r} but {preset.key_env} is not set. "
                 f"Export {preset.key_env}=... or pick another provider."
             )
-        base_url = {
+        base_url: str | None = {
             "cerebras": self.cerebras_url,
             "ollama": self.ollama_url,
             "openai-compatible": self.openai_compatible_url,
@@ -248,7 +263,7 @@ class Settings(BaseSettings):
                 f"{var} uses 'openai-compatible' but SPEEDRUN_OPENAI_COMPATIBLE_URL is not set; "
                 "set it to your server's base URL, e.g. http://127.0.0.1:8000/v1."
             )
-        model = model.strip() or (self.cerebras_model if provider == "cerebras" else preset.default_model)
+        model = model.strip() or (self.cerebras_model if provider == "cerebras" else preset.default_model) or ""
         if not model:
             raise ConfigError(f"{var}={text!r} needs a model name: write it as {provider}:<model>.")
         override = self.limits.get(provider, {})
@@ -492,7 +507,7 @@ def load_settings() -> Settings:
         raise ConfigError(f"Invalid speed-run settings: {summary}.") from None
 
 
-def _env_name(loc: tuple) -> str:
+def _env_name(loc: tuple[str | int, ...]) -> str:
     """A validation location in the user's words.
 
     ('SPEEDRUN_LIMITS', 'cerebras', 'rpm') → SPEEDRUN_LIMITS__CEREBRAS__RPM.
@@ -500,7 +515,7 @@ def _env_name(loc: tuple) -> str:
     return "__".join(str(p).upper().replace("-", "_") for p in loc)
 
 
-def _settings_message(err: dict) -> str | None:
+def _settings_message(err: Mapping[str, Any]) -> str | None:
     """Settings-specific wording for a validation error (they arrive as text, so 'whole number' not 'int')."""
     if err.get("type") == "int_parsing":
         return "must be a whole number"
@@ -509,11 +524,11 @@ def _settings_message(err: dict) -> str | None:
     return None
 
 
+@dataclass
 class RunContext:
     """Run-scoped context passed to graphs (`context=`): the settings object, never checkpointed."""
 
-    def __init__(self, settings: Settings | None = None):
-        self.settings = settings
+    settings: Settings | None = None
 
 
 def with_roles(settings: Settings, overrides: dict[str, str] | None) -> Settings:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 import threading
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar, cast
 from urllib.parse import unquote, urlparse
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -19,7 +21,7 @@ from mcp.shared.exceptions import MCPDeprecationWarning
 from pydantic import Field
 
 from speedrun.config import Settings, load_settings
-from speedrun.errors import ConfigError, InputError, SpeedRunError, echo, parse_input
+from speedrun.errors import ConfigError, InputError, SpeedRunError, echo
 from speedrun.state import GenerateResult, StatusResult, Usage, WriteFilesResult
 from speedrun.state.records import RunList, RunStatus
 
@@ -146,6 +148,75 @@ async def _warm_after_initialized(ctx: Any, call_next: Callable[[Any], Awaitable
     return result
 
 
+@dataclass
+class App:
+    """What every tool shares, owned by the server's lifespan: settings read once, why they could not be read
+    (the server still starts, so check_status can explain), and the durable runs."""
+
+    settings: Settings
+    config_error: str | None
+    runs: Runs
+
+
+@asynccontextmanager
+async def app_lifespan(
+    server: MCPServer[App], *, settings: Settings, config_error: str | None = None
+) -> AsyncIterator[App]:
+    """Open the app state for the server's lifetime; on shutdown stop live runs (they stay resumable) and close
+    the run database."""
+    app = App(settings=settings, config_error=config_error, runs=Runs(settings))
+    try:
+        yield app
+    finally:
+        await app.runs.aclose()
+
+
+def app_of(ctx: Context) -> App:
+    """The lifespan's App behind a tool call."""
+    return cast(App, ctx.request_context.lifespan_context)
+
+
+P = ParamSpec("P")
+
+
+def tool_errors(*, needs_settings: bool = True) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """The one error translation of every tool: our errors become tool errors (redacted), anything else is logged
+    and reported as a redacted internal error, and a tool that needs settings refuses while they are broken.
+
+    The tool must take the Context as a keyword argument named `ctx` (the SDK passes it by that name).
+    """
+
+    def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @functools.wraps(fn)
+        async def translated(*args: P.args, **kwargs: P.kwargs) -> R:
+            app = app_of(cast(Context, kwargs["ctx"]))
+            if needs_settings and app.config_error:
+                raise ToolError(app.config_error)
+            try:
+                return await fn(*args, **kwargs)
+            except ToolError:
+                raise
+            except SpeedRunError as exc:
+                raise ToolError(app.settings.redact(str(exc))) from None
+            except Exception as exc:  # nothing crashes the server, no secret leaves it
+                log.exception("unexpected error in tool %s", fn.__name__)
+                raise ToolError(
+                    app.settings.redact(f"internal error ({type(exc).__name__}): {str(exc)[:500]}")
+                ) from None
+
+        return translated
+
+    return decorate
+
+
+async def _report(ctx: Context, count: int, message: str) -> None:
+    """One progress notification; a client that went away must not fail the call."""
+    try:
+        await ctx.report_progress(count, None, message)
+    except Exception:
+        log.debug("progress notification failed", exc_info=True)
+
+
 def _progress_waits(ctx: Context) -> Any:
     """Report the gateway's rate-budget waits (> 2 s) as MCP progress notifications."""
     from speedrun.llm import report_waits
@@ -155,16 +226,292 @@ def _progress_waits(ctx: Context) -> Any:
     async def forward(message: str) -> None:
         nonlocal count
         count += 1
-        try:
-            await ctx.report_progress(count, None, message)
-        except Exception:  # a client that went away must not fail the call
-            log.debug("progress notification failed", exc_info=True)
+        await _report(ctx, count, message)
 
     return report_waits(forward)
 
 
-def create_server(settings: Settings | None = None) -> MCPServer:
-    """Build the speed-run MCP server. Settings are read once here (or passed in by a test)."""
+async def _wait_and_report(ctx: Context, run_id: str, wait_seconds: float) -> RunStatus:
+    """Wait for a run (up to wait_seconds), forwarding its progress lines as MCP progress; then its status."""
+    runs = await app_of(ctx).runs.get()
+    count = 0
+
+    async def forward(line: str) -> None:
+        nonlocal count
+        count += 1
+        await _report(ctx, count, line)
+
+    return await runs.wait(run_id, wait_seconds, on_progress=forward)
+
+
+MaxTokens = Annotated[
+    int | None,
+    Field(
+        description="Output token limit (a positive number); sized to the prompt if omitted.",
+        json_schema_extra={"minimum": 1},
+    ),
+]
+WaitSeconds = Annotated[float, Field(ge=0, le=600, description="How long to wait for the result before returning.")]
+
+
+@tool_errors()
+async def generate(
+    prompt: Annotated[str, Field(description="What to generate; a contract prompt works best.")],
+    ctx: Context,
+    system_prompt: Annotated[str | None, Field(description="Optional system prompt.")] = None,
+    max_tokens: MaxTokens = None,
+) -> GenerateResult:
+    """Send a prompt to the fast generator model and return its raw text answer."""
+    from speedrun.llm import complete
+    from speedrun.preflight import check_max_tokens
+
+    settings = app_of(ctx).settings
+    if not prompt.strip():
+        raise InputError("prompt is empty.")
+    check_max_tokens(max_tokens)  # here, in words, rather than as a schema error with a pydantic link
+    messages = ([("system", system_prompt)] if system_prompt else []) + [("user", prompt)]
+    with _progress_waits(ctx):
+        reply = await complete(settings, "generator", messages, max_tokens=max_tokens)
+    e = reply.entry
+    return GenerateResult(
+        response=reply.text,
+        model=e.model,
+        provider=e.provider,
+        total_duration_ms=e.duration_ms,
+        finish_reason=e.finish_reason,
+        usage=reply.usage,
+    )
+
+
+@tool_errors()
+async def generate_and_write_files(
+    prompt: Annotated[str, Field(description="Contract prompt describing the files to write.")],
+    output_dir: Annotated[
+        str,
+        Field(description="Directory to write into, relative to the project root or absolute inside an allowed root."),
+    ],
+    ctx: Context,
+    system_prompt: Annotated[str | None, Field(description="Optional extra system instructions.")] = None,
+    context_files: Annotated[
+        list[str] | None, Field(description="Existing files to show the model (paths relative to output_dir).")
+    ] = None,
+    max_tokens: MaxTokens = None,
+    allow_paths: Annotated[
+        list[str] | None,
+        Field(
+            description="Protected paths the reply may write anyway (e.g. .github/workflows/ci.yml), relative to "
+            "output_dir."
+        ),
+    ] = None,
+) -> WriteFilesResult:
+    """Generate files with the fast model and write them to disk; returns metadata only, never the code."""
+    from speedrun.loop.codegen import generate_and_write, read_context_files
+    from speedrun.preflight import check_generate
+
+    settings = app_of(ctx).settings
+    roots = await allowed_roots(ctx, settings)
+    out, root = resolve_output_dir(output_dir, roots)
+    await check_generate(settings, out, root, max_tokens=max_tokens, allow_paths=allow_paths)
+    context = await asyncio.to_thread(read_context_files, context_files or [], out, roots)
+    count = 0
+
+    async def progress(outcome: Any) -> None:
+        nonlocal count
+        count += 1
+        await _report(ctx, count, f"{getattr(outcome, 'action', 'refused')}: {outcome.path}")
+
+    with _progress_waits(ctx):
+        result = await generate_and_write(
+            settings,
+            prompt,
+            out,
+            system_prompt=system_prompt,
+            context=context,
+            max_tokens=max_tokens,
+            on_file=progress,
+            allow_paths=allow_paths or (),
+            confine_to=root,
+        )
+    files = result.report.files_written
+    model = result.entries[-1] if result.entries else None
+    return WriteFilesResult(
+        status=result.status,
+        output_dir=str(out),
+        model=model.model if model else "",
+        provider=model.provider if model else "",
+        generation_time_ms=result.generation_time_ms,
+        files_written=files,
+        total_files=len(files),
+        total_lines=sum(f.lines for f in files),
+        errors=result.report.errors,
+        warnings=result.warnings,
+        usage=Usage.of(result.entries),
+    )
+
+
+@tool_errors(needs_settings=False)  # it reports broken settings instead of refusing
+async def check_status(ctx: Context) -> StatusResult:
+    """Check every role the default workflow needs (generator, planner, fixer): key set, endpoint answers,
+    model listed. Also says how GENERATION_TIMEOUT was read and how tests are isolated. Never reveals a key."""
+    from speedrun.preflight import check_setup
+
+    app = app_of(ctx)
+    return await check_setup(app.settings, app.config_error)
+
+
+@tool_errors()
+async def turbo(
+    output_dir: Annotated[
+        str, Field(description="Workspace to write into and run tests in (inside the allowed roots).")
+    ],
+    ctx: Context,
+    task: Annotated[str | None, Field(description="The job in plain words; the planner writes a contract.")] = None,
+    contract: Annotated[
+        str | None,
+        Field(description="DATA CONTRACT / API CONTRACT / ALGORITHM / RULES text (preferred over task)."),
+    ] = None,
+    test_command: Annotated[str, Field(description="Shell command that runs the tests in output_dir.")] = "pytest -q",
+    max_fix_cycles: Annotated[int, Field(description="Surgical fix rounds before giving up.", ge=0, le=20)] = 3,
+    context_files: Annotated[
+        list[str] | None, Field(description="Existing files (relative to output_dir) to show the generator.")
+    ] = None,
+    roles: Annotated[
+        dict[str, str] | None,
+        Field(description="Per-run role overrides, e.g. {'fixer': 'client'} to fix failures yourself."),
+    ] = None,
+    wait_seconds: Annotated[
+        float, Field(description="How long to wait for the result before returning a run_id to poll.", ge=0, le=600)
+    ] = 45,
+    allow_paths: Annotated[
+        list[str] | None,
+        Field(
+            description="Protected paths the generator may write anyway (e.g. .github/workflows/ci.yml), relative "
+            "to output_dir."
+        ),
+    ] = None,
+) -> RunStatus:
+    """Run the turbo workflow: contract → generate → test → surgical fixes. Returns compact metadata (never
+    code) and report_path, a JSON file with the full report."""
+    from speedrun.preflight import check_turbo, turbo_input
+
+    app = app_of(ctx)
+    out, root = resolve_output_dir(output_dir, await allowed_roots(ctx, app.settings))
+    inputs = turbo_input(
+        task=task,
+        contract=contract,
+        output_dir=out,
+        test_command=test_command,
+        max_fix_cycles=max_fix_cycles,
+        context_files=context_files,
+        roles=roles,
+        allow_paths=allow_paths,
+    )
+    await check_turbo(app.settings, inputs, root)
+    run_id = await (await app.runs.get()).start("turbo", inputs.model_dump())
+    return await _wait_and_report(ctx, run_id, wait_seconds)
+
+
+@tool_errors()
+async def judge(
+    implementations: Annotated[
+        list[dict[str, Any]],
+        Field(
+            description="2–5 (or 1) implementations: [{name, path, test_command?, metrics?: {llm_calls, "
+            "fix_cycles, generation_ms}}]; paths inside the allowed roots; names distinct (ignoring case), "
+            "default: the path's last folder."
+        ),
+    ],
+    design: Annotated[str, Field(description="The design or plan the implementations follow.")],
+    ctx: Context,
+    mode: Annotated[
+        Literal["showdown", "any_percent"],
+        Field(description="showdown: same design; any_percent: different approaches."),
+    ] = "showdown",
+    wait_seconds: Annotated[float, Field(ge=0, le=600, description="How long to wait for the verdict.")] = 45,
+) -> RunStatus:
+    """Score implementations on 5 criteria from measured evidence and typed checklists; pick a winner."""
+    from speedrun.preflight import check_judge, judge_input
+
+    app = app_of(ctx)
+    roots = await allowed_roots(ctx, app.settings)
+    inputs = judge_input(
+        implementations, design, mode, resolve=lambda value, name: resolve_output_dir(value, roots, name)[0]
+    )
+    await check_judge(app.settings, inputs)
+    runs = await app.runs.get()
+    run_id = await runs.start("judge", await runs.with_metrics(inputs))
+    return await _wait_and_report(ctx, run_id, wait_seconds)
+
+
+@tool_errors()
+async def run_status(
+    run_id: Annotated[str, Field(description="The run_id a workflow tool returned.")],
+    ctx: Context,
+    wait_seconds: Annotated[float, Field(description="Wait up to this long for the run to finish.", ge=0, le=600)] = 0,
+) -> RunStatus:
+    """Status of a run: running (with progress), needs_input, or its final compact result and report_path."""
+    return await _wait_and_report(ctx, run_id, wait_seconds)
+
+
+@tool_errors()
+async def resume_run(
+    run_id: Annotated[str, Field(description="The run to continue.")],
+    action: Annotated[
+        Literal["retest", "stop", "edits", "continue"],
+        Field(
+            description="retest: you fixed the files, run the tests again; stop: end the run; edits: apply "
+            "`edits` then retest; continue: pick up a run whose process died or was cancelled."
+        ),
+    ],
+    ctx: Context,
+    edits: Annotated[
+        list[dict[str, str]] | None,
+        Field(description="For action 'edits': [{path, search, replace}], search copied exactly from the file."),
+    ] = None,
+    wait_seconds: Annotated[float, Field(ge=0, le=600, description="How long to wait for the result.")] = 45,
+) -> RunStatus:
+    """Continue a run that needs input or was interrupted."""
+    from speedrun.preflight import resume_answer
+
+    runs = await app_of(ctx).runs.get()
+    await runs.resume(run_id, resume_answer(action, edits))
+    return await _wait_and_report(ctx, run_id, wait_seconds)
+
+
+@tool_errors()
+async def cancel_run(run_id: Annotated[str, Field(description="The run to stop.")], ctx: Context) -> RunStatus:
+    """Stop a running run. Its progress is kept; resume_run with 'continue' picks it up later. A run that
+    already ended is left as it is, and the answer says so."""
+    status: RunStatus = await (await app_of(ctx).runs.get()).cancel(run_id)
+    return status
+
+
+@tool_errors()
+async def list_runs(
+    ctx: Context,
+    limit: Annotated[int, Field(ge=1, le=200, description="How many, newest first.")] = 10,
+) -> RunList:
+    """Recent runs with their status (no results; use run_status for one run's details)."""
+    return RunList(runs=await (await app_of(ctx).runs.get()).list(limit))
+
+
+#: Every tool, in the order clients list them: the seed's three first.
+TOOLS: tuple[Callable[..., Awaitable[Any]], ...] = (
+    generate,
+    generate_and_write_files,
+    check_status,
+    turbo,
+    judge,
+    run_status,
+    resume_run,
+    cancel_run,
+    list_runs,
+)
+
+
+def create_server(settings: Settings | None = None) -> MCPServer[App]:
+    """Build the speed-run MCP server. Settings are read once here (or passed in by a test); a settings error is
+    kept, so the server starts and check_status explains it."""
     config_error: str | None = None
     if settings is None:
         try:
@@ -174,338 +521,16 @@ def create_server(settings: Settings | None = None) -> MCPServer:
     redactor = _Redactor(settings)
     for handler in logging.getLogger().handlers:
         handler.addFilter(redactor)
-    redact = settings.redact
-
-    async def guarded(call: Callable[[], Awaitable[R]]) -> R:
-        """Translate our errors into tool errors; nothing crashes the server, no secret leaves it."""
-        if config_error:
-            raise ToolError(config_error)
-        try:
-            return await call()
-        except SpeedRunError as exc:
-            raise ToolError(redact(str(exc))) from None
-        except ToolError:
-            raise
-        except Exception as exc:
-            log.exception("unexpected error in a tool")
-            raise ToolError(redact(f"internal error ({type(exc).__name__}): {str(exc)[:500]}")) from None
-
-    runs = Runs(settings)
-
-    @asynccontextmanager
-    async def lifespan(_: MCPServer) -> AsyncIterator[dict[str, Any]]:
-        try:
-            yield {"runs": runs}
-        finally:
-            await runs.aclose()
-
-    server = MCPServer(
+    server: MCPServer[App] = MCPServer(
         "speed-run",
         instructions=INSTRUCTIONS,
         version=_version(),
-        lifespan=lifespan,
+        lifespan=functools.partial(app_lifespan, settings=settings, config_error=config_error),
         middleware=[_warm_after_initialized],
     )
-
-    @server.tool()
-    async def generate(
-        prompt: Annotated[str, Field(description="What to generate; a contract prompt works best.")],
-        ctx: Context,
-        system_prompt: Annotated[str | None, Field(description="Optional system prompt.")] = None,
-        max_tokens: Annotated[
-            int | None,
-            Field(
-                description="Output token limit (a positive number); sized to the prompt if omitted.",
-                json_schema_extra={"minimum": 1},
-            ),
-        ] = None,
-    ) -> GenerateResult:
-        """Send a prompt to the fast generator model and return its raw text answer."""
-        from speedrun.llm import complete
-        from speedrun.preflight import check_max_tokens
-
-        async def run() -> GenerateResult:
-            if not prompt.strip():
-                raise InputError("prompt is empty.")
-            check_max_tokens(max_tokens)  # here, in words, rather than as a schema error with a pydantic link
-            messages = ([("system", system_prompt)] if system_prompt else []) + [("user", prompt)]
-            with _progress_waits(ctx):
-                reply = await complete(settings, "generator", messages, max_tokens=max_tokens)
-            e = reply.entry
-            return GenerateResult(
-                response=reply.text,
-                model=e.model,
-                provider=e.provider,
-                total_duration_ms=e.duration_ms,
-                finish_reason=e.finish_reason,
-                usage=reply.usage,
-            )
-
-        return await guarded(run)
-
-    @server.tool()
-    async def generate_and_write_files(
-        prompt: Annotated[str, Field(description="Contract prompt describing the files to write.")],
-        output_dir: Annotated[
-            str,
-            Field(
-                description="Directory to write into, relative to the project root or absolute inside an allowed root."
-            ),
-        ],
-        ctx: Context,
-        system_prompt: Annotated[str | None, Field(description="Optional extra system instructions.")] = None,
-        context_files: Annotated[
-            list[str] | None, Field(description="Existing files to show the model (paths relative to output_dir).")
-        ] = None,
-        max_tokens: Annotated[
-            int | None,
-            Field(
-                description="Output token limit (a positive number); sized to the prompt if omitted.",
-                json_schema_extra={"minimum": 1},
-            ),
-        ] = None,
-        allow_paths: Annotated[
-            list[str] | None,
-            Field(
-                description="Protected paths the reply may write anyway "
-                "(e.g. .github/workflows/ci.yml), relative to "
-                "output_dir."
-            ),
-        ] = None,
-    ) -> WriteFilesResult:
-        """Generate files with the fast model and write them to disk; returns metadata only, never the code."""
-        from speedrun.loop.codegen import generate_and_write, read_context_files
-        from speedrun.preflight import check_generate
-
-        async def run() -> WriteFilesResult:
-            roots = await allowed_roots(ctx, settings)
-            out, root = resolve_output_dir(output_dir, roots)
-            await check_generate(settings, out, root, max_tokens=max_tokens, allow_paths=allow_paths)
-            context = await asyncio.to_thread(read_context_files, context_files or [], out, roots)
-            count = 0
-
-            async def progress(outcome: Any) -> None:
-                nonlocal count
-                count += 1
-                await ctx.report_progress(count, None, f"{getattr(outcome, 'action', 'refused')}: {outcome.path}")
-
-            with _progress_waits(ctx):
-                result = await generate_and_write(
-                    settings,
-                    prompt,
-                    out,
-                    system_prompt=system_prompt,
-                    context=context,
-                    max_tokens=max_tokens,
-                    on_file=progress,
-                    allow_paths=allow_paths or (),
-                    confine_to=root,
-                )
-            files = result.report.files_written
-            model = result.entries[-1] if result.entries else None
-            return WriteFilesResult(
-                status=result.status,
-                output_dir=str(out),
-                model=model.model if model else "",
-                provider=model.provider if model else "",
-                generation_time_ms=result.generation_time_ms,
-                files_written=files,
-                total_files=len(files),
-                total_lines=sum(f.lines for f in files),
-                errors=result.report.errors,
-                warnings=result.warnings,
-                usage=Usage.of(result.entries),
-            )
-
-        return await guarded(run)
-
-    @server.tool()
-    async def check_status() -> StatusResult:
-        """Check every role the default workflow needs (generator, planner, fixer): key set, endpoint answers,
-        model listed. Also says how GENERATION_TIMEOUT was read and how tests are isolated. Never reveals a key."""
-        from speedrun.preflight import check_setup
-
-        return await check_setup(settings, config_error)
-
-    register_run_tools(server, settings, guarded, runs)  # after the seed's three, so clients list those first
+    for tool in TOOLS:
+        server.add_tool(tool)
     return server
-
-
-def register_run_tools(
-    server: MCPServer, settings: Settings, guarded: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]], runs: Runs
-) -> None:
-    """Tools that start and steer durable graph runs (turbo, status, resume, cancel, list)."""
-    manager = runs.get
-
-    async def wait_and_report(run_id: str, wait_seconds: float, ctx: Context | None) -> RunStatus:
-        runs = await manager()
-        count = 0
-
-        async def forward(line: str) -> None:
-            nonlocal count
-            count += 1
-            if ctx is not None:
-                await ctx.report_progress(count, None, line)
-
-        return await runs.wait(run_id, wait_seconds, on_progress=forward)
-
-    @server.tool()
-    async def turbo(
-        output_dir: Annotated[
-            str, Field(description="Workspace to write into and run tests in (inside the allowed roots).")
-        ],
-        ctx: Context,
-        task: Annotated[str | None, Field(description="The job in plain words; the planner writes a contract.")] = None,
-        contract: Annotated[
-            str | None,
-            Field(description="DATA CONTRACT / API CONTRACT / ALGORITHM / RULES text (preferred over task)."),
-        ] = None,
-        test_command: Annotated[
-            str, Field(description="Shell command that runs the tests in output_dir.")
-        ] = "pytest -q",
-        max_fix_cycles: Annotated[int, Field(description="Surgical fix rounds before giving up.", ge=0, le=20)] = 3,
-        context_files: Annotated[
-            list[str] | None, Field(description="Existing files (relative to output_dir) to show the generator.")
-        ] = None,
-        roles: Annotated[
-            dict[str, str] | None,
-            Field(description="Per-run role overrides, e.g. {'fixer': 'client'} to fix failures yourself."),
-        ] = None,
-        wait_seconds: Annotated[
-            float, Field(description="How long to wait for the result before returning a run_id to poll.", ge=0, le=600)
-        ] = 45,
-        allow_paths: Annotated[
-            list[str] | None,
-            Field(
-                description="Protected paths the generator may write anyway "
-                "(e.g. .github/workflows/ci.yml), relative to "
-                "output_dir."
-            ),
-        ] = None,
-    ) -> RunStatus:
-        """Run the turbo workflow: contract → generate → test → surgical fixes. Returns compact metadata (never
-        code) and report_path, a JSON file with the full report."""
-        from speedrun.preflight import check_turbo
-        from speedrun.state.turbo import TurboInput
-
-        async def run() -> RunStatus:
-            inputs = parse_input(
-                TurboInput,
-                {
-                    "task": task,
-                    "contract": contract,
-                    "output_dir": output_dir,
-                    "test_command": test_command,
-                    "max_fix_cycles": max_fix_cycles,
-                    "context_files": context_files or [],
-                    "roles": roles or {},
-                    "allow_paths": allow_paths or [],
-                },
-            )
-            out, root = resolve_output_dir(output_dir, await allowed_roots(ctx, settings))
-            inputs.output_dir = str(out)
-            await check_turbo(settings, inputs, root)
-            runs = await manager()
-            run_id = await runs.start("turbo", inputs.model_dump())
-            return await wait_and_report(run_id, wait_seconds, ctx)
-
-        return await guarded(run)
-
-    @server.tool()
-    async def judge(
-        implementations: Annotated[
-            list[dict[str, Any]],
-            Field(
-                description="2–5 (or 1) implementations: [{name, path, test_command?, metrics?: {llm_calls, "
-                "fix_cycles, generation_ms}}]; paths inside the allowed roots."
-            ),
-        ],
-        design: Annotated[str, Field(description="The design or plan the implementations follow.")],
-        ctx: Context,
-        mode: Annotated[
-            Literal["showdown", "any_percent"],
-            Field(description="showdown: same design; any_percent: different approaches."),
-        ] = "showdown",
-        wait_seconds: Annotated[float, Field(ge=0, le=600, description="How long to wait for the verdict.")] = 45,
-    ) -> RunStatus:
-        """Score implementations on 5 criteria from measured evidence and typed checklists; pick a winner."""
-        from speedrun.preflight import check_judge
-        from speedrun.state.judge import JudgeInput
-
-        async def run() -> RunStatus:
-            roots = await allowed_roots(ctx, settings)
-            impls = []
-            for i, impl in enumerate(implementations):
-                if not isinstance(impl, dict) or not impl.get("path"):
-                    raise InputError(f"implementations[{i}] needs at least a 'path' (and a 'name').")
-                path, _ = resolve_output_dir(str(impl["path"]), roots, name=f"implementations[{i}].path")
-                impls.append({**impl, "name": impl.get("name") or path.name, "path": str(path)})
-            inputs = parse_input(JudgeInput, {"implementations": impls, "design": design, "mode": mode})
-            await check_judge(settings, inputs)
-            runs = await manager()
-            run_id = await runs.start("judge", await runs.with_metrics(inputs))
-            return await wait_and_report(run_id, wait_seconds, ctx)
-
-        return await guarded(run)
-
-    @server.tool()
-    async def run_status(
-        run_id: Annotated[str, Field(description="The run_id a workflow tool returned.")],
-        ctx: Context,
-        wait_seconds: Annotated[
-            float, Field(description="Wait up to this long for the run to finish.", ge=0, le=600)
-        ] = 0,
-    ) -> RunStatus:
-        """Status of a run: running (with progress), needs_input, or its final compact result and report_path."""
-        return await guarded(lambda: wait_and_report(run_id, wait_seconds, ctx))
-
-    @server.tool()
-    async def resume_run(
-        run_id: Annotated[str, Field(description="The run to continue.")],
-        action: Annotated[
-            Literal["retest", "stop", "edits", "continue"],
-            Field(
-                description="retest: you fixed the files, run the tests again; stop: end the run; edits: apply "
-                "`edits` then retest; continue: pick up a run whose process died or was cancelled."
-            ),
-        ],
-        ctx: Context,
-        edits: Annotated[
-            list[dict[str, str]] | None,
-            Field(description="For action 'edits': [{path, search, replace}], search copied exactly from the file."),
-        ] = None,
-        wait_seconds: Annotated[float, Field(ge=0, le=600, description="How long to wait for the result.")] = 45,
-    ) -> RunStatus:
-        """Continue a run that needs input or was interrupted."""
-
-        async def run() -> RunStatus:
-            runs = await manager()
-            answer = None if action == "continue" else {"action": action, "edits": edits or []}
-            await runs.resume(run_id, answer)
-            return await wait_and_report(run_id, wait_seconds, ctx)
-
-        return await guarded(run)
-
-    @server.tool()
-    async def cancel_run(run_id: Annotated[str, Field(description="The run to stop.")]) -> RunStatus:
-        """Stop a running run. Its progress is kept; resume_run with 'continue' picks it up later. A run that
-        already ended is left as it is, and the answer says so."""
-
-        async def run() -> RunStatus:
-            return await (await manager()).cancel(run_id)
-
-        return await guarded(run)
-
-    @server.tool()
-    async def list_runs(
-        limit: Annotated[int, Field(ge=1, le=200, description="How many, newest first.")] = 10,
-    ) -> RunList:
-        """Recent runs with their status (no results; use run_status for one run's details)."""
-
-        async def run() -> RunList:
-            return RunList(runs=await (await manager()).list(limit))
-
-        return await guarded(run)
 
 
 def _version() -> str:
