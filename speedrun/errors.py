@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -60,8 +60,8 @@ def describe_validation(
     exc: ValidationError,
     names: dict[str, str] | None = None,
     *,
-    where: Callable[[tuple], str] | None = None,
-    reword: Callable[[dict[str, Any]], str | None] | None = None,
+    where: Callable[[tuple[str | int, ...]], str] | None = None,
+    reword: Callable[[Mapping[str, Any]], str | None] | None = None,
 ) -> str:
     """A pydantic error in the caller's words: each bad field and why, no class names, links or input dumps.
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from speedrun.errors import FileProtocolError, InputError
-from speedrun.state.records import FileError, GeneratedFile, WriteReport, WrittenFile
+from speedrun.state.records import FileAction, FileError, GeneratedFile, WriteReport, WrittenFile
 
 __all__ = ["SafeWriter", "check_output_dir", "normalize_relpath", "parse_allow_paths", "write_text_atomic"]
 
@@ -619,7 +619,7 @@ class SafeWriter:
         self._errors.append(err)
         return err
 
-    def _ok(self, rel: str, content: str, action: str, backup: str | None = None) -> WrittenFile:
+    def _ok(self, rel: str, content: str, action: FileAction, backup: str | None = None) -> WrittenFile:
         done = WrittenFile(
             path=rel, filename=rel.rsplit("/", 1)[-1], lines=_count_lines(content), action=action, backup=backup
         )

@@ -14,16 +14,17 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import aclosing, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from speedrun import prompts
-from speedrun.config import ModelSpec, ProviderLimits, Role, Settings
+from speedrun.config import ModelSpec, Role, Settings
+from speedrun.config.providers import ProviderLimits
 from speedrun.errors import InputError, ProviderError, describe_validation, echo
 from speedrun.state import LedgerEntry, Usage
 
@@ -277,7 +278,7 @@ class RateBudget:
                 continue
             if bucket.period == "minute" or (not bucket.period and bucket.reset_at - bucket.observed_at <= WINDOW_S):
                 truth.add(bucket.kind)
-            need = 1 if bucket.kind == "requests" else tokens
+            need: float = 1 if bucket.kind == "requests" else tokens
             if bucket.limit:  # a call larger than the whole allowance goes once the allowance is whole again
                 need = min(need, bucket.limit)
             if bucket.remaining - bucket.spent < need:
@@ -371,11 +372,11 @@ def chat_model(spec: ModelSpec, settings: Settings, *, max_tokens: int, streamin
     if settings.reasoning_effort and _is_reasoning_model(spec.model):
         kwargs["reasoning_effort"] = settings.reasoning_effort
     return ChatOpenAI(
-        model=spec.model,
-        base_url=spec.base_url,
+        model_name=spec.model,
+        openai_api_base=spec.base_url,
         # A keyless local server still needs a non-empty string for the openai client.
-        api_key=spec.api_key.get_secret_value() if spec.api_key else "not-needed",
-        timeout=settings.generation_timeout_s,
+        openai_api_key=spec.api_key or SecretStr("not-needed"),
+        request_timeout=settings.generation_timeout_s,
         max_retries=0,
         max_tokens=max_tokens,
         streaming=streaming,
@@ -469,7 +470,7 @@ class JsonAnswer:
     """Ask for one JSON object following `schema` (a JSON schema); see structured()."""
 
     name: str
-    schema: dict
+    schema: dict[str, Any]
 
 
 class _ThinkFilter:
@@ -635,7 +636,7 @@ async def complete(
         nonlocal streamed
         streamed = True
         safe = redactor.feed(piece)
-        if safe:
+        if safe and on_text is not None:
             await on_text(safe)
 
     for model_spec, is_fallback in candidates:
@@ -739,7 +740,8 @@ async def _call(
         async def forward(piece: str) -> None:
             nonlocal sent
             sent = True
-            await on_text(piece)
+            if on_text is not None:
+                await on_text(piece)
 
         try:
             model = chat_model(spec, settings, max_tokens=max_tokens, streaming=on_text is not None)
@@ -796,7 +798,7 @@ async def _call(
     return Completion(text=text, entry=entry)
 
 
-def _json_instructions(schema: dict) -> str:
+def _json_instructions(schema: dict[str, Any]) -> str:
     import json
 
     return prompts.JSON_INSTRUCTIONS.format(schema=json.dumps(schema))
@@ -827,14 +829,14 @@ async def _invoke(
 
     if json_answer is None:
         return await model.ainvoke(_to_messages(messages))
-    modes: list[tuple[str, dict | None, str]] = []
+    modes: list[tuple[str, dict[str, Any] | None, str]] = []
     if spec.json_schema:
         schema = strict_json_schema(json_answer.schema) if spec.strict else json_answer.schema
-        fmt = {
+        schema_format = {
             "type": "json_schema",
             "json_schema": {"name": json_answer.name, "schema": schema, "strict": spec.strict},
         }
-        modes.append(("json_schema", fmt, prompts.JSON_SCHEMA_HINT))
+        modes.append(("json_schema", schema_format, prompts.JSON_SCHEMA_HINT))
     prompt = _json_instructions(json_answer.schema)
     modes += [("json_object", {"type": "json_object"}, prompt), ("text", None, prompt)]
     for mode, fmt, instructions in modes:
@@ -856,7 +858,9 @@ async def _invoke(
     raise AssertionError("unreachable: the plain-text mode always returns")
 
 
-async def _stream(model: ChatOpenAI, messages: list[Any], on_text: TextSink, limit_s: float):
+async def _stream(
+    model: ChatOpenAI, messages: list[Any], on_text: TextSink, limit_s: float
+) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
     think = _ThinkFilter()
     surrogates = _SurrogateFilter()
     parts: list[str] = []
@@ -864,7 +868,8 @@ async def _stream(model: ChatOpenAI, messages: list[Any], on_text: TextSink, lim
     usage: dict[str, Any] | None = None
     deadline: float | None = None
     # aclosing: a stream cut by the deadline closes its HTTP response now, not whenever it is collected.
-    async with aclosing(model.astream(messages)) as stream:
+    # astream is typed as an AsyncIterator but is an async generator, which is what aclosing needs.
+    async with aclosing(cast("AsyncGenerator[Any, None]", model.astream(messages))) as stream:
         async for chunk in stream:
             # The HTTP timeout only bounds each read, so a trickling stream could run on for minutes. From its
             # first chunk this attempt gets GENERATION_TIMEOUT in total. Checked here rather than with
@@ -890,7 +895,7 @@ async def _stream(model: ChatOpenAI, messages: list[Any], on_text: TextSink, lim
     return "".join(parts), meta, usage
 
 
-def strict_json_schema(schema: dict) -> dict:
+def strict_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """A JSON schema made acceptable to strict structured outputs: every object closed (additionalProperties
     false) with every property required, in $defs too; `default`s dropped and a $ref stands alone."""
     out = copy.deepcopy(schema)
@@ -910,7 +915,7 @@ def strict_json_schema(schema: dict) -> dict:
             node["additionalProperties"] = False
         return node
 
-    return walk(out)
+    return dict(walk(out))
 
 
 async def structured(

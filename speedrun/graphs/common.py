@@ -40,7 +40,7 @@ def run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
         raise
 
 
-def node(afunc: AsyncNode) -> RunnableLambda:
+def node(afunc: AsyncNode) -> RunnableLambda[Any, dict[str, Any]]:
     """Wrap an async `node(state, runtime)` so the graph works with both `ainvoke` and `invoke`.
 
     A RunnableLambda gets no `runtime` argument injected, so the wrappers read it with `get_runtime()`.

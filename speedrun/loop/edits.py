@@ -638,9 +638,9 @@ def _not_found(
             _excerpt(text, first, last),
         )
 
-    found = _closest(bodies, wanted)
-    assert found is not None  # bodies and wanted are both non-empty here
-    start, size = found
+    closest = _closest(bodies, wanted)
+    assert closest is not None  # bodies and wanted are both non-empty here
+    start, size = closest
     return out(
         "not_found",
         f"the search text was not found in {shown}; the most similar region starts at line {start + 1} (shown "
@@ -652,7 +652,9 @@ def _not_found(
 
 def _whitespace_only(bodies: list[str], search: list[str]) -> tuple[int, int, str] | None:
     """(first line, last line, which whitespace) of a file region equal to search once all whitespace is ignored."""
-    squeeze = lambda line: "".join(line.split())  # noqa: E731
+    def squeeze(line: str) -> str:
+        return "".join(line.split())
+
     wanted = [squeeze(s) for s in search if not _blank(s)]
     if not wanted:
         return None

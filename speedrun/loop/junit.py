@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 from speedrun.state.records import TestFailure
 
@@ -83,7 +84,7 @@ def _failure_message(element: ET.Element) -> str:
     return message
 
 
-def parse_junit(path: Path, cwd: Path, max_failures: int) -> dict | None:
+def parse_junit(path: Path, cwd: Path, max_failures: int) -> dict[str, Any] | None:
     """Counts and failures from a pytest junit XML file, or None when it is missing or unreadable."""
     try:
         if not path.is_file() or path.stat().st_size > _MAX_JUNIT_BYTES:

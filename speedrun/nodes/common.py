@@ -21,7 +21,7 @@ def progress(runtime: Any, step: str, message: str, **data: Any) -> None:
         writer({"step": step, "message": message, **data})
 
 
-def sandbox_options(runtime: Any) -> dict:
+def sandbox_options(runtime: Any) -> dict[str, Any]:
     """Sandbox mode, network, the places to mask and where test groups are recorded, from the run's settings."""
     from speedrun.sandbox import group_records_dir
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from langgraph.runtime import Runtime
 
 from speedrun import prompts
@@ -11,7 +13,7 @@ from speedrun.nodes.common import progress, run_settings
 from speedrun.state.turbo import Contract, TurboState
 
 
-async def contract_write(state: TurboState, runtime: Runtime[RunContext]) -> dict:
+async def contract_write(state: TurboState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Produce `spec`: parse the caller's contract (warning on missing sections) or ask the planner for one."""
     if state.spec is not None:
         return {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from langgraph.runtime import Runtime
 
@@ -17,7 +18,7 @@ from speedrun.state.judge import ImplementationReview, Review, ReviewTask
 REVIEW_BUDGET = 60_000  # characters of code one review reads
 
 
-async def fresh_eyes_review(task: ReviewTask, runtime: Runtime[RunContext]) -> dict:
+async def fresh_eyes_review(task: ReviewTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Review one implementation (a Send branch). Its name and path never reach the prompt."""
     settings = run_settings(runtime)
     progress(runtime, "fresh_eyes_review", f"reviewing implementation {task.label}")

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from langgraph.runtime import Runtime
 
 from speedrun import prompts
 from speedrun.config import RunContext
+from speedrun.errors import SpeedRunError
 from speedrun.loop.codegen import generate_and_write, read_context_files
 from speedrun.nodes.common import progress, run_settings
 from speedrun.state.turbo import TurboState
 
 
-async def generate(state: TurboState, runtime: Runtime[RunContext]) -> dict:
+async def generate(state: TurboState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Write the first pass of every file named by the contract."""
     settings = run_settings(runtime, state.roles)
     out = Path(state.output_dir)
@@ -22,10 +24,12 @@ async def generate(state: TurboState, runtime: Runtime[RunContext]) -> dict:
     context = await asyncio.to_thread(lambda: read_context_files(state.context_files, out, [out.resolve()]))
     progress(runtime, "generate", "generator is writing files")
 
-    async def on_file(outcome) -> None:
+    async def on_file(outcome: Any) -> None:
         action = getattr(outcome, "action", "refused")
         progress(runtime, "generate", f"{action} {outcome.path}", path=outcome.path, action=action)
 
+    if state.spec is None:  # contract_write always runs first
+        raise SpeedRunError("generate ran before a contract was written")
     result = await generate_and_write(
         settings,
         prompts.GENERATE_FROM_CONTRACT.format(contract=state.spec.render()),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from langgraph.runtime import Runtime
 
@@ -25,7 +26,7 @@ def _measure(root: Path, name: str) -> Measurement:
     return measure_tree(root, name=name)
 
 
-async def measure(task: MeasureTask, runtime: Runtime[RunContext]) -> dict:
+async def measure(task: MeasureTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Measure one implementation (a Send branch); runs its tests when no report was given."""
     impl = task.impl
     root = Path(impl.path)

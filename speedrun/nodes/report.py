@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 
@@ -29,9 +30,10 @@ def save_report(home: Path, run_id: str, text: str) -> Path:
     return path
 
 
-async def report(state: TurboState, runtime: Runtime[RunContext]) -> dict:
+async def report(state: TurboState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Decide the final status, summarize files, tests, fix cycles and the ledger, and save the full report."""
     tests = state.tests
+    status: Literal["passed", "failed", "stopped"]
     if state.stopped:
         status = "stopped"
     elif tests is not None and tests.ok:
