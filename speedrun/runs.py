@@ -14,6 +14,7 @@ from speedrun.config import RunContext, Settings
 from speedrun.errors import InputError, RunNotFoundError, SpeedRunError, echo
 from speedrun.procs import owner_alive, process_tag
 from speedrun.state.records import NextAction, RunRow, RunStatus, one_line
+from speedrun.state.runs import ResumeAnswer
 
 RunState = Literal["running", "passed", "failed", "stopped", "done", "needs_input", "interrupted", "cancelled", "error"]
 FINISHED = ("passed", "failed", "stopped", "done")
@@ -36,13 +37,6 @@ def _graph_builders() -> dict[str, Any]:
     from speedrun.graphs import judge, turbo
 
     return {"turbo": turbo.builder, "judge": judge.builder}
-
-
-def _answer_checks() -> dict[str, Callable[[Any], Any]]:
-    """Validators of the caller's resume answer, by the `kind` of the interrupt payload."""
-    from speedrun.nodes.surgical_fix import parse_resume
-
-    return {"fix_needed": parse_resume}
 
 
 def new_run_id(workflow: str) -> str:
@@ -148,8 +142,11 @@ class RunManager:
 
         return await asyncio.to_thread(sweep_test_groups, group_records_dir(self.settings.home))
 
-    async def resume(self, run_id: str, resume: Any = None) -> None:
-        """Continue a run: after a crash (resume=None) or an interrupt (resume = the caller's answer)."""
+    async def resume(self, run_id: str, answer: ResumeAnswer | dict[str, Any] | str | None = None) -> None:
+        """Continue a run: after a crash or a cancel (answer=None) or when it waits for the caller's answer.
+
+        The dict and str forms of the answer are accepted until both edges build a ResumeAnswer.
+        """
         from langgraph.types import Command
 
         workflow, _, _, _, _ = await self._row(run_id)
@@ -163,22 +160,20 @@ class RunManager:
             )
         if status.status in ("passed", "failed", "stopped", "done"):
             raise InputError(f"run {run_id} already finished ({status.status}); start a new run instead.")
-        if status.status == "needs_input" and resume is None:
+        if status.status == "needs_input" and answer is None:
             raise InputError(
                 f"run {run_id} is waiting for the caller: resume it with an action ('retest', 'stop' or edits)."
             )
-        if status.status != "needs_input" and resume is not None:
+        if status.status != "needs_input" and answer is not None:
             raise InputError(
                 f"run {run_id} is not waiting for input (it is {status.status}); resume it without an action."
             )
-        for need in status.needs or []:
+        if answer is not None:
             # Reject a bad answer now, while the caller waits; in the graph it would fail the run after we returned.
-            check = _answer_checks().get(need.get("kind") if isinstance(need, dict) else None)
-            if check is not None:
-                check(resume)
+            answer = ResumeAnswer.read(answer)
         await self.sweep()  # a test group left by a process that died must not run beside the resumed tests
         await self._mark(run_id, "running")
-        self._launch(run_id, workflow, Command(resume=resume) if resume is not None else None)
+        self._launch(run_id, workflow, Command(resume=answer) if answer is not None else None)
 
     async def cancel(self, run_id: str) -> RunStatus:
         """Stop a running run; its checkpoints stay, so it can still be resumed later.

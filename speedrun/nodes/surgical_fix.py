@@ -9,17 +9,16 @@ from pathlib import Path
 
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
-from pydantic import ValidationError
 
 from speedrun import prompts
 from speedrun.config import RunContext, Settings
-from speedrun.errors import InputError, describe_validation, echo
 from speedrun.excerpts import within_budget
 from speedrun.llm import structured
 from speedrun.loop.edits import apply_edits, numbered
 from speedrun.nodes.common import progress, run_settings
 from speedrun.state.edits import Edit, EditOutcome, FixPlan
 from speedrun.state.records import one_line
+from speedrun.state.runs import ResumeAnswer
 from speedrun.state.turbo import AppliedEdit, ClientFixRequest, FixCycle, TurboState
 
 WHOLE_FILE_LINES = 200  # files up to this size are shown whole; larger ones as windows around cited lines
@@ -98,8 +97,9 @@ async def _client_fix(state: TurboState, settings: Settings, cycle: int, failure
             if e.status != "applied"
         ],
     )
-    answer = interrupt(request.model_dump())  # the graph pauses here until resume_run / `speedrun resume`
-    action, edits = parse_resume(answer)
+    # The graph pauses here until resume_run / `speedrun resume`; a checkpoint may hold the answer as a dict.
+    answer = ResumeAnswer.read(interrupt(request.model_dump()))
+    action, edits = answer.action, answer.edits
     fix = FixCycle(
         cycle=cycle,
         source="client",
@@ -122,30 +122,9 @@ def _edit_limits(settings: Settings, state: TurboState) -> dict:
 
 
 def parse_resume(answer: object) -> tuple[str, list[Edit]]:
-    """Validate the caller's answer to a fix request: ('retest' | 'stop' | 'edits', edits); InputError if bad."""
-    if isinstance(answer, str):
-        answer = {"action": answer}
-    if not isinstance(answer, dict) or answer.get("action") not in ("retest", "stop", "edits"):
-        raise InputError(
-            f"resume value must be 'retest', 'stop' or {{'action': 'edits', 'edits': [...]}}; got {echo(answer)}."
-        )
-    raw = answer.get("edits") or []
-    if not isinstance(raw, list):
-        raise InputError("`edits` must be a list of {path, search, replace} objects.")
-    edits = []
-    for n, item in enumerate(raw, 1):
-        if not isinstance(item, dict):
-            raise InputError(f"edit {n} is not an object: each edit is {{path, search, replace}} with string values.")
-        try:
-            edits.append(Edit.model_validate(item))
-        except ValidationError as exc:
-            raise InputError(
-                f"edit {n} is not valid ({describe_validation(exc)}): each edit needs string "
-                "`path`, `search` and `replace`."
-            ) from None
-    if answer["action"] == "edits" and not edits:
-        raise InputError("action 'edits' needs a non-empty `edits` list of {path, search, replace}.")
-    return answer["action"], edits
+    """The caller's answer to a fix request as (action, edits); InputError if bad. See ResumeAnswer.read."""
+    parsed = ResumeAnswer.read(answer)
+    return parsed.action, parsed.edits
 
 
 def _applied(outcome: EditOutcome) -> AppliedEdit:
