@@ -155,3 +155,78 @@ JUDGE_MODE_TEXT = {
 FIX_PROBLEM = "- {path}: {status}: {message}"
 FIX_PROBLEM_CLOSEST = "\n  closest match in the file:\n{closest}"
 FIX_PROBLEMS_MORE = "- ... and {count} more edit(s) that did not match"
+
+# --- showdown / any-percent ------------------------------------------------------------------------------
+
+# assess (showdown, runners='auto'): the planner rates how complex the design is; the rating sets the runner count.
+ASSESS_SYSTEM = """\
+You are a senior engineer sizing a piece of work before several independent teams build it in parallel.
+"""
+
+ASSESS_COMPLEXITY_USER = """\
+Rate the complexity of building this design, as one of: low (a single well-known algorithm or a small module), \
+medium (a few interacting parts), high (many parts, concurrency, persistence or tricky edge cases), \
+very high (a subsystem with several hard problems at once). Give a one-sentence reason.
+
+Design:
+{design}
+"""
+
+# assess (any-percent, no approaches given): the planner names the primary architectural axis and approaches on it.
+ASSESS_APPROACHES_USER = """\
+Name the PRIMARY architectural axis along which this design could be built in genuinely different ways \
+(for example: storage, concurrency model, push versus pull, data structure). Then propose between {low} and \
+{high} distinct approaches along that axis. Each approach has a slug (1-40 lowercase letters, digits and dashes, \
+e.g. 'in-memory'), a one- or two-sentence summary, its pros and its cons. Prefer fewer, truly different \
+approaches over many similar ones.
+
+Design:
+{design}
+"""
+
+# run_runner: a runner writes its own plan. PLAN_SYSTEM and PLAN_SHARED (system text + design) are byte-identical
+# for every runner of a run, so a provider's prompt cache serves the prefix; only the tail varies.
+PLAN_SYSTEM = """\
+You are a senior engineer writing an implementation plan that a fast code-generation model will follow to the \
+letter. Write it as plain text in exactly four sections, each starting on its own line with its heading:
+
+DATA CONTRACT:
+the data types, fields, invariants and units.
+API CONTRACT:
+every public function/class with exact signatures, return values and raised errors.
+ALGORITHM:
+step by step, including edge cases.
+RULES:
+the exact files to create (source AND tests, with paths relative to the project root), the language and the \
+libraries allowed (standard library unless the design says otherwise), and what the tests must check.
+
+No other text before or after the four sections.
+"""
+
+PLAN_SHARED = """\
+Design:
+{design}
+
+"""
+
+PLAN_TAIL_SHOWDOWN = """\
+You are runner {index}; each runner writes its own plan independently, and the plans should differ. \
+Your angle: {framing}.
+The tests run with `{test_command}` from the project root.
+"""
+
+PLAN_TAIL_VARIANT = """\
+Build it along this approach, and only this one: {slug} — {summary}
+Pros to exploit: {pros}
+Cons to contain: {cons}
+The tests run with `{test_command}` from the project root.
+"""
+
+#: The angles showdown runners take, one each in order, so their plans genuinely differ.
+RUNNER_FRAMINGS = (
+    "the simplest thing that works: the fewest moving parts and lines that fully meet the design",
+    "robustness first: validate every input, handle every failure and edge case explicitly",
+    "performance first: pick data structures and algorithms for speed and scale, and say why",
+    "readability first: small, well-named functions a newcomer can follow, with clear docstrings",
+    "test-driven edge cases: list the tricky cases first, write tests for each, then the code that passes them",
+)

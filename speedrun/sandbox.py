@@ -66,6 +66,7 @@ from speedrun.state.records import TestFailure, TestReport
 __all__ = [
     "ALLOWED_ENV_NAMES",
     "GroupRecord",
+    "check_extra_env",
     "check_test_command",
     "group_records_dir",
     "harden_process",
@@ -151,6 +152,35 @@ def scrubbed_env(source: Mapping[str, str] | None = None) -> dict[str, str]:
         env[name] = value
     env.update(_FORCED_ENV)
     return env
+
+
+#: A name a caller may add to the test environment: shell-safe, upper case, as environment variables are written.
+_EXTRA_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
+
+
+def check_extra_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """The variables a run adds to the test environment (e.g. SPEEDRUN_RUNNER), checked; InputError on a bad one.
+
+    They are added after scrubbing, so the secret rules of :func:`scrubbed_env` are applied here again: a name
+    that looks like a secret, or a value holding ``scheme://user:pass@`` credentials, is refused, not passed on.
+    """
+    out: dict[str, str] = {}
+    for name, value in extra.items():
+        shown = _echo(str(name))
+        if not isinstance(name, str) or not _EXTRA_NAME.match(name):
+            raise InputError(
+                f"test environment variable {shown} is not a valid name; use upper-case letters, digits and "
+                "underscores, e.g. SPEEDRUN_PORT_BASE"
+            )
+        if _SECRET_NAME.search(name):
+            raise InputError(
+                f"test environment variable {shown} looks like a secret; tests never get secrets, so rename it "
+                "or leave it out"
+            )
+        if not isinstance(value, str) or mask_url_credentials(value) != value:
+            raise InputError(f"test environment variable {shown} must be a plain string without credentials")
+        out[name] = value
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -937,7 +967,12 @@ def sweep_test_groups(record_dir: Path) -> int:
 
 
 def _prepare(
-    command: str, cwd: Path, mode: str, network: bool, mask: tuple[Path, ...]
+    command: str,
+    cwd: Path,
+    mode: str,
+    network: bool,
+    mask: tuple[Path, ...],
+    extra_env: Mapping[str, str] | None = None,
 ) -> tuple[list[str], dict, str, Path | None]:
     """Blocking set-up (runs in a thread): argv, environment, the resolved mode and a temp dir to remove."""
     if not cwd.is_dir():
@@ -945,6 +980,8 @@ def _prepare(
     cwd = cwd.resolve()
     resolved = _resolve_mode(mode)
     env = scrubbed_env()
+    # After scrubbing, so the caller's variables (runner number, port range) survive the allow-list.
+    env.update(check_extra_env(extra_env or {}))
     # The workspace root is importable, as with `python -m pytest`: tests in tests/ import the module at
     # the root under the default `pytest -q` too.
     env["PYTHONPATH"] = os.pathsep.join([str(cwd), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
@@ -995,13 +1032,15 @@ async def run_tests(
     network: bool = False,
     mask: tuple[Path, ...] = (),
     record_dir: Path | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> TestReport:
     """Run ``command`` with ``/bin/sh -c`` in ``cwd`` as untrusted code and report what happened.
 
     * Isolation follows ``mode`` (``auto``/``bwrap``/``none``, see the module docs); ``network``
       leaves the network on inside bwrap; ``mask`` adds directories to hide (SPEEDRUN_HOME).
     * Environment is :func:`scrubbed_env` with the workspace on PYTHONPATH and an empty HOME; stdin
-      is ``/dev/null``; stdout and stderr are merged.
+      is ``/dev/null``; stdout and stderr are merged. ``extra_env`` is added after scrubbing, checked by
+      :func:`check_extra_env` (InputError for a secret-looking name), e.g. a runner's number and port range.
     * The command gets its own process group under a watchdog. When ``timeout_s`` expires the group
       gets SIGTERM, then SIGKILL ~2 s later; the report has ``timed_out=True`` and ``exit_code=None``.
       If the awaiting task is cancelled everything is SIGKILLed and ``CancelledError`` re-raised.
@@ -1019,7 +1058,7 @@ async def run_tests(
     :class:`~speedrun.errors.ConfigError` for an unknown mode or ``bwrap`` that cannot run.
     """
     cwd = Path(cwd)
-    argv, env, _resolved, tmp = await asyncio.to_thread(_prepare, command, cwd, mode, network, tuple(mask))
+    argv, env, _resolved, tmp = await asyncio.to_thread(_prepare, command, cwd, mode, network, tuple(mask), extra_env)
     try:
         return await _run(
             command,

@@ -330,3 +330,73 @@ def wait_for(predicate, within: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within} s waiting for {what}")
         time.sleep(0.02)
+
+
+# --- parallel runners (showdown, any-percent): a temp git repo and a server that tells runners apart -------
+
+PLAN_SYSTEM_START = "You are a senior engineer writing an implementation plan"
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in `repo` with a fixed identity; its stdout, stripped."""
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
+    env["GIT_COMMITTER_EMAIL"] = "t@t"
+    done = subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def make_repo(path: Path, files: dict[str, str] | None = None, branch: str = "main") -> Path:
+    """A git repository with one commit holding README.md and `files`."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", branch)
+    for rel, content in {"README.md": "# demo\n", **(files or {})}.items():
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_text(content)
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "start")
+    return path
+
+
+def runner_of(body: dict) -> str | None:
+    """Which runner a plan or generator request is for: 'runner-N' or 'variant-<slug>'; None for other roles."""
+    system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
+    if system.startswith(PLAN_SYSTEM_START):
+        found = re.search(r"You are runner (\d+)", user) or re.search(r"and only this one: ([a-z0-9-]+)", user)
+        if found is None:
+            return None
+        return f"runner-{found.group(1)}" if found.group(1).isdigit() else f"variant-{found.group(1)}"
+    if system.startswith("You write complete, working source files"):
+        found = re.search(r"PLAN-FOR ([a-z0-9-]+)", user)
+        return found.group(1) if found else None
+    return None
+
+
+def runner_plan(name: str) -> str:
+    """A plan in the contract format, as a model writes it, marked with its runner."""
+    return (
+        f"DATA CONTRACT:\nIntegers in, an integer out (PLAN-FOR {name}).\n\n"
+        f"API CONTRACT:\nadd(a: int, b: int) -> int in calc.py; {name} keeps it in one function.\n\n"
+        f"ALGORITHM:\n{name}: return the sum of a and b.\n\nRULES:\nWrite calc.py and test_calc.py (pytest).\n"
+    )
+
+
+class RunnerScript:
+    """Answers plans and code per runner (code[name] is its calc.py), and judge requests with `judge`.
+
+    `fail` names runners whose generator calls get an HTTP 500; `delay` is each reply's latency."""
+
+    def __init__(self, code: dict[str, str], judge: Any = None, fail: tuple[str, ...] = (), delay: float = 0.0):
+        self.code, self.judge, self.fail, self.delay = code, judge, fail, delay
+
+    def __call__(self, body: dict) -> Any:
+        from tests.fake_llm import Reply
+
+        name = runner_of(body)
+        if body["messages"][0]["content"].startswith(PLAN_SYSTEM_START):
+            return Reply(content=runner_plan(name or "unknown"), delay=self.delay)
+        if name is not None:
+            if name in self.fail:
+                return Reply(status=500, error_message="scripted outage", delay=self.delay)
+            return Reply(content=file_blocks({"calc.py": self.code[name], "test_calc.py": TEST_CALC}), delay=self.delay)
+        answer = self.judge(body) if self.judge else "{}"
+        return Reply(content=answer, delay=self.delay)

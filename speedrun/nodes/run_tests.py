@@ -26,7 +26,13 @@ async def run_test_command(command: str, cwd: Path, runtime: Any, **options: Any
 async def run_tests(state: TurboState, runtime: Runtime[RunContext]) -> dict:
     """Run `test_command` and record the report. (Named run_tests, never test_*, so pytest won't collect it.)"""
     progress(runtime, "run_tests", f"running {state.test_command}")
-    report = await run_test_command(state.test_command, Path(state.output_dir), runtime, timeout_s=state.test_timeout_s)
+    report = await run_test_command(
+        state.test_command,
+        Path(state.output_dir),
+        runtime,
+        timeout_s=state.test_timeout_s,
+        extra_env=state.test_env,
+    )
     if report.problem:
         progress(runtime, "run_tests", report.problem)
         return {"tests": report, "warnings": [report.problem]}

@@ -17,6 +17,18 @@ MIN_RUNNERS, MAX_RUNNERS = 2, 5
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 #: Two implementations at least this similar (0-1) are flagged as near-duplicates.
 SIMILARITY_FLAG = 0.95
+#: Why a parallel run refuses the caller as fixer (the input check and the settings check share it).
+CLIENT_FIXER_REFUSED = (
+    "roles: fixer 'client' cannot work in parallel runners (each runner would stop and wait for you); "
+    "leave the fixer on a model (drop roles.fixer or SPEEDRUN_FIXER=client), or use turbo to fix by hand"
+)
+
+
+def plans_dir(feature: str, mode: str) -> str:
+    """Where a run's plans and result.md go, relative to the repo: docs/plans/<feature>/speed-run/<mode>.
+
+    The folder is spelled 'any-percent' (as in the branch names' world), the mode 'any_percent'."""
+    return f"docs/plans/{feature}/speed-run/{mode.replace('_', '-')}"
 
 
 def _check_slug(value: str, what: str) -> str:
@@ -40,6 +52,39 @@ class Approach(BaseModel):
     @classmethod
     def _slug(cls, value: str) -> str:
         return _check_slug(value, "approach slug")
+
+
+#: The seed's table: how many showdown runners a design of each complexity gets.
+RUNNERS_BY_COMPLEXITY = {"low": 2, "medium": 3, "high": 4, "very high": 5}
+
+
+class ComplexityRating(BaseModel):
+    """The planner's rating of a design (showdown, runners='auto')."""
+
+    level: Literal["low", "medium", "high", "very high"] = Field(description="How complex the design is to build.")
+    reason: str = Field(description="One sentence saying why.")
+
+
+def _slugify(value: object) -> object:
+    # Models write 'In-Memory Cache' or 'event_driven'; make the slug rule's job easy before it checks.
+    if not isinstance(value, str):
+        return value
+    return re.sub(r"[^a-z0-9]+", "-", value.strip().lower()).strip("-")[:40].strip("-")
+
+
+class ApproachProposal(BaseModel):
+    """The planner's approaches for an any-percent run without given ones."""
+
+    axis: str = Field(description="The primary architectural axis the approaches differ along.")
+    approaches: list[Approach] = Field(description="2-5 distinct approaches along that axis.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _slugs(cls, data: object) -> object:
+        if isinstance(data, dict) and isinstance(data.get("approaches"), list):
+            fixed = [{**a, "slug": _slugify(a.get("slug"))} if isinstance(a, dict) else a for a in data["approaches"]]
+            data = {**data, "approaches": fixed}
+        return data
 
 
 class ParallelInput(BaseModel):
@@ -71,6 +116,13 @@ class ParallelInput(BaseModel):
     @classmethod
     def _feature(cls, value: str) -> str:
         return _check_slug(value, "feature")
+
+    @field_validator("roles")
+    @classmethod
+    def _no_client_fixer(cls, value: dict[str, str]) -> dict[str, str]:
+        if str(value.get("fixer", "")).strip().lower() == "client":
+            raise ValueError(CLIENT_FIXER_REFUSED)
+        return value
 
     @field_validator("test_command")
     @classmethod

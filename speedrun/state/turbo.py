@@ -258,6 +258,11 @@ class TurboInput(BaseModel):
         default_factory=list,
         description="Protected paths (e.g. .github/workflows/ci.yml) the generator may write anyway.",
     )
+    test_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Variables added to the tests' scrubbed environment (e.g. SPEEDRUN_RUNNER, SPEEDRUN_PORT_BASE "
+        "for parallel runners); a name that looks like a secret is refused.",
+    )
 
     @field_validator("test_command")
     @classmethod
