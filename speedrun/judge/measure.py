@@ -11,11 +11,14 @@ Lines of code (LOC)
     * Python: the file is tokenized; a line counts when a token other than a comment, newline or
       indentation starts on it or spans it. Docstrings (a string expression that is the first
       statement of a module, class or function) are documentation, not code, and do not count.
-    * Other languages: per-line rules. C-like languages drop lines that start with ``//`` and lines
-      inside ``/* ... */`` blocks that start a line; ``#``-comment languages (Ruby, shell, ...) drop
-      lines starting with ``#`` (``#!`` included). C/C++ keep ``#include`` and friends: they are code.
-    * A Python file that does not parse is counted with the ``#`` rule and yields no violations; the
-      file is named in ``counted``.
+    * Other languages: lizard's NLOC (https://github.com/terryyin/lizard), from its tokenizer for the
+      language: a line counts when a token that is not a comment is on it, so code after a comment on the
+      same line counts, a line inside a ``/* */`` block or a string with ``//`` in it is judged correctly,
+      and a string spanning lines counts every line. C/C++ ``#include`` lines count, other preprocessor
+      lines (``#define``, ``#if``, ``#pragma``) do not.
+    * Shell has no lizard reader: lines that are blank or start with ``#`` (``#!`` included) do not count.
+    * A Python file that does not parse gets lizard's NLOC and no violations; the file is named in
+      ``counted``. A file that lizard itself fails on counts its non-blank lines, and is named too.
 
 Readability rules (Python, via :mod:`ast`)
     * ``long_function``: a ``def``/``async def`` spanning more than :data:`MAX_FUNCTION_LINES` lines
@@ -34,6 +37,30 @@ Readability rules (Python, via :mod:`ast`)
       except as a subscript index or slice bound (``x[3]``, ``x[2:10]``). Default argument values do
       count. Test files (``test_*.py``, ``*_test.py``, ``conftest.py`` or anything under a ``tests/`` or
       ``test/`` directory) are skipped for this rule only: literal expected values are normal there.
+
+Readability rules (other languages, via lizard)
+    lizard finds the functions (named, anonymous, methods, closures it recognises) of JavaScript,
+    TypeScript, Go, Rust, Java, C, C++, C#, Kotlin, Swift, Scala, PHP and Ruby, with their first and last
+    line, NLOC, cyclomatic complexity (CCN) and parameter count.
+
+    * ``long_function``: a function whose lizard extent (first to last line) spans more than
+      :data:`MAX_FUNCTION_LINES` lines; the detail also gives its NLOC, CCN and parameter count.
+    * ``deep_nesting`` (brace languages, not Ruby): counted on lizard's tokens, so braces inside strings,
+      comments, template literals and regular expressions are never seen. A ``{`` opens a control block
+      when the tokens since the last ``;``, ``{`` or ``}`` hold a control keyword of the language (``if``,
+      ``else``, ``for``, ``while``, ``do``, ``switch``, ``try``, ``catch``, ``finally``, plus each language's
+      own: ``match``/``loop`` in Rust, ``select`` in Go, ``when`` in Kotlin, ``guard`` in Swift, ...), not
+      after a ``.`` (``promise.catch(...)`` is a call). A block's depth is the number of open control blocks
+      of the same lizard function, itself included, so ``} else if (...) {`` stays at the level of its
+      ``if``, and a callback that lizard sees as a function starts its own count. Control statements
+      without braces (``if (a) if (b) f();``) and ``case`` labels do not add depth. Same limit as Python,
+      one violation per function at its deepest block.
+    * Single-letter names and magic numbers are not counted outside Python.
+    * Known lizard 1.24 limits: C/C++ preprocessor lines other than ``#include`` are not NLOC; a JavaScript
+      or TypeScript function holding a template literal inside nested blocks may be reported as ending at
+      the next top-level statement rather than at its closing brace.
+    * ``counted`` reports, per language, how many functions lizard found, the highest and mean
+      cyclomatic complexity and the most parameters, naming the function.
 
 Test files and readability
     Violations found in test files (see :func:`is_test_file`) are reported apart, in
@@ -54,12 +81,7 @@ What is walked, and how much
     implementation is a project, not a file system, and ``judge /`` must fail in a second rather than walk
     the disk for minutes.
 
-Readability rules (other languages, best effort)
-    For brace languages (JavaScript, TypeScript, Go, Rust, Java, C, C++, C#, Kotlin, Swift, Scala, PHP)
-    strings and comments are blanked out and braces are counted. A brace whose header looks like a
-    function opens a function; ``long_function`` and ``deep_nesting`` (control blocks such as
-    ``if``/``for``/``while``/``switch``/``try``/``catch``/``else`` opened with a brace) use the same limits as
-    Python. Single-letter names and magic numbers are not counted there. Ruby and shell get LOC only.
+lizard is imported on first use, not with this module: the MCP server imports the judge at start-up.
 """
 
 from __future__ import annotations
@@ -71,9 +93,10 @@ import re
 import stat
 import token
 import tokenize
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 from speedrun.errors import InputError
 from speedrun.state.judge import Measurement, Violation
@@ -125,37 +148,38 @@ DEFAULT_EXCLUDE_DIRS: tuple[str, ...] = (
 )
 
 _PY = "Python"
-_C_STYLE = "c"  # // and /* */ comments, # is code (preprocessor, Rust attributes)
-_HASH_STYLE = "hash"  # # comments
-_PHP_STYLE = "php"  # both
 
-#: Extension -> (language, comment style, braces counted for functions and nesting).
-LANGUAGES: dict[str, tuple[str, str, bool]] = {
-    ".py": (_PY, _HASH_STYLE, False),
-    ".js": ("JavaScript", _C_STYLE, True),
-    ".mjs": ("JavaScript", _C_STYLE, True),
-    ".cjs": ("JavaScript", _C_STYLE, True),
-    ".jsx": ("JavaScript", _C_STYLE, True),
-    ".ts": ("TypeScript", _C_STYLE, True),
-    ".tsx": ("TypeScript", _C_STYLE, True),
-    ".go": ("Go", _C_STYLE, True),
-    ".rs": ("Rust", _C_STYLE, True),
-    ".java": ("Java", _C_STYLE, True),
-    ".c": ("C", _C_STYLE, True),
-    ".h": ("C", _C_STYLE, True),
-    ".cc": ("C++", _C_STYLE, True),
-    ".cpp": ("C++", _C_STYLE, True),
-    ".cxx": ("C++", _C_STYLE, True),
-    ".hpp": ("C++", _C_STYLE, True),
-    ".hh": ("C++", _C_STYLE, True),
-    ".cs": ("C#", _C_STYLE, True),
-    ".kt": ("Kotlin", _C_STYLE, True),
-    ".swift": ("Swift", _C_STYLE, True),
-    ".scala": ("Scala", _C_STYLE, True),
-    ".php": ("PHP", _PHP_STYLE, True),
-    ".rb": ("Ruby", _HASH_STYLE, False),
-    ".sh": ("Shell", _HASH_STYLE, False),
-    ".bash": ("Shell", _HASH_STYLE, False),
+#: How a language is analysed: Python's ast, lizard with block nesting on braces, lizard's functions only
+#: (Ruby ends blocks with ``end``), or LOC by lines (no lizard reader).
+Analysis = Literal["python", "lizard+braces", "lizard", "lines"]
+
+#: Extension -> (language, analysis). Every lizard extension here is one lizard reads itself.
+LANGUAGES: dict[str, tuple[str, Analysis]] = {
+    ".py": (_PY, "python"),
+    ".js": ("JavaScript", "lizard+braces"),
+    ".mjs": ("JavaScript", "lizard+braces"),
+    ".cjs": ("JavaScript", "lizard+braces"),
+    ".jsx": ("JavaScript", "lizard+braces"),
+    ".ts": ("TypeScript", "lizard+braces"),
+    ".tsx": ("TypeScript", "lizard+braces"),
+    ".go": ("Go", "lizard+braces"),
+    ".rs": ("Rust", "lizard+braces"),
+    ".java": ("Java", "lizard+braces"),
+    ".c": ("C", "lizard+braces"),
+    ".h": ("C", "lizard+braces"),
+    ".cc": ("C++", "lizard+braces"),
+    ".cpp": ("C++", "lizard+braces"),
+    ".cxx": ("C++", "lizard+braces"),
+    ".hpp": ("C++", "lizard+braces"),
+    ".hh": ("C++", "lizard+braces"),
+    ".cs": ("C#", "lizard+braces"),
+    ".kt": ("Kotlin", "lizard+braces"),
+    ".swift": ("Swift", "lizard+braces"),
+    ".scala": ("Scala", "lizard+braces"),
+    ".php": ("PHP", "lizard+braces"),
+    ".rb": ("Ruby", "lizard"),
+    ".sh": ("Shell", "lines"),
+    ".bash": ("Shell", "lines"),
 }
 
 
@@ -185,7 +209,8 @@ class _FileResult:
     language: str
     loc: int
     violations: list[Violation] = field(default_factory=list)
-    syntax_error: str | None = None
+    functions: list[_Function] = field(default_factory=list)  # lizard languages only
+    unparsed: str | None = None  # why no violations could be looked for (a syntax error, a lizard failure)
 
 
 def is_skipped_dir(path: Path, exclude_dirs: Iterable[str] = DEFAULT_EXCLUDE_DIRS) -> bool:
@@ -315,45 +340,30 @@ def measure_tree(
 
 
 def _measure_file(path: Path, rel: str) -> _FileResult:
-    language, style, braces = LANGUAGES[path.suffix.lower()]
+    language, analysis = LANGUAGES[path.suffix.lower()]
     text = path.read_bytes().decode("utf-8", errors="replace")
-    if language == _PY:
+    if analysis == "python":
         return _measure_python(text, rel)
-    lines = text.splitlines()
-    result = _FileResult(rel=rel, language=language, loc=_generic_loc(lines, style))
-    if braces:
-        result.violations = _brace_violations(text, rel)
-    return result
+    if analysis == "lines":
+        return _FileResult(rel=rel, language=language, loc=_shell_loc(text))
+    return _measure_with_lizard(text, rel, language, nesting=analysis == "lizard+braces")
 
 
 def _describe(
     languages: list[str], files_by_language: dict[str, int], results: list[_FileResult], too_big: list[str]
 ) -> str:
-    if not languages:
-        parts = ["No recognised source files."]
-    else:
-        parts = []
+    parts = [] if languages else ["No recognised source files."]
     for language in languages:
         count = files_by_language[language]
         prefix = f"{language} ({count} file{'s' if count != 1 else ''}): "
-        if language == _PY:
-            parts.append(
-                prefix + "LOC via tokenize (blank lines, comments and docstrings excluded); parsed with ast "
-                f"(4 rules: functions over {MAX_FUNCTION_LINES} lines, nesting over {MAX_NESTING}, "
-                "single-letter names, magic numbers; magic numbers not counted in test files)."
-            )
-        elif any(LANGUAGES[ext][0] == language and LANGUAGES[ext][2] for ext in LANGUAGES):
-            parts.append(
-                prefix + "best-effort line heuristics: LOC excludes blank lines and // or /* */ comment "
-                "lines; long functions and nesting via brace counting; single-letter names and "
-                "magic numbers not counted."
-            )
-        else:
-            parts.append(prefix + "LOC only (blank lines and # comment lines excluded); no readability rules.")
-    broken = [r for r in results if r.syntax_error]
-    if broken:
-        listed = "; ".join(f"{r.rel} ({r.syntax_error})" for r in broken)
-        parts.append(f"Not parseable, LOC by the # rule and no violations: {listed}.")
+        parts.append(prefix + _how_counted(language, [r for r in results if r.language == language]))
+    unparsed = [r for r in results if r.unparsed]
+    if unparsed:
+        listed = "; ".join(f"{r.rel} ({r.unparsed})" for r in unparsed)
+        parts.append(
+            f"Not parsed, so no violations (LOC is lizard's NLOC, or the non-blank lines where lizard failed): "
+            f"{listed}."
+        )
     if too_big:
         parts.append(f"Skipped as larger than {MAX_FILE_BYTES} bytes or unreadable: {', '.join(too_big)}.")
     tests = [r for r in results if is_test_file(r.rel)]
@@ -369,38 +379,47 @@ def _describe(
     return " ".join(parts)
 
 
-# --------------------------------------------------------------------------------------------------
-# generic LOC
+def _how_counted(language: str, results: list[_FileResult]) -> str:
+    """What was counted for one language, and how, in words; for lizard languages also its function facts."""
+    analysis = next(how for name, how in LANGUAGES.values() if name == language)
+    if analysis == "python":
+        return (
+            "LOC via tokenize (blank lines, comments and docstrings excluded); parsed with ast "
+            f"(4 rules: functions over {MAX_FUNCTION_LINES} lines, nesting over {MAX_NESTING}, "
+            "single-letter names, magic numbers; magic numbers not counted in test files)."
+        )
+    if analysis == "lines":
+        return "LOC only (blank lines and # comment lines excluded); no readability rules."
+    nesting = (
+        f"control-block nesting over {MAX_NESTING} counted on lizard's tokens"
+        if analysis == "lizard+braces"
+        else "nesting not counted"
+    )
+    return (
+        f"analysed with lizard: LOC is its NLOC (blank and comment-only lines excluded); functions over "
+        f"{MAX_FUNCTION_LINES} lines by lizard's extents; {nesting}; single-letter names and magic numbers "
+        f"not counted. {_function_facts([f for r in results for f in r.functions])}"
+    )
 
 
-def _generic_loc(lines: list[str], style: str) -> int:
-    """Count non-blank, non-comment lines by per-line rules for the given comment style."""
-    loc = 0
-    in_block = False
-    for raw in lines:
-        code, in_block = _code_part(raw.strip(), style, in_block)
-        if code:
-            loc += 1
-    return loc
+def _function_facts(functions: list[_Function]) -> str:
+    """lizard's complexity and parameter facts over the functions of one language, in one sentence."""
+    if not functions:
+        return "lizard found no functions."
+    complex_one = max(functions, key=lambda f: f.ccn)  # max() keeps the first of equals: walk order
+    widest = max(functions, key=lambda f: f.parameters)
+    mean = sum(f.ccn for f in functions) / len(functions)
+    count = len(functions)
+    return (
+        f"lizard found {count} function{'s' if count != 1 else ''}: cyclomatic complexity up to "
+        f"{complex_one.ccn} ({complex_one.where}), mean {mean:.1f}; up to {widest.parameters} "
+        f"parameter{'s' if widest.parameters != 1 else ''} ({widest.where})."
+    )
 
 
-def _code_part(line: str, style: str, in_block: bool) -> tuple[str, bool]:
-    """The code left on a stripped line, and whether a ``/* */`` block is still open after it."""
-    if in_block:
-        end = line.find("*/")
-        if end < 0:
-            return "", True
-        line = line[end + 2 :].strip()
-    if not line:
-        return "", False
-    if style in (_HASH_STYLE, _PHP_STYLE) and line.startswith("#"):
-        return "", False
-    if style in (_C_STYLE, _PHP_STYLE):
-        if line.startswith("//"):
-            return "", False
-        if line.startswith("/*"):
-            return _code_part(line[2:], style, True)
-    return line, False
+def _shell_loc(text: str) -> int:
+    """Lines that are neither blank nor ``#`` comments (lizard has no shell reader)."""
+    return sum(1 for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -416,13 +435,13 @@ def _measure_python(text: str, rel: str) -> _FileResult:
         return _FileResult(
             rel=rel,
             language=_PY,
-            loc=_generic_loc(text.splitlines(), _HASH_STYLE),
-            syntax_error=f"syntax error at {where}" if line else where,
+            loc=_lizard_nloc(text, rel),
+            unparsed=f"syntax error at {where}" if line else where,
         )
     try:
         loc = _python_loc(text, _docstring_spans(tree))
     except (tokenize.TokenError, SyntaxError):
-        loc = _generic_loc(text.splitlines(), _HASH_STYLE)
+        loc = _lizard_nloc(text, rel)
     checker = _PythonChecker(rel, skip_magic=is_test_file(rel))
     checker.run(tree)
     return _FileResult(rel=rel, language=_PY, loc=loc, violations=checker.violations)
@@ -689,186 +708,161 @@ def _index_literals(index: ast.AST) -> Iterable[ast.AST]:
 
 
 # --------------------------------------------------------------------------------------------------
-# brace languages (best effort)
-
-_CONTROL_HEADER = re.compile(
-    r"(?:^|[;}]\s*)(?:else\s+)?(?:if|for|foreach|while|switch|try|catch|finally|else|do|loop|match|select|"
-    r"unless|until|guard|when|with|synchronized|using|lock)\b[^{]*$"
-)
-_FUNCTION_HEADERS = (
-    re.compile(r"\bfunction\b"),  # JS/TS/PHP function declarations and expressions
-    re.compile(r"=>\s*$"),  # JS/TS arrow function with a block body
-    re.compile(r"^\s*func\b"),  # Go (methods included)
-    re.compile(r"\bfn\s+\w+"),  # Rust
-    re.compile(r"\bfun\s+[\w.<>]+\s*\("),  # Kotlin
-    re.compile(r"\bdef\s+\w+"),  # Scala
-    # C / C++ / Java / C# / Swift / JS class methods: `name(args) [modifiers] {`
-    re.compile(
-        r"[\w>\]*&~]\s*\(\s*[^;()]*(?:\([^;()]*\)[^;()]*)*\)\s*(?:const\b\s*)?(?:noexcept\b\s*)?"
-        r"(?:throws\s+[\w.,\s]+)?(?:->\s*[^{]+|:\s*[\w<>\[\].?, ]+)?\s*$"
-    ),
-)
-_NOT_A_FUNCTION = re.compile(
-    r"^\s*(?:}\s*)?(?:if|for|while|switch|catch|return|new|else|do|try|with|match|"
-    r"class|struct|enum|interface|impl|trait|namespace)\b"
-)
-
-
-def _blank_strings_and_comments(text: str) -> list[str]:
-    """The text split into lines, with string/char literals and comments replaced by spaces.
-
-    Line breaks are kept, so line numbers do not move. A quote with no closing quote on its line (a Rust
-    lifetime, a stray apostrophe) is left as it is; backtick strings may span lines.
-    """
-    pieces: list[str] = []
-    pos = 0
-    while pos < len(text):
-        end = _literal_end(text, pos)
-        if end is None:
-            pieces.append(text[pos])
-            pos += 1
-            continue
-        keep_quotes = text[pos] in "\"'`"
-        inner = "".join("\n" if char == "\n" else " " for char in text[pos:end])
-        pieces.append(text[pos] + inner[1:-1] + text[end - 1] if keep_quotes else inner)
-        pos = end
-    return "".join(pieces).split("\n")
-
-
-def _literal_end(text: str, pos: int) -> int | None:
-    """End index (exclusive) of the comment or string literal starting at ``pos``, or None."""
-    opener = text[pos : pos + 2]
-    if opener == "//":
-        end = text.find("\n", pos)
-        return len(text) if end < 0 else end
-    if opener == "/*":
-        end = text.find("*/", pos + 2)
-        return len(text) if end < 0 else end + 2
-    quote = text[pos]
-    if quote not in "\"'`":
-        return None
-    scan = pos + 1
-    while scan < len(text) and text[scan] != quote:
-        if text[scan] == "\n" and quote != "`":
-            return None
-        scan += 2 if text[scan] == "\\" else 1
-    return scan + 1 if scan < len(text) else None
+# other languages, via lizard
 
 
 @dataclass
-class _Block:
-    kind: str  # "function", "control" or "other"
-    line: int
-    name: str = ""
-    deepest: int = 0
-    deepest_line: int = 0
+class _Function:
+    """lizard's facts about one function, for the sentence in ``counted``."""
+
+    where: str  # "name in file:line"
+    ccn: int
+    parameters: int
 
 
-def _classify(header: str) -> tuple[str, str]:
-    """('function'|'control'|'other', function name) for the text before an opening brace."""
-    stripped = header.strip()
-    if _CONTROL_HEADER.search(stripped) and not re.search(r"\bfunction\b|=>\s*$", stripped):
-        return "control", ""
-    for pattern in _FUNCTION_HEADERS:
-        if pattern.search(stripped):
-            if pattern is _FUNCTION_HEADERS[-1] and _NOT_A_FUNCTION.match(stripped):
-                return "other", ""
-            return "function", _function_name(stripped)
-    return "other", ""
+#: Keywords that open a control block in every brace language measured here (reserved words in all).
+_CONTROL_KEYWORDS = frozenset({"if", "else", "for", "while", "do", "switch", "try", "catch", "finally"})
+#: ... plus each language's own. Only its reserved words: elsewhere ``lock`` or ``select`` may name a function.
+_LANGUAGE_KEYWORDS: dict[str, frozenset[str]] = {
+    "JavaScript": frozenset({"with"}),
+    "Go": frozenset({"select"}),
+    "Rust": frozenset({"loop", "match"}),
+    "Java": frozenset({"synchronized"}),
+    "C#": frozenset({"foreach", "lock", "using", "checked", "unchecked", "fixed"}),
+    "Kotlin": frozenset({"when"}),
+    "Swift": frozenset({"guard", "repeat"}),
+    "Scala": frozenset({"match"}),
+    "PHP": frozenset({"foreach", "elseif"}),
+}
+#: A keyword right after one of these is a member or method name (``promise.catch(...)``), not a keyword.
+_MEMBER_ACCESS = frozenset({".", "?.", "->", "::"})
 
 
-_FUNCTION_NAMES = (
-    re.compile(r"\b(?:function\*?|func|fn|fun|def)\s+(?:\([^)]*\)\s*)?([A-Za-z_$][\w$]*)"),
-    re.compile(r"([A-Za-z_$][\w$]*)\s*[=:]\s*(?:async\s*)?(?:function\b|\(|[A-Za-z_$][\w$]*\s*=>)"),
-    re.compile(r"([A-Za-z_$][\w$]*)\s*(?:<[^()]*>)?\s*\("),
-)
+class _BlockDepth:
+    """A lizard token processor: the deepest control block of each function, counted on braces.
 
-
-def _function_name(header: str) -> str:
-    for pattern in _FUNCTION_NAMES:
-        match = pattern.search(header)
-        if match and match.group(1) not in ("function", "async"):
-            return match.group(1)
-    return "anonymous function"
-
-
-def _brace_violations(text: str, rel: str) -> list[Violation]:
-    """long_function and deep_nesting for a brace language, by counting braces."""
-    lines = _blank_strings_and_comments(text)
-    stack: list[_Block] = []
-    violations: list[Violation] = []
-    for number, line in enumerate(lines, start=1):
-        segment_start = 0
-        for col, char in enumerate(line):
-            if char == "{":
-                header, header_line = _header(lines, number, line[segment_start:col])
-                kind, name = _classify(header)
-                block = _Block(kind=kind, line=header_line if kind == "function" else number, name=name)
-                _note_depth(stack, block)
-                stack.append(block)
-                segment_start = col + 1
-            elif char == "}" and stack:  # a stray } (unbalanced source) is ignored
-                _close(stack.pop(), number, rel, violations)
-                segment_start = col + 1
-    for block in stack:  # unbalanced: close at end of file
-        _close(block, len(lines), rel, violations)
-    return violations
-
-
-_MAX_HEADER_LINES = 20  # how far back a multi-line signature is followed
-
-
-def _header(lines: list[str], number: int, before_brace: str) -> tuple[str, int]:
-    """The text that introduces a brace and the line it starts on.
-
-    A brace on its own line takes the previous code line; a header with unbalanced ``)`` (a signature
-    split over lines) is extended upwards until its parentheses balance.
+    lizard runs it between its tokenizer (comments and blank space already gone) and its language reader,
+    so ``reader.context.current_function`` is the function the token belongs to. The nesting rule is in the
+    module docstring. ``${`` opens a brace too: lizard's tokens for a template literal's ``${a}`` end with a
+    plain ``}``.
     """
-    header, start = before_brace, number
-    if not header.strip():
-        previous = next((n for n in range(number - 1, 0, -1) if lines[n - 1].strip()), None)
-        if previous is None:
-            return "", number
-        header, start = lines[previous - 1], previous
-    while header.count(")") > header.count("(") and start > 1 and number - start < _MAX_HEADER_LINES:
-        start -= 1
-        header = lines[start - 1] + " " + header
-    return header, start
+
+    def __init__(self, keywords: frozenset[str]) -> None:
+        self.keywords = keywords
+        #: id() of a lizard function -> (depth, line) of its deepest control block; the first one wins.
+        self.deepest: dict[int, tuple[int, int]] = {}
+
+    def __call__(self, tokens: Iterable[str], reader: Any) -> Iterator[str]:
+        context = reader.context
+        blocks: list[tuple[bool, object]] = []  # (is a control block, owning function) per open brace
+        head = _Head(self.keywords)
+        for tok in tokens:
+            if tok in ("{", "${"):
+                owner = context.current_function
+                control = tok == "{" and head.keyword is not None
+                if control:
+                    self._note_depth(
+                        1 + sum(1 for is_control, of in blocks if is_control and of is owner), owner, context
+                    )
+                blocks.append((control, owner))
+                head = _Head(self.keywords)
+            elif tok == "}":
+                if blocks:  # a stray } (unbalanced source) is ignored
+                    blocks.pop()
+                head = _Head(self.keywords)
+            elif tok == ";" and head.ends_at_semicolon():
+                head = _Head(self.keywords)
+            else:
+                head.add(tok)
+            yield tok
+
+    def _note_depth(self, depth: int, owner: object, context: Any) -> None:
+        best = self.deepest.get(id(owner))
+        if best is None or depth > best[0]:
+            self.deepest[id(owner)] = (depth, context.current_line)
 
 
-def _note_depth(stack: list[_Block], block: _Block) -> None:
-    """Record a control block's depth on the innermost enclosing function."""
-    if block.kind != "control":
-        return
-    depth = 1
-    for outer in reversed(stack):
-        if outer.kind == "function":
-            if depth > outer.deepest:
-                outer.deepest, outer.deepest_line = depth, block.line
-            return
-        if outer.kind == "control":
-            depth += 1
+class _Head:
+    """The tokens between a statement boundary and the next ``{``: does a control keyword lead to the brace?"""
+
+    def __init__(self, keywords: frozenset[str]) -> None:
+        self.keywords = keywords
+        self.keyword: str | None = None  # the first control keyword outside brackets
+        self.after_keyword: str | None = None  # the token after it
+        self.brackets = 0
+        self.previous = ""
+
+    def add(self, tok: str) -> None:
+        if self.keyword is not None and self.after_keyword is None:
+            self.after_keyword = tok
+        if tok in ("(", "["):
+            self.brackets += 1
+        elif tok in (")", "]"):
+            self.brackets = max(0, self.brackets - 1)
+        elif (
+            self.keyword is None and self.brackets == 0 and tok in self.keywords and self.previous not in _MEMBER_ACCESS
+        ):
+            self.keyword = tok
+        self.previous = tok
+
+    def ends_at_semicolon(self) -> bool:
+        """False inside brackets (``for (;;)``) and in a control header without parentheses: Go's
+        ``for i := 0; i < n; i++ {`` and ``if err := f(); err != nil {``."""
+        if self.brackets:
+            return False
+        return self.keyword is None or self.after_keyword in (None, "(")
 
 
-def _close(block: _Block, end_line: int, rel: str, violations: list[Violation]) -> None:
-    if block.kind != "function":
-        return
-    span = end_line - block.line + 1
+def _lizard_analysis(text: str, rel: str, extensions: list[Any]) -> Any:
+    """lizard's FileInformation for one file (``nloc``, ``function_list``), its reader chosen by extension."""
+    import lizard  # type: ignore[import-untyped]  # lazily: the MCP server imports this module at start-up
+
+    # A fresh analyzer per file: extensions hold per-file state, and parallel judges measure in threads.
+    analyzer = lizard.FileAnalyzer(lizard.get_extensions(extensions))
+    return analyzer.analyze_source_code("source" + Path(rel).suffix.lower(), text)
+
+
+def _non_blank_lines(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line.strip())
+
+
+def _lizard_nloc(text: str, rel: str) -> int:
+    """lizard's NLOC of a file nothing else could count (a Python file that does not tokenize)."""
+    try:
+        return int(_lizard_analysis(text, rel, []).nloc)
+    except Exception:  # noqa: BLE001 - see _measure_with_lizard
+        return _non_blank_lines(text)
+
+
+def _measure_with_lizard(text: str, rel: str, language: str, *, nesting: bool) -> _FileResult:
+    """LOC, long functions and (for brace languages) deep nesting of one file, from lizard."""
+    depth = _BlockDepth(_CONTROL_KEYWORDS | _LANGUAGE_KEYWORDS.get(language, frozenset()))
+    try:
+        info = _lizard_analysis(text, rel, [depth] if nesting else [])
+    except Exception as exc:  # noqa: BLE001 - a lizard bug on one odd file must not lose the whole judgement
+        unparsed = f"lizard failed: {type(exc).__name__}"
+        return _FileResult(rel=rel, language=language, loc=_non_blank_lines(text), unparsed=unparsed)
+    result = _FileResult(rel=rel, language=language, loc=int(info.nloc))
+    for function in info.function_list:
+        name = str(function.name)[:80] or "anonymous function"  # Go's func literals have no name
+        where = f"{name} in {rel}:{function.start_line}"
+        result.functions.append(_Function(where, function.cyclomatic_complexity, function.parameter_count))
+        span = function.end_line - function.start_line + 1
+        result.violations.extend(_lizard_violations(function, name, rel, span, depth.deepest.get(id(function))))
+    return result
+
+
+def _lizard_violations(
+    function: Any, name: str, rel: str, span: int, deepest: tuple[int, int] | None
+) -> Iterator[Violation]:
+    """long_function and deep_nesting for one lizard function spanning ``span`` lines."""
     if span > MAX_FUNCTION_LINES:
-        violations.append(
-            Violation(
-                kind="long_function",
-                file=rel,
-                line=block.line,
-                detail=f"{block.name} spans {span} lines (limit {MAX_FUNCTION_LINES})",
-            )
+        count = function.parameter_count
+        detail = (
+            f"{name} spans {span} lines (limit {MAX_FUNCTION_LINES}; NLOC {function.nloc}, cyclomatic "
+            f"complexity {function.cyclomatic_complexity}, {count} parameter{'s' if count != 1 else ''})"
         )
-    if block.deepest > MAX_NESTING:
-        violations.append(
-            Violation(
-                kind="deep_nesting",
-                file=rel,
-                line=block.deepest_line,
-                detail=f"{block.name} nests blocks {block.deepest} deep (limit {MAX_NESTING})",
-            )
-        )
+        yield Violation(kind="long_function", file=rel, line=function.start_line, detail=detail)
+    if deepest is not None and deepest[0] > MAX_NESTING:
+        detail = f"{name} nests blocks {deepest[0]} deep (limit {MAX_NESTING})"
+        yield Violation(kind="deep_nesting", file=rel, line=deepest[1], detail=detail)
