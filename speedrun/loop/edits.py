@@ -457,6 +457,8 @@ def _apply_one(
     max_share: float,
     allow_paths: Sequence[str],
 ) -> EditOutcome:
+    """Apply one edit to the batch's pending text of its file; the outcome says what happened and why."""
+
     def out(status: EditStatus, message: str = "", closest: str | None = None) -> EditOutcome:
         return EditOutcome(edit=edit, status=status, message=_cap(message), closest=closest)
 
@@ -465,94 +467,38 @@ def _apply_one(
     except FileProtocolError as exc:
         return out("refused", f"unsafe path {_show(edit.path)!r}: {exc}")
     shown = _show(rel)
-
     state = pending.get(rel)
     if state is None:
-        try:
-            current = _load(root, rel, max_file_bytes)
-        except FileProtocolError as exc:
-            return out("refused", str(exc))
-        except OSError as exc:
-            return out("error", str(exc) if not exc.strerror else f"could not read {shown}: {exc.strerror}")
-        state = _Pending(rel=rel, original=current, text=current if current is not None else "")
-        pending[rel] = state
+        loaded = _load_pending(root, rel, max_file_bytes, out)
+        if isinstance(loaded, EditOutcome):
+            return loaded
+        state = pending[rel] = loaded
     exists = state.original is not None or bool(state.applied)
     text = state.text
     search, replace = _block(edit.search), _block(edit.replace)
 
     if not edit.search.strip():
-        if not exists:
-            state.text = edit.replace
-            created = out("applied", f"created {shown}")
-            created.lines_added = len(_lines(edit.replace))
-            return created
-        if not text.strip():  # an empty (or blank) file has nothing a whole-file rewrite could lose
-            filled = out("applied", f"filled the empty file {shown}")
-            filled.lines_removed, filled.lines_added = len(_lines(text)), len(_lines(edit.replace))
-            state.text = edit.replace
-            return filled
-        if edit.search:
-            return out(
-                "refused", "the search text is only whitespace, which cannot pick a place; copy the lines to change"
-            )
-        return out(
-            "refused",
-            f"empty search text would replace the whole file {shown}; an empty search only creates a new file "
-            "or fills an empty one. Send edits whose search text is the exact lines to change.",
-        )
-    if not exists:
-        return out(
-            "not_found",
-            f"file does not exist: {shown}. To create it, send an edit with an empty search text and the whole "
-            "content as replace; otherwise check the path.",
-        )
-    if search == replace:
-        return out("refused", "search and replace are identical, so this edit changes nothing; drop it or fix replace")
-
+        return _empty_search(edit, state, exists, shown, out)
     bodies, terms = _split(text)
-    if not bodies:
-        return out(
-            "not_found",
-            f"{shown} is empty, so the search text cannot be in it; to fill it, send an "
-            "edit with an empty search text and the content as replace",
-        )
+    hopeless = _hopeless(exists, search, replace, bodies, shown)
+    if hopeless:
+        return out(*hopeless)
 
     variants = _variants(search, replace)
     tabs = _tab_widths(bodies, variants)
-    matches: list[_Match] = []
-    for variant in variants:
-        for tier in (_EXACT, _TRAILING, _INDENT):
-            matches = _find(bodies, variant.search, tier, tabs)
-            if matches:
-                break
-        if matches:
-            break
+    variant, matches = _locate(bodies, variants, tabs)
 
     if len(matches) > 1:
-        where = ", ".join(str(m.start + 1) for m in matches[:10]) + ("" if len(matches) <= 10 else ", ...")
-        count = f"{len(matches)}" if len(matches) <= _MAX_MATCHES else f"over {_MAX_MATCHES}"
-        how = "" if matches[0].tier == _EXACT else f" (ignoring {matches[0].tier})"
-        return out(
-            "ambiguous",
-            f"the search text occurs {count} times in {shown}{how}, at lines {where}; "
-            "include more surrounding lines so it matches exactly one place",
-        )
+        return out("ambiguous", _ambiguity(matches, shown))
     if not matches:
         return _not_found(out, shown, text, bodies, search, variants, tabs)
 
     [match] = matches
     first_line, last_line = match.start + 1, match.start + match.size
-    total = _non_blank(bodies)
     covered = _non_blank(bodies[match.start : match.start + match.size])
-    if state.original is not None:  # judge the share against the file as it was before this batch
-        total = max(total, _non_blank(_lines(state.original)))
-    if total > _SMALL_FILE_LINES and state.replaced + covered > max_share * total:
-        so_far = f", {state.replaced} already replaced by earlier edits" if state.replaced else ""
-        return out(
-            "refused",
-            f"this edit would replace most of {shown} ({covered} of {total} lines{so_far}); we never regenerate a "
-            "whole file: send smaller edits that change only the broken lines",
-        )
+    too_much = _share_refusal(state, bodies, covered, max_share, shown)
+    if too_much:
+        return out("refused", too_much)
 
     new_lines = variant.replace if match.reindent is None else match.reindent(variant.replace)
     new_text = _splice(bodies, terms, match, new_lines, crlf=_uses_crlf(text))
@@ -560,17 +506,112 @@ def _apply_one(
         return out("refused", "this edit changes nothing in the file; drop it or fix replace")
     state.text = new_text
     state.replaced += covered
+    span = f"line {first_line}" if first_line == last_line else f"lines {first_line}-{last_line}"
+    done = out("applied", f"applied to {shown} at {span}{_forgiven(match, variant)}")
+    # What really changed, which can differ from the edit's text (a forgiven blank line, an absent final newline).
+    done.lines_removed, done.lines_added = match.size, len(new_lines)
+    return done
+
+
+def _hopeless(
+    exists: bool, search: list[str], replace: list[str], bodies: list[str], shown: str
+) -> tuple[EditStatus, str] | None:
+    """Why an edit with search text cannot apply before any search is made (no file, no change, empty file)."""
+    if not exists:
+        return (
+            "not_found",
+            f"file does not exist: {shown}. To create it, send an edit with an empty search text and the whole "
+            "content as replace; otherwise check the path.",
+        )
+    if search == replace:
+        return "refused", "search and replace are identical, so this edit changes nothing; drop it or fix replace"
+    if not bodies:
+        return (
+            "not_found",
+            f"{shown} is empty, so the search text cannot be in it; to fill it, send an "
+            "edit with an empty search text and the content as replace",
+        )
+    return None
+
+
+def _ambiguity(matches: list[_Match], shown: str) -> str:
+    """Where a search text that matches several places occurs, so the fixer can widen it to one."""
+    where = ", ".join(str(m.start + 1) for m in matches[:10]) + ("" if len(matches) <= 10 else ", ...")
+    count = f"{len(matches)}" if len(matches) <= _MAX_MATCHES else f"over {_MAX_MATCHES}"
+    how = "" if matches[0].tier == _EXACT else f" (ignoring {matches[0].tier})"
+    return (
+        f"the search text occurs {count} times in {shown}{how}, at lines {where}; "
+        "include more surrounding lines so it matches exactly one place"
+    )
+
+
+def _forgiven(match: _Match, variant: _Variant) -> str:
+    """What the match had to overlook, said in the outcome message ('' for an exact match)."""
     forgiven = [] if match.tier == _EXACT else [match.tier]
     if variant.note:
         forgiven.append(variant.note)
     how = f" (matched ignoring {', '.join(forgiven)})" if forgiven else ""
     if match.tier == _INDENT:
         how += "; replacement re-indented to the file's indentation"
-    span = f"line {first_line}" if first_line == last_line else f"lines {first_line}-{last_line}"
-    done = out("applied", f"applied to {shown} at {span}{how}")
-    # What really changed, which can differ from the edit's text (a forgiven blank line, an absent final newline).
-    done.lines_removed, done.lines_added = match.size, len(new_lines)
-    return done
+    return how
+
+
+def _load_pending(root: Path, rel: str, max_file_bytes: int, out: Callable[..., EditOutcome]) -> _Pending | EditOutcome:
+    """The file's state before this batch's first edit to it, or the outcome that refuses the edit."""
+    try:
+        current = _load(root, rel, max_file_bytes)
+    except FileProtocolError as exc:
+        return out("refused", str(exc))
+    except OSError as exc:
+        return out("error", str(exc) if not exc.strerror else f"could not read {_show(rel)}: {exc.strerror}")
+    return _Pending(rel=rel, original=current, text=current if current is not None else "")
+
+
+def _empty_search(
+    edit: Edit, state: _Pending, exists: bool, shown: str, out: Callable[..., EditOutcome]
+) -> EditOutcome:
+    """An edit without search text: it creates a new file or fills an empty one, and never rewrites a whole file."""
+    if not exists:
+        state.text = edit.replace
+        created = out("applied", f"created {shown}")
+        created.lines_added = len(_lines(edit.replace))
+        return created
+    if not state.text.strip():  # an empty (or blank) file has nothing a whole-file rewrite could lose
+        filled = out("applied", f"filled the empty file {shown}")
+        filled.lines_removed, filled.lines_added = len(_lines(state.text)), len(_lines(edit.replace))
+        state.text = edit.replace
+        return filled
+    if edit.search:
+        return out("refused", "the search text is only whitespace, which cannot pick a place; copy the lines to change")
+    return out(
+        "refused",
+        f"empty search text would replace the whole file {shown}; an empty search only creates a new file "
+        "or fills an empty one. Send edits whose search text is the exact lines to change.",
+    )
+
+
+def _locate(bodies: list[str], variants: list[_Variant], tabs: list[int]) -> tuple[_Variant, list[_Match]]:
+    """The first variant that matches, at the strictest tier that finds it (exact, then trailing, then indent)."""
+    for variant in variants:
+        for tier in (_EXACT, _TRAILING, _INDENT):
+            matches = _find(bodies, variant.search, tier, tabs)
+            if matches:
+                return variant, matches
+    return variants[-1], []
+
+
+def _share_refusal(state: _Pending, bodies: list[str], covered: int, max_share: float, shown: str) -> str | None:
+    """Why an edit is refused for replacing most of the file (counting this batch's earlier edits), or None."""
+    total = _non_blank(bodies)
+    if state.original is not None:  # judge the share against the file as it was before this batch
+        total = max(total, _non_blank(_lines(state.original)))
+    if total > _SMALL_FILE_LINES and state.replaced + covered > max_share * total:
+        so_far = f", {state.replaced} already replaced by earlier edits" if state.replaced else ""
+        return (
+            f"this edit would replace most of {shown} ({covered} of {total} lines{so_far}); we never regenerate a "
+            "whole file: send smaller edits that change only the broken lines"
+        )
+    return None
 
 
 def _splice(bodies: list[str], terms: list[str], match: _Match, new_lines: list[str], *, crlf: bool) -> str:
@@ -652,6 +693,7 @@ def _not_found(
 
 def _whitespace_only(bodies: list[str], search: list[str]) -> tuple[int, int, str] | None:
     """(first line, last line, which whitespace) of a file region equal to search once all whitespace is ignored."""
+
     def squeeze(line: str) -> str:
         return "".join(line.split())
 
