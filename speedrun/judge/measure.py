@@ -484,9 +484,7 @@ def _python_loc(text: str, docstrings: list[tuple[_Pos, _Pos]]) -> int:
     return len(code_lines)
 
 
-_BLOCKS = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try, ast.Match)
-if hasattr(ast, "TryStar"):  # Python 3.11+
-    _BLOCKS = _BLOCKS + (ast.TryStar,)
+_BLOCKS = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try, ast.TryStar, ast.Match)
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 _CONSTANT_NAME = re.compile(r"^_*[A-Z][A-Z0-9_]*$")
 
@@ -616,7 +614,8 @@ class _PythonChecker:
 
     def _check_numbers(self, tree: ast.Module) -> None:
         exempt: set[int] = set()  # id() of literal nodes that are exempt
-        for body_owner in [tree, *(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef))]:
+        owners: list[ast.Module | ast.ClassDef] = [tree, *(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef))]
+        for body_owner in owners:
             for stmt in body_owner.body:
                 if _is_constant_assignment(stmt):
                     exempt.update(id(n) for n in ast.walk(stmt))
@@ -625,8 +624,8 @@ class _PythonChecker:
                 exempt.update(id(n) for n in _index_literals(node.slice))
         signed: set[int] = set()
         for node in ast.walk(tree):
-            if id(node) in exempt or id(node) in signed:
-                continue
+            if not isinstance(node, ast.expr) or id(node) in exempt or id(node) in signed:
+                continue  # numeric literals are expressions
             value = _literal_number(node)
             if value is None:
                 continue
