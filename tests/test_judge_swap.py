@@ -118,6 +118,11 @@ async def test_the_judge_is_asked_twice_concurrently_the_second_time_in_the_oppo
     # Concurrent: each request arrived before the other was answered.
     assert second.started < first.finished and first.started < second.finished
     assert out["result"].flip_rate == 0.0
+    worksheet = Path(out["result"].worksheet_path).read_text()
+    assert (
+        f"opposite orders; none of the {3 * ITEMS_PER_IMPLEMENTATION} checklist answers flipped (flip rate 0.0%)."
+        in worksheet
+    )
     assert out["result"].ledger_calls == 5
 
 
@@ -157,7 +162,7 @@ async def test_an_item_that_flips_with_the_order_is_not_met_and_shows_in_the_fli
     worksheet = Path(result.worksheet_path).read_text()
     line = next(line for line in worksheet.splitlines() if line.startswith("Verdict stability:"))
     assert f"1 of {answers} checklist answers flipped" in line and f"{1 / answers:.1%}" in line
-    assert "alpha-impl 0, beta-impl 1" in line
+    assert line.endswith(f"(flip rate {1 / answers:.1%}: beta-impl 1). A flipped item counts as not met.")
     beta_section = worksheet.split("### beta-impl")[1].split("###")[0]
     assert "**Fitness** (7/8 yes; 1 flipped between the two orders, so not met)" in beta_section
     item_line = next(line for line in beta_section.splitlines() if line.startswith(f"- [ ] {edge_cases}"))

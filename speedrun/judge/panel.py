@@ -16,7 +16,15 @@ from speedrun.judge.measure import source_files
 from speedrun.judge.scoring import CRITERIA, FITNESS_ITEMS, MAINTAINABILITY_ITEMS, ROBUSTNESS_ITEMS, format_score_tables
 from speedrun.judge.stability import stability_line, verdict_stability
 from speedrun.loop.edits import numbered
-from speedrun.state.judge import ChecklistAnswer, Checklists, Decision, ImplementationReview, JudgeFields, Scorecard
+from speedrun.state.judge import (
+    ChecklistAnswer,
+    Checklists,
+    Decision,
+    Finding,
+    ImplementationReview,
+    JudgeFields,
+    Scorecard,
+)
 
 LABELS = "ABCDE"
 
@@ -157,83 +165,96 @@ def render_worksheet(
     inputs: JudgeFields, cards: list[Scorecard], decision: Decision, reviews: list[ImplementationReview]
 ) -> str:
     """The worksheet as Markdown, in the seed's required order."""
-    by_name = {r.name: r for r in reviews}
+    findings = {c.name: ImplementationReview(name=c.name).findings for c in cards}
+    findings.update({r.name: r.findings for r in reviews})
     mode = (
         "Showdown (one design, several runners)" if inputs.mode == "showdown" else "Any-percent (different approaches)"
     )
     out = [f"# Judge worksheet — {mode}", ""]
-    out += ["## Gate Check", "", "| Implementation | Label | Tests | Files | LOC |", "|---|---|---|---|---|"]
+    out += _gate_check(cards) + _feasibility(cards, findings)
+    out += ["## Scoring Worksheet", "", "Score tables (code turns the answers into scores):", ""]
+    out += [format_score_tables(), ""]
+    for card in cards:
+        out += _implementation_section(card, findings[card.name])
+    out += _metrics(cards) + _scorecard_table(cards) + _gates_and_winner(cards, decision)
+    return "\n".join(out)
+
+
+def _gate_check(cards: list[Scorecard]) -> list[str]:
+    out = ["## Gate Check", "", "| Implementation | Label | Tests | Files | LOC |", "|---|---|---|---|---|"]
+    out += [f"| {c.name} | {c.label} | {_tests_text(c)} | {c.measurement.files} | {c.measurement.loc} |" for c in cards]
+    return [*out, ""]
+
+
+def _feasibility(cards: list[Scorecard], findings: dict[str, list[Finding]]) -> list[str]:
+    out = ["## Feasibility Check", ""]
     for c in cards:
-        m = c.measurement
-        out.append(f"| {c.name} | {c.label} | {_tests_text(c)} | {m.files} | {m.loc} |")
-    out += ["", "## Feasibility Check", ""]
-    for c in cards:
-        findings = by_name.get(c.name, ImplementationReview(name=c.name)).findings
-        crit = [f for f in findings if f.severity == "critical"]
+        found = findings[c.name]
+        crit = [f for f in found if f.severity == "critical"]
         tests = c.measurement.tests
-        green = tests is not None and tests.ok
-        verdict = "feasible" if green and not crit else "at risk"
+        verdict = "feasible" if tests is not None and tests.ok and not crit else "at risk"
         out.append(
             f"- **{c.name}**: {verdict} — tests {_tests_text(c)}; {len(crit)} critical, "
-            f"{sum(f.severity == 'major' for f in findings)} major, "
-            f"{sum(f.severity == 'minor' for f in findings)} minor fresh-eyes findings."
+            f"{sum(f.severity == 'major' for f in found)} major, "
+            f"{sum(f.severity == 'minor' for f in found)} minor fresh-eyes findings."
         )
-        for f in crit:
-            out.append(f"  - critical ({f.category}) {f.file}:{f.line}: {f.message}")
-    out += [
+        out += [f"  - critical ({f.category}) {f.file}:{f.line}: {f.message}" for f in crit]
+    return [*out, ""]
+
+
+def _implementation_section(card: Scorecard, findings: list[Finding]) -> list[str]:
+    """One implementation in the scoring worksheet: measurements, every answer with its evidence, findings."""
+    m = card.measurement
+    out = [
+        f"### {card.name} (shown to the judge as {card.label})",
         "",
-        "## Scoring Worksheet",
+        f"Measured: {m.loc} LOC in {m.files} files ({', '.join(m.languages) or 'no recognised language'}). {m.counted}",
         "",
-        "Score tables (code turns the answers into scores):",
-        "",
-        format_score_tables(),
+        "Readability violations: " + ", ".join(f"{k} {v}" for k, v in m.violation_counts().items()),
         "",
     ]
-    for c in cards:
-        m = c.measurement
+    if m.test_violations:
+        kinds: dict[str, int] = {}
+        for violation in m.test_violations:
+            kinds[violation.kind] = kinds.get(violation.kind, 0) + 1
         out += [
-            f"### {c.name} (shown to the judge as {c.label})",
-            "",
-            f"Measured: {m.loc} LOC in {m.files} files ({', '.join(m.languages) or 'no recognised language'}). "
-            f"{m.counted}",
-            "",
-            "Readability violations: " + ", ".join(f"{k} {v}" for k, v in m.violation_counts().items()),
+            "In test files (listed, not scored: tests often ship with the task): "
+            + ", ".join(f"{k} {v}" for k, v in kinds.items()),
             "",
         ]
-        if m.test_violations:
-            kinds: dict[str, int] = {}
-            for violation in m.test_violations:
-                kinds[violation.kind] = kinds.get(violation.kind, 0) + 1
-            out += [
-                "In test files (listed, not scored: tests often ship with the task): "
-                + ", ".join(f"{k} {v}" for k, v in kinds.items()),
-                "",
-            ]
-        if c.checklists:
-            for title, answers in (
-                ("Fitness", c.checklists.fitness),
-                ("Robustness & scale", c.checklists.robustness),
-                ("Maintainability", c.checklists.maintainability),
-            ):
-                yes = sum(a.answer for a in answers)
-                flipped = sum(a.flipped for a in answers)
-                flips = f"; {flipped} flipped between the two orders, so not met" if flipped else ""
-                out.append(f"**{title}** ({yes}/{len(answers)} yes{flips})")
-                out += [f"- [{'x' if a.answer else ' '}] {a.item} — {a.evidence}" for a in answers]
-                out.append("")
-            cl = c.checklists
-            out += [
-                f"**Complexity**: estimated lean size {cl.estimated_necessary_loc} LOC vs {m.loc} measured; "
-                f"justified: {'yes' if cl.complexity_justified else 'no'} — {cl.complexity_evidence}",
-                f"**Bad names**: {', '.join(cl.bad_names) or 'none'}",
-                "",
-            ]
-        findings = by_name.get(c.name, ImplementationReview(name=c.name)).findings
-        if findings:
-            out.append("**Fresh-eyes findings**")
-            out += [f"- {f.severity} / {f.category} — {f.file}:{f.line}: {f.message}" for f in findings]
-            out.append("")
-    out += [
+    if card.checklists:
+        out += _answers(card.checklists, m.loc)
+    if findings:
+        out.append("**Fresh-eyes findings**")
+        out += [f"- {f.severity} / {f.category} — {f.file}:{f.line}: {f.message}" for f in findings]
+        out.append("")
+    return out
+
+
+def _answers(cl: Checklists, loc: int) -> list[str]:
+    out: list[str] = []
+    for title, answers in (
+        ("Fitness", cl.fitness),
+        ("Robustness & scale", cl.robustness),
+        ("Maintainability", cl.maintainability),
+    ):
+        yes = sum(a.answer for a in answers)
+        flipped = sum(a.flipped for a in answers)
+        flips = f"; {flipped} flipped between the two orders, so not met" if flipped else ""
+        out.append(f"**{title}** ({yes}/{len(answers)} yes{flips})")
+        out += [f"- [{'x' if a.answer else ' '}] {a.item} — {a.evidence}" for a in answers]
+        out.append("")
+    return [
+        *out,
+        f"**Complexity**: estimated lean size {cl.estimated_necessary_loc} LOC vs {loc} measured; "
+        f"justified: {'yes' if cl.complexity_justified else 'no'} — {cl.complexity_evidence}",
+        f"**Bad names**: {', '.join(cl.bad_names) or 'none'}",
+        "",
+    ]
+
+
+def _metrics(cards: list[Scorecard]) -> list[str]:
+    out = [
         "## Speed-Run Metrics",
         "",
         "| Implementation | LLM calls | Fix cycles | Generation ms |",
@@ -243,19 +264,21 @@ def render_worksheet(
         f"| {c.name} | {c.measurement.llm_calls} | {c.measurement.fix_cycles} | {c.measurement.generation_ms} |"
         for c in cards
     ]
+    return [*out, ""]
+
+
+def _scorecard_table(cards: list[Scorecard]) -> list[str]:
+    """The scores, and how stable the judge's answers were when the order was reversed."""
     header = " | ".join(CRITERIA)
-    out += [
-        "",
-        "## Judge Scorecard",
-        "",
-        f"| Implementation | {header} | Total |",
-        "|---|" + "---|" * (len(CRITERIA) + 1),
-    ]
+    out = ["## Judge Scorecard", "", f"| Implementation | {header} | Total |", "|---|" + "---|" * (len(CRITERIA) + 1)]
     for c in cards:
         scores = c.scores.as_dict()
         out.append(f"| {c.name} | " + " | ".join(str(scores[k]) for k in CRITERIA) + f" | {c.scores.total} |")
-    out += ["", stability_line(verdict_stability(cards))]
-    out += ["", "## Hard Gates", ""]
+    return [*out, "", stability_line(verdict_stability(cards)), ""]
+
+
+def _gates_and_winner(cards: list[Scorecard], decision: Decision) -> list[str]:
+    out = ["## Hard Gates", ""]
     eliminated = [c for c in cards if c.eliminated]
     out += [f"- {c.name} eliminated: {'; '.join(c.elimination_reasons)}" for c in eliminated] or [
         "- No implementation scored 1 on any criterion."
@@ -272,8 +295,7 @@ def render_worksheet(
         "Trade-offs acknowledged:",
     ]
     out += [f"- {t}" for t in decision.tradeoffs] or ["- None: the winner was at least as good on every criterion."]
-    out += ["", "Token efficiency: " + _efficiency(cards, decision.winner), ""]
-    return "\n".join(out)
+    return [*out, "", "Token efficiency: " + _efficiency(cards, decision.winner), ""]
 
 
 def _efficiency(cards: list[Scorecard], winner: str | None) -> str:

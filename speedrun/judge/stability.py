@@ -97,10 +97,11 @@ def stability_line(stability: VerdictStability) -> str:
             "Verdict stability: one implementation, so the judge was asked once (there is no order to swap); "
             "no flip rate."
         )
-    per = ", ".join(f"{name} {count}" for name, count in stability.by_implementation.items())
-    rate = stability.flip_rate or 0.0
+    head = "Verdict stability: the judge was asked twice, with the implementations in opposite orders; "
+    if not stability.flipped:
+        return head + f"none of the {stability.answers} checklist answers flipped (flip rate 0.0%)."
+    per = ", ".join(f"{name} {count}" for name, count in stability.by_implementation.items() if count)
     return (
-        f"Verdict stability: the judge was asked twice, with the implementations in opposite orders; "
-        f"{stability.flipped} of {stability.answers} checklist answers flipped (flip rate {rate:.1%}; {per}). "
-        "A flipped item counts as not met."
+        head + f"{stability.flipped} of {stability.answers} checklist answers flipped "
+        f"(flip rate {stability.flipped / stability.answers:.1%}: {per}). A flipped item counts as not met."
     )
