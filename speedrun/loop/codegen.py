@@ -97,6 +97,49 @@ def _read_head(raw: str, path: Path, chars: int) -> str:
         return fh.read(chars + 1)  # a text read stops after chars+1 characters: a 2 GiB file is not read whole
 
 
+class _Writes:
+    """Writes finished files as the reply streams in, and remembers which ones were written."""
+
+    def __init__(self, writer: SafeWriter, on_file: Callable[[WrittenFile | FileError], Awaitable[None]] | None):
+        self.writer, self.on_file = writer, on_file
+        self.written: set[str] = set()
+        self.earlier: set[str] = set()  # finished before the follow-up request; a resend of one is not a duplicate
+
+    async def emit(self, files: list[GeneratedFile]) -> None:
+        for f in files:
+            if _normalized(f.path) in self.earlier:
+                continue  # the follow-up re-sent a file the first reply had finished; keep the first copy quietly
+            outcome = await asyncio.to_thread(self.writer.write, f)
+            if not isinstance(outcome, FileError):
+                self.written.add(outcome.path)
+            if self.on_file:
+                await self.on_file(outcome)
+
+    async def lost(self, cut_off: list[str]) -> list[FileError]:
+        """Cut-off files the follow-up did not complete, or did not resend: errors, never a silent gap."""
+        refused = {e.path for e in self.writer.report.errors}
+        lost = [
+            FileError(path=p, error=TRUNCATED_ERROR)
+            for p in cut_off
+            if _normalized(p) not in self.written and p not in refused
+        ]
+        for err in lost:
+            if self.on_file:
+                await self.on_file(err)
+        return lost
+
+
+def _no_file_blocks(reply: str) -> FileProtocolError:
+    """Not an empty success: the caller must learn the model answered in some other shape, and see how."""
+    start = reply.lstrip()[:REPLY_QUOTE]
+    cut = " (cut)" if len(reply.lstrip()) > REPLY_QUOTE else ""
+    began = f"the reply began {start!r}{cut}" if start else "the reply was empty"
+    return FileProtocolError(
+        'the model\'s reply contained no file blocks (<FILE path="..."> ... </FILE>), so nothing was written; '
+        f"{began}. Ask again, or name the files to write more explicitly in the prompt."
+    )
+
+
 async def generate_and_write(
     settings: Settings,
     prompt: str,
@@ -128,19 +171,7 @@ async def generate_and_write(
     messages: Messages = [("system", system), ("user", prompts.CODEGEN_USER.format(context=context, prompt=prompt))]
     result = CodegenResult(report=writer.report)
     started = time.monotonic()
-    written: set[str] = set()
-    earlier: set[str] = set()  # finished before the follow-up request; a resend of one of these is not a duplicate
-
-    async def emit(files: list[GeneratedFile]) -> None:
-        for f in files:
-            if _normalized(f.path) in earlier:
-                continue  # the follow-up re-sent a file the first reply had finished; keep the first copy quietly
-            outcome = await asyncio.to_thread(writer.write, f)
-            if not isinstance(outcome, FileError):
-                written.add(outcome.path)
-            if on_file:
-                await on_file(outcome)
-
+    writes = _Writes(writer, on_file)
     cut_off: list[str] = []  # paths the token limit cut short, in either reply
     seen_blocks = False
     first_reply = ""
@@ -148,12 +179,12 @@ async def generate_and_write(
         parser = FileStreamParser()
 
         async def sink(text: str, parser: FileStreamParser = parser) -> None:
-            await emit(parser.feed(text))
+            await writes.emit(parser.feed(text))
 
         reply = await complete(settings, role, messages, max_tokens=max_tokens, on_text=sink)
         result.entries.append(reply.entry)
         truncated = reply.finish_reason == "length"
-        await emit(parser.finish(truncated=truncated))
+        await writes.emit(parser.finish(truncated=truncated))
         result.warnings.extend(parser.warnings)
         seen_blocks = seen_blocks or bool(parser.seen_paths)
         if attempt == 0:
@@ -164,34 +195,14 @@ async def generate_and_write(
         if not truncated:
             break
         if attempt == 0:
-            earlier.update(written)
-            messages = [
-                *messages,
-                ("assistant", reply.text),
-                (
-                    "user",
-                    prompts.CONTINUE_TRUNCATED.format(
-                        done=", ".join(sorted(written)) or "(none)", unfinished=unfinished or "(none)"
-                    ),
-                ),
-            ]
+            writes.earlier.update(writes.written)
+            follow_up = prompts.CONTINUE_TRUNCATED.format(
+                done=", ".join(sorted(writes.written)) or "(none)", unfinished=unfinished or "(none)"
+            )
+            messages = [*messages, ("assistant", reply.text), ("user", follow_up)]
     if not seen_blocks:
-        # Not an empty success: the caller must learn the model answered in some other shape, and see how.
-        start = first_reply.lstrip()[:REPLY_QUOTE]
-        cut = " (cut)" if len(first_reply.lstrip()) > REPLY_QUOTE else ""
-        began = f"the reply began {start!r}{cut}" if start else "the reply was empty"
-        raise FileProtocolError(
-            'the model\'s reply contained no file blocks (<FILE path="..."> ... </FILE>), so nothing was written; '
-            f"{began}. Ask again, or name the files to write more explicitly in the prompt."
-        )
-    # A cut-off file that the follow-up did not complete, or did not resend at all, is an error, never a silent gap.
-    refused = {e.path for e in writer.report.errors}
-    lost = [
-        FileError(path=p, error=TRUNCATED_ERROR) for p in cut_off if _normalized(p) not in written and p not in refused
-    ]
-    for err in lost:
-        if on_file:
-            await on_file(err)
+        raise _no_file_blocks(first_reply)
+    lost = await writes.lost(cut_off)
     result.generation_time_ms = int((time.monotonic() - started) * 1000)
     report = writer.report  # a fresh copy on every access: build the final one, don't append to it
     result.report = WriteReport(files_written=report.files_written, errors=[*report.errors, *lost])
