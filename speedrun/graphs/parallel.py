@@ -60,7 +60,9 @@ def fan_out(state: ShowdownState | AnyPercentState) -> list[Send] | Literal["gat
     return [Send("run_runner", task) for task in tasks] if tasks else "gate"
 
 
-def build(state_schema: type[BaseModel], input_schema: type[BaseModel]) -> StateGraph:
+def build(
+    state_schema: type[BaseModel], input_schema: type[BaseModel]
+) -> StateGraph[BaseModel, RunContext, BaseModel, ParallelOutput]:
     """The graph both workflows share; they differ in state (inputs) only."""
     builder = StateGraph(
         state_schema, context_schema=RunContext, input_schema=input_schema, output_schema=ParallelOutput
