@@ -587,14 +587,22 @@ async def discard_leftovers(journal: Journal) -> list[str]:
 async def clean_orphans(home: Path, *, live_run_ids: Iterable[str] = frozenset()) -> list[str]:
     """Remove the worktrees and branches of runs that died (not live here, owner process gone), from journals.
 
-    A crashed run that is later resumed makes its worktrees again, so clean only what nobody will resume soon.
+    A run cleaned this way loses its runners' worktrees and unpromoted branches: resuming it afterwards finds
+    nothing to continue in, so clean the runs you will not resume.
     """
     live = set(live_run_ids)
-    journals = await asyncio.to_thread(lambda: sorted(Path(home, "runs").glob("*/worktrees.json")))
     lines: list[str] = []
-    for path in journals:
+    for path in await asyncio.to_thread(_journal_paths, home):
         journal = Journal(path, path.parent.name)
-        if journal.run_id in live or await asyncio.to_thread(lambda j=journal: owner_alive(j.owner())):
+        if journal.run_id in live or await asyncio.to_thread(_owner_alive, journal):
             continue
         lines += await discard_leftovers(journal)
     return lines
+
+
+def _journal_paths(home: Path) -> list[Path]:
+    return sorted(Path(home, "runs").glob("*/worktrees.json"))
+
+
+def _owner_alive(journal: Journal) -> bool:
+    return owner_alive(journal.owner())

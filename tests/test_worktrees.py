@@ -165,6 +165,19 @@ async def test_uncommitted_changes_are_refused_or_snapshotted_without_touching_t
     assert sorted(git(repo, "diff", "--cached", "--name-only").split()) == [f"extra{i}.py" for i in range(6)]
 
 
+async def test_dirty_files_are_named_through_renames_spaces_and_non_ascii_names(repo: Path, home: Path) -> None:
+    git(repo, "mv", "work.py", "moved work.py")
+    (repo / "naïve café.py").write_text("x = 1\n")
+    git(repo, "add", "naïve café.py")
+    (repo / "base.py").write_text("VALUE = 5\n")
+
+    state = await inspect_repo(str(repo))
+
+    assert sorted(state.dirty) == ["base.py", "moved work.py", "naïve café.py"]  # the rename's old name is skipped
+    with pytest.raises(InputError, match="moved work.py"):
+        await base_commit(state, include_uncommitted=False)
+
+
 async def test_existing_branches_and_paths_are_refused_by_name(repo: Path, home: Path) -> None:
     git(repo, "branch", "feat/speed-run/runner-2")
     state = await inspect_repo(str(repo))
