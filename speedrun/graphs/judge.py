@@ -30,7 +30,7 @@ def fan_out_review(state: JudgeState) -> list[Send]:
     ]
 
 
-def _join(state: JudgeState) -> dict:
+def _join(state: JudgeState) -> dict[str, object]:
     return {}
 
 

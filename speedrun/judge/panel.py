@@ -8,6 +8,7 @@ import random
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, create_model
 
@@ -60,10 +61,10 @@ def _answers_model() -> type[BaseModel]:
     """One implementation's answers. Every item is a required property named by its key, so a schema-following
     model cannot skip, repeat or reorder items; fields holding models carry no description (strict JSON-schema
     modes refuse keywords beside a $ref)."""
-    checklists = {
-        name: (create_model(f"{name.title()}Answers", **{key: (ItemAnswer, ...) for key in item_keys(name)}), ...)
-        for name in CHECKLISTS
-    }
+    checklists: dict[str, Any] = {}
+    for name in CHECKLISTS:
+        items: dict[str, Any] = {key: (ItemAnswer, ...) for key in item_keys(name)}
+        checklists[name] = (create_model(f"{name.title()}Answers", **items), ...)
     return create_model(
         "ImplementationAnswers",
         __doc__="The judge model's answers for one implementation. Every field is required.",
@@ -102,30 +103,23 @@ def verdict_model(labels: list[str]) -> type[BaseModel]:
     properties come in the order given, the order the implementations are shown in, so a model that answers
     in schema order reads and answers them in the same order (the position swap reverses both).
     """
-    return create_model(
-        "Verdict",
-        __doc__="The judge's answers, one property per implementation label.",
-        **{label: (_answers_model(), ...) for label in labels},
-    )
+    fields: dict[str, Any] = {label: (_answers_model(), ...) for label in labels}
+    return create_model("Verdict", __doc__="The judge's answers, one property per implementation label.", **fields)
 
 
 def checklists_from(label: str, answers: BaseModel) -> Checklists:
     """The scoring record for one label's answers (item texts restored from the keys)."""
-    lists = {}
+    lists: dict[str, list[ChecklistAnswer]] = {}
     for name, (_prefix, items) in CHECKLISTS.items():
         given = getattr(answers, name)
         lists[name] = [
             ChecklistAnswer(item=text, answer=getattr(given, key).answer, evidence=getattr(given, key).evidence)
             for key, text in zip(item_keys(name), items, strict=True)
         ]
-    return Checklists(
-        label=label,
-        **lists,
-        complexity_justified=answers.complexity_justified,
-        complexity_evidence=answers.complexity_evidence,
-        estimated_necessary_loc=answers.estimated_necessary_loc,
-        bad_names=answers.bad_names,
+    extras = answers.model_dump(
+        include={"complexity_justified", "complexity_evidence", "estimated_necessary_loc", "bad_names"}
     )
+    return Checklists.model_validate({"label": label, **lists, **extras})
 
 
 def blind(inputs: JudgeFields) -> dict[str, str]:

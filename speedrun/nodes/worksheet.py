@@ -6,6 +6,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from langgraph.runtime import Runtime
 
@@ -28,8 +29,9 @@ from speedrun.state.judge import (
 )
 
 
-async def worksheet(state: JudgeState, runtime: Runtime[RunContext]) -> dict:
+async def worksheet(state: JudgeState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Write judge-worksheet.md and scorecard.json; the result carries their paths and numbers, not their text."""
+    decision = _decision(state)
     if state.worksheet_dir:
         out = Path(state.worksheet_dir)
     else:  # under SPEEDRUN_HOME, which is created 0700 if this is its first use
@@ -42,8 +44,8 @@ async def worksheet(state: JudgeState, runtime: Runtime[RunContext]) -> dict:
     stability = verdict_stability(state.cards)
     result = JudgeResult(
         mode=state.mode,
-        winner=state.decision.winner,
-        decision=compact_decision(state.decision),
+        winner=decision.winner,
+        decision=compact_decision(decision),
         scorecards=[summary(c, reviews.get(c.name)) for c in state.cards],
         worksheet_path=str(md_path),
         scorecard_path=str(json_path),
@@ -90,17 +92,25 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 20].rstrip() + " … (see worksheet)"
 
 
+def _decision(state: JudgeState) -> Decision:
+    """The decision the decide node made (the graph runs it before this node)."""
+    if state.decision is None:
+        raise RuntimeError("the worksheet is written after the decide step, which has not run")
+    return state.decision
+
+
 def _write(out: Path, state: JudgeState) -> tuple[Path, Path]:
     """Blocking part: create the folder and write both files atomically."""
+    decision = _decision(state)
     out.mkdir(parents=True, exist_ok=True)
     md_path, json_path = out / "judge-worksheet.md", out / "scorecard.json"
     full = {
         "mode": state.mode,
-        "decision": state.decision.model_dump(mode="json"),
+        "decision": decision.model_dump(mode="json"),
         "verdict_stability": verdict_stability(state.cards).model_dump(mode="json"),
         "scorecards": [c.model_dump(mode="json") for c in state.cards],
         "reviews": [r.model_dump(mode="json") for r in state.reviews],
     }
-    write_text_atomic(md_path, render_worksheet(state, state.cards, state.decision, state.reviews))
+    write_text_atomic(md_path, render_worksheet(state, state.cards, decision, state.reviews))
     write_text_atomic(json_path, json.dumps(full, indent=2) + "\n")
     return md_path, json_path
