@@ -11,9 +11,9 @@ from speedrun.config import RunContext
 from speedrun.errors import SpeedRunError
 from speedrun.nodes.common import progress
 from speedrun.nodes.prepare_worktrees import run_journal
-from speedrun.state.parallel import AnyPercentState, ParallelResult, ShowdownState
+from speedrun.state.parallel import AnyPercentState, ParallelResult, ShowdownState, Worktree
+from speedrun.worktrees import Journal, remove_worktree
 from speedrun.worktrees import promote as promote_worktree
-from speedrun.worktrees import remove_worktree
 
 Status = Literal["promoted", "awaiting_choice", "no_survivor", "failed"]
 
@@ -40,28 +40,38 @@ async def promote(state: ShowdownState | AnyPercentState, runtime: Runtime[RunCo
     journal = run_journal(runtime, state)
     done = {e.path for e in await asyncio.to_thread(journal.entries) if e.state in {"removed", "promoted"}}
     winner = pick_winner(state)
-    keep = set(state.survivors) if state.promote == "ask" else set()
-    warnings: list[str] = []
-    for wt in state.worktrees:
-        if wt.path in done or (wt.name == winner and state.promote != "ask"):
-            continue
-        try:
-            await remove_worktree(state.repo_root, wt, journal, keep_branch=wt.name in keep)
-        except SpeedRunError as exc:
-            warnings.append(f"{wt.name}: {exc}; `speedrun clean` retries it")
-    status: Status = "no_survivor" if winner is None else "awaiting_choice" if state.promote == "ask" else "promoted"
     target = next((wt for wt in state.worktrees if wt.name == winner), None)
+    status: Status = "no_survivor" if target is None else "awaiting_choice" if state.promote == "ask" else "promoted"
+    kept = set(state.survivors) if state.promote == "ask" else set()
+    others = [wt for wt in state.worktrees if wt.path not in done and (wt != target or status != "promoted")]
+    warnings = await _remove(state.repo_root, others, kept, journal)
     if status == "promoted" and target is not None and target.path not in done:
         mode: Literal["branch", "merge"] = "merge" if state.promote == "merge" else "branch"
         try:
-            line = await promote_worktree(state.repo_root, target, mode, journal)
-            progress(runtime, "promote", line, runner=winner)
+            progress(runtime, "promote", await promote_worktree(state.repo_root, target, mode, journal), runner=winner)
         except SpeedRunError as exc:  # merge refused or conflicting: the branch is kept, so the work is not lost
             warnings.append(str(exc))
     elif status == "awaiting_choice":
-        progress(runtime, "promote", f"kept the branches of {', '.join(sorted(keep))}; choose one to merge")
+        progress(runtime, "promote", f"kept the branches of {', '.join(sorted(kept))}; choose one to merge")
+    return {"warnings": warnings, "result": _partial_result(state, status, target)}
+
+
+async def _remove(root: str, worktrees: list[Worktree], kept: set[str], journal: Journal) -> list[str]:
+    """Remove each worktree, and its branch unless its runner is in `kept`; a failure becomes a warning."""
+    warnings = []
+    for wt in worktrees:
+        try:
+            await remove_worktree(root, wt, journal, keep_branch=wt.name in kept)
+        except SpeedRunError as exc:
+            warnings.append(f"{wt.name}: {exc}; `speedrun clean` retries it")
+    return warnings
+
+
+def _partial_result(state: ShowdownState | AnyPercentState, status: Status, target: Worktree | None) -> ParallelResult:
+    """What promotion knows of the result; the result writer adds the runners table, similarity and paths."""
     judged = state.judged
-    result = ParallelResult(
+    winner = target.name if target is not None else None
+    return ParallelResult(
         mode=state.mode,
         status=status,
         winner=winner,
@@ -69,6 +79,4 @@ async def promote(state: ShowdownState | AnyPercentState, runtime: Runtime[RunCo
         why=judged.decision.rationale if judged is not None and winner == judged.winner else "",
         flip_rate=judged.flip_rate if judged is not None else None,
         worksheet_path=judged.worksheet_path if judged is not None else None,
-        warnings=warnings,
     )
-    return {"warnings": warnings, "result": result}
