@@ -39,21 +39,30 @@ async def promote(state: ShowdownState | AnyPercentState, runtime: Runtime[RunCo
     """
     journal = run_journal(runtime, state)
     done = {e.path for e in await asyncio.to_thread(journal.entries) if e.state in {"removed", "promoted"}}
-    winner = pick_winner(state)
-    target = next((wt for wt in state.worktrees if wt.name == winner), None)
-    status: Status = "no_survivor" if target is None else "awaiting_choice" if state.promote == "ask" else "promoted"
+    status, target = _decide(state)
     kept = set(state.survivors) if state.promote == "ask" else set()
-    others = [wt for wt in state.worktrees if wt.path not in done and (wt != target or status != "promoted")]
+    keep_worktree = target if status == "promoted" else None  # promote_worktree removes it itself
+    others = [wt for wt in state.worktrees if wt.path not in done and wt != keep_worktree]
     warnings = await _remove(state.repo_root, others, kept, journal)
-    if status == "promoted" and target is not None and target.path not in done:
+    if keep_worktree is not None and keep_worktree.path not in done:
         mode: Literal["branch", "merge"] = "merge" if state.promote == "merge" else "branch"
         try:
-            progress(runtime, "promote", await promote_worktree(state.repo_root, target, mode, journal), runner=winner)
+            line = await promote_worktree(state.repo_root, keep_worktree, mode, journal)
+            progress(runtime, "promote", line, runner=keep_worktree.name)
         except SpeedRunError as exc:  # merge refused or conflicting: the branch is kept, so the work is not lost
             warnings.append(str(exc))
     elif status == "awaiting_choice":
         progress(runtime, "promote", f"kept the branches of {', '.join(sorted(kept))}; choose one to merge")
     return {"warnings": warnings, "result": _partial_result(state, status, target)}
+
+
+def _decide(state: ShowdownState | AnyPercentState) -> tuple[Status, Worktree | None]:
+    """The status promotion ends in, and the winner's worktree (None when nobody won)."""
+    winner = pick_winner(state)
+    target = next((wt for wt in state.worktrees if wt.name == winner), None)
+    if target is None:
+        return "no_survivor", None
+    return ("awaiting_choice" if state.promote == "ask" else "promoted"), target
 
 
 async def _remove(root: str, worktrees: list[Worktree], kept: set[str], journal: Journal) -> list[str]:
