@@ -9,6 +9,7 @@ import re
 import shlex
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import anyio
 import pytest
@@ -410,3 +411,110 @@ async def test_check_says_how_generation_timeout_was_read(tmp_path: Path, fake_l
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"^timeout\s+GENERATION_TIMEOUT=120 is read as 120 seconds", proc.stdout, re.M)
     assert re.search(r"^tests\s+\S", proc.stdout, re.M)  # which isolation the tests get
+
+
+# --- next actions: each edge renders RunStatus.next_actions in its own words -----------------------------------
+
+BUGGY_CALC = "def add(a, b):\n    return a - b\n"
+
+
+def test_every_next_step_the_cli_prints_for_a_paused_run_is_a_command_that_runs(
+    tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    (tmp_path / "contract.txt").write_text(CONTRACT_TEXT)
+    fake_llm.script(file_blocks({"calc.py": BUGGY_CALC, "test_calc.py": TEST_CALC}))
+    proc = run_cli(
+        ["turbo", "--contract", "contract.txt", "--out", "ws", "--test-cmd", PYTEST, "--client-fix"],
+        tmp_path,
+        **fake_env(fake_llm),
+    )
+    assert proc.returncode == 3, proc.stderr  # waits for the user's fix
+    run_id = re.search(r"^run (\S+)$", proc.stderr, re.M).group(1)
+    assert "test_calc.py::test_add" in proc.stderr  # what failed
+    hints = [line for line in proc.stderr.splitlines() if "speedrun " in line]
+    commands = [shlex.split(line[line.index("speedrun ") :]) for line in hints]
+    assert commands == [  # the whole rest of each line is the command: nothing to edit before pasting it
+        ["speedrun", "resume", run_id, "--action", "retest"],
+        ["speedrun", "resume", run_id, "--action", "stop"],
+    ], proc.stderr
+
+    (tmp_path / "ws" / "calc.py").write_text(FIXED_CALC)  # the user's fix
+    retest = run_cli(commands[0][1:], tmp_path, **fake_env(fake_llm))
+    assert retest.returncode == 0, retest.stderr
+    assert f"PASSED: 1 passed, 0 failed, 0 errors after 1 fix cycle(s); run {run_id}" in retest.stdout
+    assert len(fake_llm.chat_requests()) == 1  # the fix was the user's: no fixer model was called
+
+
+# --- check names the variable that really chose the model -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "env, variable",
+    [
+        ({"SPEEDRUN_PROVIDER": "cerebras:no-such-model"}, "SPEEDRUN_PROVIDER"),
+        ({"CEREBRAS_MODEL": "no-such-model"}, "CEREBRAS_MODEL"),
+        ({"SPEEDRUN_GENERATOR": "cerebras:no-such-model"}, "SPEEDRUN_GENERATOR"),
+        ({"SPEEDRUN_GENERATOR": "cerebras", "CEREBRAS_MODEL": "no-such-model"}, "CEREBRAS_MODEL"),
+    ],
+)
+def test_check_names_the_variable_that_chose_an_unlisted_model(
+    tmp_path: Path, fake_llm: FakeLLM, env: dict[str, str], variable: str
+) -> None:
+    proc = run_cli(["check"], tmp_path, **{**fake_env(fake_llm), **env})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "model 'no-such-model' is not in the endpoint's model list (fake-model)" in proc.stderr, proc.stderr
+    assert f"set {variable} to one of them" in proc.stderr, proc.stderr
+
+
+# --- the server's lifespan owns the runs and closes them on shutdown -------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_the_servers_lifespan_stops_live_runs_and_closes_the_run_database(
+    speedrun_env: dict[str, str], tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    import asyncio
+
+    from mcp import Client
+
+    from speedrun.config import Settings
+    from speedrun.mcp_bridge.server import create_server
+
+    wal = Path(speedrun_env["SPEEDRUN_HOME"]) / "runs.sqlite-wal"
+    fake_llm.script(Reply(content=file_blocks({"calc.py": FIXED_CALC, "test_calc.py": TEST_CALC}), delay=30))
+    with anyio.fail_after(60):
+        async with Client(create_server(Settings())) as client:  # in process: the server outlives no test
+            started = (await client.call_tool("turbo", turbo_args(tmp_path / "ws", wait_seconds=0))).structured_content
+            assert started["status"] == "running"
+            while not fake_llm.chat_requests():  # the run is in flight: its generator call is being answered
+                await anyio.sleep(0.05)
+            assert wal.exists()  # the run database is open (its write-ahead log is in use)
+    # The client is gone and the server shut down: the run's task is stopped, not left running in the background
+    # (it stays resumable: see the next test). (Whether sqlite folds its log back in at close varies when a
+    # write was cancelled, so the log file is not asserted on here.)
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == f"speedrun:{started['run_id']}" and not t.done()]
+    assert not (tmp_path / "ws" / "calc.py").exists()
+
+
+@pytest.mark.anyio
+async def test_a_run_in_flight_when_the_server_stops_is_resumed_by_the_next_one(
+    tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    fake_llm.script(Reply(content=file_blocks({"calc.py": FIXED_CALC, "test_calc.py": TEST_CALC}), delay=30))
+    with anyio.fail_after(90):
+        async with mcp_session(tmp_path, server_env(tmp_path, fake_llm)) as session:
+            started = (await session.call_tool("turbo", turbo_args("ws", wait_seconds=0))).structured_content
+            assert started["status"] == "running"
+            while not fake_llm.chat_requests():
+                await anyio.sleep(0.05)
+
+        fake_llm.script(file_blocks({"calc.py": FIXED_CALC, "test_calc.py": TEST_CALC}))
+        async with mcp_session(tmp_path, server_env(tmp_path, fake_llm)) as session:
+            status = (await session.call_tool("run_status", {"run_id": started["run_id"]})).structured_content
+            assert status["status"] == "interrupted"
+            assert status["next_actions"] == [
+                {"tool": "resume_run", "args": {"run_id": started["run_id"], "action": "continue"}, "why": ANY}
+            ]
+            done = await session.call_tool("resume_run", {"run_id": started["run_id"], "action": "continue"})
+            assert done.structured_content["status"] == "passed"
+    assert (tmp_path / "root" / "ws" / "calc.py").read_text() == FIXED_CALC
