@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -13,11 +13,12 @@ from typing import Any, Literal
 from speedrun.config import RunContext, Settings
 from speedrun.errors import InputError, RunNotFoundError, SpeedRunError, echo
 from speedrun.procs import owner_alive, process_tag
+from speedrun.runs_db import Liveness, get_liveness, migrate, now, set_liveness
 from speedrun.state.records import NextAction, RunRow, RunStatus, one_line
-from speedrun.state.runs import ResumeAnswer
+from speedrun.state.runs import META_OUTPUT_DIR, META_WORKFLOW, ResumeAnswer, RunMeta
 
 RunState = Literal["running", "passed", "failed", "stopped", "done", "needs_input", "interrupted", "cancelled", "error"]
-FINISHED = ("passed", "failed", "stopped", "done")
+FINISHED: tuple[RunState, ...] = ("passed", "failed", "stopped", "done")
 PROGRESS_KEEP = 30  # lines kept in memory per live run
 PROGRESS_SHOWN = 5  # lines a caller sees while it runs
 PROGRESS_LINE = 160
@@ -28,7 +29,8 @@ __all__ = ["FINISHED", "NextAction", "RunManager", "RunStatus", "new_run_id"]
 
 @dataclass
 class _Live:
-    task: asyncio.Task
+    task: asyncio.Task[None]
+    meta: RunMeta  # known here before the run's first checkpoint records it
     progress: list[str] = field(default_factory=list)
     listeners: list[Callable[[str], Any]] = field(default_factory=list)
 
@@ -74,14 +76,7 @@ class RunManager:
         async with aiosqlite.connect(str(settings.home / "runs.sqlite")) as conn:
             saver = AsyncSqliteSaver(conn, serde=serde)
             await saver.setup()
-            await saver.conn.execute(
-                "CREATE TABLE IF NOT EXISTS speedrun_runs (run_id TEXT PRIMARY KEY, workflow TEXT, created_at TEXT, "
-                "output_dir TEXT, state TEXT, error TEXT, owner TEXT)"
-            )
-            async with saver.conn.execute("PRAGMA table_info(speedrun_runs)") as cur:
-                if "owner" not in {row[1] for row in await cur.fetchall()}:  # a database from before `owner`
-                    await saver.conn.execute("ALTER TABLE speedrun_runs ADD COLUMN owner TEXT")
-            await saver.conn.commit()
+            await migrate(saver.conn, str(settings.home / "runs.sqlite"))
             # Test process groups that a killed speed-run left behind die before any run is started or resumed.
             manager = cls(settings, saver)
             await manager.sweep()
@@ -93,27 +88,46 @@ class RunManager:
                 await asyncio.gather(*(live.task for live in manager.live.values()), return_exceptions=True)
 
     # --- index -------------------------------------------------------------------------------------
-    async def _row(self, run_id: str) -> tuple[str, str, str | None, str, str | None]:
-        async with self.saver.conn.execute(
-            "SELECT workflow, created_at, output_dir, state, error FROM speedrun_runs WHERE run_id = ?", (run_id,)
-        ) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            raise RunNotFoundError(f"no run {echo(run_id)}; list runs with `speedrun runs` or the list_runs tool.")
-        return row
+    async def _meta(self, run_id: str) -> RunMeta:
+        """What the run is: from this process while it starts, else from its checkpoints' metadata."""
+        live = self.live.get(run_id)
+        if live is not None:
+            return live.meta
+        config = {"configurable": {"thread_id": run_id, "checkpoint_ns": ""}}
+        # Its input checkpoint (step -1) is the smallest to load; every checkpoint carries the same metadata.
+        for query in ({"step": -1}, None):
+            async with aclosing(self.saver.alist(config, filter=query, limit=1)) as found:
+                async for tup in found:
+                    meta = RunMeta.from_metadata(tup.metadata)
+                    if meta is not None:
+                        return meta
+        raise RunNotFoundError(f"no run {echo(run_id)}; list runs with `speedrun runs` or the list_runs tool.")
+
+    async def _liveness(self, run_id: str) -> Liveness:
+        return await get_liveness(self.saver.conn, run_id) or Liveness(state="interrupted")
 
     async def _mark(self, run_id: str, state: str, error: str | None = None) -> None:
         owner = process_tag() if state == "running" else None
-        await self.saver.conn.execute(
-            "UPDATE speedrun_runs SET state = ?, error = ?, owner = ? WHERE run_id = ?", (state, error, owner, run_id)
-        )
-        await self.saver.conn.commit()
+        await set_liveness(self.saver.conn, run_id, Liveness(state=state, owner=owner, error=error))
 
     async def _driven_elsewhere(self, run_id: str) -> bool:
         """True when another live process (a CLI, another MCP server) is driving this run right now."""
-        async with self.saver.conn.execute("SELECT state, owner FROM speedrun_runs WHERE run_id = ?", (run_id,)) as cur:
-            row = await cur.fetchone()
-        return bool(row) and row[0] == "running" and owner_alive(row[1])
+        live = await get_liveness(self.saver.conn, run_id)
+        return live is not None and live.state == "running" and owner_alive(live.owner)
+
+    async def _started(self, limit: int | None, **meta: str) -> list[tuple[str, RunMeta]]:
+        """(run id, what it is) of the newest runs whose metadata matches `meta`, newest first."""
+        found: list[tuple[str, RunMeta]] = []
+        # One input checkpoint (step -1) per run; checkpoint ids are time-ordered, so newest come first.
+        # The saver holds its lock while a listing is open: close it as soon as enough are found.
+        async with aclosing(self.saver.alist(None, filter={"step": -1, **meta})) as listing:
+            async for tup in listing:
+                run = RunMeta.from_metadata(tup.metadata)
+                if run is not None and tup.config["configurable"].get("checkpoint_ns", "") == "":
+                    found.append((tup.config["configurable"]["thread_id"], run))
+                if limit is not None and len(found) >= limit:
+                    break
+        return found
 
     # --- lifecycle ---------------------------------------------------------------------------------
     async def start(self, workflow: str, inputs: dict[str, Any], *, run_id: str | None = None) -> str:
@@ -121,19 +135,9 @@ class RunManager:
         if workflow not in self.graphs:
             raise InputError(f"unknown workflow {workflow!r}; expected one of {', '.join(self.graphs)}.")
         run_id = run_id or new_run_id(workflow)
-        await self.saver.conn.execute(
-            "INSERT INTO speedrun_runs (run_id, workflow, created_at, output_dir, state, owner) "
-            "VALUES (?, ?, ?, ?, 'running', ?)",
-            (
-                run_id,
-                workflow,
-                datetime.now(UTC).isoformat(timespec="seconds"),
-                inputs.get("output_dir"),
-                process_tag(),
-            ),
-        )
-        await self.saver.conn.commit()
-        self._launch(run_id, workflow, inputs)
+        meta = RunMeta(workflow=workflow, created_at=now(), output_dir=inputs.get("output_dir"))
+        await self._mark(run_id, "running")
+        self._launch(run_id, meta, inputs)
         return run_id
 
     async def sweep(self) -> int:
@@ -149,7 +153,7 @@ class RunManager:
         """
         from langgraph.types import Command
 
-        workflow, _, _, _, _ = await self._row(run_id)
+        meta = await self._meta(run_id)
         if run_id in self.live and not self.live[run_id].task.done():
             raise InputError(f"run {run_id} is still running; wait for it or cancel it first.")
         status = await self.status(run_id)
@@ -173,17 +177,16 @@ class RunManager:
             answer = ResumeAnswer.read(answer)
         await self.sweep()  # a test group left by a process that died must not run beside the resumed tests
         await self._mark(run_id, "running")
-        self._launch(run_id, workflow, Command(resume=answer) if answer is not None else None)
+        self._launch(run_id, meta, Command(resume=answer) if answer is not None else None)
 
     async def cancel(self, run_id: str) -> RunStatus:
         """Stop a running run; its checkpoints stay, so it can still be resumed later.
 
         A run that already ended keeps its record: cancelling it is refused with its status (and error).
         """
-        await self._row(run_id)
+        await self._meta(run_id)
         live = self.live.get(run_id)
-        running_here = live is not None and not live.task.done()
-        if running_here:
+        if live is not None and not live.task.done():
             live.task.cancel()
             await asyncio.gather(live.task, return_exceptions=True)
             await self._mark(run_id, "cancelled")
@@ -206,15 +209,16 @@ class RunManager:
             return await self.status(run_id)
         return status  # already cancelled
 
-    def _launch(self, run_id: str, workflow: str, payload: Any) -> None:
-        live = self.live.get(run_id) or _Live(task=None)  # type: ignore[arg-type]
+    def _launch(self, run_id: str, meta: RunMeta, payload: Any) -> None:
+        live = self.live.get(run_id) or _Live(task=None, meta=meta)  # type: ignore[arg-type]
         self.live[run_id] = live
-        live.task = asyncio.create_task(self._drive(run_id, workflow, payload, live), name=f"speedrun:{run_id}")
+        live.task = asyncio.create_task(self._drive(run_id, payload, live), name=f"speedrun:{run_id}")
 
-    async def _drive(self, run_id: str, workflow: str, payload: Any, live: _Live) -> None:
+    async def _drive(self, run_id: str, payload: Any, live: _Live) -> None:
         from speedrun.llm import report_waits
 
-        config = {"configurable": {"thread_id": run_id}, "recursion_limit": 200}
+        # The saver records the config's metadata on every checkpoint: that is where the run's facts live.
+        config = {"configurable": {"thread_id": run_id}, "metadata": live.meta.as_metadata(), "recursion_limit": 200}
 
         async def publish(line: str) -> None:
             live.progress = (live.progress + [line])[-PROGRESS_KEEP:]
@@ -228,7 +232,7 @@ class RunManager:
         try:
             # Rate-budget waits of this run's model calls show up as progress ("waiting 12 s for ... tokens/min").
             with report_waits(lambda message: publish(f"waiting: {message}")):
-                async for _ns, mode, chunk in self.graphs[workflow].astream(
+                async for _ns, mode, chunk in self.graphs[live.meta.workflow].astream(
                     payload,
                     config,
                     context=RunContext(self.settings),
@@ -266,14 +270,15 @@ class RunManager:
     async def status(self, run_id: str) -> RunStatus:
         """The run's status from the live task or, for past processes, from its checkpoints. Compact: the full
         result is in `report_path` (turbo) or the worksheet files (judge), and in `full_result()`."""
-        workflow, created, output_dir, state, error = await self._row(run_id)
+        meta = await self._meta(run_id)
+        liveness = await self._liveness(run_id)
         live = self.live.get(run_id)
         progress = [one_line(p, PROGRESS_LINE) for p in (live.progress if live else [])]
         status = RunStatus(
             run_id=run_id,
-            workflow=workflow,
-            created_at=created,
-            output_dir=output_dir,
+            workflow=meta.workflow,
+            created_at=meta.created_at,
+            output_dir=meta.output_dir,
             status="running",
             progress=progress[-PROGRESS_SHOWN:],
         )
@@ -285,12 +290,18 @@ class RunManager:
             ]
             return status
         status.progress = []  # over: the result says how it ended
+        await self._ended(status, liveness)
+        return status
+
+    async def _ended(self, status: RunStatus, liveness: Liveness) -> None:
+        """Fill in how a run that is not running in this process stands: its result, its question, or why not."""
+        run_id, workflow, state, error = status.run_id, status.workflow, liveness.state, liveness.error
         snapshot = await self.graphs[workflow].aget_state({"configurable": {"thread_id": run_id}})
         result = _result_of(workflow, snapshot.values)
         if result is not None:
             summary = result.summary() if hasattr(result, "summary") else result
             verdict = getattr(summary, "status", "done")  # the judge has a verdict, not pass/fail
-            status.status = verdict if verdict in FINISHED else "done"
+            status.status = next((f for f in FINISHED if f == verdict), "done")
             # Said once, at the top: its status, the full report's path; the directory is in the report and list_runs.
             status.report_path = getattr(result, "report_path", None) or getattr(result, "scorecard_path", None)
             status.result = summary.model_dump(
@@ -321,36 +332,38 @@ class RunManager:
             status.status = "interrupted"
             status.next = "the process running it stopped; continue it to pick it up."
             status.next_actions = [_act("resume_run", run_id, "pick it up where it stopped", action="continue")]
-        return status
 
     async def full_result(self, run_id: str) -> Any:
         """The run's full result record (TurboResult, JudgeResult), or None while it has none."""
-        workflow = (await self._row(run_id))[0]
+        workflow = (await self._meta(run_id)).workflow
         snapshot = await self.graphs[workflow].aget_state({"configurable": {"thread_id": run_id}})
         return _result_of(workflow, snapshot.values)
 
     async def list(self, limit: int = 50) -> list[RunRow]:
         """Recent runs, newest first."""
-        async with self.saver.conn.execute(
-            "SELECT run_id, workflow, created_at, output_dir FROM speedrun_runs "
-            "ORDER BY created_at DESC, rowid DESC LIMIT ?",
-            (limit,),
-        ) as cur:
-            rows = await cur.fetchall()
+        # Runs this process started that have no checkpoint yet are the newest of all.
+        fresh = [(run_id, live.meta) for run_id, live in reversed(self.live.items())]
+        found = [row for row in fresh if not await self._checkpointed(row[0])][:limit]
+        found += await self._started(limit - len(found)) if len(found) < limit else []
         return [
             RunRow(
                 run_id=run_id,
-                workflow=workflow,
-                created_at=created,
-                output_dir=output_dir,
+                workflow=meta.workflow,
+                created_at=meta.created_at,
+                output_dir=meta.output_dir,
                 status=(await self.status(run_id)).status,
             )
-            for run_id, workflow, created, output_dir in rows
+            for run_id, meta in found
         ]
+
+    async def _checkpointed(self, run_id: str) -> bool:
+        config = {"configurable": {"thread_id": run_id, "checkpoint_ns": ""}}
+        async with aclosing(self.saver.alist(config, filter={"step": -1}, limit=1)) as found:
+            return [tup async for tup in found] != []
 
     async def with_metrics(self, inputs: Any) -> dict[str, Any]:
         """Judge inputs as a dict, each implementation without metrics given those of the turbo run that wrote it."""
-        data = inputs.model_dump()
+        data: dict[str, Any] = inputs.model_dump()
         for impl in data["implementations"]:
             if impl.get("metrics") is None:
                 impl["metrics"] = await self.metrics_for(impl["path"])
@@ -358,12 +371,8 @@ class RunManager:
 
     async def metrics_for(self, output_dir: str) -> dict[str, int] | None:
         """Speed-run metrics of the newest finished turbo run that wrote `output_dir`, for the judge."""
-        async with self.saver.conn.execute(
-            "SELECT run_id FROM speedrun_runs WHERE workflow = 'turbo' AND output_dir = ? "
-            "ORDER BY created_at DESC, rowid DESC",
-            (output_dir,),
-        ) as cur:
-            ids = [r[0] for r in await cur.fetchall()]
+        started = await self._started(None, **{META_WORKFLOW: "turbo", META_OUTPUT_DIR: output_dir})
+        ids = [run_id for run_id, _ in started]
         for run_id in ids:
             result = await self.full_result(run_id)
             if result is not None:
@@ -391,7 +400,8 @@ def _result_of(workflow: str, values: Any) -> Any:
         from speedrun.state.judge import JudgeResult
         from speedrun.state.turbo import TurboResult
 
-        result = {"turbo": TurboResult, "judge": JudgeResult}[workflow].model_validate(result)
+        record: type[TurboResult] | type[JudgeResult] = TurboResult if workflow == "turbo" else JudgeResult
+        result = record.model_validate(result)
     return result
 
 

@@ -1,4 +1,4 @@
-"""The caller's answer to a paused run (ResumeAnswer), shared by the run service, the edges and the fix node."""
+"""Records of the run machinery: what a run is (RunMeta) and the caller's answer to a paused run (ResumeAnswer)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ from speedrun.state.edits import Edit
 
 ResumeAction = Literal["retest", "stop", "edits"]
 _ACTIONS = ("retest", "stop", "edits")
+# Checkpoint metadata keys of a run (see RunMeta); prefixed because LangGraph adds its own keys beside them.
+META_WORKFLOW = "speedrun_workflow"
+META_CREATED = "speedrun_created_at"
+META_OUTPUT_DIR = "speedrun_output_dir"
 
 
 class ResumeAnswer(BaseModel):
@@ -64,3 +68,27 @@ def _edit(n: int, item: Any) -> Edit:
             f"edit {n} is not valid ({describe_validation(exc)}): each edit needs string "
             "`path`, `search` and `replace`."
         ) from None
+
+
+class RunMeta(BaseModel):
+    """What a run is, stored as metadata on each of its checkpoints so the checkpointer can be queried for it."""
+
+    workflow: str = Field(description="The graph that runs it: turbo or judge.")
+    created_at: str = Field(description="When it was started, ISO 8601 in UTC to the second.")
+    output_dir: str | None = Field(None, description="The directory it writes (turbo), if any.")
+
+    def as_metadata(self) -> dict[str, str]:
+        """The run's facts as checkpoint metadata (strings only: LangGraph drops a None)."""
+        data = {META_WORKFLOW: self.workflow, META_CREATED: self.created_at}
+        return data | ({META_OUTPUT_DIR: self.output_dir} if self.output_dir is not None else {})
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> RunMeta | None:
+        """The run's facts from a checkpoint's metadata; None for a checkpoint that speed-run did not label."""
+        if not isinstance(metadata.get(META_WORKFLOW), str):
+            return None
+        return cls(
+            workflow=metadata[META_WORKFLOW],
+            created_at=str(metadata.get(META_CREATED) or ""),
+            output_dir=metadata.get(META_OUTPUT_DIR),
+        )
