@@ -720,6 +720,10 @@ async def _call(
     is_fallback: bool,
     json_answer: JsonAnswer | None = None,
 ) -> Completion:
+    """One model's answer, with the budget charged up front and settled after, and retries that share one deadline.
+
+    Long because the charge, the request, the retry policy and their bookkeeping share one loop: split apart, each
+    piece would have to hand the others half of its state."""
     import openai
 
     budget = budget_for(spec)
@@ -745,14 +749,9 @@ async def _call(
 
         try:
             model = chat_model(spec, settings, max_tokens=max_tokens, streaming=on_text is not None)
-            if on_text is None:
-                async with asyncio.timeout(limit_s + 1):
-                    message = await _invoke(model, messages, spec, budget, json_answer, settings.redact)
-                text, meta, usage = message.content, message.response_metadata, message.usage_metadata
-                text = _ThinkFilter().feed(text) if isinstance(text, str) else str(text)
-                text = _clean_surrogates(text)
-            else:
-                text, meta, usage = await _stream(model, _to_messages(messages), forward, limit_s)
+            text, meta, usage = await _request(
+                model, messages, spec, budget, json_answer, settings, None if on_text is None else forward
+            )
             budget.observe(meta.get("headers"))
             prompt_tokens = (usage or {}).get("input_tokens") or prompt_est
             completion_tokens = (usage or {}).get("output_tokens") or estimate_tokens(text)
@@ -764,17 +763,9 @@ async def _call(
                 budget.observe(response.headers)
             # A 429 was not served; anything else may have been (a stream cut mid-way certainly was).
             used = 0 if isinstance(exc, openai.RateLimitError) else prompt_est
-            if not _retryable(exc) or sent:
-                raise _Failed(exc, retries) from None
-            wait = _retry_after(exc)
-            if wait is not None and wait > wait_left:
-                raise _Failed(exc, retries, wait, gave_up_early=True) from None
-            if retries >= settings.max_retries:
-                raise _Failed(exc, retries, wait) from None
+            wait = _retry_wait(exc, retries, sent, wait_left, settings.max_retries)
             retries += 1
             waiting_since = time.monotonic()  # the backoff below and the next acquire count as this call's waiting
-            if wait is None:  # the openai client's backoff: 0.5 s doubling to 8 s, with jitter
-                wait = min(8.0, 0.5 * 2 ** (retries - 1)) * (1 - 0.25 * random.random())
             if isinstance(exc, openai.RateLimitError):
                 # Everyone on this budget holds off, and the wait is announced like any other budget wait.
                 budget.block(wait, f"provider reset, 429 Retry-After {wait:.0f} s")
@@ -784,18 +775,59 @@ async def _call(
         finally:
             budget.settle(charge, used)
             budget.release(charge)
-    entry = LedgerEntry(
+    return Completion(
+        text=text, entry=_ledger_entry(spec, queued, started, prompt_tokens, completion_tokens, meta, is_fallback)
+    )
+
+
+def _ledger_entry(
+    spec: ModelSpec, queued: float, started: float, prompt: int, completion: int, meta: dict[str, Any], fallback: bool
+) -> LedgerEntry:
+    """The ledger's record of one answered call: who answered, how long it queued and ran, what it cost."""
+    return LedgerEntry(
         role=spec.role,
         provider=spec.provider,
         model=spec.model,
         duration_ms=int((time.monotonic() - started) * 1000),
         queued_ms=int((started - queued) * 1000),
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
         finish_reason=meta.get("finish_reason"),
-        fallback=is_fallback,
+        fallback=fallback,
     )
-    return Completion(text=text, entry=entry)
+
+
+async def _request(
+    model: ChatOpenAI,
+    messages: Messages,
+    spec: ModelSpec,
+    budget: RateBudget,
+    json_answer: JsonAnswer | None,
+    settings: Settings,
+    on_text: TextSink | None,
+) -> tuple[str, dict[str, Any], Any]:
+    """One request: (answer text, response metadata, usage). Streamed to on_text when given."""
+    if on_text is not None:
+        return await _stream(model, _to_messages(messages), on_text, settings.generation_timeout_s)
+    async with asyncio.timeout(settings.generation_timeout_s + 1):
+        message = await _invoke(model, messages, spec, budget, json_answer, settings.redact)
+    text = message.content
+    text = _ThinkFilter().feed(text) if isinstance(text, str) else str(text)
+    return _clean_surrogates(text), message.response_metadata, message.usage_metadata
+
+
+def _retry_wait(exc: BaseException, retries: int, sent: bool, wait_left: float, max_retries: int) -> float:
+    """How long to wait before retrying a failed request; raises _Failed when it must not be retried."""
+    if not _retryable(exc) or sent:
+        raise _Failed(exc, retries) from None
+    wait = _retry_after(exc)
+    if wait is not None and wait > wait_left:
+        raise _Failed(exc, retries, wait, gave_up_early=True) from None
+    if retries >= max_retries:
+        raise _Failed(exc, retries, wait) from None
+    if wait is None:  # the openai client's backoff: 0.5 s doubling to 8 s, with jitter
+        wait = min(8.0, 0.5 * 2**retries) * (1 - 0.25 * random.random())
+    return wait
 
 
 def _json_instructions(schema: dict[str, Any]) -> str:

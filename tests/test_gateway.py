@@ -44,7 +44,7 @@ async def test_non_stream_returns_content_and_records_ledger(clean_env, fake_llm
     assert (e.prompt_tokens, e.completion_tokens) == (11, 5)
     assert e.finish_reason == "stop"
     assert e.fallback is False
-    assert 200 <= e.duration_ms < 3000
+    assert e.duration_ms >= 200  # the scripted delay is measured (no upper bound: timing belongs in bench/)
     assert result.usage.total_tokens == 16
     (req,) = fake_llm.chat_requests()
     assert req.body["model"] == "fake-model"

@@ -476,7 +476,6 @@ def _apply_one(
     exists = state.original is not None or bool(state.applied)
     text = state.text
     search, replace = _block(edit.search), _block(edit.replace)
-
     if not edit.search.strip():
         return _empty_search(edit, state, exists, shown, out)
     bodies, terms = _split(text)
@@ -636,9 +635,10 @@ def _not_found(
     variants: list[_Variant],
     tabs: list[int],
 ) -> EditOutcome:
-    """Explain a search that matches no whole lines as precisely as the file allows."""
-    # The replacement is already there (and the search is not): the edit was most likely applied before.
-    # Only when the replace adds or changes a line: a pure deletion's leftover lines prove nothing.
+    """Explain a search that matches no whole lines as precisely as the file allows.
+
+    First: the replacement is already there (and the search is not), so the edit was most likely applied before;
+    only when the replace adds or changes a line, since a pure deletion's leftover lines prove nothing."""
     for v in variants:
         body = _strip_blank_lines(v.replace)
         if {b.strip() for b in body} - {s.strip() for s in v.search}:
