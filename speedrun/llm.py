@@ -357,7 +357,9 @@ def _is_reasoning_model(model: str) -> bool:
     return bool(re.search(r"gpt-oss|(^|/)o\d|gpt-5", model))
 
 
-def chat_model(spec: ModelSpec, settings: Settings, *, max_tokens: int, streaming: bool = False) -> ChatOpenAI:
+def chat_model(
+    spec: ModelSpec, settings: Settings, *, max_tokens: int, streaming: bool = False, temperature: float | None = None
+) -> ChatOpenAI:
     """Build the ChatOpenAI for a spec. The only place in speed-run that constructs a chat model.
 
     Retries are made by the gateway (complete), not by the client: so they are counted, go through the shared
@@ -368,7 +370,7 @@ def chat_model(spec: ModelSpec, settings: Settings, *, max_tokens: int, streamin
     res = _resources()
     if res.http_client is None:
         res.http_client = _http_client()
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {} if temperature is None else {"temperature": temperature}
     if settings.reasoning_effort and _is_reasoning_model(spec.model):
         kwargs["reasoning_effort"] = settings.reasoning_effort
     return ChatOpenAI(
@@ -614,11 +616,13 @@ async def complete(
     max_tokens: int | None = None,
     on_text: TextSink | None = None,
     json_answer: JsonAnswer | None = None,
+    temperature: float | None = None,
 ) -> Completion:
     """One chat call for a role: queued on the shared budget, retried, timed, falling back if configured.
 
     With `on_text`, the reply is streamed and each piece of answer text is passed to it as it arrives.
     With `json_answer`, the provider is asked for JSON following that schema, in the best mode it supports.
+    `temperature` overrides the provider's default (parallel planners vary it so their plans differ).
     max_tokens <= 0 is an InputError; a value beyond the model's output limit is capped (and charged capped).
     """
     spec = settings.role(role)
@@ -642,15 +646,9 @@ async def complete(
     for model_spec, is_fallback in candidates:
         try:
             result = await _call(
-                settings,
-                model_spec,
-                messages,
-                budget_tokens,
-                prompt_tokens,
-                sink if on_text else None,
-                is_fallback,
-                json_answer,
-            )
+                settings, model_spec, messages, budget_tokens, prompt_tokens, sink if on_text else None, is_fallback,
+                json_answer, temperature,
+            )  # fmt: skip
         except _provider_errors() as exc:
             errors.append(_explain(exc, model_spec, settings))
         else:
@@ -719,6 +717,7 @@ async def _call(
     on_text: TextSink | None,
     is_fallback: bool,
     json_answer: JsonAnswer | None = None,
+    temperature: float | None = None,
 ) -> Completion:
     """One model's answer, with the budget charged up front and settled after, and retries that share one deadline.
 
@@ -748,7 +747,9 @@ async def _call(
                 await on_text(piece)
 
         try:
-            model = chat_model(spec, settings, max_tokens=max_tokens, streaming=on_text is not None)
+            model = chat_model(
+                spec, settings, max_tokens=max_tokens, streaming=on_text is not None, temperature=temperature
+            )
             text, meta, usage = await _request(
                 model, messages, spec, budget, json_answer, settings, None if on_text is None else forward
             )

@@ -663,3 +663,16 @@ async def test_retry_after_waits_add_up_to_one_generation_timeout(clean_env, fak
     message = str(info.value)
     assert "after 3 requests (2 retries)" in message and "asks to wait 1 s" in message
     assert "GENERATION_TIMEOUT=2500 ms" in message
+
+
+@pytest.mark.anyio
+async def test_temperature_reaches_the_endpoint_only_when_asked(clean_env, fake_llm: FakeLLM) -> None:
+    settings = make_settings(clean_env, fake_llm)
+    fake_llm.script(Reply(content="plan a"), Reply(content="plan b"))
+
+    await complete(settings, "planner", [("user", "plan it")], temperature=0.3)
+    await complete(settings, "planner", [("user", "plan it")])
+
+    first, second = (r.body or {} for r in fake_llm.requests)
+    assert first["temperature"] == 0.3
+    assert "temperature" not in second  # the provider's default stands
