@@ -86,6 +86,7 @@ async def test_three_runners_plan_build_get_judged_and_only_the_winner_branch_re
     assert len({u[len(shared) :] for u in users}) == 3
     framings = [next(f for f in prompts.RUNNER_FRAMINGS if f in u) for u in users]
     assert len(set(framings)) == 3
+    assert len({r.body["temperature"] for r in plans}) == 3  # the planners' temperatures differ too
 
     # The judge was asked in both orders about the three survivors; each got a fresh-eyes review.
     texts = [json.dumps(r.body) for r in fake_llm.chat_requests()]

@@ -138,7 +138,7 @@ async def _plan(
     existing = await asyncio.to_thread(_read_if_file, path)
     if existing:
         return existing  # a resume repeats no finished model call
-    reply = await complete(settings, "planner", plan_messages(task))
+    reply = await complete(settings, "planner", plan_messages(task), temperature=task.temperature)
     spent.append(reply.entry)
     if reply.finish_reason == "length":
         warnings.append("the plan was cut off by the token limit; the generator works from what arrived")
