@@ -63,7 +63,9 @@ def studio(tmp_path: Path, fake_llm: FakeLLM):
     shutil.copytree(
         REPO,
         project,
-        ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", ".langgraph_api", "build", ".pytest_cache"),
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "__pycache__", ".langgraph_api", "build", ".pytest_cache", ".mypy_cache", ".ruff_cache"
+        ),
     )
     port = _free_port()
     log = tmp_path / "dev.log"
