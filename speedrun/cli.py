@@ -106,7 +106,6 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     """Generate files from a prompt into --out, printing each file as it lands."""
     from speedrun.loop.codegen import generate_and_write, read_context_files
     from speedrun.preflight import check_generate
-    from speedrun.state import Usage
 
     prompt = _read_prompt(args)
     out = Path(args.out).expanduser().resolve()
@@ -137,11 +136,19 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
             allow_paths=args.allow_path or (),
             confine_to=_root_for(out),
         )
+    _print_generated(result, out, as_json=args.json)
+    return 0 if result.status == "ok" else 1
+
+
+def _print_generated(result: Any, out: Path, *, as_json: bool) -> None:
+    """What a generate pass wrote: JSON, or a table of files plus errors, warnings and a summary line."""
+    from speedrun.state import Usage
+
     files = result.report.files_written
     usage = Usage.of(result.entries)
     warnings = result.warnings
     model = result.entries[-1] if result.entries else None
-    if args.json:
+    if as_json:
         print(
             json.dumps(
                 {
@@ -175,7 +182,6 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
             f"{result.generation_time_ms} ms; {usage.prompt_tokens} prompt + {usage.completion_tokens} "
             f"completion tokens"
         )
-    return 0 if result.status == "ok" else 1
 
 
 class _Progress:

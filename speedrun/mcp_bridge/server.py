@@ -332,6 +332,11 @@ async def generate_and_write_files(
             allow_paths=allow_paths or (),
             confine_to=root,
         )
+    return _written(result, out)
+
+
+def _written(result: Any, out: Path) -> WriteFilesResult:
+    """A codegen result (loop.codegen's) as the tool's compact record: metadata, never the code."""
     files = result.report.files_written
     model = result.entries[-1] if result.entries else None
     return WriteFilesResult(
