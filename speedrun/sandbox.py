@@ -52,8 +52,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -632,7 +634,7 @@ def harden_process() -> bool:
     libc = _libc() if sys.platform.startswith("linux") else None
     if libc is None:
         return False
-    return libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+    return bool(libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
 
 
 def _secret_places(home: Path | None) -> list[Path]:
@@ -672,9 +674,10 @@ def _toolchain_paths(cwd: Path, env: Mapping[str, str]) -> list[Path]:
         os.path.dirname(os.path.realpath(sys.executable)),
     ]
     candidates += [p for p in env.get("PATH", "").split(os.pathsep) if p]
-    for venv in (cwd / ".venv", cwd / "venv", Path(env["VIRTUAL_ENV"]) if env.get("VIRTUAL_ENV") else None):
-        cfg = venv / "pyvenv.cfg" if venv else None
-        if cfg is None or not cfg.is_file():
+    venvs = [cwd / ".venv", cwd / "venv", *([Path(env["VIRTUAL_ENV"])] if env.get("VIRTUAL_ENV") else [])]
+    for venv in venvs:
+        cfg = venv / "pyvenv.cfg"
+        if not cfg.is_file():
             continue
         candidates.append(str(venv))
         for line in cfg.read_text(errors="replace").splitlines():
@@ -700,7 +703,7 @@ def _bwrap_argv(
     network: bool,
     mask: list[Path],
     home: Path | None,
-    binds: list[tuple[Path, str]] = (),
+    binds: Sequence[tuple[Path, str]] = (),
 ) -> list[str]:
     """The bubblewrap command line: read-only root, fresh /tmp, masked HOME and secrets, workspace rw."""
     argv = [binary, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
@@ -973,7 +976,7 @@ def _prepare(
     network: bool,
     mask: tuple[Path, ...],
     extra_env: Mapping[str, str] | None = None,
-) -> tuple[list[str], dict, str, Path | None]:
+) -> tuple[list[str], dict[str, str], str, Path]:
     """Blocking set-up (runs in a thread): argv, environment, the resolved mode and a temp dir to remove."""
     if not cwd.is_dir():
         raise InputError(f"Test directory {_echo(str(cwd))} does not exist or is not a directory.")
@@ -1075,11 +1078,21 @@ async def run_tests(
         await asyncio.to_thread(shutil.rmtree, tmp, True)
 
 
+@dataclass
+class _Outcome:
+    """What a finished (or killed) test command left: its exit, its time and the tail of its output."""
+
+    exit_code: int | None
+    timed_out: bool
+    duration_ms: int
+    output_tail: str
+
+
 async def _run(
     command: str,
     cwd: Path,
     argv: list[str],
-    env: dict,
+    env: dict[str, str],
     tmp: Path,
     *,
     timeout_s: float,
@@ -1087,7 +1100,17 @@ async def _run(
     max_failures: int,
     record_dir: Path | None,
 ) -> TestReport:
-    is_pytest = _is_pytest_command(command)
+    outcome = await _execute(argv, cwd, env, timeout_s=timeout_s, output_cap=output_cap, record_dir=record_dir)
+    parsed = None
+    if _is_pytest_command(command) and not outcome.timed_out:
+        parsed = await asyncio.to_thread(parse_junit, tmp / "junit.xml", cwd, max_failures)
+    return _report(command, outcome, parsed, timeout_s=timeout_s, max_failures=max_failures)
+
+
+async def _execute(
+    argv: list[str], cwd: Path, env: dict[str, str], *, timeout_s: float, output_cap: int, record_dir: Path | None
+) -> _Outcome:
+    """Run argv in its own session under the watchdog; on timeout or cancel, its whole process group goes."""
     tail = _Tail(output_cap)
     timed_out = False
     started = time.monotonic()
@@ -1121,64 +1144,54 @@ async def _run(
         raise
     finally:
         await _drop_record(record_dir, proc.pid)
-    duration_ms = int((time.monotonic() - started) * 1000)
-    exit_code = None if timed_out else proc.returncode
-    parsed = None
-    if is_pytest and not timed_out:
-        parsed = await asyncio.to_thread(parse_junit, tmp / "junit.xml", cwd, max_failures)
+    footer = f"\n[speedrun: timed out after {timeout_s:g} s; the test process group was killed]" if timed_out else ""
+    return _Outcome(
+        exit_code=None if timed_out else proc.returncode,
+        timed_out=timed_out,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        output_tail=tail.render(footer),
+    )
 
-    footer = ""
-    if timed_out:
-        footer = f"\n[speedrun: timed out after {timeout_s:g} s; the test process group was killed]"
-    output_tail = tail.render(footer)
-    problem = None if timed_out else _infrastructure_problem(command, exit_code, output_tail)
+
+def _report(
+    command: str, outcome: _Outcome, parsed: dict[str, Any] | None, *, timeout_s: float, max_failures: int
+) -> TestReport:
+    """The test report of an outcome: junit counts for pytest, one failure or error otherwise."""
+    exit_code, output_tail = outcome.exit_code, outcome.output_tail
+    problem = None if outcome.timed_out else _infrastructure_problem(command, exit_code, output_tail)
     report = TestReport(
         command=command,
         exit_code=exit_code,
         output_tail=output_tail,
-        duration_ms=duration_ms,
-        timed_out=timed_out,
+        duration_ms=outcome.duration_ms,
+        timed_out=outcome.timed_out,
         problem=problem,
     )
     last = _last_lines(output_tail, _GENERIC_TAIL_LINES, _GENERIC_MESSAGE_CAP)
 
-    if timed_out:
-        report.errors = 1
-        report.failures = [TestFailure(name=command, message=f"Timed out after {timeout_s:g} s.\n{last}".strip())][
-            :max_failures
-        ]
-        return report
-
-    if problem is not None and not (parsed and (parsed["passed"] or parsed["failed"] or parsed["errors"])):
-        report.errors = 1
-        report.failures = [TestFailure(name="test infrastructure", message=problem)][:max_failures]
-        return report
-
-    if not is_pytest:
-        if exit_code != 0:
+    def fail(name: str, message: str, *, error: bool = True) -> TestReport:
+        if error:
+            report.errors = 1
+        else:
             report.failed = 1
-            report.failures = [TestFailure(name=command, message=last or f"exit code {exit_code}")][:max_failures]
+        report.failures = [TestFailure(name=name, message=message.strip())][:max_failures]
         return report
 
+    if outcome.timed_out:
+        return fail(command, f"Timed out after {timeout_s:g} s.\n{last}")
+    if problem is not None and not (parsed and (parsed["passed"] or parsed["failed"] or parsed["errors"])):
+        return fail("test infrastructure", problem)
+    if not _is_pytest_command(command):
+        return fail(command, last or f"exit code {exit_code}", error=False) if exit_code != 0 else report
     if parsed is not None:
         report.passed = parsed["passed"]
         report.failed = parsed["failed"]
         report.errors = parsed["errors"]
         report.skipped = parsed["skipped"]
         report.failures = parsed["failures"]
-
-    if exit_code == _PYTEST_NO_TESTS and report.failed == 0 and report.errors == 0:
-        report.errors = 1
-        report.failures = [
-            TestFailure(
-                name=command,
-                message=f"no tests were collected (pytest exit code 5).\n{last}".strip(),
-            )
-        ][:max_failures]
-    elif exit_code != 0 and report.failed == 0 and report.errors == 0:
-        # No XML (collection crash, usage error, internal error) or XML without failures.
-        report.errors = 1
-        report.failures = [TestFailure(name=command, message=f"pytest exited with code {exit_code}.\n{last}".strip())][
-            :max_failures
-        ]
-    return report
+    if report.failed or report.errors or exit_code == 0:
+        return report
+    if exit_code == _PYTEST_NO_TESTS:
+        return fail(command, f"no tests were collected (pytest exit code 5).\n{last}")
+    # No XML (collection crash, usage error, internal error) or XML without failures.
+    return fail(command, f"pytest exited with code {exit_code}.\n{last}")
