@@ -55,7 +55,7 @@ def _read_prompt(args: argparse.Namespace) -> str:
         return sys.stdin.read()
     if not args.prompt:
         raise InputError("give a PROMPT argument, '-' to read it from stdin, or --prompt-file FILE.")
-    return args.prompt
+    return str(args.prompt)
 
 
 async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:

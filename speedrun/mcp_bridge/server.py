@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec, TypeVar, cast
 from urllib.parse import unquote, urlparse
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -24,6 +24,9 @@ from speedrun.config import Settings, load_settings
 from speedrun.errors import ConfigError, InputError, SpeedRunError, echo
 from speedrun.state import GenerateResult, StatusResult, Usage, WriteFilesResult
 from speedrun.state.records import RunList, RunStatus
+
+if TYPE_CHECKING:  # imported inside Runs.get: langgraph and sqlite stay out of start-up
+    from speedrun.runs import RunManager
 
 log = logging.getLogger("speedrun.mcp")
 R = TypeVar("R")
@@ -103,9 +106,9 @@ class Runs:
         self.settings = settings
         self._lock = asyncio.Lock()
         self._stack = AsyncExitStack()
-        self._manager: Any = None
+        self._manager: RunManager | None = None
 
-    async def get(self) -> Any:
+    async def get(self) -> RunManager:
         """The RunManager; heavy imports (langgraph, sqlite) happen here, not at start-up."""
         async with self._lock:
             if self._manager is None:

@@ -23,7 +23,7 @@ async def run_test_command(command: str, cwd: Path, runtime: Any, **options: Any
     return report.redacted(run_settings(runtime).redact_output)  # output was capped: keys may be cut
 
 
-async def run_tests(state: TurboState, runtime: Runtime[RunContext]) -> dict:
+async def run_tests(state: TurboState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Run `test_command` and record the report. (Named run_tests, never test_*, so pytest won't collect it.)"""
     progress(runtime, "run_tests", f"running {state.test_command}")
     report = await run_test_command(
