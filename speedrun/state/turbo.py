@@ -116,6 +116,21 @@ class TestsLine(CompactModel):
         description=f"At most {SHOWN_FAILURES}, each 'test id: first line of its message', trimmed.",
     )
 
+    @classmethod
+    def of(cls, tests: TestReport) -> TestsLine:
+        """The compact line of a test report: counts, the exit code when nothing failed, a few failures."""
+        return cls(
+            passed=tests.passed,
+            failed=tests.failed,
+            errors=tests.errors,
+            timed_out=tests.timed_out,
+            exit_code=tests.exit_code if not (tests.ok or tests.failed or tests.errors) else None,
+            failures=[
+                one_line(f"{f.name}: {one_line(f.message, FAILURE_LINE)}", FAILURE_LINE)
+                for f in tests.failures[:SHOWN_FAILURES]
+            ],
+        )
+
 
 class EditLine(CompactModel):
     """An edit that did not apply, in a compact result."""
@@ -133,6 +148,20 @@ class CycleLine(CompactModel):
     diagnosis: str = ""
     applied: int = 0
     edits: list[EditLine] = Field(default_factory=list, description=f"Edits that did not apply, at most {SHOWN_EDITS}.")
+
+    @classmethod
+    def of(cls, cycle: FixCycle) -> CycleLine:
+        """The compact line of a fix cycle: its applied edits counted, the ones that did not apply shown."""
+        missed = [e for e in cycle.edits if e.status != "applied"]
+        return cls(
+            cycle=cycle.cycle,
+            source=cycle.source,
+            diagnosis=one_line(cycle.diagnosis, DIAGNOSIS),
+            applied=len(cycle.edits) - len(missed),
+            edits=[
+                EditLine(path=e.path, status=e.status, message=one_line(e.message, LINE)) for e in missed[:SHOWN_EDITS]
+            ],
+        )
 
 
 class CallsLine(BaseModel):
@@ -200,32 +229,9 @@ class TurboResult(BaseModel):
                 FileError(path=one_line(e.path, LINE), error=one_line(e.error, LINE))
                 for e in self.file_errors[:SHOWN_FAILURES]
             ],
-            tests=None
-            if tests is None
-            else TestsLine(
-                passed=tests.passed,
-                failed=tests.failed,
-                errors=tests.errors,
-                timed_out=tests.timed_out,
-                exit_code=tests.exit_code if not (tests.ok or tests.failed or tests.errors) else None,
-                failures=[
-                    one_line(f"{f.name}: {one_line(f.message, FAILURE_LINE)}", FAILURE_LINE)
-                    for f in failures[:SHOWN_FAILURES]
-                ],
-            ),
+            tests=None if tests is None else TestsLine.of(tests),
             fix_cycles=len(self.cycles),
-            last_cycle=None
-            if last is None
-            else CycleLine(
-                cycle=last.cycle,
-                source=last.source,
-                diagnosis=one_line(last.diagnosis, DIAGNOSIS),
-                applied=len(last.edits) - len(missed),
-                edits=[
-                    EditLine(path=e.path, status=e.status, message=one_line(e.message, LINE))
-                    for e in missed[:SHOWN_EDITS]
-                ],
-            ),
+            last_cycle=None if last is None else CycleLine.of(last),
             llm=CallsLine(
                 calls=sum(u.calls for u in calls),
                 ms=sum(u.duration_ms for u in calls),
