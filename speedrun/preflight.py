@@ -13,6 +13,7 @@ from speedrun.errors import InputError, parse_input
 if TYPE_CHECKING:
     from speedrun.state import StatusResult
     from speedrun.state.judge import JudgeInput
+    from speedrun.state.runs import ResumeAnswer
     from speedrun.state.turbo import TurboInput
 
 #: How an edge turns a path its caller typed into an absolute one: (value, the input's name) -> path. The MCP
@@ -71,12 +72,14 @@ def judge_input(
     return parse_input(JudgeInput, data)
 
 
-def resume_answer(action: str | None, edits: list[Any] | None) -> dict[str, Any] | None:
+def resume_answer(action: str | None, edits: list[Any] | None) -> ResumeAnswer | None:
     """The answer RunManager.resume takes for an edge's action: None picks up a dead or cancelled run; otherwise
-    the caller's fix (retest, stop, or edits); RunManager checks it against what the run waits for."""
+    the caller's fix (retest, stop, or edits), checked here in plain words (InputError)."""
+    from speedrun.state.runs import ResumeAnswer
+
     if action in (None, "continue"):
         return None
-    return {"action": action, "edits": edits or []}
+    return ResumeAnswer.read({"action": action, "edits": edits or []})
 
 
 #: The roles the default workflow (turbo with a task) needs: what `check` and check_status verify.

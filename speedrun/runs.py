@@ -146,11 +146,8 @@ class RunManager:
 
         return await asyncio.to_thread(sweep_test_groups, group_records_dir(self.settings.home))
 
-    async def resume(self, run_id: str, answer: ResumeAnswer | dict[str, Any] | str | None = None) -> None:
-        """Continue a run: after a crash or a cancel (answer=None) or when it waits for the caller's answer.
-
-        The dict and str forms of the answer are accepted until both edges build a ResumeAnswer.
-        """
+    async def resume(self, run_id: str, answer: ResumeAnswer | None = None) -> None:
+        """Continue a run: after a crash or a cancel (answer=None) or when it waits for the caller's answer."""
         from langgraph.types import Command
 
         meta = await self._meta(run_id)

@@ -409,10 +409,10 @@ def test_closest_region_in_a_big_file_is_found_by_its_words(tmp_path: Path) -> N
 )
 def test_bad_client_edits_name_the_edit_in_plain_words(answer: dict, says: str) -> None:
     from speedrun.errors import InputError
-    from speedrun.nodes.surgical_fix import parse_resume
+    from speedrun.state.runs import ResumeAnswer
 
     with pytest.raises(InputError) as info:
-        parse_resume(answer)
+        ResumeAnswer.read(answer)
     text = str(info.value)
     assert says in text
     assert "pydantic" not in text and "For further information" not in text and "validation error" not in text

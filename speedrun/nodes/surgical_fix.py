@@ -6,18 +6,20 @@ import asyncio
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from speedrun import prompts
 from speedrun.config import RunContext, Settings
+from speedrun.errors import SpeedRunError
 from speedrun.excerpts import within_budget
 from speedrun.llm import structured
 from speedrun.loop.edits import apply_edits, numbered
 from speedrun.nodes.common import progress, run_settings
-from speedrun.state.edits import Edit, EditOutcome, FixPlan
-from speedrun.state.records import one_line
+from speedrun.state.edits import EditOutcome, FixPlan
+from speedrun.state.records import TestReport, one_line
 from speedrun.state.runs import ResumeAnswer
 from speedrun.state.turbo import AppliedEdit, ClientFixRequest, FixCycle, TurboState
 
@@ -29,7 +31,7 @@ MAX_PROBLEMS = 10  # edits explained in one retry prompt; each outcome's message
 _CITE = re.compile(r"([\w./-]+\.\w+):(\d+)")
 
 
-async def surgical_fix(state: TurboState, runtime: Runtime[RunContext]) -> dict:
+async def surgical_fix(state: TurboState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """One fix cycle: ask the fixer (model or caller) for edits and apply them; never regenerate a file."""
     settings = run_settings(runtime, state.roles)
     cycle = len(state.cycles) + 1
@@ -48,7 +50,7 @@ async def surgical_fix(state: TurboState, runtime: Runtime[RunContext]) -> dict:
             "user",
             prompts.FIX_USER.format(
                 test_command=state.test_command,
-                summary=state.tests.summary(),
+                summary=_tests(state).summary(),
                 failures=_failures_text(state),
                 contract=state.spec.render() if state.spec else "(none)",
                 excerpts=excerpts,
@@ -81,7 +83,7 @@ async def surgical_fix(state: TurboState, runtime: Runtime[RunContext]) -> dict:
     return {"cycles": [fix], "ledger": ledger}
 
 
-async def _client_fix(state: TurboState, settings: Settings, cycle: int, failures_before: int) -> dict:
+async def _client_fix(state: TurboState, settings: Settings, cycle: int, failures_before: int) -> dict[str, Any]:
     failures = state.tests.failures if state.tests else []
     previous = state.cycles[-1].edits if state.cycles and state.cycles[-1].source == "client" else []
     # Compact like every result a caller sees; a refused edit must reach the caller now, not only in the report.
@@ -116,15 +118,16 @@ async def _client_fix(state: TurboState, settings: Settings, cycle: int, failure
     return {"cycles": [fix]}
 
 
-def _edit_limits(settings: Settings, state: TurboState) -> dict:
+def _edit_limits(settings: Settings, state: TurboState) -> dict[str, Any]:
     """The same file-size cap and allowed protected places as the generator's writes, for every edit."""
     return {"max_file_bytes": settings.max_file_bytes, "allow_paths": [*settings.allowed_paths(), *state.allow_paths]}
 
 
-def parse_resume(answer: object) -> tuple[str, list[Edit]]:
-    """The caller's answer to a fix request as (action, edits); InputError if bad. See ResumeAnswer.read."""
-    parsed = ResumeAnswer.read(answer)
-    return parsed.action, parsed.edits
+def _tests(state: TurboState) -> TestReport:
+    """The test report a fix cycle works from; run_tests always runs before surgical_fix."""
+    if state.tests is None:
+        raise SpeedRunError("surgical_fix ran before the tests did")
+    return state.tests
 
 
 def _applied(outcome: EditOutcome) -> AppliedEdit:
@@ -139,7 +142,7 @@ def _applied(outcome: EditOutcome) -> AppliedEdit:
 
 
 def _failures_text(state: TurboState) -> str:
-    r = state.tests
+    r = _tests(state)
     if not r.failures:
         return r.output_tail[-4000:] or "(no output)"
     return "\n\n".join(
@@ -151,7 +154,7 @@ def _cited(state: TurboState) -> dict[str, set[int]]:
     """Files named by the failures (and the lines they point at), restricted to files we wrote."""
     known = {f.path for f in state.files}
     cited: dict[str, set[int]] = {}
-    r = state.tests
+    r = _tests(state)
     texts = [r.output_tail] + [f"{f.name}\n{f.message}" for f in r.failures]
     for f in r.failures:
         if f.file and f.file in known:
