@@ -750,9 +750,9 @@ def _bwrap_argv(
 # --------------------------------------------------------------------------------------------------
 # the watchdog: the direct child of speed-run, so nothing outlives speed-run or the command
 #
-# It runs as `python -I -S -c` (isolated: no site, no workspace on sys.path), so it cannot import speedrun and
-# reads /proc itself. It is the one exception to "procs.py parses /proc": importing speed-run into a process that
-# lives among untrusted test code would put the package's import path in reach of that code.
+# It runs as `python -I -S -c` in the untrusted workspace: isolated mode keeps the workspace's own modules (a
+# `ctypes.py`, a fake `speedrun/`) from being imported in place of the real ones, and without site-packages it cannot
+# import speedrun either. So it reads /proc itself: the one exception to "only procs.py parses /proc".
 
 _WATCHDOG = r"""
 import ctypes, os, signal, sys, time
