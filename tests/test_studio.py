@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_llm import FakeLLM
+from tests.helpers import PYTEST, RunnerScript, Script, git, make_repo
 from tests.schema_answers import follow_schema, request_schema
 
 pytest.importorskip("langgraph_api", reason="the studio group is not installed (uv sync --group studio)")
@@ -118,7 +119,7 @@ def studio(tmp_path: Path, fake_llm: FakeLLM):
 def test_turbo_runs_in_langgraph_dev_without_allow_blocking(studio, fake_llm: FakeLLM, tmp_path: Path) -> None:
     url, log = studio
     assistants = _http("POST", f"{url}/assistants/search", {})
-    assert {"turbo", "judge"} <= {a["graph_id"] for a in assistants}
+    assert {"turbo", "judge", "showdown", "any_percent"} <= {a["graph_id"] for a in assistants}
 
     fake_llm.script(f'<FILE path="calc.py">\n{CALC}</FILE>\n<FILE path="test_calc.py">\n{TEST_CALC}</FILE>\n')
     out = tmp_path / "ws"
@@ -193,3 +194,55 @@ def test_judge_runs_in_langgraph_dev(studio, fake_llm: FakeLLM, tmp_path: Path) 
     result = final["result"]
     assert {c["name"] for c in result["scorecards"]} == {"alpha", "beta"}, json.dumps(final)[:2000]
     assert Path(result["worksheet_path"]).is_file() and Path(result["scorecard_path"]).is_file()
+
+
+STRONG_CALC = "def add(a: int, b: int) -> int:\n    total = a + b  # STRONG\n    return total\n"
+
+
+def test_showdown_streams_each_runners_turbo_subgraph_in_langgraph_dev(
+    studio, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    """A 2-runner showdown over the Studio API: each runner's turbo loop streams under its own namespace."""
+    from langgraph_sdk import get_sync_client
+
+    url, log = studio
+    repo = make_repo(tmp_path / "repo")
+    fake_llm.responder = RunnerScript({"runner-1": CALC, "runner-2": STRONG_CALC}, judge=Script("# STRONG"))
+    client = get_sync_client(url=url, api_key=None, timeout=180)
+    thread = client.threads.create()["thread_id"]
+    inputs = {"design": "add two integers", "repo": str(repo), "feature": "calc", "test_command": PYTEST, "runners": 2}
+
+    turbo_nodes: dict[str, set[str]] = {}  # subgraph namespace -> the turbo nodes it streamed
+    worktree_of: dict[str, str] = {}  # subgraph namespace -> the worktree its turbo loop wrote to
+    runners_seen: set[str] = set()  # runner names in the parent graph's progress events
+    for part in client.runs.stream(
+        thread, "showdown", input=inputs, stream_mode=["updates", "custom"], stream_subgraphs=True
+    ):
+        mode, _, namespace = part.event.partition("|")
+        assert mode != "error", json.dumps(part.data)[:2000]
+        if mode == "custom" and not namespace and isinstance(part.data, dict) and part.data.get("runner"):
+            runners_seen.add(part.data["runner"])
+        if mode != "updates" or not namespace.startswith("run_runner:"):
+            continue
+        for node_name, update in part.data.items():
+            turbo_nodes.setdefault(namespace, set()).add(node_name)
+            if node_name == "report":
+                worktree_of[namespace] = Path(update["result"]["output_dir"]).name
+
+    logged = log.read_text(errors="replace")
+    assert "BlockingError" not in logged, logged[-3000:]
+    # One turbo subgraph per runner, each under its own namespace, each streaming turbo's own steps.
+    assert len(turbo_nodes) == 2, turbo_nodes
+    assert sorted(worktree_of.values()) == ["speed-run-runner-1", "speed-run-runner-2"]
+    for nodes in turbo_nodes.values():
+        assert {"generate", "run_tests", "report"} <= nodes, turbo_nodes
+    assert runners_seen == {"runner-1", "runner-2"}
+
+    result = client.threads.get_state(thread)["values"]["result"]
+    assert (result["status"], result["winner"]) == ("promoted", "runner-2"), json.dumps(result)[:2000]
+    assert [(r["name"], r["status"]) for r in result["runners"]] == [("runner-1", "passed"), ("runner-2", "passed")]
+    assert (repo / "docs/plans/calc/speed-run/showdown/result.md").is_file()
+    # Nothing left behind but the winner's branch: no worktree besides the repo's own.
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert not any((repo / ".worktrees").glob("speed-run-*"))
+    assert git(repo, "branch", "--list", "--format=%(refname:short)", "*speed-run*") == "calc/speed-run/runner-2"
