@@ -15,7 +15,9 @@ from speedrun.config import Settings, load_settings
 from speedrun.errors import InputError, SpeedRunError, echo
 
 if TYPE_CHECKING:
+    from speedrun.runs import RunManager
     from speedrun.state.judge import JudgeResult
+    from speedrun.state.parallel import ParallelResult
     from speedrun.state.records import NextAction, RunStatus
     from speedrun.state.turbo import TurboResult
 
@@ -28,6 +30,20 @@ TURBO_FLAGS = {
     "max_fix_cycles": "--max-fix-cycles",
     "context_files": "--context",
     "allow_paths": "--allow-path",
+}
+# Showdown / any-percent input fields as the CLI user types them, for error messages.
+PARALLEL_FLAGS = {
+    "design": "--design",
+    "repo": "--repo",
+    "feature": "--feature",
+    "runners": "--runners",
+    "approaches": "--approach",
+    "test_command": "--test-cmd",
+    "scenario_command": "--scenario-cmd",
+    "setup_command": "--setup-cmd",
+    "max_fix_cycles": "--max-fix-cycles",
+    "promote": "--promote",
+    "roles": "--role",
 }
 
 
@@ -399,8 +415,149 @@ def _print_verdict(result: JudgeResult) -> int:
     decision = result.decision
     print(f"\nwinner: {result.winner or 'none'}  ({decision.gate_applied or 'clear lead'})")
     print(decision.rationale)
+    if result.flip_rate is not None:
+        print(f"flip rate: {result.flip_rate:.0%} of checklist answers changed when the order was swapped")
     print(f"worksheet: {result.worksheet_path}\nscorecard: {result.scorecard_path}")
     return 0 if result.winner else 1
+
+
+def _design_text(value: str) -> str:
+    """--design FILE|TEXT: an existing file's text (the CLI user may keep it anywhere), else the value itself,
+    which the run reads as the design or as a file inside the repo."""
+    path = Path(value).expanduser()
+    if "\n" not in value and len(value) < 1024 and path.is_file():
+        return path.read_text(encoding="utf-8", errors="replace")
+    return value
+
+
+def _roles(pairs: list[str] | None) -> dict[str, str]:
+    """--role ROLE=MODEL pairs as a roles dict."""
+    roles: dict[str, str] = {}
+    for pair in pairs or []:
+        role, sep, model = pair.partition("=")
+        if not sep or not role.strip() or not model.strip():
+            raise InputError(f"--role {echo(pair, 80)} must be ROLE=MODEL, e.g. --role generator=groq.")
+        roles[role.strip()] = model.strip()
+    return roles
+
+
+async def cmd_parallel(settings: Settings, args: argparse.Namespace) -> int:
+    """Run a showdown or any-percent in the foreground: a live runners table, then the final table and winner."""
+    from speedrun.preflight import check_parallel, parallel_input
+    from speedrun.runs import RunManager
+
+    workflow = "showdown" if args.command == "showdown" else "any_percent"
+    inputs = parallel_input(
+        workflow,
+        design=_design_text(args.design),
+        repo=Path(args.repo).expanduser().resolve(),
+        feature=args.feature,
+        runners=getattr(args, "runners", "auto"),
+        approaches=getattr(args, "approach", None),
+        test_command=args.test_cmd,
+        scenario_command=args.scenario_cmd,
+        setup_command=args.setup_cmd,
+        max_fix_cycles=args.max_fix_cycles,
+        promote=args.promote,
+        roles=_roles(args.role),
+        include_uncommitted=args.include_uncommitted,
+        names=PARALLEL_FLAGS,
+    )
+    await check_parallel(settings, inputs)
+    async with RunManager.open(settings) as runs:
+        run_id = await runs.start(workflow, inputs.model_dump(mode="json"))
+        try:
+            status = await _RunnerBoard(runs, run_id).watch()
+        except asyncio.CancelledError:
+            await runs.cancel(run_id)
+            _print_err(
+                f"cancelled; continue later with: speedrun resume {run_id} (or remove its worktrees: speedrun clean)"
+            )
+            return 130
+        full = await runs.full_result(run_id)
+    if full is None:
+        return _print_status(status)
+    return _print_parallel(full, status.result or {})
+
+
+class _RunnerBoard:
+    """Each runner's current step while a parallel run goes: a live table at a terminal (rich, imported here
+    only), else one plain line per progress event."""
+
+    def __init__(self, runs: RunManager, run_id: str) -> None:
+        self.runs, self.run_id, self.last = runs, run_id, "starting"
+
+    def table(self) -> Any:
+        """The live table: one row per runner with its latest step, the latest event below."""
+        from rich.table import Table
+
+        table = Table(title=f"run {self.run_id}", caption=self.last[:120], expand=False)
+        table.add_column("runner")
+        table.add_column("step")
+        for name, step in sorted(self.runs.runner_steps(self.run_id).items()):
+            table.add_row(name, step)
+        return table
+
+    async def watch(self) -> RunStatus:
+        """Wait for the run to end, showing its runners; its status."""
+        if not sys.stdout.isatty():
+            print(f"run {self.run_id}", flush=True)
+            return await self.runs.wait(self.run_id, 1e9, on_progress=self.line)
+        from rich.live import Live
+
+        with Live(self.table(), refresh_per_second=4, transient=True) as live:
+
+            def update(line: str) -> None:
+                self.last = line
+                live.update(self.table())
+
+            return await self.runs.wait(self.run_id, 1e9, on_progress=update)
+
+    def line(self, line: str) -> None:
+        """A progress event as a plain line (not a terminal)."""
+        print(f"  · {line}", flush=True)
+
+
+def _print_parallel(result: ParallelResult, compact: dict[str, Any]) -> int:
+    """The runners table, winner, flags and where result.md is; exit 0 when a winner was promoted or awaits the
+    caller's choice, 1 when nobody survived."""
+    rows = [
+        [r.name, r.status, r.tests or "-", r.scenario or "-", str(r.fix_cycles), str(r.llm_calls), str(r.lines)]
+        + [f"{r.wall_s:.1f}"]
+        for r in result.runners
+    ]
+    header = ["runner", "status", "tests", "scenario", "fix cycles", "llm calls", "lines", "wall s"]
+    print(_table(rows, header) if rows else "no runner ran")
+    print()
+    if result.winner:
+        print(f"winner: {result.winner} (branch {result.winner_branch})")
+        if result.why:
+            print(f"why: {result.why}")
+    else:
+        print(f"no winner: {result.status.replace('_', ' ')}")
+    if compact.get("choose"):
+        print(f"your choice: {compact['choose']}")
+    for flag in result.similar:
+        print(f"near-duplicates: {flag.first} and {flag.second} are {flag.ratio:.0%} alike")
+    if result.flip_rate is not None:
+        print(f"flip rate: {result.flip_rate:.0%} of the judge's answers changed when the order was swapped")
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    if result.result_path:
+        print(f"result: {result.result_path}")
+    return 0 if result.status in ("promoted", "awaiting_choice") else 1
+
+
+async def cmd_clean(settings: Settings, args: argparse.Namespace) -> int:
+    """Remove the worktrees and branches parallel runs left behind when their process died or was cancelled."""
+    from speedrun.runs import RunManager
+
+    async with RunManager.open(settings) as runs:
+        result = await runs.clean()
+    for line in result.lines():
+        print(line)
+    print(result.note)
+    return 1 if result.problems else 0
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
@@ -458,9 +615,39 @@ def build_parser() -> argparse.ArgumentParser:
     jud.add_argument("--mode", choices=["showdown", "any_percent"], default="showdown")
     jud.add_argument("--test-cmd", default="pytest -q", help="test command run in each directory")
     jud.add_argument("--out", default=".", help="directory for judge-worksheet.md and scorecard.json")
+    _parallel_parser(sub, "showdown", "2-5 runners build one design in git worktrees; the judged winner is promoted")
+    _parallel_parser(
+        sub, "any-percent", "2-5 approaches to one problem in git worktrees; the judged winner is promoted"
+    )
+    sub.add_parser("clean", help="remove worktrees and branches that dead or cancelled parallel runs left behind")
     runs = sub.add_parser("runs", help="list recent runs")
     runs.add_argument("--limit", type=int, default=20)
     return parser
+
+
+def _parallel_parser(sub: Any, name: str, help_text: str) -> None:
+    """The flags of `speedrun showdown` / `speedrun any-percent`, mirroring the MCP tools."""
+    cmd = sub.add_parser(name, help=help_text)
+    cmd.add_argument("--design", required=True, help="the design: a text file, or the text itself")
+    cmd.add_argument("--feature", required=True, help="a slug naming the feature (branches <feature>/speed-run/...)")
+    cmd.add_argument("--repo", default=".", help="the git repository to work in (default: here)")
+    if name == "showdown":
+        cmd.add_argument("--runners", default="auto", help="2-5, or auto: the planner rates the design (default)")
+    else:
+        cmd.add_argument(
+            "--approach", action="append", help="'slug: summary' (repeat 2-5 times); omit to let the planner propose"
+        )
+    cmd.add_argument("--test-cmd", default="pytest -q", help="test command run in each worktree (default: pytest -q)")
+    cmd.add_argument("--scenario-cmd", help="a second gate every survivor must pass, e.g. scenario tests")
+    cmd.add_argument("--setup-cmd", help="run once in each worktree before its tests, e.g. 'uv sync'")
+    cmd.add_argument("--max-fix-cycles", type=int, default=3, help="surgical fix rounds per runner (default 3)")
+    cmd.add_argument(
+        "--promote", choices=["branch", "merge", "ask"], default="branch", help="what to do with the winner"
+    )
+    cmd.add_argument("--role", action="append", help="ROLE=MODEL override, e.g. generator=groq (repeatable)")
+    cmd.add_argument(
+        "--include-uncommitted", action="store_true", help="start from a snapshot of your uncommitted changes"
+    )
 
 
 COMMANDS = {
@@ -470,6 +657,9 @@ COMMANDS = {
     "resume": cmd_resume,
     "runs": cmd_runs,
     "judge": cmd_judge,
+    "showdown": cmd_parallel,
+    "any-percent": cmd_parallel,
+    "clean": cmd_clean,
 }
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from speedrun.config import ModelSpec, Role, Settings, check_apart_from_home, with_roles
-from speedrun.errors import InputError, parse_input
+from speedrun.errors import InputError, echo, parse_input
 
 if TYPE_CHECKING:
     from speedrun.state import StatusResult
     from speedrun.state.judge import JudgeInput
+    from speedrun.state.parallel import AnyPercentInput, ShowdownInput
     from speedrun.state.runs import ResumeAnswer
     from speedrun.state.turbo import TurboInput
 
@@ -80,6 +81,90 @@ def resume_answer(action: str | None, edits: list[Any] | None) -> ResumeAnswer |
     if action in (None, "continue"):
         return None
     return ResumeAnswer.read({"action": action, "edits": edits or []})
+
+
+def parallel_input(
+    workflow: str,
+    *,
+    design: str,
+    repo: Path,
+    feature: str,
+    test_command: str,
+    runners: int | str = "auto",
+    approaches: Sequence[Any] | None = None,
+    scenario_command: str | None = None,
+    setup_command: str | None = None,
+    max_fix_cycles: int = 3,
+    promote: str = "branch",
+    roles: dict[str, str] | None = None,
+    include_uncommitted: bool = False,
+    names: dict[str, str] | None = None,
+) -> ShowdownInput | AnyPercentInput:
+    """A showdown or any-percent request as its input record, for a repo the edge has already resolved.
+
+    `runners` is 2-5 or 'auto' (a digit string counts); an approach is {slug, summary, pros?, cons?} or the
+    text 'slug: summary'. `names` maps fields to what the caller typed (e.g. --test-cmd) for the error message.
+    """
+    from speedrun.state.parallel import AnyPercentInput, ShowdownInput
+
+    data: dict[str, Any] = {
+        "design": design,
+        "repo": str(repo),
+        "feature": feature,
+        "test_command": test_command,
+        "scenario_command": scenario_command or None,
+        "setup_command": setup_command or None,
+        "max_fix_cycles": max_fix_cycles,
+        "promote": promote,
+        "roles": roles or {},
+        "include_uncommitted": include_uncommitted,
+    }
+    if workflow == "showdown":
+        count = runners.strip() if isinstance(runners, str) else runners
+        data["runners"] = int(count) if isinstance(count, str) and count.isdigit() else count
+        return parse_input(ShowdownInput, data, names)
+    data["approaches"] = [_approach(a, i) for i, a in enumerate(approaches or [])]
+    return parse_input(AnyPercentInput, data, names)
+
+
+def _approach(value: Any, index: int) -> Any:
+    """'slug: summary' as {slug, summary}; a dict passes through for the record to check."""
+    if not isinstance(value, str):
+        return value
+    slug, sep, summary = value.partition(":")
+    if not sep or not slug.strip() or not summary.strip():
+        raise InputError(
+            f"approaches[{index}] {echo(value, 80)} needs a slug and a summary, as 'slug: what it does' "
+            "(e.g. 'sqlite: keep the counters in a SQLite table')."
+        )
+    return {"slug": slug.strip(), "summary": summary.strip()}
+
+
+#: The roles a showdown or any-percent run needs: plans, code, fixes, fresh-eyes reviews and the verdict.
+PARALLEL_ROLES: tuple[Role, ...] = ("planner", "generator", "fixer", "reviewer", "judge")
+
+
+async def check_parallel(settings: Settings, inputs: ShowdownInput | AnyPercentInput) -> None:
+    """Everything a parallel run needs before it is created: its roles (the caller cannot be the fixer), a test
+    command that runs, a design, and a git repository with a commit whose tracked files are clean (unless
+    include_uncommitted). Nothing is made here: no worktree, branch, run or model call."""
+    from speedrun.nodes.assess import read_design
+    from speedrun.sandbox import check_test_command
+    from speedrun.state.parallel import CLIENT_FIXER_REFUSED
+    from speedrun.worktrees import base_commit, inspect_repo
+
+    run_settings = with_roles(settings, inputs.roles)
+    if run_settings.fixer_is_client:
+        raise InputError(CLIENT_FIXER_REFUSED + ".")
+    run_settings.require(*PARALLEL_ROLES)
+    repo = await inspect_repo(inputs.repo)
+    if not inputs.include_uncommitted:
+        await base_commit(repo, include_uncommitted=False)  # refuses a dirty tree, naming the files and the fixes
+    await asyncio.to_thread(check_apart_from_home, settings.home, Path(repo.root), "repo")
+    await asyncio.to_thread(check_test_command, inputs.test_command, Path(repo.root))
+    design = await asyncio.to_thread(read_design, inputs.design, repo.root)
+    if not design.strip():
+        raise InputError("design is empty; pass the design's text or the path of a file holding it (in the repo).")
 
 
 #: The roles the default workflow (turbo with a task) needs: what `check` and check_status verify.

@@ -14,7 +14,7 @@ from speedrun.config import RunContext, Settings
 from speedrun.errors import InputError, RunNotFoundError, SpeedRunError, echo
 from speedrun.procs import owner_alive, process_tag
 from speedrun.runs_db import Liveness, get_liveness, migrate, now, set_liveness
-from speedrun.state.records import NextAction, RunRow, RunStatus, one_line
+from speedrun.state.records import CleanResult, NextAction, RunRow, RunStatus, one_line
 from speedrun.state.runs import META_OUTPUT_DIR, META_WORKFLOW, ResumeAnswer, RunMeta
 
 RunState = Literal["running", "passed", "failed", "stopped", "done", "needs_input", "interrupted", "cancelled", "error"]
@@ -23,8 +23,51 @@ PROGRESS_KEEP = 30  # lines kept in memory per live run
 PROGRESS_SHOWN = 5  # lines a caller sees while it runs
 PROGRESS_LINE = 160
 ERROR_SHOWN = 600
+#: The workflows whose runs fan out to parallel runners (showdown, any-percent): their status shows each runner.
+PARALLEL = ("showdown", "any_percent")
+RUNNER_STEP = 90  # characters of a runner's latest step in the status
+SHOWN_RESULT_WARNINGS, RESULT_WARNING = 2, 120  # a parallel result's warnings in the compact form
 
 __all__ = ["FINISHED", "NextAction", "RunManager", "RunStatus", "new_run_id"]
+
+
+@dataclass
+class _Runners:
+    """Each parallel runner's latest step, from the stream: run_runner's events name their runner; events of a
+    runner's turbo subgraph are told apart by their namespace, the run_runner task that the tasks stream names."""
+
+    steps: dict[str, str] = field(default_factory=dict)
+    by_task: dict[str, str] = field(default_factory=dict)  # run_runner task id -> runner name
+
+    def see(self, ns: tuple[str, ...], mode: str, chunk: Any) -> str | None:
+        """Note what the event says of a runner; the progress line to publish for it (None: nothing to show)."""
+        if mode == "tasks":
+            if not ns and isinstance(chunk, dict) and chunk.get("name") == "run_runner" and "input" in chunk:
+                name = _runner_name(chunk["input"])
+                if name:
+                    self.by_task[str(chunk.get("id"))] = name
+            return None
+        if mode != "custom" or not isinstance(chunk, dict) or not chunk.get("message"):
+            return None
+        message, step = str(chunk["message"]), str(chunk.get("step", ""))
+        runner = chunk.get("runner")
+        if isinstance(runner, str) and runner:
+            phase = str(chunk.get("phase") or step)
+            self.steps[runner] = one_line(f"{phase}: {message.removeprefix(f'{runner}: ')}", RUNNER_STEP)
+            return f"{step}: {message}".strip(": ")
+        task = ns[0].split(":", 1)[1] if ns and ":" in ns[0] else None
+        runner = self.by_task.get(task or "")
+        if runner is None:
+            return _progress_line(mode, chunk)
+        self.steps[runner] = one_line(f"{step}: {message}", RUNNER_STEP)  # a step of the runner's turbo loop
+        return f"{runner}: {step}: {message}"
+
+
+def _runner_name(task_input: Any) -> str | None:
+    """The runner a run_runner task is for, from its input (a RunnerTask, or its dict form)."""
+    worktree = task_input.get("worktree") if isinstance(task_input, dict) else getattr(task_input, "worktree", None)
+    name = worktree.get("name") if isinstance(worktree, dict) else getattr(worktree, "name", None)
+    return name if isinstance(name, str) else None
 
 
 @dataclass
@@ -33,12 +76,18 @@ class _Live:
     meta: RunMeta  # known here before the run's first checkpoint records it
     progress: list[str] = field(default_factory=list)
     listeners: list[Callable[[str], Any]] = field(default_factory=list)
+    runners: _Runners = field(default_factory=_Runners)
 
 
 def _graph_builders() -> dict[str, Any]:
-    from speedrun.graphs import judge, turbo
+    from speedrun.graphs import any_percent, judge, showdown, turbo
 
-    return {"turbo": turbo.builder, "judge": judge.builder}
+    return {
+        "turbo": turbo.builder,
+        "judge": judge.builder,
+        "showdown": showdown.builder,
+        "any_percent": any_percent.builder,
+    }
 
 
 def new_run_id(workflow: str) -> str:
@@ -135,7 +184,9 @@ class RunManager:
         if workflow not in self.graphs:
             raise InputError(f"unknown workflow {workflow!r}; expected one of {', '.join(self.graphs)}.")
         run_id = run_id or new_run_id(workflow)
-        meta = RunMeta(workflow=workflow, created_at=now(), output_dir=inputs.get("output_dir"))
+        # A parallel run's directory is its repo: list_runs shows where each run works.
+        where = inputs.get("output_dir") or (inputs.get("repo") if workflow in PARALLEL else None)
+        meta = RunMeta(workflow=workflow, created_at=now(), output_dir=where)
         await self._mark(run_id, "running")
         self._launch(run_id, meta, inputs)
         return run_id
@@ -216,6 +267,8 @@ class RunManager:
 
         # The saver records the config's metadata on every checkpoint: that is where the run's facts live.
         config = {"configurable": {"thread_id": run_id}, "metadata": live.meta.as_metadata(), "recursion_limit": 200}
+        # The tasks stream names each run_runner task's runner, so its turbo subgraph's steps can be shown per runner.
+        modes = ["updates", "custom", "tasks"] if live.meta.workflow in PARALLEL else ["updates", "custom"]
 
         async def publish(line: str) -> None:
             live.progress = (live.progress + [line])[-PROGRESS_KEEP:]
@@ -229,15 +282,15 @@ class RunManager:
         try:
             # Rate-budget waits of this run's model calls show up as progress ("waiting 12 s for ... tokens/min").
             with report_waits(lambda message: publish(f"waiting: {message}")):
-                async for _ns, mode, chunk in self.graphs[live.meta.workflow].astream(
+                async for ns, mode, chunk in self.graphs[live.meta.workflow].astream(
                     payload,
                     config,
                     context=RunContext(self.settings),
-                    stream_mode=["updates", "custom"],
+                    stream_mode=modes,
                     subgraphs=True,
                     durability="sync",
                 ):
-                    line = _progress_line(mode, chunk)
+                    line = live.runners.see(tuple(ns), mode, chunk)
                     if line:
                         await publish(line)
             await self._mark(run_id, "done")
@@ -280,6 +333,7 @@ class RunManager:
             progress=progress[-PROGRESS_SHOWN:],
         )
         if live and not live.task.done():
+            status.runners = dict(live.runners.steps)
             status.next = "wait for it (poll its status), or cancel it."
             status.next_actions = [
                 _act("run_status", run_id, "poll until it ends"),
@@ -295,7 +349,11 @@ class RunManager:
         run_id, workflow, state, error = status.run_id, status.workflow, liveness.state, liveness.error
         snapshot = await self.graphs[workflow].aget_state({"configurable": {"thread_id": run_id}})
         result = _result_of(workflow, snapshot.values)
-        if result is not None:
+        if result is not None and workflow in PARALLEL:
+            status.status, status.output_dir = "done", None
+            status.report_path = result.result_path or None
+            status.result = parallel_summary(result, snapshot.values)
+        elif result is not None:
             summary = result.summary() if hasattr(result, "summary") else result
             verdict = getattr(summary, "status", "done")  # the judge has a verdict, not pass/fail
             status.status = next((f for f in FINISHED if f == verdict), "done")
@@ -329,6 +387,21 @@ class RunManager:
             status.status = "interrupted"
             status.next = "the process running it stopped; continue it to pick it up."
             status.next_actions = [_act("resume_run", run_id, "pick it up where it stopped", action="continue")]
+
+    def runner_steps(self, run_id: str) -> dict[str, str]:
+        """Each runner's latest step while a parallel run is live in this process (empty otherwise)."""
+        live = self.live.get(run_id)
+        return dict(live.runners.steps) if live else {}
+
+    def live_run_ids(self) -> list[str]:
+        """The runs this process is driving right now."""
+        return [run_id for run_id, live in self.live.items() if not live.task.done()]
+
+    async def clean(self) -> CleanResult:
+        """Remove the worktrees and branches of parallel runs nobody drives (not the ones live here), per journal."""
+        from speedrun.worktrees import clean_report
+
+        return await clean_report(self.settings.home, live_run_ids=self.live_run_ids())
 
     async def full_result(self, run_id: str) -> Any:
         """The run's full result record (TurboResult, JudgeResult), or None while it has none."""
@@ -394,12 +467,49 @@ def _result_of(workflow: str, values: Any) -> Any:
     values = values or {}
     result = values.get("result") if isinstance(values, dict) else getattr(values, "result", None)
     if isinstance(result, dict):  # a checkpoint from before the record was on the allow-list
+        from pydantic import BaseModel
+
         from speedrun.state.judge import JudgeResult
+        from speedrun.state.parallel import ParallelResult
         from speedrun.state.turbo import TurboResult
 
-        record: type[TurboResult] | type[JudgeResult] = TurboResult if workflow == "turbo" else JudgeResult
-        result = record.model_validate(result)
+        records: dict[str, type[BaseModel]] = {"turbo": TurboResult, "showdown": ParallelResult}
+        result = records.get(workflow, ParallelResult if workflow in PARALLEL else JudgeResult).model_validate(result)
     return result
+
+
+def parallel_summary(result: Any, values: Any) -> dict[str, Any]:
+    """A showdown or any-percent result in a caller's budget: the runners table, the winner and why, the flags.
+
+    Empty fields are left out, warnings are cut to a few short lines, and with promote=ask it names the kept
+    branches and how to pick one (result.md, at report_path, has everything).
+    """
+    data: dict[str, Any] = result.model_dump(
+        mode="json", exclude={"mode", "result_path", "runners", "warnings", "similar"}, exclude_defaults=True
+    )
+    data["runners"] = [row.model_dump(mode="json", exclude_defaults=True) for row in result.runners]
+    if result.similar:
+        data["similar"] = [f"{f.first}~{f.second} {f.ratio:.0%}" for f in result.similar]
+    if result.warnings:
+        data["warnings"] = [one_line(w, RESULT_WARNING) for w in result.warnings[:SHOWN_RESULT_WARNINGS]]
+        if len(result.warnings) > SHOWN_RESULT_WARNINGS:
+            data["omitted"] = f"{len(result.warnings) - SHOWN_RESULT_WARNINGS} warnings (see result.md)"
+    if result.status == "awaiting_choice":
+        branches = _kept_branches(values)
+        data["choose"] = (
+            f"pick one and merge it on your branch (`git merge <branch>`), then `git branch -D` the others; "
+            f"kept: {', '.join(branches)}"
+        )
+    return data
+
+
+def _kept_branches(values: Any) -> list[str]:
+    """The survivors' branches, which promote=ask keeps for the caller to choose from."""
+    fields = values if isinstance(values, dict) else vars(values)
+    survivors = set(fields.get("survivors") or [])
+    worktrees = fields.get("worktrees") or []
+    names = [(w.get("name"), w.get("branch")) if isinstance(w, dict) else (w.name, w.branch) for w in worktrees]
+    return [str(branch) for name, branch in names if name in survivors]
 
 
 def _progress_line(mode: str, chunk: Any) -> str | None:

@@ -23,6 +23,7 @@ from speedrun.errors import InputError, SpeedRunError, echo
 from speedrun.files import write_text_atomic
 from speedrun.procs import owner_alive, process_tag
 from speedrun.state.parallel import SLUG, Worktree
+from speedrun.state.records import CleanedWorktree, CleanResult
 
 __all__ = [
     "Journal",
@@ -31,6 +32,7 @@ __all__ = [
     "base_commit",
     "changed_files",
     "clean_orphans",
+    "clean_report",
     "commit_all",
     "create_worktree",
     "discard_leftovers",
@@ -564,7 +566,12 @@ async def promote(state_root: str, wt: Worktree, mode: Literal["branch", "merge"
 
 async def discard_leftovers(journal: Journal) -> list[str]:
     """Remove the worktrees and branches the journal lists as planned or created; one line per entry removed."""
-    lines, roots = [], set()
+    return (await _discard(journal)).lines()
+
+
+async def _discard(journal: Journal) -> CleanResult:
+    """Remove what the journal lists as planned or created: what went (typed) and what could not."""
+    done, roots = CleanResult(), set()
     for entry in journal.entries():
         if entry.state not in {"planned", "created"}:
             continue
@@ -575,34 +582,58 @@ async def discard_leftovers(journal: Journal) -> list[str]:
         try:
             await remove_worktree(entry.repo_root, entry.worktree, journal)
         except SpeedRunError as exc:
-            lines.append(f"run {journal.run_id}: could not remove {entry.name}: {exc}")
+            done.problems.append(f"run {journal.run_id}: could not remove {entry.name}: {exc}")
             continue
-        lines.append(f"run {journal.run_id}: removed worktree {entry.path} and branch {entry.branch}")
+        done.removed.append(
+            CleanedWorktree(run_id=journal.run_id, name=entry.name, path=entry.path, branch=entry.branch)
+        )
     for root in roots:
         if await asyncio.to_thread(os.path.isdir, root):
             await _git(root, "worktree", "prune", check=False)
-    return lines
+    return done
 
 
-async def clean_orphans(home: Path, *, live_run_ids: Iterable[str] = frozenset()) -> list[str]:
-    """Remove the worktrees and branches of runs that died (not live here, owner process gone), from journals.
+#: What a clean that removed something says about the runs it touched.
+CLEANED_NOTE = (
+    "runs cleaned here lost their runners' worktrees and unpromoted branches: they can no longer be resumed"
+)
+
+
+async def clean_report(home: Path, *, live_run_ids: Iterable[str] = frozenset()) -> CleanResult:
+    """Remove the worktrees and branches of orphaned runs (see `_orphaned`), from their journals; what went.
 
     A run cleaned this way loses its runners' worktrees and unpromoted branches: resuming it afterwards finds
     nothing to continue in, so clean the runs you will not resume.
     """
     live = set(live_run_ids)
-    lines: list[str] = []
+    report = CleanResult()
     for path in await asyncio.to_thread(_journal_paths, home):
         journal = Journal(path, path.parent.name)
-        if journal.run_id in live or await asyncio.to_thread(_owner_alive, journal):
+        if not await asyncio.to_thread(_orphaned, journal, live):
             continue
-        lines += await discard_leftovers(journal)
-    return lines
+        found = await _discard(journal)
+        report.removed += found.removed
+        report.problems += found.problems
+    report.note = CLEANED_NOTE if report.removed else "nothing to clean: no run left worktrees or branches behind"
+    return report
+
+
+async def clean_orphans(home: Path, *, live_run_ids: Iterable[str] = frozenset()) -> list[str]:
+    """`clean_report` as lines: one per worktree removed, then one per problem."""
+    return (await clean_report(home, live_run_ids=live_run_ids)).lines()
 
 
 def _journal_paths(home: Path) -> list[Path]:
     return sorted(Path(home, "runs").glob("*/worktrees.json"))
 
 
-def _owner_alive(journal: Journal) -> bool:
-    return owner_alive(journal.owner())
+def _orphaned(journal: Journal, live: set[str]) -> bool:
+    """A run nobody drives: not live in this process, and its journal's owner is dead or is this very process.
+
+    The second case is a run cancelled (or ended by an error) in a server that is still up: its owner is alive
+    but the run is not, so its worktrees are orphans too. Blocking (reads the journal).
+    """
+    if journal.run_id in live:
+        return False
+    owner = journal.owner()
+    return owner == process_tag() or not owner_alive(owner)

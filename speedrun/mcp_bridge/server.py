@@ -23,7 +23,7 @@ from pydantic import Field
 from speedrun.config import Settings, load_settings
 from speedrun.errors import ConfigError, InputError, SpeedRunError, echo
 from speedrun.state import GenerateResult, StatusResult, Usage, WriteFilesResult
-from speedrun.state.records import RunList, RunStatus
+from speedrun.state.records import CleanResult, RunList, RunStatus
 
 if TYPE_CHECKING:  # imported inside Runs.get: langgraph and sqlite stay out of start-up
     from speedrun.runs import RunManager
@@ -34,8 +34,10 @@ R = TypeVar("R")
 INSTRUCTIONS = (
     "speed-run hands first-pass code generation to a fast hosted model and returns only metadata, never code. "
     "Write a contract (DATA CONTRACT, API CONTRACT, ALGORITHM, RULES) and call turbo: it generates, tests and "
-    "repairs failures with small edits. Poll long runs with run_status. To compare implementations, run several "
-    "turbo calls at once and call judge. generate_and_write_files is the one-shot form; check_status diagnoses setup."
+    "repairs failures with small edits. Poll long runs with run_status. showdown builds one design 2-5 times in git "
+    "worktrees and promotes the judged winner; any_percent builds 2-5 approaches; clean removes what dead parallel "
+    "runs left. judge scores existing implementations. generate_and_write_files is the one-shot form; check_status "
+    "diagnoses setup."
 )
 
 
@@ -451,6 +453,146 @@ async def judge(
     return await _wait_and_report(ctx, run_id, wait_seconds)
 
 
+Design = Annotated[
+    str, Field(description="The design: its text, or the path of a file holding it (relative to the repo).")
+]
+Feature = Annotated[str, Field(description="A slug naming the feature: branches <feature>/speed-run/..., docs/plans.")]
+Repo = Annotated[
+    str | None,
+    Field(description="The git repository to work in (inside the allowed roots); default: the first allowed root."),
+]
+TestCommand = Annotated[str, Field(description="Shell command that runs the tests in each worktree.")]
+ScenarioCommand = Annotated[
+    str | None, Field(description="Optional second gate every survivor must pass, e.g. scenario tests.")
+]
+SetupCommand = Annotated[str | None, Field(description="Optional command run once per worktree first, e.g. 'uv sync'.")]
+FixCycles = Annotated[int, Field(description="Surgical fix rounds per runner before giving up.", ge=0, le=20)]
+Promote = Annotated[
+    Literal["branch", "merge", "ask"],
+    Field(
+        description="branch: keep the winner's branch; merge: merge it into your current branch; ask: keep every "
+        "survivor's branch and let you pick one to merge."
+    ),
+]
+Roles = Annotated[
+    dict[str, str] | None,
+    Field(description="Per-role overrides, e.g. {'generator': 'groq'}; the fixer cannot be 'client' here."),
+]
+IncludeUncommitted = Annotated[
+    bool, Field(description="Start the worktrees from a snapshot of your uncommitted changes instead of refusing.")
+]
+ParallelWait = Annotated[
+    float,
+    Field(description="How long to wait before returning a run_id to poll with run_status (0: at once).", ge=0, le=600),
+]
+
+
+async def _start_parallel(
+    ctx: Context, workflow: str, repo: str | None, wait_seconds: float, **fields: Any
+) -> RunStatus:
+    """Resolve the repo inside the allowed roots, build and check the input (preflight), start the run, wait."""
+    from speedrun.preflight import check_parallel, parallel_input
+
+    app = app_of(ctx)
+    path, _ = resolve_output_dir(repo or ".", await allowed_roots(ctx, app.settings), "repo")
+    inputs = parallel_input(workflow, repo=path, **fields)
+    await check_parallel(app.settings, inputs)
+    run_id = await (await app.runs.get()).start(workflow, inputs.model_dump(mode="json"))
+    return await _wait_and_report(ctx, run_id, wait_seconds)
+
+
+@tool_errors()
+async def showdown(
+    design: Design,
+    feature: Feature,
+    ctx: Context,
+    repo: Repo = None,
+    runners: Annotated[
+        int | Literal["auto"],
+        Field(description="How many runners build the design (2-5), or 'auto': the planner rates its complexity."),
+    ] = "auto",
+    test_command: TestCommand = "pytest -q",
+    scenario_command: ScenarioCommand = None,
+    setup_command: SetupCommand = None,
+    max_fix_cycles: FixCycles = 3,
+    promote: Promote = "branch",
+    roles: Roles = None,
+    include_uncommitted: IncludeUncommitted = False,
+    wait_seconds: ParallelWait = 0,
+) -> RunStatus:
+    """Build one design with 2-5 runners, each from its own plan in its own git worktree; gate on tests, judge the
+    survivors, promote the winner and remove the rest. Long: poll run_status. Returns the runners table and winner."""
+    return await _start_parallel(
+        ctx,
+        "showdown",
+        repo,
+        wait_seconds,
+        design=design,
+        feature=feature,
+        runners=runners,
+        test_command=test_command,
+        scenario_command=scenario_command,
+        setup_command=setup_command,
+        max_fix_cycles=max_fix_cycles,
+        promote=promote,
+        roles=roles,
+        include_uncommitted=include_uncommitted,
+    )
+
+
+@tool_errors()
+async def any_percent(
+    design: Design,
+    feature: Feature,
+    ctx: Context,
+    repo: Repo = None,
+    approaches: Annotated[
+        list[dict[str, Any] | str] | None,
+        Field(
+            description="2-5 approaches: {slug, summary, pros?, cons?} or 'slug: summary'; omit to let the planner "
+            "propose them along the design's main architectural axis."
+        ),
+    ] = None,
+    test_command: TestCommand = "pytest -q",
+    scenario_command: Annotated[
+        str | None, Field(description="Scenario tests run against every variant alike (recommended).")
+    ] = None,
+    setup_command: SetupCommand = None,
+    max_fix_cycles: FixCycles = 3,
+    promote: Promote = "branch",
+    roles: Roles = None,
+    include_uncommitted: IncludeUncommitted = False,
+    wait_seconds: ParallelWait = 0,
+) -> RunStatus:
+    """Build 2-5 different approaches to one problem in their own git worktrees, run the same scenario tests on
+    each, judge the trade-offs and promote the winner. Long: poll run_status. Returns the runners table and winner."""
+    return await _start_parallel(
+        ctx,
+        "any_percent",
+        repo,
+        wait_seconds,
+        design=design,
+        feature=feature,
+        approaches=approaches,
+        test_command=test_command,
+        scenario_command=scenario_command,
+        setup_command=setup_command,
+        max_fix_cycles=max_fix_cycles,
+        promote=promote,
+        roles=roles,
+        include_uncommitted=include_uncommitted,
+    )
+
+
+@tool_errors()  # broken settings may not name the right SPEEDRUN_HOME: refuse rather than clean elsewhere
+async def clean(ctx: Context) -> CleanResult:
+    """Remove the worktrees and branches that showdown / any_percent runs left behind when their process died or
+    they were cancelled (from each run's journal). Runs live in this server are left alone; cleaned runs can no
+    longer be resumed. Promoted branches are yours and are never touched."""
+    result: CleanResult = await (await app_of(ctx).runs.get()).clean()
+    return result
+
+
 @tool_errors()
 async def run_status(
     run_id: Annotated[str, Field(description="The run_id a workflow tool returned.")],
@@ -509,11 +651,14 @@ TOOLS: tuple[Callable[..., Awaitable[Any]], ...] = (
     generate_and_write_files,
     check_status,
     turbo,
+    showdown,
+    any_percent,
     judge,
     run_status,
     resume_run,
     cancel_run,
     list_runs,
+    clean,
 )
 
 

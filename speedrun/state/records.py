@@ -231,6 +231,9 @@ class RunStatus(CompactModel):
     created_at: str
     output_dir: str | None = None
     progress: list[str] = Field(default_factory=list, description="Latest progress lines, oldest first.")
+    runners: dict[str, str] = Field(
+        default_factory=dict, description="While a showdown or any-percent runs: each runner's latest step."
+    )
     result: dict[str, Any] | None = Field(None, description="The compact final result when the run is done.")
     report_path: str | None = Field(None, description="JSON file with the full report (every failure, edit and call).")
     needs: list[dict[str, Any]] | None = Field(None, description="Open interrupt payloads (needs_input).")
@@ -253,3 +256,32 @@ class RunList(BaseModel):
     """Recent runs, newest first (no results; run_status gives one run's details)."""
 
     runs: list[RunRow]
+
+
+class CleanedWorktree(BaseModel):
+    """One worktree (and its branch) that `clean` removed."""
+
+    run_id: str = Field(description="The run that made it.")
+    name: str = Field(description="runner-N or variant-<slug>.")
+    path: str = Field(description="The worktree's folder, now gone.")
+    branch: str = Field(description="Its branch, now deleted.")
+
+    def line(self) -> str:
+        """The removal in one line, as the CLI prints it."""
+        return f"run {self.run_id}: removed worktree {self.path} and branch {self.branch}"
+
+
+class CleanResult(BaseModel):
+    """What `clean` removed: the worktrees and branches of runs no process is driving, from their journals."""
+
+    removed: list[CleanedWorktree] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list, description="What could not be removed, and why.")
+    note: str = Field(
+        "",
+        description="What cleaning means for the runs it touched (they can no longer be resumed), or that "
+        "there was nothing to clean.",
+    )
+
+    def lines(self) -> list[str]:
+        """Every removal, then every problem, one line each."""
+        return [r.line() for r in self.removed] + self.problems
