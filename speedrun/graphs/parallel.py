@@ -1,17 +1,33 @@
-"""The parallel workflows' shared graph: assess → worktrees → one runner per worktree (Send) → gate → judge → finish."""
+"""The parallel workflows' shared graph: assess → worktrees → one runner per worktree (Send) → gate → judge → finish.
+
+What is left behind, and when (one rule):
+- prepare_worktrees is all or none: if it fails, what it made is removed before the error is raised.
+- A run that ends, whatever its status (promoted, awaiting_choice, no_survivor), keeps only what promotion hands
+  to the user: the winner's branch (promote=branch), the survivors' branches (promote=ask), or nothing (merge, no
+  winner). Every worktree goes.
+- A run that fails, is cancelled or is killed after the worktrees exist KEEPS them, journaled under
+  SPEEDRUN_HOME/runs/<run_id>/worktrees.json: it stays resumable, and a resume retries from the failed step
+  without re-running finished runners (their results are in the checkpoint, their work on their branches).
+  They are not strays: the error says so, and `speedrun clean` (worktrees.clean_orphans) removes them for a run
+  that is not running, when the user will not resume it.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
+from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
 from langgraph.types import Send
 from pydantic import BaseModel
 
 from speedrun import prompts
 from speedrun.config import RunContext
-from speedrun.graphs.common import node
+from speedrun.errors import SpeedRunError
+from speedrun.graphs.common import AsyncNode, node
 from speedrun.nodes.assess import assess
+from speedrun.nodes.common import run_settings
 from speedrun.nodes.gate import gate
 from speedrun.nodes.judge_runners import judge_runners
 from speedrun.nodes.prepare_worktrees import prepare_worktrees
@@ -27,9 +43,34 @@ from speedrun.state.parallel import (
     ShowdownState,
     plans_dir,
 )
+from speedrun.state.records import one_line
 
 #: Planner temperatures of runners 1..5: spread, so plans differ in more than their framing.
 TEMPERATURES = (0.3, 0.55, 0.8, 0.45, 0.7)
+#: How a failure after the worktrees exist reads: what failed, that the run is resumable, how to discard it.
+KEPT_FOR_RESUME = (
+    "{step} failed: {error}. The runners' worktrees and branches are kept, so this run can resume: resume it to "
+    "retry from {step} (finished runners are not run again), or remove them with `speedrun clean` if you will not."
+)
+ERROR_CHARS = 300
+
+
+def keeps_worktrees(func: AsyncNode) -> AsyncNode:
+    """`func` as a node after the fan-out: its failure raises a SpeedRunError saying the worktrees are kept."""
+
+    async def wrapped(state: Any, runtime: Runtime[RunContext]) -> dict[str, Any]:
+        try:
+            return await func(state, runtime)
+        except GraphBubbleUp:  # LangGraph's own control flow (interrupts) is no failure
+            raise
+        except Exception as exc:
+            text = str(exc) if isinstance(exc, SpeedRunError) else f"{type(exc).__name__}: {exc}"
+            error = one_line(run_settings(runtime).redact(text), ERROR_CHARS) or type(exc).__name__
+            raise SpeedRunError(KEPT_FOR_RESUME.format(step=func.__name__, error=error)) from exc
+
+    wrapped.__name__ = wrapped.__qualname__ = func.__name__
+    wrapped.__doc__ = func.__doc__
+    return wrapped
 
 
 def runner_tasks(state: ShowdownState | AnyPercentState) -> list[RunnerTask]:
@@ -77,7 +118,7 @@ def build(
         ("promote", promote),
         ("write_result", write_result),
     ):
-        builder.add_node(name, node(func))
+        builder.add_node(name, node(keeps_worktrees(func)))
     builder.add_edge(START, "assess")
     builder.add_edge("assess", "prepare_worktrees")
     builder.add_conditional_edges("prepare_worktrees", fan_out, ["run_runner", "gate"])

@@ -12,10 +12,14 @@ from speedrun.errors import SpeedRunError
 from speedrun.nodes.common import progress
 from speedrun.nodes.prepare_worktrees import run_journal
 from speedrun.state.parallel import AnyPercentState, ParallelResult, ShowdownState, Worktree
-from speedrun.worktrees import Journal, remove_worktree
+from speedrun.state.records import one_line
+from speedrun.worktrees import Journal, inspect_repo, remove_worktree
 from speedrun.worktrees import promote as promote_worktree
 
 Status = Literal["promoted", "awaiting_choice", "no_survivor", "failed"]
+#: How promotion's line starts when git refused it (the branch is kept); the line is also a warning then.
+NOT_PROMOTED = "not promoted"
+PROMOTION_CHARS = 300
 
 
 def pick_winner(state: ShowdownState | AnyPercentState) -> str | None:
@@ -35,7 +39,7 @@ async def promote(state: ShowdownState | AnyPercentState, runtime: Runtime[RunCo
     deleted (refused or conflicting: the branch stays, with a warning). ask: every worktree goes, the survivors'
     branches stay for the user to choose from, and the status is awaiting_choice. Worktrees already handled by an
     earlier attempt of this node (a resume) are skipped. Returns `warnings` and a partial `result` (mode, status,
-    winner, winner_branch, why, flip_rate, worksheet_path) for the result writer to complete.
+    winner, winner_branch, why, flip_rate, worksheet_path, promotion) for the result writer to complete.
     """
     journal = run_journal(runtime, state)
     done = {e.path for e in await asyncio.to_thread(journal.entries) if e.state in {"removed", "promoted"}}
@@ -44,16 +48,32 @@ async def promote(state: ShowdownState | AnyPercentState, runtime: Runtime[RunCo
     keep_worktree = target if status == "promoted" else None  # promote_worktree removes it itself
     others = [wt for wt in state.worktrees if wt.path not in done and wt != keep_worktree]
     warnings = await _remove(state.repo_root, others, kept, journal)
-    if keep_worktree is not None and keep_worktree.path not in done:
-        mode: Literal["branch", "merge"] = "merge" if state.promote == "merge" else "branch"
-        try:
-            line = await promote_worktree(state.repo_root, keep_worktree, mode, journal)
-            progress(runtime, "promote", line, runner=keep_worktree.name)
-        except SpeedRunError as exc:  # merge refused or conflicting: the branch is kept, so the work is not lost
-            warnings.append(str(exc))
+    if keep_worktree is not None:
+        line = await _hand_over(state, keep_worktree, journal, resumed=keep_worktree.path in done)
+        if line.startswith(NOT_PROMOTED):
+            warnings.append(line)
     elif status == "awaiting_choice":
-        progress(runtime, "promote", f"kept the branches of {', '.join(sorted(kept))}; choose one to merge")
-    return {"warnings": warnings, "result": _partial_result(state, status, target)}
+        line = f"kept the branches of {', '.join(sorted(kept))}; choose one and merge it with `git merge <branch>`"
+    else:
+        line = "no winner: every runner's worktree and branch was removed"
+    progress(runtime, "promote", line, **({"runner": keep_worktree.name} if keep_worktree else {}))
+    result = _partial_result(state, status, target)
+    result.promotion = one_line(line, PROMOTION_CHARS)
+    return {"warnings": warnings, "result": result}
+
+
+async def _hand_over(state: ShowdownState | AnyPercentState, wt: Worktree, journal: Journal, resumed: bool) -> str:
+    """Promote the winner's worktree; one line saying what happened (NOT_PROMOTED... when git refused).
+
+    A resumed node whose earlier attempt already handed the branch over only merges, and only if the branch is
+    still there: the crash may have come between removing the worktree and the merge."""
+    mode: Literal["branch", "merge"] = "merge" if state.promote == "merge" else "branch"
+    if resumed and (mode == "branch" or wt.branch not in (await inspect_repo(state.repo_root)).branches):
+        return f"{wt.branch}: handed over before the run was interrupted ({mode})"
+    try:
+        return await promote_worktree(state.repo_root, wt, mode, journal)
+    except SpeedRunError as exc:  # merge refused or conflicting: the branch is kept, so the work is not lost
+        return f"{NOT_PROMOTED}: {exc}"
 
 
 def _decide(state: ShowdownState | AnyPercentState) -> tuple[Status, Worktree | None]:

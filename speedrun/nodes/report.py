@@ -18,14 +18,16 @@ from speedrun.state.turbo import TurboResult, TurboState, ledger_by_role
 GENERATING_ROLES = ("generator", "fixer", "planner")
 
 
-def report_path(home: Path, run_id: str) -> Path:
-    """Where a run's full report lives: SPEEDRUN_HOME/runs/<run_id>/report.json."""
-    return home / "runs" / run_id / "report.json"
+def report_path(home: Path, run_id: str, runner: str | None = None) -> Path:
+    """Where a run's full report lives: SPEEDRUN_HOME/runs/<run_id>/report.json, or .../<runner>/report.json for
+    turbo inside a parallel runner (the runners of one run share its id)."""
+    folder = home / "runs" / run_id
+    return (folder / runner if runner else folder) / "report.json"
 
 
-def save_report(home: Path, run_id: str, text: str) -> Path:
+def save_report(home: Path, run_id: str, text: str, runner: str | None = None) -> Path:
     """Write a run's full report under SPEEDRUN_HOME (created 0700 if this is its first use); returns its path."""
-    path = report_path(ensure_home(home), run_id)
+    path = report_path(ensure_home(home), run_id, runner)
     write_text_atomic(path, text, private=True)
     return path
 
@@ -59,12 +61,11 @@ async def report(state: TurboState, runtime: Runtime[RunContext]) -> dict[str, A
     result.caller_tokens_saved = max(0, generated - estimate_tokens(result.summary().model_dump_json()))
     if run_id:
         home = run_settings(runtime).home
-        path = report_path(home, str(run_id))
+        path = report_path(home, str(run_id), state.runner)
         result.report_path = str(path)
+        text = json.dumps(result.model_dump(mode="json"), indent=1)
         try:  # off the event loop: Studio refuses blocking calls in nodes
-            await asyncio.to_thread(
-                save_report, home, str(run_id), json.dumps(result.model_dump(mode="json"), indent=1)
-            )
+            await asyncio.to_thread(save_report, home, str(run_id), text, state.runner)
         except OSError as exc:
             result.report_path = None
             result.warnings.append(f"could not write the full report to {path}: {exc.strerror or exc}")

@@ -112,7 +112,7 @@ async def _run(
         step("scenario", f"running {s.scenario_command}")
         scenario = await run_test_command(s.scenario_command, cwd, runtime, timeout_s=s.test_timeout_s, extra_env=env)
     step("commit", "committing on its branch")
-    commit = await worktrees.commit_all(task.worktree, f"speed-run: {name}\n\nPlan: {task.plan_path}")
+    commit = await _commit(task, f"speed-run: {name}\n\nPlan: {task.plan_path}")
     files = await worktrees.changed_files(task.worktree, task.base)
     lines = await asyncio.to_thread(_count_lines, cwd, files)
     status = gate_status(turbo.tests, scenario, bool(s.scenario_command))
@@ -127,6 +127,7 @@ async def _run(
         files_changed=files,
         lines=lines,
         commit=commit,
+        report_path=turbo.report_path,
     )
 
 
@@ -162,12 +163,23 @@ async def _turbo(task: RunnerTask, plan: str, env: dict[str, str]) -> tuple[Turb
         roles=s.roles,
         test_timeout_s=s.test_timeout_s,
         test_env=env,
+        runner=task.worktree.name,
     )
     final = await turbo_graph.ainvoke(turbo_input, output_keys=["result", "ledger"])
     result = final.get("result")
     if not isinstance(result, TurboResult):
         raise SpeedRunError("turbo's loop ended without a result")
     return result, list(final.get("ledger") or [])
+
+
+async def _commit(task: RunnerTask, message: str) -> str | None:
+    """Commit the runner's work; nothing new to commit but a branch already ahead of the base means an earlier
+    attempt committed it and died before its result was saved (a resume re-runs it): that commit is its work."""
+    commit = await worktrees.commit_all(task.worktree, message)
+    if commit is None:
+        head = (await worktrees.inspect_repo(task.worktree.path)).head
+        commit = head if head != task.base else None
+    return commit
 
 
 def _read_if_file(path: Path) -> str | None:

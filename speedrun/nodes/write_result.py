@@ -104,6 +104,8 @@ def render(state: ShowdownState | AnyPercentState, result: ParallelResult, saved
         out.append(f"Winner: **{result.winner}**, branch `{result.winner_branch}`, {verb.get(result.status, '')}.")
     else:
         out.append("No winner: no runner passed every gate, or the judge eliminated every survivor.")
+    if result.promotion:
+        out.append(f"Promotion: {result.promotion.rstrip('.')}.")
     if result.flip_rate is not None:
         out.append(f"Judge flip rate (answers that changed when the order was swapped): {result.flip_rate:.1%}.")
     if result.worksheet_path:

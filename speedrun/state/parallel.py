@@ -210,6 +210,9 @@ class RunnerResult(BaseModel):
     files_changed: list[str] = Field(default_factory=list, description="Paths changed against the base commit.")
     lines: int = Field(0, description="Lines of the files changed.")
     commit: str | None = Field(None, description="The commit holding the runner's work on its branch.")
+    report_path: str | None = Field(
+        None, description="The runner's full turbo report: SPEEDRUN_HOME/runs/<run_id>/<name>/report.json."
+    )
     wall_ms: int = 0
 
 
@@ -242,6 +245,9 @@ class ParallelResult(BaseModel):
     winner: str | None = None
     winner_branch: str | None = None
     why: str = Field("", description="One or two sentences from the judge.")
+    promotion: str = Field(
+        "", description="What promotion did, in one line: the branch kept or merged, the branches left to choose from."
+    )
     runners: list[RunnerRow] = Field(default_factory=list)
     similar: list[SimilarityFlag] = Field(default_factory=list)
     flip_rate: float | None = Field(None, description="Share of judge answers that flipped when the order was swapped.")

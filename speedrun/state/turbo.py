@@ -11,6 +11,8 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from speedrun.state.records import CompactModel, FileError, LedgerEntry, TestReport, WrittenFile, one_line
 
 SECTIONS = ("DATA CONTRACT", "API CONTRACT", "ALGORITHM", "RULES")
+#: A parallel runner's name (runner-N, variant-<slug>), as TurboInput.runner takes it.
+RUNNER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,60}$")
 
 
 class Contract(BaseModel):
@@ -269,6 +271,11 @@ class TurboInput(BaseModel):
         description="Variables added to the tests' scrubbed environment (e.g. SPEEDRUN_RUNNER, SPEEDRUN_PORT_BASE "
         "for parallel runners); a name that looks like a secret is refused.",
     )
+    runner: str | None = Field(
+        None,
+        description="Set when turbo runs as a parallel runner (runner-N, variant-<slug>): its full report goes to "
+        "runs/<run_id>/<runner>/report.json, so the runners of one run do not overwrite each other's.",
+    )
 
     @field_validator("test_command")
     @classmethod
@@ -276,6 +283,14 @@ class TurboInput(BaseModel):
         # A blank command "passes" without running a single test.
         if not value.strip():
             raise ValueError("test_command is empty; give the command that runs the tests, e.g. 'pytest -q'")
+        return value
+
+    @field_validator("runner")
+    @classmethod
+    def _runner_names_a_folder(cls, value: str | None) -> str | None:
+        # It becomes a folder name under SPEEDRUN_HOME: nothing that could climb out of the run's folder.
+        if value is not None and not RUNNER_NAME.match(value):
+            raise ValueError(f"runner {value[:60]!r} is not a runner name; use e.g. 'runner-1' or 'variant-sqlite'")
         return value
 
     @model_validator(mode="after")
