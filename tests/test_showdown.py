@@ -103,6 +103,8 @@ async def test_three_runners_plan_build_get_judged_and_only_the_winner_branch_re
     assert len(rows) == 3 and "**winner**" in rows[1] and "1 passed" in rows[0]
     assert "runner-1 and runner-3 are 100.0% alike" in doc
     assert "Winner: **runner-2**, branch `calc/speed-run/runner-2`" in doc
+    promotion = "kept branch calc/speed-run/runner-2; merge it with `git merge calc/speed-run/runner-2`"
+    assert result.promotion == promotion and f"Promotion: {promotion}." in doc
     # Compact result: the runners table and the winner within turbo's budget.
     assert [(r.name, r.status, r.tests, r.llm_calls) for r in result.runners] == [
         (f"runner-{i}", "passed", "1 passed", 2) for i in (1, 2, 3)

@@ -29,6 +29,7 @@ from speedrun.worktrees import (
     inspect_repo,
     plan_worktrees,
     promote,
+    remove_worktree,
 )
 
 pytestmark = pytest.mark.anyio
@@ -452,11 +453,52 @@ async def test_prepare_then_promote_nodes_leave_only_the_winners_branch(repo: Pa
     assert result["warnings"] == []
     assert result["result"].status == "promoted" and result["result"].winner_branch == "feat/speed-run/runner-3"
     assert result["result"].why == "runner-3 reads best."
+    assert result["result"].promotion == (
+        "kept branch feat/speed-run/runner-3; merge it with `git merge feat/speed-run/runner-3`"
+    )
     assert branches(repo) == ["feat/speed-run/runner-3", "main", "work"]
     assert worktree_paths(repo) == [str(repo)]
-    assert (await promote_node(done, rt))["warnings"] == []  # a resumed promote finds its work done
+    again = await promote_node(done, rt)  # a resumed promote finds its work done
+    assert again["warnings"] == []
+    assert again["result"].promotion == "feat/speed-run/runner-3: handed over before the run was interrupted (branch)"
     assert branches(repo) == ["feat/speed-run/runner-3", "main", "work"]
     assert await clean_orphans(home) == []
+
+
+async def test_a_merge_promote_resumed_after_its_worktree_went_still_merges(repo: Path, home: Path) -> None:
+    # The process died inside promote: the winner's worktree was removed (journal: promoted), the merge not run yet.
+    rt = runtime(home, "run-merge", [])
+    state = ShowdownState(design="d", feature="feat", repo=str(repo), runners=2, count=2, promote="merge")
+    out = await prepare_worktrees(state, rt)
+    winner = out["worktrees"][1]
+    (Path(winner.path) / "won.py").write_text("WON = 1\n")
+    await commit_all(winner, "runner-2")
+    journal = Journal.for_run(home, "run-merge")
+    await remove_worktree(str(repo), winner, journal, keep_branch=True)
+    done = state.model_copy(update={**out, "survivors": ["runner-1", "runner-2"], "judged": judged("runner-2")})
+
+    result = await promote_node(done, rt)
+
+    assert result["warnings"] == [] and result["result"].status == "promoted"
+    assert result["result"].promotion.startswith("merged feat/speed-run/runner-2 into work")
+    assert (repo / "won.py").read_text() == "WON = 1\n"
+    assert branches(repo) == ["main", "work"] and worktree_paths(repo) == [str(repo)]
+    assert await clean_orphans(home) == []
+
+
+async def test_a_refused_merge_says_so_in_the_promotion_line_and_keeps_the_branch(repo: Path, home: Path) -> None:
+    rt = runtime(home, "run-dirty", [])
+    state = ShowdownState(design="d", feature="feat", repo=str(repo), runners=2, count=2, promote="merge")
+    out = await prepare_worktrees(state, rt)
+    (repo / "work.py").write_text("WORK = 'edited, not committed'\n")
+    done = state.model_copy(update={**out, "survivors": ["runner-1"]})
+
+    result = await promote_node(done, rt)
+
+    line = result["result"].promotion
+    assert line.startswith("not promoted: did not merge feat/speed-run/runner-1: 1 tracked file") and len(line) <= 300
+    assert result["warnings"] == [line]
+    assert branches(repo) == ["feat/speed-run/runner-1", "main", "work"] and worktree_paths(repo) == [str(repo)]
 
 
 async def test_promote_ask_keeps_only_survivor_branches_and_a_failed_prepare_rolls_back(repo: Path, home: Path) -> None:
