@@ -1,0 +1,253 @@
+"""Showdown and any-percent at the edges: real MCP stdio sessions and the real CLI, on temp git repos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import jsonschema
+import pytest
+
+from tests.fake_llm import FakeLLM
+from tests.helpers import (
+    PYTEST,
+    Caller,
+    RunnerScript,
+    Script,
+    fake_env,
+    git,
+    make_repo,
+    mcp_session,
+    run_cli,
+    server_env,
+)
+
+DESIGN = "Build calc.add(a, b): the sum of two integers, with pytest tests."
+SUM = "def add(a, b):\n    return a + b\n"
+STRONG = (
+    "def add(a: int, b: int) -> int:\n    '''The sum of a and b.'''\n    total = a + b  # STRONG\n    return total\n"
+)
+BUILTIN = "def add(a, b):\n    return sum((a, b))\n"
+# turbo's compact result budget (tests/test_compact.py), one line per runner instead of per file
+BYTES_BASE, BYTES_PER_RUNNER = 1024, 120
+
+
+def speedrun_branches(repo: Path) -> list[str]:
+    return sorted(git(repo, "branch", "--list", "--format=%(refname:short)", "*speed-run*").split())
+
+
+def worktree_count(repo: Path) -> int:
+    return git(repo, "worktree", "list", "--porcelain").count("worktree ")
+
+
+async def poll(caller: Caller, run_id: str, seen: list[dict]) -> dict:
+    """run_status until the run is no longer running; every answer is kept in `seen`."""
+    while True:
+        status = await caller.call("run_status", run_id=run_id, wait_seconds=2)
+        seen.append(status)
+        if status["status"] != "running":
+            return status
+
+
+@pytest.mark.anyio
+async def test_showdown_over_mcp_polled_to_the_end_is_compact_and_promotes_the_winner(
+    fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    repo = make_repo(tmp_path / "root" / "repo")
+    code = {"runner-1": SUM, "runner-2": STRONG, "runner-3": BUILTIN}
+    fake_llm.responder = RunnerScript(code, judge=Script("# STRONG"), delay=0.3)
+    with anyio.fail_after(150):
+        async with mcp_session(tmp_path, server_env(tmp_path, fake_llm)) as session:
+            schemas = {t.name: t.output_schema for t in (await session.list_tools()).tools}
+            caller = Caller(session)
+            started = await caller.call(
+                "showdown", design=DESIGN, feature="calc", repo="repo", runners=3, test_command=PYTEST, wait_seconds=0
+            )
+            assert started["status"] == "running" and started["workflow"] == "showdown"
+            seen: list[dict] = []
+            done = await poll(caller, started["run_id"], seen)
+            listed = await caller.call("list_runs")
+
+    for answer in [started, *seen]:
+        jsonschema.validate(answer, schemas["run_status"])
+    # While it ran, a poll showed each runner's latest step.
+    tables = [s["runners"] for s in seen if s.get("runners")]
+    assert tables and set(tables[-1]) <= {"runner-1", "runner-2", "runner-3"}
+    assert any(len(t) == 3 for t in tables), tables
+    # Progress notifications went out per runner and per step, the runners' turbo steps included.
+    for name in ("runner-1", "runner-2", "runner-3"):
+        assert any(f"{name}: writing its plan" in p for p in caller.progress), caller.progress
+        assert any(p.startswith(f"{name}: run_tests:") for p in caller.progress), caller.progress
+
+    assert done["status"] == "done"
+    result = done["result"]
+    assert (result["status"], result["winner"], result["winner_branch"]) == (
+        "promoted",
+        "runner-2",
+        "calc/speed-run/runner-2",
+    )
+    assert [(r["name"], r["status"], r["tests"]) for r in result["runners"]] == [
+        (f"runner-{i}", "passed", "1 passed") for i in (1, 2, 3)
+    ]
+    assert done["report_path"] == str(repo / "docs/plans/calc/speed-run/showdown/result.md")
+    assert "| runner-2 |" in Path(done["report_path"]).read_text()
+    size = len(json.dumps(done).encode())
+    assert size <= BYTES_BASE + BYTES_PER_RUNNER * 3, size
+    assert "return a + b" not in json.dumps(done) and "STRONG" not in json.dumps(done)
+    # The winner's branch holds its code; every worktree is gone; the run is listed with its repo.
+    assert speedrun_branches(repo) == ["calc/speed-run/runner-2"]
+    assert "# STRONG" in git(repo, "show", "calc/speed-run/runner-2:calc.py")
+    assert worktree_count(repo) == 1 and not any((repo / ".worktrees").glob("speed-run-*"))
+    [row] = listed["runs"]
+    assert (row["workflow"], row["status"], row["output_dir"]) == ("showdown", "done", str(repo))
+
+
+@pytest.mark.anyio
+async def test_any_percent_over_the_cli_prints_runner_lines_and_the_final_table(
+    fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    (tmp_path / "design.md").write_text(DESIGN + "\n")  # outside the repo: the CLI reads it itself
+    code = {"variant-plain": SUM, "variant-typed": STRONG}
+    fake_llm.responder = RunnerScript(code, judge=Script("# STRONG"))
+
+    done = run_cli(
+        [
+            "any-percent",
+            "--design",
+            "design.md",
+            "--repo",
+            "repo",
+            "--feature",
+            "calc",
+            "--approach",
+            "plain: one expression, no types",
+            "--approach",
+            "typed: annotated, documented function",
+            "--test-cmd",
+            PYTEST,
+        ],
+        tmp_path,
+        **fake_env(fake_llm),
+    )
+
+    assert done.returncode == 0, done.stderr + done.stdout
+    out = done.stdout
+    # Plain progress lines (stdout is not a terminal), naming each runner and its steps.
+    for name in ("variant-plain", "variant-typed"):
+        assert f"  · run_runner: {name}: writing its plan" in out
+        assert f"  · {name}: run_tests:" in out
+        assert f"  · run_runner: {name}: committing on its branch" in out
+    assert "\x1b[" not in out  # no terminal control codes when not at a terminal
+    # The final table: a header, then one row per variant, then the winner and result.md.
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("runner ") and "llm calls" in line)
+    rows = [line.split() for line in lines[header + 2 : header + 4]]
+    assert [r[:4] for r in rows] == [
+        ["variant-plain", "passed", "1", "passed"],
+        ["variant-typed", "passed", "1", "passed"],
+    ]
+    assert "winner: variant-typed (branch calc/speed-run/variant-typed)" in out
+    assert f"result: {repo / 'docs/plans/calc/speed-run/any-percent/result.md'}" in out
+    assert speedrun_branches(repo) == ["calc/speed-run/variant-typed"]
+    assert worktree_count(repo) == 1
+
+
+@pytest.mark.anyio
+async def test_a_dirty_repo_is_refused_over_both_edges_with_the_same_words_and_nothing_is_made(
+    fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    repo = make_repo(tmp_path / "root" / "repo", {"calc.py": SUM})
+    (repo / "calc.py").write_text(SUM + "# local change\n")
+    args = {"design": DESIGN, "feature": "calc", "test_command": PYTEST, "runners": 2}
+    with anyio.fail_after(60):
+        async with mcp_session(tmp_path, server_env(tmp_path, fake_llm)) as session:
+            caller = Caller(session)
+            over_mcp = await caller.error("showdown", repo="repo", **args)
+            over_mcp_ap = await caller.error("any_percent", repo="repo", design=DESIGN, feature="calc")
+            runs = await caller.call("list_runs")
+
+    cli = run_cli(
+        ["showdown", "--design", DESIGN, "--repo", str(repo), "--feature", "calc", "--runners", "2"],
+        tmp_path,
+        **fake_env(fake_llm),
+    )
+
+    assert cli.returncode == 2, cli.stderr
+    words = f"repo '{repo.resolve()}' has uncommitted changes to tracked files (calc.py)"
+    assert words in over_mcp and words in over_mcp_ap and words in cli.stderr
+    assert "include_uncommitted" in over_mcp and "--include-uncommitted" in cli.stderr
+    message = over_mcp.removeprefix("Error executing tool showdown: ")
+    assert cli.stderr.strip() == f"speedrun: {message}"  # one rule, one message
+    # Nothing was made: no run, no branch, no worktree, no model call; the caller's change is untouched.
+    assert runs["runs"] == [] and not (tmp_path / "state" / "runs").exists()
+    assert speedrun_branches(repo) == [] and worktree_count(repo) == 1 and not (repo / ".worktrees").exists()
+    assert fake_llm.chat_requests() == []
+    assert (repo / "calc.py").read_text().endswith("# local change\n")
+
+
+@pytest.mark.anyio
+async def test_clean_after_a_cancelled_showdown_removes_its_worktrees_and_a_second_clean_finds_nothing(
+    fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    repo = make_repo(tmp_path / "root" / "repo")
+    code = {"runner-1": SUM, "runner-2": STRONG}
+    fake_llm.responder = RunnerScript(code, judge=Script("# STRONG"), delay=30)  # the plans never arrive in time
+    with anyio.fail_after(90):
+        async with mcp_session(tmp_path, server_env(tmp_path, fake_llm)) as session:
+            schemas = {t.name: t.output_schema for t in (await session.list_tools()).tools}
+            caller = Caller(session)
+            started = await caller.call(
+                "showdown", design=DESIGN, feature="calc", repo="repo", runners=2, test_command=PYTEST, wait_seconds=0
+            )
+            while worktree_count(repo) < 3 or len(fake_llm.chat_requests()) < 2:
+                await anyio.sleep(0.1)
+            cancelled = await caller.call("cancel_run", run_id=started["run_id"])
+            assert cancelled["status"] == "cancelled"
+            assert worktree_count(repo) == 3  # a cancelled run stays resumable: its worktrees stay until cleaned
+
+            first = await caller.call("clean")
+            second = await caller.call("clean")
+
+    jsonschema.validate(first, schemas["clean"])
+    jsonschema.validate(second, schemas["clean"])
+    assert sorted((r["name"], r["branch"], r["run_id"]) for r in first["removed"]) == [
+        (f"runner-{i}", f"calc/speed-run/runner-{i}", started["run_id"]) for i in (1, 2)
+    ]
+    assert "can no longer be resumed" in first["note"] and first.get("problems", []) == []
+    assert second.get("removed", []) == [] and "nothing to clean" in second["note"]
+    assert speedrun_branches(repo) == [] and worktree_count(repo) == 1
+    assert not any((repo / ".worktrees").glob("speed-run-*"))
+    # The CLI agrees there is nothing left.
+    cli = run_cli(["clean"], tmp_path, **fake_env(fake_llm))
+    assert cli.returncode == 0 and "nothing to clean" in cli.stdout
+
+
+def test_cli_clean_removes_what_a_dead_run_left(fake_llm: FakeLLM, tmp_path: Path) -> None:
+    """A journal whose owner process is gone: `speedrun clean` removes its worktree and branch, and says so."""
+    import subprocess
+    import sys
+
+    repo = make_repo(tmp_path / "repo")
+    script = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from speedrun import worktrees\n"
+        "async def main():\n"
+        "    state = await worktrees.inspect_repo(sys.argv[1])\n"
+        "    (wt,) = worktrees.plan_worktrees(state, 'calc', ['runner-1'])\n"
+        "    journal = worktrees.Journal.for_run(Path(sys.argv[2]), 'showdown-dead')\n"
+        "    await worktrees.create_worktree(state, wt, state.head, journal)\n"
+        "asyncio.run(main())\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(repo), str(tmp_path / "state")], check=True, timeout=60)
+    assert speedrun_branches(repo) == ["calc/speed-run/runner-1"]
+
+    cli = run_cli(["clean"], tmp_path, **fake_env(fake_llm))
+
+    assert cli.returncode == 0, cli.stderr
+    worktree = repo.resolve() / ".worktrees" / "speed-run-runner-1"
+    assert f"run showdown-dead: removed worktree {worktree} and branch calc/speed-run/runner-1" in cli.stdout
+    assert "can no longer be resumed" in cli.stdout
+    assert speedrun_branches(repo) == [] and worktree_count(repo) == 1
