@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import anyio
@@ -251,3 +252,45 @@ def test_cli_clean_removes_what_a_dead_run_left(fake_llm: FakeLLM, tmp_path: Pat
     assert f"run showdown-dead: removed worktree {worktree} and branch calc/speed-run/runner-1" in cli.stdout
     assert "can no longer be resumed" in cli.stdout
     assert speedrun_branches(repo) == [] and worktree_count(repo) == 1
+
+
+def test_showdown_at_a_terminal_shows_a_live_table_with_a_row_per_runner(fake_llm: FakeLLM, tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+    import time
+
+    repo = make_repo(tmp_path / "repo")
+    fake_llm.responder = RunnerScript({"runner-1": SUM, "runner-2": STRONG}, judge=Script("# STRONG"), delay=0.3)
+    main, child = pty.openpty()
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "SPEEDRUN_HOME": str(tmp_path / "state"), "TERM": "xterm"}
+    args = ["showdown", "--design", DESIGN, "--repo", str(repo), "--feature", "calc", "--runners", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "speedrun", *args, "--test-cmd", PYTEST],
+        cwd=tmp_path,
+        env={**env, **fake_env(fake_llm), "COLUMNS": "160"},
+        stdout=child,
+        stderr=subprocess.PIPE,
+    )
+    os.close(child)
+    seen, deadline = b"", time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main)
+    assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
+    raw = seen.decode("utf-8", "replace")
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw)
+    # While it ran: rich redrew a table whose rows are the runners and their current steps, as they changed.
+    assert "\x1b[" in raw and "┃ runner   ┃ step" in screen, screen[-2000:]
+    for name in ("runner-1", "runner-2"):
+        rows = [line for line in screen.splitlines() if line.startswith(f"│ {name} │ ")]
+        for step in ("plan: writing its plan", "run_tests:", "done: passed"):
+            assert any(f"│ {name} │ {step}" in row for row in rows), (name, step, rows)
+    assert "winner: runner-2 (branch calc/speed-run/runner-2)" in screen
