@@ -294,3 +294,25 @@ def test_showdown_at_a_terminal_shows_a_live_table_with_a_row_per_runner(fake_ll
         for step in ("plan: writing its plan", "run_tests:", "done: passed"):
             assert any(f"│ {name} │ {step}" in row for row in rows), (name, step, rows)
     assert "winner: runner-2 (branch calc/speed-run/runner-2)" in screen
+
+
+def test_the_parallel_skills_call_only_tools_the_server_has_and_keep_valid_front_matter() -> None:
+    import yaml
+
+    from speedrun.mcp_bridge.server import TOOLS
+
+    tools = {tool.__name__ for tool in TOOLS}
+    root = Path(__file__).resolve().parent.parent / "skills"
+    for name in ("showdown", "any-percent", "judge"):
+        text = (root / name / "SKILL.md").read_text()
+        _, front, body = text.split("---\n", 2)
+        meta = yaml.safe_load(front)
+        assert meta["name"] == name and len(meta["description"]) <= 1024 and set(meta) == {"name", "description"}
+        called = set(re.findall(r"mcp__speed-run__([a-z_]+)", body))
+        assert called <= tools, called - tools
+    showdown = (root / "showdown" / "SKILL.md").read_text()
+    assert {"showdown", "run_status", "clean"} <= set(re.findall(r"mcp__speed-run__([a-z_]+)", showdown))
+    assert "git worktree add" not in showdown  # the tool makes the worktrees, not the caller
+    any_percent = (root / "any-percent" / "SKILL.md").read_text()
+    assert {"any_percent", "run_status", "clean"} <= set(re.findall(r"mcp__speed-run__([a-z_]+)", any_percent))
+    assert "git worktree add" not in any_percent
