@@ -62,19 +62,24 @@ def child(db: Path, thread: str, payload: str, env: dict[str, str]) -> subproces
     )
 
 
-def finished_runners(db: Path, thread: str) -> int:
-    """How many run_runner tasks have their result saved as pending writes of the parent graph's checkpoint."""
+def finished_by_thread(db: Path) -> dict[str, int]:
+    """Per thread: how many run_runner tasks have their result saved as pending writes of the parent graph."""
     if not db.exists():
-        return 0
+        return {}
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
         try:
             rows = conn.execute(
-                "SELECT count(*) FROM writes WHERE thread_id = ? AND checkpoint_ns = '' AND channel = 'results'",
-                (thread,),
-            ).fetchone()
+                "SELECT thread_id, count(*) FROM writes WHERE checkpoint_ns = '' AND channel = 'results' "
+                "GROUP BY thread_id"
+            ).fetchall()
         except sqlite3.OperationalError:  # the saver has not made its tables yet
-            return 0
-    return int(rows[0])
+            return {}
+    return {str(thread): int(n) for thread, n in rows}
+
+
+def finished_runners(db: Path, thread: str) -> int:
+    """How many run_runner tasks of `thread` have their result saved."""
+    return finished_by_thread(db).get(thread, 0)
 
 
 def committed(repo: Path, branch: str) -> bool:
@@ -143,3 +148,56 @@ def test_killed_during_the_fan_out_resumes_without_rerunning_finished_runners_an
     assert processes_in(repo) == []
     # ... so the clean-up of orphaned runs finds nothing to do.
     assert anyio.run(lambda: worktrees.clean_orphans(Settings().home)) == []
+
+
+def speedrun_cli(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "speedrun", *args], env=env, capture_output=True, text=True, check=False, timeout=timeout
+    )
+
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="reads working directories from /proc")
+def test_the_cli_killed_during_the_fan_out_resumes_and_clean_finds_nothing_left(
+    speedrun_env, fake_llm: FakeLLM, tmp_path
+):
+    """As a user would: `speedrun showdown` killed mid-fan-out, `speedrun resume <id>`, then `speedrun clean`."""
+    repo = make_repo(tmp_path / "repo")
+    design = tmp_path / "design.md"
+    design.write_text(DESIGN)
+    script = SlowThird()
+    fake_llm.responder = script
+    db = Path(speedrun_env["SPEEDRUN_HOME"]) / "runs.sqlite"
+    argv = ["showdown", "--design", str(design), "--feature", "calc", "--repo", str(repo), "--runners", "3"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "speedrun", *argv, "--test-cmd", PYTEST],
+        env=speedrun_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: 2 in finished_by_thread(db).values(), 90, "two runners' results to be saved")
+        assert script.calls[("runner-3", "generate")] == 1 and first.poll() is None
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+    [run_id] = finished_by_thread(db)
+    before = dict(script.calls)
+
+    resumed = speedrun_cli("resume", run_id, env=speedrun_env)
+    assert "sk-test-not-a-real-key" not in resumed.stdout + resumed.stderr
+    assert dict(script.calls) == {**before, ("runner-3", "generate"): 2}  # finished runners were not re-run
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert git(repo, "branch", "--list", "--format=%(refname:short)", "*speed-run*").split() == [
+        "calc/speed-run/runner-2"
+    ]
+    assert processes_in(repo) == []
+
+    cleaned = speedrun_cli("clean", env=speedrun_env)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert cleaned.stdout.strip() == "nothing to clean: no run left worktrees or branches behind"
+    # Last, what `resume` printed: the cli (not this area's) prints a finished parallel run as a turbo result.
+    if "'ParallelResult' object has no attribute" in resumed.stderr:
+        pytest.xfail("speedrun resume of a showdown crashes printing its result (cli._print_status); see report")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "runner-2" in resumed.stdout and "Traceback" not in resumed.stderr
