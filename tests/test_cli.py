@@ -112,3 +112,37 @@ def test_bad_turbo_input_is_one_message_naming_the_field(
     assert proc.returncode == 2
     assert field in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stdout == "" and not fake_llm.chat_requests()
+
+
+def test_judge_prints_the_flip_rate_of_its_two_orders(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    from tests.helpers import PYTEST, TEST_CALC, Script, set_yes
+
+    for name, body in (("alpha", "return a + b  # STRONG"), ("beta", "return sum((a, b))")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "calc.py").write_text(f"def add(a, b):\n    {body}\n")
+        (tmp_path / name / "test_calc.py").write_text(TEST_CALC)
+    (tmp_path / "design.md").write_text("add two integers\n")
+    script, checklists = Script("# STRONG"), []
+
+    def responder(body: dict) -> str:
+        answer = json.loads(script(body))
+        if "findings" not in answer:  # a checklist call: the second order says no to every fitness item
+            checklists.append(answer)
+            if len(checklists) == 2:
+                for answers in answer.values():
+                    set_yes(answers["fitness"], 0)
+        return json.dumps(answer)
+
+    fake_llm.responder = responder
+
+    proc = run_cli(
+        ["judge", "alpha", "beta", "--design", "design.md", "--test-cmd", PYTEST, "--out", "verdict"],
+        tmp_path,
+        **fake_env(fake_llm),
+    )
+
+    assert len(checklists) == 2, proc.stderr  # asked in both orders
+    scorecard = json.loads((tmp_path / "verdict" / "scorecard.json").read_text())
+    flip_rate = scorecard["verdict_stability"]["flip_rate"]
+    assert flip_rate and flip_rate > 0
+    assert f"flip rate: {flip_rate:.0%} of checklist answers changed when the order was swapped" in proc.stdout
