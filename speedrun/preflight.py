@@ -123,18 +123,19 @@ def parallel_input(
         count = runners.strip() if isinstance(runners, str) else runners
         data["runners"] = int(count) if isinstance(count, str) and count.isdigit() else count
         return parse_input(ShowdownInput, data, names)
-    data["approaches"] = [_approach(a, i) for i, a in enumerate(approaches or [])]
+    flag = (names or {}).get("approaches", "approaches")
+    data["approaches"] = [_approach(a, f"{flag}[{i}]") for i, a in enumerate(approaches or [])]
     return parse_input(AnyPercentInput, data, names)
 
 
-def _approach(value: Any, index: int) -> Any:
+def _approach(value: Any, name: str) -> Any:
     """'slug: summary' as {slug, summary}; a dict passes through for the record to check."""
     if not isinstance(value, str):
         return value
     slug, sep, summary = value.partition(":")
     if not sep or not slug.strip() or not summary.strip():
         raise InputError(
-            f"approaches[{index}] {echo(value, 80)} needs a slug and a summary, as 'slug: what it does' "
+            f"{name} {echo(value, 80)} needs a slug and a summary, as 'slug: what it does' "
             "(e.g. 'sqlite: keep the counters in a SQLite table')."
         )
     return {"slug": slug.strip(), "summary": summary.strip()}

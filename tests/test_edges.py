@@ -24,6 +24,8 @@ from tests.helpers import (
     error_text,
     fake_env,
     file_blocks,
+    git,
+    make_repo,
     mcp_session,
     run_cli,
     server_env,
@@ -147,10 +149,22 @@ async def test_bad_input_over_mcp_is_a_tool_error_before_any_work(tmp_path: Path
         await refused(
             "judge", {"implementations": [{"name": "a", "path": str(root / "impl")}], "design": "  "}, "design"
         )
+        repo = make_repo(root / "repo")
+        parallel = {"design": "add two integers", "feature": "calc", "repo": "repo", "test_command": PYTEST}
+        await refused("showdown", {**parallel, "repo": "/"}, "repo", "outside the allowed roots")
+        await refused("showdown", {**parallel, "repo": "impl"}, "not inside a git work tree", "git init")
+        await refused("showdown", {**parallel, "runners": 7}, "runners must be 2-5")
+        await refused("showdown", {**parallel, "feature": "Rate Limiter"}, "feature", "slug")
+        await refused("showdown", {**parallel, "roles": {"fixer": "client"}}, "fixer 'client'", "parallel runners")
+        await refused("showdown", {**parallel, "design": "docs/nope.md"}, "docs/nope.md", "looks like a file path")
+        await refused("any_percent", {**parallel, "approaches": ["no colon here"]}, "approaches[0]", "slug: ")
+        await refused("any_percent", {**parallel, "approaches": ["solo: one only"]}, "2-5 approaches")
+        await refused("any_percent", {**parallel, "approaches": ["a: x", "a: y"]}, "approach slugs must differ")
         runs = (await t.call("list_runs", {})).structured_content
     assert runs["runs"] == []  # no run was created
     assert fake_llm.chat_requests() == []  # and no model was called
     assert not (root / "ws").exists()
+    assert not (repo / ".worktrees").exists() and git(repo, "branch", "--list", "*speed-run*") == ""
 
 
 @pytest.mark.parametrize(
@@ -163,6 +177,11 @@ async def test_bad_input_over_mcp_is_a_tool_error_before_any_work(tmp_path: Path
         (["turbo", "--task", "x", "--out", "ws", "--test-cmd", " "], ["--test-cmd", "empty"]),
         (["turbo", "--task", "x", "--out", "ws", "--test-cmd", "no-such-test-runner-zz"], ["no-such-test-runner-zz"]),
         (["turbo", "--task", "x", "--out", "a-file"], ["a-file"]),
+        (["showdown", "--design", "x", "--feature", "calc", "--repo", "a-file"], ["a-file", "not a directory"]),
+        (["showdown", "--design", "x", "--feature", "calc", "--runners", "9"], ["--runners", "2-5"]),
+        (["showdown", "--design", "x", "--feature", "Bad Slug"], ["--feature", "slug"]),
+        (["any-percent", "--design", "x", "--feature", "calc", "--approach", "nocolon"], ["--approach[0]", "slug: "]),
+        (["any-percent", "--design", "x", "--feature", "calc", "--role", "fixer"], ["--role", "ROLE=MODEL"]),
     ],
 )
 def test_bad_input_on_the_cli_exits_2_before_any_work(
@@ -264,11 +283,14 @@ async def test_roots_are_read_without_the_deprecation_noise(tmp_path: Path, fake
 async def test_every_run_tool_has_an_output_schema(tmp_path: Path) -> None:
     async with mcp_session(tmp_path, server_env(tmp_path, None)) as session:
         tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-    for name in ("turbo", "judge", "run_status", "resume_run", "cancel_run", "list_runs", "check_status"):
+    run_tools = ("turbo", "judge", "showdown", "any_percent", "run_status", "resume_run", "cancel_run", "list_runs")
+    for name in (*run_tools, "check_status", "clean"):
         schema = tools[name].output_schema
         assert schema and schema.get("properties"), name
     assert "next_actions" in tools["run_status"].output_schema["properties"]
     assert "report_path" in tools["turbo"].output_schema["properties"]
+    assert "runners" in tools["showdown"].output_schema["properties"]  # each runner's latest step
+    assert "removed" in tools["clean"].output_schema["properties"]
     for name in ("turbo", "generate_and_write_files"):
         assert "allow_paths" in tools[name].input_schema["properties"]
 

@@ -38,7 +38,17 @@ async def test_tools_generate_and_check_status(tmp_path: Path, fake_llm: FakeLLM
         listed = [tool.name for tool in (await session.list_tools()).tools]
         tools = {tool.name: tool for tool in (await session.list_tools()).tools}
         assert listed[:3] == ["generate", "generate_and_write_files", "check_status"]  # the seed's tools first
-        assert set(listed[3:]) == {"turbo", "judge", "run_status", "resume_run", "cancel_run", "list_runs"}
+        assert set(listed[3:]) == {
+            "turbo",
+            "showdown",
+            "any_percent",
+            "judge",
+            "run_status",
+            "resume_run",
+            "cancel_run",
+            "list_runs",
+            "clean",
+        }
         for name in ("generate", "generate_and_write_files", "check_status"):
             assert tools[name].description
         gen_props = tools["generate"].input_schema["properties"]
