@@ -120,7 +120,10 @@ def parallel_input(
         "include_uncommitted": include_uncommitted,
     }
     if workflow == "showdown":
-        count = runners.strip() if isinstance(runners, str) else runners
+        count = runners.strip().lower() if isinstance(runners, str) else runners
+        if isinstance(count, str) and count != "auto" and not count.isdigit():
+            flag = (names or {}).get("runners", "runners")
+            raise InputError(f"{flag} {echo(str(runners), 40)} must be a number from 2 to 5, or 'auto'.")
         data["runners"] = int(count) if isinstance(count, str) and count.isdigit() else count
         return parse_input(ShowdownInput, data, names)
     flag = (names or {}).get("approaches", "approaches")

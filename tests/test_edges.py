@@ -179,6 +179,7 @@ async def test_bad_input_over_mcp_is_a_tool_error_before_any_work(tmp_path: Path
         (["turbo", "--task", "x", "--out", "a-file"], ["a-file"]),
         (["showdown", "--design", "x", "--feature", "calc", "--repo", "a-file"], ["a-file", "not a directory"]),
         (["showdown", "--design", "x", "--feature", "calc", "--runners", "9"], ["--runners", "2-5"]),
+        (["showdown", "--design", "x", "--feature", "calc", "--runners", "many"], ["--runners 'many'", "2 to 5"]),
         (["showdown", "--design", "x", "--feature", "Bad Slug"], ["--feature", "slug"]),
         (["any-percent", "--design", "x", "--feature", "calc", "--approach", "nocolon"], ["--approach[0]", "slug: "]),
         (["any-percent", "--design", "x", "--feature", "calc", "--role", "fixer"], ["--role", "ROLE=MODEL"]),
