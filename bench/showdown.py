@@ -151,8 +151,14 @@ def main() -> None:
         )
         times = asyncio.run(measure(fake, runners, delay, rounds, Path(tmp)))
         in_flight = fake.max_in_flight
+        from speedrun.config import Settings
+
+        slots = Settings().role("generator").primary.limits.concurrency
     print(f"showdown: {runners} runners vs 1, model reply delay {delay}s, {rounds} round(s), {os.cpu_count()} cores")
-    print(f"  most model requests in flight at once: {in_flight} (ideal 1.0x: {runners} runners in the time of one)")
+    print(f"  most model requests in flight at once: {in_flight}; the provider's concurrency budget: {slots}")
+    if runners > slots:
+        # The shared budget is the user's setting, not overhead: say so rather than let the ratio look like a bug.
+        print(f"  {runners} runners > {slots} slots: some wait; SPEEDRUN_LIMITS__CEREBRAS__CONCURRENCY raises it")
     report(times, runners)
 
 
