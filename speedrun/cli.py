@@ -233,15 +233,26 @@ class _Progress:
                 sys.stderr.write("\r\033[K")
 
 
-async def _follow(runs: Any, run_id: str) -> int:
-    """Show progress until the run ends, then a summary; Ctrl-C cancels but keeps the run resumable."""
+async def _follow(runs: RunManager, run_id: str) -> int:
+    """Show progress until the run ends (a runners table for showdown / any-percent), then the summary its
+    workflow prints; Ctrl-C cancels but keeps the run resumable."""
+    from speedrun.runs import PARALLEL
+
+    workflow = (await runs.status(run_id)).workflow
+    parallel = workflow in PARALLEL
     try:
-        status = await _Progress().watch(runs, run_id)
+        status = await (_RunnerBoard(runs, run_id).watch() if parallel else _Progress().watch(runs, run_id))
     except asyncio.CancelledError:
         await runs.cancel(run_id)
-        _print_err(f"cancelled; continue later with: speedrun resume {run_id}")
+        clean = " (or remove its worktrees: speedrun clean)" if parallel else ""
+        _print_err(f"cancelled; continue later with: speedrun resume {run_id}{clean}")
         return 130
-    return _print_status(status, await runs.full_result(run_id))
+    full = await runs.full_result(run_id)
+    if full is None:
+        return _print_status(status)
+    if workflow == "judge":
+        return _print_verdict(full)
+    return _print_parallel(full, status.result or {}) if parallel else _print_status(status, full)
 
 
 def command_for(action: NextAction) -> str:
@@ -465,19 +476,7 @@ async def cmd_parallel(settings: Settings, args: argparse.Namespace) -> int:
     )
     await check_parallel(settings, inputs)
     async with RunManager.open(settings) as runs:
-        run_id = await runs.start(workflow, inputs.model_dump(mode="json"))
-        try:
-            status = await _RunnerBoard(runs, run_id).watch()
-        except asyncio.CancelledError:
-            await runs.cancel(run_id)
-            _print_err(
-                f"cancelled; continue later with: speedrun resume {run_id} (or remove its worktrees: speedrun clean)"
-            )
-            return 130
-        full = await runs.full_result(run_id)
-    if full is None:
-        return _print_status(status)
-    return _print_parallel(full, status.result or {})
+        return await _follow(runs, await runs.start(workflow, inputs.model_dump(mode="json")))
 
 
 class _RunnerBoard:

@@ -316,3 +316,46 @@ def test_the_parallel_skills_call_only_tools_the_server_has_and_keep_valid_front
     any_percent = (root / "any-percent" / "SKILL.md").read_text()
     assert {"any_percent", "run_status", "clean"} <= set(re.findall(r"mcp__speed-run__([a-z_]+)", any_percent))
     assert "git worktree add" not in any_percent
+
+
+def test_ctrl_c_on_a_cli_showdown_keeps_it_resumable_and_resume_prints_the_runners_table(
+    fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = make_repo(tmp_path / "repo")
+    fake_llm.responder = RunnerScript({"runner-1": SUM, "runner-2": STRONG}, judge=Script("# STRONG"), delay=1.0)
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "SPEEDRUN_HOME": str(tmp_path / "state")}
+    env.update(fake_env(fake_llm))
+    args = ["showdown", "--design", DESIGN, "--repo", str(repo), "--feature", "calc", "--runners", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "speedrun", *args, "--test-cmd", PYTEST],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while worktree_count(repo) < 3 or not fake_llm.chat_requests():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C during the fan-out
+    out, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 130, err
+    run_id = out.splitlines()[0].removeprefix("run ")
+    assert f"continue later with: speedrun resume {run_id} (or remove its worktrees: speedrun clean)" in err
+    assert worktree_count(repo) == 3  # kept for the resume
+
+    fake_llm.responder = RunnerScript({"runner-1": SUM, "runner-2": STRONG}, judge=Script("# STRONG"))
+    resumed = run_cli(["resume", run_id], tmp_path, **fake_env(fake_llm))
+
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    assert "winner: runner-2 (branch calc/speed-run/runner-2)" in resumed.stdout
+    assert any(line.startswith("runner-1  passed") for line in resumed.stdout.splitlines()), resumed.stdout
+    assert speedrun_branches(repo) == ["calc/speed-run/runner-2"] and worktree_count(repo) == 1
