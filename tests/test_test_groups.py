@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from speedrun import sandbox
 from speedrun.config import Settings
 from speedrun.nodes.run_tests import run_test_command
 from speedrun.procs import process_tag
@@ -252,3 +253,21 @@ async def test_a_resume_kills_groups_left_since_the_server_started(speedrun_env,
         assert left.poll() == -signal.SIGKILL, "the resume ran with the old group still alive"
         await runs.cancel(run_id)
     assert records_in(records) == []
+
+
+@pytest.mark.anyio
+async def test_no_test_code_runs_before_its_group_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A slow disk (or a loaded machine) must not let the command start ahead of its record: were speed-run and the
+    # watchdog killed in that window, nothing would know to clean the group up.
+    slow_record = sandbox._record_group
+
+    def record_slowly(record_dir: Path, pgid: int) -> None:
+        time.sleep(0.5)
+        slow_record(record_dir, pgid)
+
+    monkeypatch.setattr(sandbox, "_record_group", record_slowly)
+    records = tmp_path / "test-groups"
+    report = await run_tests(f"ls {shlex.quote(str(records))}", tmp_path, mode="none", record_dir=records)
+
+    assert report.ok, report.output_tail
+    assert report.output_tail.strip().endswith(".json")
