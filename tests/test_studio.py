@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -199,50 +200,97 @@ def test_judge_runs_in_langgraph_dev(studio, fake_llm: FakeLLM, tmp_path: Path) 
 STRONG_CALC = "def add(a: int, b: int) -> int:\n    total = a + b  # STRONG\n    return total\n"
 
 
-def test_showdown_streams_each_runners_turbo_subgraph_in_langgraph_dev(
-    studio, fake_llm: FakeLLM, tmp_path: Path
-) -> None:
-    """A 2-runner showdown over the Studio API: each runner's turbo loop streams under its own namespace."""
+def _stream_parallel(url: str, graph: str, inputs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, set[str]]]:
+    """Run `graph` on a new thread, streaming with subgraphs; (its final result, runner -> turbo nodes streamed).
+
+    A runner's turbo loop streams under its own namespace (run_runner:<task id>); which runner it is shows in
+    the worktree its report names. Runner names from the parent graph's progress events must match."""
     from langgraph_sdk import get_sync_client
 
-    url, log = studio
-    repo = make_repo(tmp_path / "repo")
-    fake_llm.responder = RunnerScript({"runner-1": CALC, "runner-2": STRONG_CALC}, judge=Script("# STRONG"))
     client = get_sync_client(url=url, api_key=None, timeout=180)
     thread = client.threads.create()["thread_id"]
-    inputs = {"design": "add two integers", "repo": str(repo), "feature": "calc", "test_command": PYTEST, "runners": 2}
-
     turbo_nodes: dict[str, set[str]] = {}  # subgraph namespace -> the turbo nodes it streamed
     worktree_of: dict[str, str] = {}  # subgraph namespace -> the worktree its turbo loop wrote to
-    runners_seen: set[str] = set()  # runner names in the parent graph's progress events
+    progress_runners: set[str] = set()
     for part in client.runs.stream(
-        thread, "showdown", input=inputs, stream_mode=["updates", "custom"], stream_subgraphs=True
+        thread, graph, input=inputs, stream_mode=["updates", "custom"], stream_subgraphs=True
     ):
         mode, _, namespace = part.event.partition("|")
         assert mode != "error", json.dumps(part.data)[:2000]
         if mode == "custom" and not namespace and isinstance(part.data, dict) and part.data.get("runner"):
-            runners_seen.add(part.data["runner"])
+            progress_runners.add(part.data["runner"])
         if mode != "updates" or not namespace.startswith("run_runner:"):
             continue
         for node_name, update in part.data.items():
             turbo_nodes.setdefault(namespace, set()).add(node_name)
             if node_name == "report":
-                worktree_of[namespace] = Path(update["result"]["output_dir"]).name
+                worktree_of[namespace] = Path(update["result"]["output_dir"]).name.removeprefix("speed-run-")
+    assert set(worktree_of) == set(turbo_nodes), (worktree_of, turbo_nodes)  # every namespace is one runner's
+    by_runner = {worktree_of[ns]: nodes for ns, nodes in turbo_nodes.items()}
+    assert len(by_runner) == len(turbo_nodes) and set(by_runner) == progress_runners, (by_runner, progress_runners)
+    return client.threads.get_state(thread)["values"]["result"], by_runner
+
+
+def _nothing_left_but(repo: Path, branch: str) -> None:
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert not any((repo / ".worktrees").glob("speed-run-*"))
+    assert git(repo, "branch", "--list", "--format=%(refname:short)", "*speed-run*") == branch
+
+
+def test_showdown_streams_each_runners_turbo_subgraph_in_langgraph_dev(
+    studio, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    """A 2-runner showdown over the Studio API: each runner's turbo loop streams under its own namespace."""
+    url, log = studio
+    repo = make_repo(tmp_path / "repo")
+    fake_llm.responder = RunnerScript({"runner-1": CALC, "runner-2": STRONG_CALC}, judge=Script("# STRONG"))
+    inputs = {"design": "add two integers", "repo": str(repo), "feature": "calc", "test_command": PYTEST, "runners": 2}
+
+    result, turbo_nodes = _stream_parallel(url, "showdown", inputs)
 
     logged = log.read_text(errors="replace")
     assert "BlockingError" not in logged, logged[-3000:]
-    # One turbo subgraph per runner, each under its own namespace, each streaming turbo's own steps.
-    assert len(turbo_nodes) == 2, turbo_nodes
-    assert sorted(worktree_of.values()) == ["speed-run-runner-1", "speed-run-runner-2"]
+    assert sorted(turbo_nodes) == ["runner-1", "runner-2"]
     for nodes in turbo_nodes.values():
         assert {"generate", "run_tests", "report"} <= nodes, turbo_nodes
-    assert runners_seen == {"runner-1", "runner-2"}
-
-    result = client.threads.get_state(thread)["values"]["result"]
     assert (result["status"], result["winner"]) == ("promoted", "runner-2"), json.dumps(result)[:2000]
     assert [(r["name"], r["status"]) for r in result["runners"]] == [("runner-1", "passed"), ("runner-2", "passed")]
     assert (repo / "docs/plans/calc/speed-run/showdown/result.md").is_file()
-    # Nothing left behind but the winner's branch: no worktree besides the repo's own.
-    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
-    assert not any((repo / ".worktrees").glob("speed-run-*"))
-    assert git(repo, "branch", "--list", "--format=%(refname:short)", "*speed-run*") == "calc/speed-run/runner-2"
+    _nothing_left_but(repo, "calc/speed-run/runner-2")
+
+
+def test_any_percent_streams_each_variants_turbo_subgraph_in_langgraph_dev(
+    studio, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    """Two approaches over the Studio API; the scenario test both share fails one variant, the other wins."""
+    url, log = studio
+    # Both pass test_calc.py (add(2, 3) == 5); only the plain one adds negative numbers right. The judge would
+    # prefer the other (it holds the STRONG marker): the scenario gate must decide before it is asked.
+    repo = make_repo(tmp_path / "repo", {"scenario_check.py": "import calc\n\nassert calc.add(-2, 3) == 1\n"})
+    fake_llm.responder = RunnerScript(
+        {"variant-plain": CALC, "variant-typed": STRONG_CALC.replace("a + b", "abs(a) + abs(b)")},
+        judge=Script("# STRONG"),
+    )
+    approaches = [
+        {"slug": "plain", "summary": "one expression"},
+        {"slug": "typed", "summary": "typed, with a local"},
+    ]
+    inputs = {
+        "design": "add two integers",
+        "repo": str(repo),
+        "feature": "calc",
+        "test_command": PYTEST,
+        "scenario_command": f"{sys.executable} scenario_check.py",
+        "approaches": approaches,
+    }
+
+    result, turbo_nodes = _stream_parallel(url, "any_percent", inputs)
+
+    assert "BlockingError" not in log.read_text(errors="replace")
+    assert sorted(turbo_nodes) == ["variant-plain", "variant-typed"]
+    assert all({"generate", "run_tests", "report"} <= nodes for nodes in turbo_nodes.values()), turbo_nodes
+    statuses = {r["name"]: r["status"] for r in result["runners"]}
+    assert statuses == {"variant-plain": "passed", "variant-typed": "failed_scenario"}, json.dumps(result)[:2000]
+    assert (result["status"], result["winner"]) == ("promoted", "variant-plain")
+    assert (repo / "docs/plans/calc/speed-run/any-percent/result.md").is_file()
+    _nothing_left_but(repo, "calc/speed-run/variant-plain")
