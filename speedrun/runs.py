@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
@@ -26,7 +28,11 @@ ERROR_SHOWN = 600
 #: The workflows whose runs fan out to parallel runners (showdown, any-percent): their status shows each runner.
 PARALLEL = ("showdown", "any_percent")
 RUNNER_STEP = 90  # characters of a runner's latest step in the status
-SHOWN_RESULT_WARNINGS, RESULT_WARNING = 2, 120  # a parallel result's warnings in the compact form
+SHOWN_RESULT_WARNINGS, RESULT_WARNING = 1, 100  # a parallel result's warnings in the compact form
+SHOWN_SIMILAR = 3  # near-duplicate pairs in the compact form
+WHY_SHOWN = 120  # characters of the judge's reason in the compact form
+#: A parallel run's compact status stays within turbo's budget: 1 KB plus 120 bytes a runner (a file, for turbo).
+RESULT_BYTES_BASE, RESULT_BYTES_PER_RUNNER = 1024, 120
 
 __all__ = ["FINISHED", "NextAction", "RunManager", "RunStatus", "new_run_id"]
 
@@ -350,9 +356,7 @@ class RunManager:
         snapshot = await self.graphs[workflow].aget_state({"configurable": {"thread_id": run_id}})
         result = _result_of(workflow, snapshot.values)
         if result is not None and workflow in PARALLEL:
-            status.status, status.output_dir = "done", None
-            status.report_path = result.result_path or None
-            status.result = parallel_summary(result, snapshot.values)
+            fill_parallel(status, result, snapshot.values)
         elif result is not None:
             summary = result.summary() if hasattr(result, "summary") else result
             verdict = getattr(summary, "status", "done")  # the judge has a verdict, not pass/fail
@@ -478,29 +482,80 @@ def _result_of(workflow: str, values: Any) -> Any:
     return result
 
 
-def parallel_summary(result: Any, values: Any) -> dict[str, Any]:
-    """A showdown or any-percent result in a caller's budget: the runners table, the winner and why, the flags.
+#: The compact runners table's columns; `scenario` only when a scenario command ran.
+RUNNER_COLUMNS = ("name", "status", "tests", "scenario", "fix_cycles", "llm_calls", "lines", "wall_s")
 
-    Empty fields are left out, warnings are cut to a few short lines, and with promote=ask it names the kept
-    branches and how to pick one (result.md, at report_path, has everything).
+
+def fill_parallel(status: RunStatus, result: Any, values: Any) -> None:
+    """A finished showdown or any-percent: done, result.md as report_path, and the compact result in what is left
+    of turbo's budget (1 KB plus 120 bytes a runner) once the status around it is counted."""
+    status.status, status.output_dir, status.report_path = "done", None, result.result_path or None
+    around = len(json.dumps(status.model_dump(mode="json")).encode()) + len(', "result": ')
+    status.result = parallel_summary(
+        result, values, RESULT_BYTES_BASE + RESULT_BYTES_PER_RUNNER * len(result.runners) - around
+    )
+
+
+def parallel_summary(result: Any, values: Any, budget: int) -> dict[str, Any]:
+    """A showdown or any-percent result in `budget` bytes of JSON: the runners as a table (columns once, a row
+    each), the winner and why, near-duplicate pairs, the flip rate.
+
+    Long texts are cut, and with promote=ask it names the kept branches and how to pick one. result.md (the
+    status's report_path) has everything, the worksheet's path included.
     """
     data: dict[str, Any] = result.model_dump(
-        mode="json", exclude={"mode", "result_path", "runners", "warnings", "similar"}, exclude_defaults=True
+        mode="json",
+        include={"status", "winner", "winner_branch", "flip_rate", "caller_tokens_saved"},
+        exclude_defaults=True,
     )
-    data["runners"] = [row.model_dump(mode="json", exclude_defaults=True) for row in result.runners]
+    if result.why:
+        data["why"] = one_line(result.why, WHY_SHOWN)
+    columns = [c for c in RUNNER_COLUMNS if c != "scenario" or any(r.scenario for r in result.runners)]
+    data["runners"] = {
+        "columns": columns,
+        "rows": [[getattr(row, c) for c in columns] for row in result.runners],
+    }
     if result.similar:
-        data["similar"] = [f"{f.first}~{f.second} {f.ratio:.0%}" for f in result.similar]
+        data["similar"] = [f"{f.first}~{f.second} {f.ratio:.0%}" for f in result.similar[:SHOWN_SIMILAR]]
     if result.warnings:
         data["warnings"] = [one_line(w, RESULT_WARNING) for w in result.warnings[:SHOWN_RESULT_WARNINGS]]
-        if len(result.warnings) > SHOWN_RESULT_WARNINGS:
-            data["omitted"] = f"{len(result.warnings) - SHOWN_RESULT_WARNINGS} warnings (see result.md)"
-    if result.status == "awaiting_choice":
-        branches = _kept_branches(values)
-        data["choose"] = (
-            f"pick one and merge it on your branch (`git merge <branch>`), then `git branch -D` the others; "
-            f"kept: {', '.join(branches)}"
-        )
+    branches = _kept_branches(values) if result.status == "awaiting_choice" else []
+    if branches:
+        data["choose"] = _choice(branches)
+    hidden = {"similar": len(result.similar) - SHOWN_SIMILAR, "warnings": len(result.warnings) - SHOWN_RESULT_WARNINGS}
+    data = _fit(data, {k: max(0, n) for k, n in hidden.items()}, budget)
+    if branches and len(json.dumps(data).encode()) > budget:
+        data["choose"] = _choice(branches, short=True)
     return data
+
+
+def _fit(data: dict[str, Any], hidden: dict[str, int], budget: int) -> dict[str, Any]:
+    """Leave out the least needed parts (warnings, then near-duplicate pairs, then most of `why`) until the
+    summary fits `budget` bytes of JSON; `omitted` counts what is left out (result.md has it all)."""
+
+    def size() -> int:
+        return len(json.dumps(data).encode())  # as a client shows it (tests/test_compact.py measures the same)
+
+    for key in ("warnings", "similar"):
+        if size() > budget and data.get(key):
+            hidden[key] += len(data.pop(key))
+    words = {"warnings": "warnings", "similar": "near-duplicate pairs"}
+    left_out = [f"{n} {words[key]}" for key, n in hidden.items() if n > 0]
+    if left_out:
+        data["omitted"] = f"{', '.join(left_out)} (see result.md)"
+    if size() > budget and data.get("why"):
+        data["why"] = one_line(data["why"], WHY_SHOWN // 3)
+    return data
+
+
+def _choice(branches: list[str], *, short: bool = False) -> str:
+    """How to pick among the branches promote=ask kept: each named whole so it can be copied, or (`short`) their
+    shared prefix once, as prefix/{a, b}."""
+    kept = ", ".join(branches)
+    prefix = os.path.commonprefix(branches).rpartition("/")[0] if short and len(branches) > 1 else ""
+    if prefix:
+        kept = f"{prefix}/{{{', '.join(b[len(prefix) + 1 :] for b in branches)}}}"
+    return f"merge the one you pick (`git merge <branch>`), `git branch -D` the rest; kept: {kept}"
 
 
 def _kept_branches(values: Any) -> list[str]:

@@ -88,9 +88,9 @@ async def test_showdown_over_mcp_polled_to_the_end_is_compact_and_promotes_the_w
         "runner-2",
         "calc/speed-run/runner-2",
     )
-    assert [(r["name"], r["status"], r["tests"]) for r in result["runners"]] == [
-        (f"runner-{i}", "passed", "1 passed") for i in (1, 2, 3)
-    ]
+    table = result["runners"]
+    assert table["columns"][:3] == ["name", "status", "tests"] and "scenario" not in table["columns"]
+    assert [row[:3] for row in table["rows"]] == [[f"runner-{i}", "passed", "1 passed"] for i in (1, 2, 3)]
     assert done["report_path"] == str(repo / "docs/plans/calc/speed-run/showdown/result.md")
     assert "| runner-2 |" in Path(done["report_path"]).read_text()
     size = len(json.dumps(done).encode())
@@ -359,3 +359,61 @@ def test_ctrl_c_on_a_cli_showdown_keeps_it_resumable_and_resume_prints_the_runne
     assert "winner: runner-2 (branch calc/speed-run/runner-2)" in resumed.stdout
     assert any(line.startswith("runner-1  passed") for line in resumed.stdout.splitlines()), resumed.stdout
     assert speedrun_branches(repo) == ["calc/speed-run/runner-2"] and worktree_count(repo) == 1
+
+
+@pytest.mark.parametrize("count", [2, 3, 5])
+def test_a_parallel_result_stays_within_turbos_budget_however_long_its_texts(count: int) -> None:
+    """Every cell filled, a long reason, many warnings and near-duplicates, promote=ask with every branch kept."""
+    from speedrun.runs import fill_parallel
+    from speedrun.state.parallel import ParallelResult, RunnerRow, SimilarityFlag
+    from speedrun.state.records import RunStatus
+
+    names = [f"variant-event-driven-{i}" for i in range(count)]
+    feature = "rate-limiter"
+    rows = [
+        RunnerRow(
+            name=n,
+            status="failed_scenario",
+            tests="13 passed, 2 failed, 1 errors (timed out)",
+            scenario="3 passed, 12 failed",
+            fix_cycles=3,
+            llm_calls=12,
+            lines=12345,
+            wall_s=1234.5,
+        )
+        for n in names
+    ]
+    pairs = [SimilarityFlag(first=a, second=b, ratio=0.97) for a in names for b in names if a < b]
+    long_path = "/home/someone/projects/" + "deep/" * 10 + "result.md"
+    result = ParallelResult(
+        mode="any_percent",
+        status="awaiting_choice",
+        winner=names[0],
+        winner_branch=f"{feature}/speed-run/{names[0]}",
+        why="The first variant wins on fitness and robustness; " * 10,
+        runners=rows,
+        similar=pairs,
+        flip_rate=0.123,
+        result_path=long_path,
+        worksheet_path=long_path,
+        caller_tokens_saved=1234567,
+        warnings=[f"warning {i}: " + "w" * 300 for i in range(6)],
+    )
+    values = {"survivors": names, "worktrees": [{"name": n, "branch": f"{feature}/speed-run/{n}"} for n in names]}
+    status = RunStatus(
+        run_id="any_percent-20261129-120000-abcd",
+        workflow="any_percent",
+        status="running",
+        created_at="2026-11-29T12:00:00+00:00",
+    )
+    fill_parallel(status, result, values)
+
+    assert (status.status, status.report_path) == ("done", long_path)
+    size = len(json.dumps(status.model_dump(mode="json")).encode())  # as the client shows it
+    assert size <= BYTES_BASE + BYTES_PER_RUNNER * count, size
+    summary = status.result or {}
+    # What matters is never cut: every runner's row, the winner, and every kept branch to choose from.
+    assert [row[0] for row in summary["runners"]["rows"]] == names
+    assert summary["winner_branch"] == f"{feature}/speed-run/{names[0]}"
+    assert all(n in summary["choose"] for n in names) and "git merge" in summary["choose"]
+    assert "warnings" in summary["omitted"] and "see result.md" in summary["omitted"]
