@@ -402,10 +402,15 @@ class RunManager:
         return [run_id for run_id, live in self.live.items() if not live.task.done()]
 
     async def clean(self) -> CleanResult:
-        """Remove the worktrees and branches of parallel runs nobody drives (not the ones live here), per journal."""
-        from speedrun.worktrees import clean_report
+        """Remove the worktrees and branches of parallel runs nobody drives, per journal: runs live here, and runs
+        another live process drives (its journal may still name the dead process it resumed), are left alone."""
+        from speedrun.worktrees import clean_report, journal_run_ids
 
-        return await clean_report(self.settings.home, live_run_ids=self.live_run_ids())
+        busy = set(self.live_run_ids())
+        for run_id in await asyncio.to_thread(journal_run_ids, self.settings.home):
+            if run_id not in busy and await self._driven_elsewhere(run_id):
+                busy.add(run_id)
+        return await clean_report(self.settings.home, live_run_ids=busy)
 
     async def full_result(self, run_id: str) -> Any:
         """The run's full result record (TurboResult, JudgeResult), or None while it has none."""

@@ -38,6 +38,7 @@ __all__ = [
     "discard_leftovers",
     "git_env",
     "inspect_repo",
+    "journal_run_ids",
     "plan_worktrees",
     "promote",
     "remove_worktree",
@@ -594,9 +595,7 @@ async def _discard(journal: Journal) -> CleanResult:
 
 
 #: What a clean that removed something says about the runs it touched.
-CLEANED_NOTE = (
-    "runs cleaned here lost their runners' worktrees and unpromoted branches: they can no longer be resumed"
-)
+CLEANED_NOTE = "runs cleaned here lost their runners' worktrees and unpromoted branches: they can no longer be resumed"
 
 
 async def clean_report(home: Path, *, live_run_ids: Iterable[str] = frozenset()) -> CleanResult:
@@ -625,6 +624,11 @@ async def clean_orphans(home: Path, *, live_run_ids: Iterable[str] = frozenset()
 
 def _journal_paths(home: Path) -> list[Path]:
     return sorted(Path(home, "runs").glob("*/worktrees.json"))
+
+
+def journal_run_ids(home: Path) -> list[str]:
+    """The ids of the runs that have a worktree journal under SPEEDRUN_HOME. Blocking (lists a folder)."""
+    return [path.parent.name for path in _journal_paths(home)]
 
 
 def _orphaned(journal: Journal, live: set[str]) -> bool:

@@ -231,18 +231,8 @@ def test_cli_clean_removes_what_a_dead_run_left(fake_llm: FakeLLM, tmp_path: Pat
     import sys
 
     repo = make_repo(tmp_path / "repo")
-    script = (
-        "import asyncio, sys\n"
-        "from pathlib import Path\n"
-        "from speedrun import worktrees\n"
-        "async def main():\n"
-        "    state = await worktrees.inspect_repo(sys.argv[1])\n"
-        "    (wt,) = worktrees.plan_worktrees(state, 'calc', ['runner-1'])\n"
-        "    journal = worktrees.Journal.for_run(Path(sys.argv[2]), 'showdown-dead')\n"
-        "    await worktrees.create_worktree(state, wt, state.head, journal)\n"
-        "asyncio.run(main())\n"
-    )
-    subprocess.run([sys.executable, "-c", script, str(repo), str(tmp_path / "state")], check=True, timeout=60)
+    args = [str(repo), str(tmp_path / "state"), "showdown-dead"]
+    subprocess.run([sys.executable, "-c", DEAD_OWNER, *args], check=True, timeout=60)
     assert speedrun_branches(repo) == ["calc/speed-run/runner-1"]
 
     cli = run_cli(["clean"], tmp_path, **fake_env(fake_llm))
@@ -417,3 +407,53 @@ def test_a_parallel_result_stays_within_turbos_budget_however_long_its_texts(cou
     assert summary["winner_branch"] == f"{feature}/speed-run/{names[0]}"
     assert all(n in summary["choose"] for n in names) and "git merge" in summary["choose"]
     assert "warnings" in summary["omitted"] and "see result.md" in summary["omitted"]
+
+
+DEAD_OWNER = (
+    "import asyncio, sys\n"
+    "from pathlib import Path\n"
+    "from speedrun import worktrees\n"
+    "async def main():\n"
+    "    state = await worktrees.inspect_repo(sys.argv[1])\n"
+    "    (wt,) = worktrees.plan_worktrees(state, 'calc', ['runner-1'])\n"
+    "    journal = worktrees.Journal.for_run(Path(sys.argv[2]), sys.argv[3])\n"
+    "    await worktrees.create_worktree(state, wt, state.head, journal)\n"
+    "asyncio.run(main())\n"
+)
+
+
+@pytest.mark.anyio
+async def test_clean_spares_a_run_another_live_process_resumed_though_its_journal_names_a_dead_one(
+    speedrun_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Process A made the worktrees and died; process B resumed the run and drives it, and has not written the
+    journal yet. The run database says B drives it: clean must leave its worktrees alone until B is gone."""
+    import subprocess
+    import sys
+
+    from speedrun.config import load_settings
+    from speedrun.procs import process_tag
+    from speedrun.runs import RunManager
+    from speedrun.runs_db import Liveness, set_liveness
+
+    repo = make_repo(tmp_path / "repo")
+    home = Path(speedrun_env["SPEEDRUN_HOME"])
+    subprocess.run([sys.executable, "-c", DEAD_OWNER, str(repo), str(home), "showdown-resumed"], check=True)
+    driver = subprocess.Popen(["sleep", "60"])
+    try:
+        async with RunManager.open(load_settings()) as runs:
+            live = Liveness(state="running", owner=process_tag(driver.pid))
+            await set_liveness(runs.saver.conn, "showdown-resumed", live)
+
+            spared = await runs.clean()
+            assert spared.removed == [] and speedrun_branches(repo) == ["calc/speed-run/runner-1"]
+
+            driver.kill()
+            driver.wait(timeout=10)
+            cleaned = await runs.clean()
+    finally:
+        driver.kill()
+        driver.wait(timeout=10)
+
+    assert [(r.run_id, r.branch) for r in cleaned.removed] == [("showdown-resumed", "calc/speed-run/runner-1")]
+    assert speedrun_branches(repo) == [] and worktree_count(repo) == 1
