@@ -200,7 +200,7 @@ async def test_runners_run_concurrently(speedrun_env, fake_llm: FakeLLM, tmp_pat
     started = time.monotonic()
     solo_out = await run_runner(runner_tasks(state)[0], SimpleNamespace(context=RunContext(Settings())))
     one = time.monotonic() - started
-    assert solo_out["results"][0].status == "passed"
+    assert solo_out["results"][0].status == "passed", (solo_out["results"][0].error, fake_llm.base_url)
 
     # Three in the graph: the span from the worktrees being ready to the gate.
     repo = make_repo(tmp_path / "repo")

@@ -104,7 +104,8 @@ async def _run(
         if not setup.ok:
             raise SpeedRunError(f"setup_command failed: {setup.problem or setup.summary()}")
     step("turbo", "generate, test, fix")
-    turbo, ledger = await _turbo(task, plan, env)
+    context = getattr(runtime, "context", None)
+    turbo, ledger = await _turbo(task, plan, env, context if isinstance(context, RunContext) else None)
     spent.extend(ledger)
     warnings.extend(turbo.warnings)
     scenario: TestReport | None = None
@@ -150,8 +151,13 @@ async def _plan(
     return reply.text
 
 
-async def _turbo(task: RunnerTask, plan: str, env: dict[str, str]) -> tuple[TurboResult, list[LedgerEntry]]:
-    """Turbo's loop as a subgraph in the worktree: config, checkpointer and stream propagate from this node."""
+async def _turbo(
+    task: RunnerTask, plan: str, env: dict[str, str], context: RunContext | None
+) -> tuple[TurboResult, list[LedgerEntry]]:
+    """Turbo's loop as a subgraph in the worktree: config, checkpointer and stream propagate from this node.
+
+    The run's context is passed on explicitly too: a runner called outside a graph (no parent runtime) would
+    otherwise leave turbo's nodes on the process-wide cached settings, whatever this run was given."""
     from speedrun.graphs.turbo import graph as turbo_graph  # the graphs import their nodes, not the other way
 
     s = task.settings
@@ -165,7 +171,7 @@ async def _turbo(task: RunnerTask, plan: str, env: dict[str, str]) -> tuple[Turb
         test_env=env,
         runner=task.worktree.name,
     )
-    final = await turbo_graph.ainvoke(turbo_input, output_keys=["result", "ledger"])
+    final = await turbo_graph.ainvoke(turbo_input, output_keys=["result", "ledger"], context=context)
     result = final.get("result")
     if not isinstance(result, TurboResult):
         raise SpeedRunError("turbo's loop ended without a result")
