@@ -26,6 +26,19 @@ def _refuse_unless_loopback(address: object) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _settings_read_per_test() -> Iterator[None]:
+    """The product reads settings once per process; each test sets its own environment, so each reads it afresh.
+
+    Without this, code that falls back to `load_settings()` (a graph run without an edge) sees whichever test ran
+    first: its SPEEDRUN_HOME, its scripted server."""
+    from speedrun.config import load_settings
+
+    load_settings.cache_clear()
+    yield
+    load_settings.cache_clear()
+
+
+@pytest.fixture(autouse=True)
 def _loopback_only(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reaches the network by accident: in-process connections go to 127.0.0.1/::1 or fail at once."""
     if request.node.get_closest_marker("live"):
