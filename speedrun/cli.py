@@ -4,22 +4,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import sys
-import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from speedrun.config import Settings, load_settings
 from speedrun.errors import InputError, SpeedRunError, echo
+from speedrun.words import plural
 
 if TYPE_CHECKING:
+    from speedrun.cli_live import TokenMeter
     from speedrun.runs import RunManager
     from speedrun.state.judge import JudgeResult
     from speedrun.state.parallel import ParallelResult
     from speedrun.state.records import NextAction, RunStatus
     from speedrun.state.turbo import TurboResult
+
+# Exit codes, one meaning each; the --help epilog and the README list them.
+EXIT_PASSED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NEEDS_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = f"""exit codes:
+  {EXIT_PASSED}    passed (tests pass, a winner was picked, the command did what it says)
+  {EXIT_FAILED}    failed (tests still fail, no winner, the run ended in an error)
+  {EXIT_BAD_INPUT}    bad input or setup (a flag, a missing file, no API key); nothing was run
+  {EXIT_NEEDS_INPUT}    waiting for your fix (--client-fix): fix the files, then speedrun resume RUN_ID --action retest
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); the run stays resumable: speedrun resume RUN_ID"""
+
+# The subcommands that run a workflow show the exit codes under their --help too.
+RUN_KW: dict[str, Any] = {"epilog": EXIT_CODES, "formatter_class": argparse.RawDescriptionHelpFormatter}
+#: The workflows `speedrun graph` draws.
+GRAPHS = ("turbo", "judge", "showdown", "any_percent")
 
 # TurboInput fields as the CLI user types them, for error messages.
 TURBO_FLAGS = {
@@ -137,7 +153,8 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
 
     async def progress(outcome: Any) -> None:
         action = getattr(outcome, "action", None)
-        _print_err(f"  {action or 'REFUSED':9} {outcome.path}" + ("" if action else f": {outcome.error}"))
+        if action:  # a refusal is said once, with its reason, in the summary below
+            _print_err(f"  {action:9} {outcome.path}")
 
     _print_err(f"generating into {out} ...")
     with _wait_lines():
@@ -190,69 +207,59 @@ def _print_generated(result: Any, out: Path, *, as_json: bool) -> None:
                 )
             )
         for err in result.report.errors:
-            print(f"error: {err.path}: {err.error}")
+            print(f"refused: {err.path}: {err.error}")
         for warning in warnings:
             print(f"warning: {warning}")
         print(
-            f"\n{result.status}: {len(files)} files, {sum(f.lines for f in files)} lines in "
-            f"{result.generation_time_ms} ms; {usage.prompt_tokens} prompt + {usage.completion_tokens} "
-            f"completion tokens"
+            f"\n{result.status}: {plural(len(files), 'file')}, {plural(sum(f.lines for f in files), 'line')} in "
+            f"{result.generation_time_ms} ms; {usage.prompt_tokens} prompt + "
+            f"{plural(usage.completion_tokens, 'completion token')}"
         )
 
 
-class _Progress:
-    """Live progress on stderr: every event as a line, plus a spinner on the current step at a terminal."""
-
-    FRAMES = "|/-\\"
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.step = "starting"
-        self.since = time.monotonic()
-
-    def event(self, line: str) -> None:
-        self.step, self.since = line.split(":", 1)[0], time.monotonic()
-        sys.stderr.write(("\r\033[K" if self.tty else "") + f"  · {line}\n")
-        sys.stderr.flush()
-
-    async def spin(self) -> None:
-        for tick in itertools.count():
-            sys.stderr.write(f"\r\033[K{self.FRAMES[tick % 4]} {self.step} {time.monotonic() - self.since:4.1f}s")
-            sys.stderr.flush()
-            await asyncio.sleep(0.1)
-
-    async def watch(self, runs: Any, run_id: str) -> Any:
-        """Wait for the run to end (or need input) while showing its progress."""
-        _print_err(f"run {run_id}")
-        spinner = asyncio.create_task(self.spin()) if self.tty else None
-        try:
-            return await runs.wait(run_id, 1e9, on_progress=self.event)
-        finally:
-            if spinner:
-                spinner.cancel()
-                sys.stderr.write("\r\033[K")
-
-
-async def _follow(runs: RunManager, run_id: str) -> int:
-    """Show progress until the run ends (a runners table for showdown / any-percent), then the summary its
-    workflow prints; Ctrl-C cancels but keeps the run resumable."""
+async def _follow(
+    runs: RunManager,
+    run_id: str,
+    meter: TokenMeter,
+    before_summary: Callable[[RunStatus, Any], None] | None = None,
+) -> int:
+    """Show the run live until it ends (a runners table for showdown / any-percent), then the summary its
+    workflow prints, ending with where it wrote and its run id; Ctrl-C cancels but keeps the run resumable."""
+    from speedrun.cli_live import LiveView
     from speedrun.runs import PARALLEL
 
-    workflow = (await runs.status(run_id)).workflow
-    parallel = workflow in PARALLEL
+    first = await runs.status(run_id)
+    parallel = first.workflow in PARALLEL
+    # Parallel runs print their progress lines on stdout, turbo and judge on stderr, as before the live view.
+    view = LiveView(runs, run_id, meter, parallel=parallel, plain=sys.stdout if parallel else sys.stderr)
     try:
-        status = await (_RunnerBoard(runs, run_id).watch() if parallel else _Progress().watch(runs, run_id))
+        status = await view.watch()
     except asyncio.CancelledError:
         await runs.cancel(run_id)
         clean = " (or remove its worktrees: speedrun clean)" if parallel else ""
         _print_err(f"cancelled; continue later with: speedrun resume {run_id}{clean}")
-        return 130
+        return EXIT_INTERRUPTED
     full = await runs.full_result(run_id)
+    if before_summary is not None:
+        before_summary(status, full)
     if full is None:
         return _print_status(status)
-    if workflow == "judge":
-        return _print_verdict(full)
-    return _print_parallel(full, status.result or {}) if parallel else _print_status(status, full)
+    if first.workflow == "judge":
+        code = _print_verdict(full)
+        where = str(Path(full.worksheet_path).parent)
+    elif parallel:
+        code, where = _print_parallel(full, status.result or {}), first.output_dir or ""
+    else:
+        code, where = _print_status(status, full), full.output_dir
+    print(f"output: {where}  (run {run_id})")
+    return code
+
+
+def _metered() -> AbstractContextManager[TokenMeter]:
+    """Count the tokens of the runs started inside, for the live view (LangChain imported only now)."""
+    from speedrun.cli_live import metered
+
+    return metered()
 
 
 def command_for(action: NextAction) -> str:
@@ -316,7 +323,7 @@ def _print_status(status: RunStatus, full: TurboResult | None = None) -> int:
     for f in tests.failures if tests else []:
         print(f"FAILED {f.name}: {f.message.splitlines()[0] if f.message else ''}")
     counts = tests.summary() if tests else tests_line(0, 0, 0)
-    print(f"\n{r.status.upper()}: {counts} after {len(r.cycles)} fix cycle(s); run {status.run_id}")
+    print(f"\n{r.status.upper()}: {counts} after {plural(len(r.cycles), 'fix cycle')}; run {status.run_id}")
     if r.report_path:
         print(f"report: {r.report_path}")
     return 0 if r.status == "passed" else 1
@@ -350,8 +357,8 @@ async def cmd_turbo(settings: Settings, args: argparse.Namespace) -> int:
     )
     await check_turbo(settings, inputs, _root_for(out))
     async with RunManager.open(settings) as runs:
-        run_id = await runs.start("turbo", inputs.model_dump())
-        return await _follow(runs, run_id)
+        with _metered() as meter:
+            return await _follow(runs, await runs.start("turbo", inputs.model_dump()), meter)
 
 
 async def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
@@ -370,8 +377,38 @@ async def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
             ) from None
     answer = resume_answer(args.action, edits)
     async with RunManager.open(settings) as runs:
-        await runs.resume(args.run_id, answer)
-        return await _follow(runs, args.run_id)
+        report: Callable[[RunStatus, Any], None] | None = None
+        if args.action == "edits":
+            needs = (await runs.status(args.run_id)).needs or [{}]
+            cycle, sent = needs[0].get("cycle"), len(edits or [])
+            report = lambda status, full: _print_edits(status, full, cycle, sent)  # noqa: E731
+        with _metered() as meter:
+            await runs.resume(args.run_id, answer)
+            return await _follow(runs, args.run_id, meter, report)
+
+
+def _print_edits(status: RunStatus, full: TurboResult | None, cycle: int | None, sent: int) -> None:
+    """What happened to the edits the caller sent: applied N of M, then each other one and why it was not."""
+    from speedrun.state.turbo import ClientFixRequest
+
+    if full is not None:  # the run ended: its report has the cycle the edits made
+        mine = next((c for c in full.cycles if c.cycle == cycle and c.source == "client"), None)
+        if mine is None:
+            return
+        missed = [(e.path, e.status, e.message) for e in mine.edits if e.status != "applied"]
+        total = len(mine.edits)
+    elif status.status == "needs_input" and status.needs:  # it waits again: its question lists the misses
+        request = ClientFixRequest.model_validate(status.needs[0])
+        missed = [
+            (str(e.get("path")), str(e.get("status")), str(e.get("message") or "")) for e in request.edits_not_applied
+        ]
+        total = sent
+    else:
+        return
+    print(f"edits: applied {total - len(missed)} of {plural(total, 'edit')}")
+    for path, outcome, message in missed:
+        reason = (message.splitlines() or [""])[0]
+        print(f"  not applied: {path}: {outcome.replace('_', ' ')}" + (f": {reason}" if reason else ""))
 
 
 async def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
@@ -407,12 +444,8 @@ async def cmd_judge(settings: Settings, args: argparse.Namespace) -> int:
     await check_judge(settings, inputs)
     async with RunManager.open(settings) as runs:
         # Directories written by earlier turbo runs bring their calls, fix cycles and generation time along.
-        run_id = await runs.start("judge", await runs.with_metrics(inputs))
-        status = await _Progress().watch(runs, run_id)
-        full = await runs.full_result(run_id)
-    if full is None:
-        return _print_status(status)
-    return _print_verdict(full)
+        with _metered() as meter:
+            return await _follow(runs, await runs.start("judge", await runs.with_metrics(inputs)), meter)
 
 
 def _print_verdict(result: JudgeResult) -> int:
@@ -476,45 +509,8 @@ async def cmd_parallel(settings: Settings, args: argparse.Namespace) -> int:
     )
     await check_parallel(settings, inputs)
     async with RunManager.open(settings) as runs:
-        return await _follow(runs, await runs.start(workflow, inputs.model_dump(mode="json")))
-
-
-class _RunnerBoard:
-    """Each runner's current step while a parallel run goes: a live table at a terminal (rich, imported here
-    only), else one plain line per progress event."""
-
-    def __init__(self, runs: RunManager, run_id: str) -> None:
-        self.runs, self.run_id, self.last = runs, run_id, "starting"
-
-    def table(self) -> Any:
-        """The live table: one row per runner with its latest step, the latest event below."""
-        from rich.table import Table
-
-        table = Table(title=f"run {self.run_id}", caption=self.last[:120], expand=False)
-        table.add_column("runner")
-        table.add_column("step")
-        for name, step in sorted(self.runs.runner_steps(self.run_id).items()):
-            table.add_row(name, step)
-        return table
-
-    async def watch(self) -> RunStatus:
-        """Wait for the run to end, showing its runners; its status."""
-        if not sys.stdout.isatty():
-            print(f"run {self.run_id}", flush=True)
-            return await self.runs.wait(self.run_id, 1e9, on_progress=self.line)
-        from rich.live import Live
-
-        with Live(self.table(), refresh_per_second=4, transient=True) as live:
-
-            def update(line: str) -> None:
-                self.last = line
-                live.update(self.table())
-
-            return await self.runs.wait(self.run_id, 1e9, on_progress=update)
-
-    def line(self, line: str) -> None:
-        """A progress event as a plain line (not a terminal)."""
-        print(f"  · {line}", flush=True)
+        with _metered() as meter:
+            return await _follow(runs, await runs.start(workflow, inputs.model_dump(mode="json")), meter)
 
 
 def _print_parallel(result: ParallelResult, compact: dict[str, Any]) -> int:
@@ -560,17 +556,35 @@ async def cmd_clean(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
-    """Run the MCP server on stdio."""
+    """Run the MCP server on stdio, or with --http over streamable HTTP; a refused binding exits 2."""
     from speedrun.mcp_bridge.server import main as serve
 
-    serve()
+    try:
+        serve(http=args.http, host=args.host, port=args.port)
+    except SpeedRunError as exc:
+        _print_err(f"speedrun mcp: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
     return 0
+
+
+def mermaid(name: str) -> str:
+    """The compiled graph of workflow `name` (one of GRAPHS) as a Mermaid diagram, as LangGraph draws it."""
+    import importlib
+
+    return str(importlib.import_module(f"speedrun.graphs.{name}").graph.get_graph().draw_mermaid())
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
-    parser = argparse.ArgumentParser(prog="speedrun", description="Fast-model codegen with tests and surgical fixes.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="speedrun",
+        description="Fast-model codegen with tests and surgical fixes.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("check", help="check the key and that the generator endpoint answers")
     gen = sub.add_parser("generate", help="generate files from a prompt and write them to --out")
     gen.add_argument("prompt", nargs="?", help="the prompt text, or '-' to read stdin")
@@ -585,8 +599,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="protected path the reply may write anyway, e.g. .github/workflows/ci.yml (repeatable)",
     )
     gen.add_argument("--json", action="store_true", help="print the result as JSON")
-    sub.add_parser("mcp", help="run the MCP server on stdio (for Claude Code and other MCP clients)")
-    tur = sub.add_parser("turbo", help="contract → generate → test → surgical fixes, in the foreground")
+    mcp = sub.add_parser("mcp", help="run the MCP server on stdio (for Claude Code and other MCP clients)")
+    mcp.add_argument(
+        "--http", action="store_true", help="serve over streamable HTTP at http://HOST:PORT/mcp instead of stdio"
+    )
+    mcp.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind with --http (default 127.0.0.1); any non-loopback one needs SPEEDRUN_MCP_TOKEN",
+    )
+    mcp.add_argument("--port", type=int, default=8000, help="TCP port with --http (default 8000)")
+    tur = sub.add_parser("turbo", help="contract → generate → test → surgical fixes, in the foreground", **RUN_KW)
     what = tur.add_mutually_exclusive_group(required=True)
     what.add_argument("--task", help="the job in plain words (the planner writes the contract)")
     what.add_argument("--contract", help="file with DATA CONTRACT / API CONTRACT / ALGORITHM / RULES")
@@ -600,18 +623,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="protected path the generator may write anyway, e.g. .github/workflows/ci.yml (repeatable)",
     )
-    res = sub.add_parser("resume", help="continue a run (after a crash, cancel, or your own fix)")
-    res.add_argument("run_id")
+    res = sub.add_parser("resume", help="continue a run (after a crash, cancel, or your own fix)", **RUN_KW)
+    res.add_argument("run_id", help="the run to continue, as `speedrun runs` lists it")
     res.add_argument(
         "--action",
         choices=["continue", "retest", "stop", "edits"],
         help="retest/stop/edits answer a run waiting for your fix; continue picks up a dead run",
     )
     res.add_argument("--edits", help="JSON file with [{path, search, replace}] for --action edits")
-    jud = sub.add_parser("judge", help="score implementation directories and pick a winner")
+    jud = sub.add_parser("judge", help="score implementation directories and pick a winner", **RUN_KW)
     jud.add_argument("dirs", nargs="+", help="implementation directories (their names label the scorecard)")
     jud.add_argument("--design", required=True, help="the design or plan they implement (text file)")
-    jud.add_argument("--mode", choices=["showdown", "any_percent"], default="showdown")
+    jud.add_argument(
+        "--mode",
+        choices=["showdown", "any_percent"],
+        default="showdown",
+        help="showdown: one design built several times; any_percent: different approaches (default showdown)",
+    )
     jud.add_argument("--test-cmd", default="pytest -q", help="test command run in each directory")
     jud.add_argument("--out", default=".", help="directory for judge-worksheet.md and scorecard.json")
     _parallel_parser(sub, "showdown", "2-5 runners build one design in git worktrees; the judged winner is promoted")
@@ -620,13 +648,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("clean", help="remove worktrees and branches that dead or cancelled parallel runs left behind")
     runs = sub.add_parser("runs", help="list recent runs")
-    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--limit", type=_positive, default=20, help="how many runs to list (default 20)")
+    graph = sub.add_parser("graph", help="print a workflow's graph as a Mermaid diagram")
+    graph.add_argument(
+        "name", type=lambda v: v.replace("-", "_"), choices=GRAPHS, help=f"the workflow: {', '.join(GRAPHS)}"
+    )
     return parser
+
+
+def _positive(value: str) -> int:
+    """An argparse type: a whole number of 1 or more; argparse refuses anything else naming the flag (exit 2)."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, got {echo(value, 40)}")
+    return number
 
 
 def _parallel_parser(sub: Any, name: str, help_text: str) -> None:
     """The flags of `speedrun showdown` / `speedrun any-percent`, mirroring the MCP tools."""
-    cmd = sub.add_parser(name, help=help_text)
+    cmd = sub.add_parser(name, help=help_text, **RUN_KW)
     cmd.add_argument("--design", required=True, help="the design: a text file, or the text itself")
     cmd.add_argument("--feature", required=True, help="a slug naming the feature (branches <feature>/speed-run/...)")
     cmd.add_argument("--repo", default=".", help="the git repository to work in (default: here)")
@@ -667,6 +710,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "mcp":
         return cmd_mcp(args)
+    if args.command == "graph":  # needs no settings or key
+        print(mermaid(args.name), end="")
+        return EXIT_PASSED
     from speedrun.sandbox import harden_process
 
     harden_process()  # same-user test code cannot read this process's environment (the keys)
@@ -679,7 +725,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         _print_err("speedrun: interrupted")
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":
