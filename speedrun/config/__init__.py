@@ -9,19 +9,20 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from speedrun.config.providers import PRESETS, ProviderLimits, ProviderPreset
 from speedrun.errors import ConfigError, InputError, describe_validation, echo
 
 MIN_SECRET_LEN = 8  # real API keys are far longer
+MIN_MAX_TOKENS = 256  # the floor of SPEEDRUN_MAX_TOKENS and of a run context's max_tokens
 SECONDS_BELOW = 1000  # a GENERATION_TIMEOUT under this is seconds (the original server read seconds), else ms
 
 log = logging.getLogger("speedrun.config")
@@ -128,7 +129,7 @@ class Settings(BaseSettings):
     )
     max_tokens_cap: int = Field(
         16_384,
-        ge=256,
+        ge=MIN_MAX_TOKENS,
         validation_alias="SPEEDRUN_MAX_TOKENS",
         description="Upper bound for max_tokens when it is sized to the task.",
     )
@@ -375,6 +376,10 @@ class Settings(BaseSettings):
             return []
         return [Path(p).expanduser().resolve() for p in self.roots.split(os.pathsep) if p.strip()]
 
+    def write_roots(self) -> list[Path]:
+        """Where a run may write when its caller names no roots: SPEEDRUN_ROOTS, else the working directory."""
+        return self.allowed_roots() or [Path.cwd().resolve()]
+
     @property
     def generation_timeout_s(self) -> float:
         """GENERATION_TIMEOUT converted to seconds."""
@@ -479,6 +484,27 @@ def check_apart_from_home(home: Path, workspace: Path, name: str = "output_dir")
     )
 
 
+def resolve_output_dir(output_dir: str, roots: list[Path], name: str = "output_dir") -> tuple[Path, Path]:
+    """A relative output_dir resolves against the first root; the result must lie inside some root. Blocking.
+
+    Returns (the resolved directory, the root it lies in). The one rule for MCP tools and Studio runs alike.
+    """
+    if not output_dir or not output_dir.strip():
+        raise InputError(f"{name} is empty; pass a directory (relative to the project root, or absolute).")
+    if "\x00" in output_dir:
+        raise InputError(f"{name} contains a NUL byte.")
+    path = Path(output_dir).expanduser()
+    path = (path if path.is_absolute() else roots[0] / path).resolve()
+    for root in roots:
+        if path == root or path.is_relative_to(root):
+            return path, root
+    raise InputError(
+        f"{name} {echo(output_dir)} resolves to {echo(str(path), 200)}, outside the allowed roots "
+        f"({echo(', '.join(map(str, roots)), 200)}). Pass a directory inside them, or allow it: add it to "
+        "SPEEDRUN_ROOTS (os.pathsep-separated) in the server's env, or open the client in that directory."
+    )
+
+
 def _default_home() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(base) / "speed-run"
@@ -524,11 +550,80 @@ def _settings_message(err: Mapping[str, Any]) -> str | None:
     return None
 
 
-@dataclass
-class RunContext:
-    """Run-scoped context passed to graphs (`context=`): the settings object, never checkpointed."""
+_ROLE_FORMAT = "'provider[:model]' (e.g. 'cerebras:gpt-oss-120b', 'groq:llama-3.3-70b-versatile')"
 
-    settings: Settings | None = None
+
+class RunContext(BaseModel):
+    """Per-run model choices; an empty field keeps the environment's setting. API keys stay in the environment."""
+
+    # The docstring above is what Studio shows over the form. Edges pass the Settings they read once
+    # (`RunContext(settings)`): that field is left out of the JSON schema and of every dump, so keys never reach
+    # Studio, a run record or a checkpoint. A context without Settings (Studio, or Python without one) reads the
+    # environment, and its paths are checked against the allowed roots as MCP's are (nodes.common.confined).
+    model_config = ConfigDict(extra="forbid")
+
+    settings: SkipJsonSchema[Settings | None] = Field(None, exclude=True, repr=False)
+    generator: str | None = Field(None, description=f"Model that writes the code: {_ROLE_FORMAT}.")
+    planner: str | None = Field(None, description=f"Model that writes contracts and runner plans: {_ROLE_FORMAT}.")
+    fixer: str | None = Field(
+        None,
+        description=f"Model that repairs failing tests with small edits: {_ROLE_FORMAT}, or 'client' to fix them "
+        "yourself (the run pauses for you).",
+    )
+    reviewer: str | None = Field(
+        None, description=f"Model that reviews implementations with fresh eyes: {_ROLE_FORMAT}."
+    )
+    judge: str | None = Field(None, description=f"Model that scores implementations: {_ROLE_FORMAT}.")
+    reasoning_effort: Literal["low", "medium", "high"] | None = Field(
+        None, description="Reasoning effort sent to reasoning models (gpt-oss); others ignore it."
+    )
+    max_tokens: int | None = Field(
+        None,
+        description=f"Upper bound on one reply's max_tokens (at least {MIN_MAX_TOKENS}); speed-run sizes each call "
+        "to its task below it.",
+        json_schema_extra={"minimum": MIN_MAX_TOKENS},
+    )
+
+    def __init__(self, settings: Settings | None = None, /, **data: Any) -> None:
+        # RunContext(settings) is how edges and tests build one; the keyword form and Studio's JSON work too.
+        if settings is not None:
+            data["settings"] = settings
+        super().__init__(**data)
+
+    @field_validator(*ROLES, mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # A cleared field in Studio's form arrives as "": it means "as configured", not "no model".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def from_edge(self) -> bool:
+        """True when an edge (CLI, MCP, a runner) passed its Settings: it has already checked the run's paths."""
+        return self.settings is not None
+
+    def apply(self, settings: Settings) -> Settings:
+        """settings with this context's role, reasoning-effort and max-token choices on top (InputError if bad)."""
+        roles: dict[str, str] = {r: v.strip() for r in ROLES if (v := getattr(self, r)) is not None}
+        for role, value in roles.items():
+            provider = value.partition(":")[0].strip().lower()
+            if provider not in PRESETS and not (role == "fixer" and value.lower() == "client"):
+                client = ", or 'client'" if role == "fixer" else ""
+                raise InputError(
+                    f"context {role}={echo(value)} names an unknown provider {echo(provider)}: write it as "
+                    f"{_ROLE_FORMAT}, with the provider one of {', '.join(PRESETS)}{client}."
+                )
+        if self.max_tokens is not None and self.max_tokens < MIN_MAX_TOKENS:
+            raise InputError(
+                f"context max_tokens={self.max_tokens} is too small: use at least {MIN_MAX_TOKENS}, or leave it "
+                "empty to keep SPEEDRUN_MAX_TOKENS."
+            )
+        update: dict[str, Any] = {}
+        if self.reasoning_effort is not None:
+            update["reasoning_effort"] = self.reasoning_effort
+        if self.max_tokens is not None:
+            update["max_tokens_cap"] = self.max_tokens
+        settings = with_roles(settings, roles)
+        return settings.model_copy(update=update) if update else settings
 
 
 def with_roles(settings: Settings, overrides: dict[str, str] | None) -> Settings:

@@ -27,7 +27,7 @@ from speedrun.config import RunContext
 from speedrun.errors import SpeedRunError
 from speedrun.graphs.common import AsyncNode, node
 from speedrun.nodes.assess import assess
-from speedrun.nodes.common import run_settings
+from speedrun.nodes.common import confined, run_settings
 from speedrun.nodes.gate import gate
 from speedrun.nodes.judge_runners import judge_runners
 from speedrun.nodes.prepare_worktrees import prepare_worktrees
@@ -108,7 +108,7 @@ def build(
     builder = StateGraph(
         state_schema, context_schema=RunContext, input_schema=input_schema, output_schema=ParallelOutput
     )
-    builder.add_node("assess", node(assess))
+    builder.add_node("assess", node(confined(assess, "repo")))  # checks a Studio run's repo
     builder.add_node("prepare_worktrees", node(prepare_worktrees))
     builder.add_node("run_runner", node(run_runner), input_schema=RunnerTask)
     for name, func in (

@@ -8,6 +8,7 @@ from langgraph.graph import END, START, StateGraph
 
 from speedrun.config import RunContext
 from speedrun.graphs.common import node
+from speedrun.nodes.common import confined
 from speedrun.nodes.contract_write import contract_write
 from speedrun.nodes.generate import generate
 from speedrun.nodes.report import report
@@ -37,7 +38,7 @@ def after_fix(state: TurboState) -> Literal["run_tests", "report"]:
 
 
 builder = StateGraph(TurboState, context_schema=RunContext, input_schema=TurboInput, output_schema=TurboOutput)
-builder.add_node("contract_write", node(contract_write))
+builder.add_node("contract_write", node(confined(contract_write, "output_dir")))  # checks a Studio run's path
 builder.add_node("generate", node(generate))
 builder.add_node("run_tests", node(run_tests))
 builder.add_node("surgical_fix", node(surgical_fix))

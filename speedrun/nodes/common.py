@@ -1,17 +1,53 @@
-"""Small helpers every node shares: the run's settings and progress events."""
+"""Small helpers every node shares: the run's settings, progress events, and the path check of runs no edge started."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from speedrun.config import RunContext, Settings, load_settings, with_roles
+from speedrun.config import RunContext, Settings, load_settings, resolve_output_dir, with_roles
+
+Node = Callable[[Any, Any], Coroutine[Any, Any, dict[str, Any]]]
 
 
 def run_settings(runtime: Any, roles: dict[str, str] | None = None) -> Settings:
-    """Settings from the run context (edges pass them), else the environment; then per-run role overrides."""
+    """The run's settings: the edge's (else the environment), the context's model choices on top, then `roles`.
+
+    `roles` (the run's own input) wins over the context: it is the more specific of the two.
+    """
     context = getattr(runtime, "context", None)
-    base = context.settings if isinstance(context, RunContext) and context.settings else load_settings()
+    if isinstance(context, RunContext):
+        base = context.apply(context.settings or load_settings())
+    else:
+        base = load_settings()
     return with_roles(base, roles)
+
+
+def confined(func: Node, field: str) -> Node:
+    """`func`, run as a graph's first node, with the state's `field` path checked first when no edge started the run.
+
+    An edge (CLI, MCP) checks paths against its roots and passes its Settings in the context. A run without them
+    (Studio, Python) gets MCP's rule here: a relative path resolves against SPEEDRUN_ROOTS (else the working
+    directory), a path outside them is an InputError, and the resolved path goes into the state, so the result
+    shows it.
+    """
+
+    async def wrapped(state: Any, runtime: Any) -> dict[str, Any]:
+        context = getattr(runtime, "context", None)
+        if isinstance(context, RunContext) and context.from_edge:
+            return await func(state, runtime)
+        given = getattr(state, field)
+        roots = run_settings(runtime).write_roots()
+        resolved, _ = await asyncio.to_thread(resolve_output_dir, given, roots, field)  # resolve() reads the disk
+        if str(resolved) == given:
+            return await func(state, runtime)
+        out = await func(state.model_copy(update={field: str(resolved)}), runtime)
+        return {field: str(resolved), **out}
+
+    wrapped.__name__ = wrapped.__qualname__ = func.__name__
+    wrapped.__doc__ = func.__doc__
+    return wrapped
 
 
 def progress(runtime: Any, step: str, message: str, **data: Any) -> None:
