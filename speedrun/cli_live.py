@@ -69,13 +69,13 @@ class LiveView:
         return f"{time.monotonic() - self.started:.1f} s"
 
     def __rich__(self) -> Any:
-        """The table rich draws on every refresh (so the clock moves even while no event arrives)."""
+        """What rich draws on every refresh (so the clock moves even while no event arrives): the table, then the
+        totals and the latest event as lines of their own, as wide as the terminal."""
+        from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
-        caption = f"{self.elapsed()} elapsed · {self.meter.line()}"
-        if self.latest:
-            caption += f"\n{self.latest[:LATEST_SHOWN]}"
-        table = Table(title=f"run {self.run_id}", caption=caption, expand=False)
+        table = Table(title=f"run {self.run_id}", expand=False)
         if self.parallel:
             table.add_column("runner")
             table.add_column("step")
@@ -86,7 +86,10 @@ class LiveView:
                 table.add_column(column)
             prompt, completion = self.meter.totals()
             table.add_row(self.step, self.elapsed(), f"{prompt + completion:,}")
-        return table
+        lines = [Text(f"{self.elapsed()} elapsed · {self.meter.line()}", no_wrap=True, overflow="ellipsis")]
+        if self.latest:
+            lines.append(Text(self.latest[:LATEST_SHOWN], no_wrap=True, overflow="ellipsis"))
+        return Group(table, *lines)
 
     async def watch(self) -> RunStatus:
         """Wait for the run to end (or need input) while showing it; its status."""
