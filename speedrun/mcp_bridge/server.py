@@ -10,7 +10,7 @@ import threading
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec, TypeVar, cast
 from urllib.parse import unquote, urlparse
@@ -22,6 +22,7 @@ from pydantic import Field
 
 from speedrun.config import Settings, load_settings
 from speedrun.errors import ConfigError, InputError, SpeedRunError, echo
+from speedrun.mcp_bridge.progress import HEARTBEAT_S, Progress, elapsed_words
 from speedrun.state import GenerateResult, StatusResult, Usage, WriteFilesResult
 from speedrun.state.records import CleanResult, RunList, RunStatus
 
@@ -62,8 +63,10 @@ def _uri_to_path(uri: str) -> Path | None:
 
 
 async def allowed_roots(ctx: Context | None, settings: Settings) -> list[Path]:
-    """The client's MCP roots if it offers them, else SPEEDRUN_ROOTS, else the server's working directory."""
-    if ctx is not None:
+    """The client's MCP roots if it offers them (stdio only), else SPEEDRUN_ROOTS, else the server's working
+    directory. Over HTTP the client may be another machine: its roots name its paths, not ours, and trusting them
+    would let any client widen where the server writes."""
+    if ctx is not None and app_of(ctx).client_roots:
         caps = ctx.session.client_capabilities
         if caps is not None and caps.roots is not None:
             try:
@@ -161,15 +164,18 @@ class App:
     settings: Settings
     config_error: str | None
     runs: Runs
+    heartbeat_s: float = HEARTBEAT_S
+    client_roots: bool = True  # False over HTTP: only SPEEDRUN_ROOTS (or the working directory) count
+    asked: set[str] = field(default_factory=set)  # runs whose winner this server already asked the user to pick
 
 
 @asynccontextmanager
 async def app_lifespan(
-    server: MCPServer[App], *, settings: Settings, config_error: str | None = None
+    server: MCPServer[App], *, settings: Settings, config_error: str | None = None, **options: Any
 ) -> AsyncIterator[App]:
     """Open the app state for the server's lifetime; on shutdown stop live runs (they stay resumable) and close
-    the run database."""
-    app = App(settings=settings, config_error=config_error, runs=Runs(settings))
+    the run database. `options` are App's knobs (heartbeat_s, client_roots)."""
+    app = App(settings=settings, config_error=config_error, runs=Runs(settings), **options)
     try:
         yield app
     finally:
@@ -214,39 +220,62 @@ def tool_errors(*, needs_settings: bool = True) -> Callable[[Callable[P, Awaitab
     return decorate
 
 
-async def _report(ctx: Context, count: int, message: str) -> None:
-    """One progress notification; a client that went away must not fail the call."""
-    try:
-        await ctx.report_progress(count, None, message)
-    except Exception:
-        log.debug("progress notification failed", exc_info=True)
-
-
-def _progress_waits(ctx: Context) -> Any:
+def _progress_waits(progress: Progress) -> Any:
     """Report the gateway's rate-budget waits (> 2 s) as MCP progress notifications."""
     from speedrun.llm import report_waits
 
-    count = 0
+    return report_waits(progress.line)
 
-    async def forward(message: str) -> None:
-        nonlocal count
-        count += 1
-        await _report(ctx, count, message)
 
-    return report_waits(forward)
+def _generating(ctx: Context) -> Progress:
+    """Progress for a one-shot generation: its own lines, and a heartbeat saying how long it has been generating."""
+    import time
+
+    started = time.monotonic()
+
+    async def describe(latest: str) -> str:
+        return f"generating ({elapsed_words(time.monotonic() - started)})" + (f"; last: {latest}" if latest else "")
+
+    return _tracker(ctx, describe)
+
+
+def _tracker(ctx: Context, describe: Callable[[str], Awaitable[str]]) -> Progress:
+    """This call's progress notifications, with the server's heartbeat interval."""
+
+    async def send(count: float, message: str) -> None:
+        await ctx.report_progress(count, None, message)
+
+    return Progress(send, describe, interval=app_of(ctx).heartbeat_s)
 
 
 async def _wait_and_report(ctx: Context, run_id: str, wait_seconds: float) -> RunStatus:
-    """Wait for a run (up to wait_seconds), forwarding its progress lines as MCP progress; then its status."""
+    """Wait for a run (up to wait_seconds), forwarding its progress lines as MCP progress and a heartbeat (its
+    latest step, how long it has run) whenever it is quiet; then its status, after asking the user to pick the
+    winner when a promote=ask run awaits that choice and the client can ask."""
+    from speedrun.mcp_bridge.choose import maybe_choose
+
     runs = await app_of(ctx).runs.get()
-    count = 0
 
-    async def forward(line: str) -> None:
-        nonlocal count
-        count += 1
-        await _report(ctx, count, line)
+    async def describe(latest: str) -> str:
+        status = await runs.status(run_id)
+        step = latest or (status.progress[-1] if status.progress else "starting")
+        return f"still running ({_since(status.created_at)}): {step}"
 
-    return await runs.wait(run_id, wait_seconds, on_progress=forward)
+    progress = _tracker(ctx, describe)
+    status = await progress.beat_while(runs.wait(run_id, wait_seconds, on_progress=progress.line))
+    return await maybe_choose(ctx, runs, status)
+
+
+def _since(created_at: str) -> str:
+    """How long ago an ISO timestamp was, in words ('?' when it cannot be read)."""
+    from datetime import UTC, datetime
+
+    try:
+        started = datetime.fromisoformat(created_at)
+    except ValueError:
+        return "?"
+    started = started if started.tzinfo else started.replace(tzinfo=UTC)
+    return elapsed_words((datetime.now(UTC) - started).total_seconds())
 
 
 MaxTokens = Annotated[
@@ -275,8 +304,9 @@ async def generate(
         raise InputError("prompt is empty.")
     check_max_tokens(max_tokens)  # here, in words, rather than as a schema error with a pydantic link
     messages = ([("system", system_prompt)] if system_prompt else []) + [("user", prompt)]
-    with _progress_waits(ctx):
-        reply = await complete(settings, "generator", messages, max_tokens=max_tokens)
+    progress = _generating(ctx)
+    with _progress_waits(progress):
+        reply = await progress.beat_while(complete(settings, "generator", messages, max_tokens=max_tokens))
     e = reply.entry
     return GenerateResult(
         response=reply.text,
@@ -318,24 +348,24 @@ async def generate_and_write_files(
     out, root = resolve_output_dir(output_dir, roots)
     await check_generate(settings, out, root, max_tokens=max_tokens, allow_paths=allow_paths)
     context = await asyncio.to_thread(read_context_files, context_files or [], out, roots)
-    count = 0
+    progress = _generating(ctx)
 
-    async def progress(outcome: Any) -> None:
-        nonlocal count
-        count += 1
-        await _report(ctx, count, f"{getattr(outcome, 'action', 'refused')}: {outcome.path}")
+    async def on_file(outcome: Any) -> None:
+        await progress.line(f"{getattr(outcome, 'action', 'refused')}: {outcome.path}")
 
-    with _progress_waits(ctx):
-        result = await generate_and_write(
-            settings,
-            prompt,
-            out,
-            system_prompt=system_prompt,
-            context=context,
-            max_tokens=max_tokens,
-            on_file=progress,
-            allow_paths=allow_paths or (),
-            confine_to=root,
+    with _progress_waits(progress):
+        result = await progress.beat_while(
+            generate_and_write(
+                settings,
+                prompt,
+                out,
+                system_prompt=system_prompt,
+                context=context,
+                max_tokens=max_tokens,
+                on_file=on_file,
+                allow_paths=allow_paths or (),
+                confine_to=root,
+            )
         )
     return _written(result, out)
 
@@ -662,9 +692,12 @@ TOOLS: tuple[Callable[..., Awaitable[Any]], ...] = (
 )
 
 
-def create_server(settings: Settings | None = None) -> MCPServer[App]:
+def create_server(
+    settings: Settings | None = None, *, heartbeat_s: float = HEARTBEAT_S, client_roots: bool = True
+) -> MCPServer[App]:
     """Build the speed-run MCP server. Settings are read once here (or passed in by a test); a settings error is
-    kept, so the server starts and check_status explains it."""
+    kept, so the server starts and check_status explains it. `heartbeat_s`: seconds of quiet before a progress
+    heartbeat; `client_roots`: whether the client's MCP roots may widen where it writes (not over HTTP)."""
     config_error: str | None = None
     if settings is None:
         try:
@@ -678,7 +711,13 @@ def create_server(settings: Settings | None = None) -> MCPServer[App]:
         "speed-run",
         instructions=INSTRUCTIONS,
         version=_version(),
-        lifespan=functools.partial(app_lifespan, settings=settings, config_error=config_error),
+        lifespan=functools.partial(
+            app_lifespan,
+            settings=settings,
+            config_error=config_error,
+            heartbeat_s=heartbeat_s,
+            client_roots=client_roots,
+        ),
         middleware=[_warm_after_initialized],
     )
     for tool in TOOLS:
@@ -695,13 +734,43 @@ def _version() -> str:
         return "0"
 
 
-def main() -> None:
-    """Run the server on stdio; logs go to stderr because stdout carries the protocol."""
+HEARTBEAT_ENV = "SPEEDRUN_MCP_HEARTBEAT"  # seconds of quiet before a heartbeat; tests shorten it
+
+
+def main(http: bool = False, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the server on stdio (logs on stderr, as stdout carries the protocol), or over streamable HTTP.
+
+    Raises InputError for a binding that would expose the tools (off loopback without SPEEDRUN_MCP_TOKEN) or a
+    bad heartbeat setting, before anything is served."""
+    import os
+
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="speed-run %(levelname)s %(message)s")
     for noisy in ("httpx", "httpx2", "openai"):  # one INFO line per model request drowns the useful ones
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    heartbeat = _heartbeat(os.environ.get(HEARTBEAT_ENV))
     harden()
-    create_server().run()
+    if not http:
+        create_server(heartbeat_s=heartbeat).run()
+        return
+    from speedrun.mcp_bridge import http as transport
+
+    token = os.environ.get(transport.TOKEN_ENV) or None
+    transport.check_binding(host, port, token)  # before the server (and its settings) exist
+    extra = os.environ.get(transport.HOSTS_ENV, "").split(",")
+    transport.serve(create_server(heartbeat_s=heartbeat, client_roots=False), host, port, token, extra)
+
+
+def _heartbeat(value: str | None) -> float:
+    """SPEEDRUN_MCP_HEARTBEAT in seconds: above 0 and at most 10 (clients time out on longer silences)."""
+    if value is None or not value.strip():
+        return HEARTBEAT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 10:
+        raise InputError(f"{HEARTBEAT_ENV}={echo(value, 40)} is not a number of seconds in (0, 10]; unset it for 5.")
+    return seconds
 
 
 def harden() -> None:
