@@ -8,6 +8,7 @@ from langgraph.types import Send
 from speedrun.config import RunContext
 from speedrun.graphs.common import node
 from speedrun.judge.panel import blind
+from speedrun.nodes.common import confined
 from speedrun.nodes.decide import decide
 from speedrun.nodes.fresh_eyes_review import fresh_eyes_review
 from speedrun.nodes.measure import measure
@@ -39,7 +40,7 @@ builder.add_node("measure", node(measure), input_schema=MeasureTask)
 builder.add_node("fresh_eyes_review", node(fresh_eyes_review), input_schema=ReviewTask)
 builder.add_node("score", node(score))
 builder.add_node("decide", node(decide))
-builder.add_node("worksheet", node(worksheet))
+builder.add_node("worksheet", node(confined(worksheet, "worksheet_dir")))  # checks a Studio run's path
 builder.add_conditional_edges(START, fan_out_measure, ["measure"])
 builder.add_node("measured", _join)  # waits for every measure branch, so reviews fan out once
 builder.add_edge("measure", "measured")

@@ -38,6 +38,8 @@ def confined(func: Node, field: str) -> Node:
         if isinstance(context, RunContext) and context.from_edge:
             return await func(state, runtime)
         given = getattr(state, field)
+        if given is None:  # an optional place left to its default (e.g. the judge's worksheet under SPEEDRUN_HOME)
+            return await func(state, runtime)
         roots = run_settings(runtime).write_roots()
         resolved, _ = await asyncio.to_thread(resolve_output_dir, given, roots, field)  # resolve() reads the disk
         if str(resolved) == given:
