@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -17,8 +18,8 @@ import pytest
 from mcp import types
 
 from tests.fake_llm import FakeLLM, Reply
+from tests.helpers import CONTRACT_TEXT, PYTEST, TEST_CALC, Transcript, error_text, file_blocks, mcp_session, server_env
 from tests.helpers import MCP_KEY as KEY
-from tests.helpers import Transcript, error_text, mcp_session, server_env
 
 
 def assert_no_secret(tmp_path: Path, transcript: Transcript) -> None:
@@ -359,3 +360,64 @@ def test_answering_initialize_imports_no_model_graph_or_run_library(tmp_path: Pa
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+# --- progress while a tool waits ------------------------------------------------------------------------
+
+HEARTBEAT = 0.5  # seconds; the default (5 s) is what users get, this keeps the test short
+
+
+@pytest.mark.anyio
+async def test_a_quiet_run_still_sends_progress_naming_its_step_and_elapsed_time(
+    tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    from speedrun.mcp_bridge.progress import HEARTBEAT_S
+
+    assert 0 < HEARTBEAT_S <= 10  # what every client gets without the test's setting
+    calc = "def add(a, b):\n    return a + b\n"
+    fake_llm.script(Reply(content=file_blocks({"calc.py": calc, "test_calc.py": TEST_CALC}), delay=4))
+    env = server_env(tmp_path, fake_llm, SPEEDRUN_MCP_HEARTBEAT=str(HEARTBEAT))
+    seen: list[tuple[float, float, str]] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        seen.append((time.monotonic(), done, message or ""))
+
+    with anyio.fail_after(90):
+        async with mcp_session(tmp_path, env) as session:
+            args = {"contract": CONTRACT_TEXT, "output_dir": "ws", "test_command": PYTEST, "wait_seconds": 0}
+            started = (await session.call_tool("turbo", args)).structured_content
+            assert started["status"] == "running"
+            await anyio.sleep(1)  # the run is now inside the 4 s model call, and silent
+            begun = time.monotonic()
+            status = await session.call_tool(
+                "run_status", {"run_id": started["run_id"], "wait_seconds": 30}, progress_callback=on_progress
+            )
+            ended = time.monotonic()
+    assert status.structured_content["status"] == "passed", status
+    beats = [(at, message) for at, _, message in seen if message.startswith("still running")]
+    assert len(beats) >= 3, seen
+    # Never quiet for much longer than the interval while the model was thinking.
+    times = [begun] + [at for at, _, _ in seen]
+    assert max(b - a for a, b in zip(times, times[1:], strict=False)) < HEARTBEAT + 1.0, seen
+    assert [done for _, done, _ in seen] == sorted({done for _, done, _ in seen})  # strictly rising
+    # A heartbeat names the step the run reached before this call began waiting, and how long the run has run.
+    assert beats[0][1].startswith("still running (") and "): generate: " in beats[0][1], beats
+    assert all(re.search(r"^still running \(\d+ s\): [a-z_]+: ", m) for _, m in beats), beats
+    first, last = (int(re.search(r"\((\d+) s\)", m)[1]) for m in (beats[0][1], beats[-1][1]))  # type: ignore[index]
+    assert first >= 1 and last > first
+    assert any(m.startswith("run_tests:") for _, _, m in seen)  # the run's own lines still come through
+    assert ended - begun < 20
+
+
+def test_a_heartbeat_setting_outside_zero_to_ten_seconds_is_refused(tmp_path: Path) -> None:
+    env = server_env(tmp_path, None, SPEEDRUN_MCP_HEARTBEAT="30")
+    proc = subprocess.run(
+        [sys.executable, "-m", "speedrun", "mcp"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 2
+    assert "SPEEDRUN_MCP_HEARTBEAT='30'" in proc.stderr and "(0, 10]" in proc.stderr and "Traceback" not in proc.stderr
