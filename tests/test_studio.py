@@ -79,6 +79,7 @@ def studio(tmp_path: Path, fake_llm: FakeLLM):
         "CEREBRAS_URL": fake_llm.base_url,
         "CEREBRAS_MODEL": "fake-model",
         "SPEEDRUN_HOME": str(tmp_path / "home"),
+        "SPEEDRUN_ROOTS": str(tmp_path / "roots"),  # Studio runs write only here (relative paths resolve here)
         "PYTHONPATH": str(project),
     }
     with open(log, "wb") as out:
@@ -90,6 +91,7 @@ def studio(tmp_path: Path, fake_llm: FakeLLM):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    (tmp_path / "roots").mkdir()
     try:
         url = None
         deadline = time.monotonic() + 90
@@ -123,7 +125,7 @@ def test_turbo_runs_in_langgraph_dev_without_allow_blocking(studio, fake_llm: Fa
     assert {"turbo", "judge", "showdown", "any_percent"} <= {a["graph_id"] for a in assistants}
 
     fake_llm.script(f'<FILE path="calc.py">\n{CALC}</FILE>\n<FILE path="test_calc.py">\n{TEST_CALC}</FILE>\n')
-    out = tmp_path / "ws"
+    out = tmp_path / "roots" / "ws"
     test_cmd = f"{sys.executable} -m pytest -q -p no:cacheprovider"
     final = _http(
         "POST",
@@ -138,10 +140,72 @@ def test_turbo_runs_in_langgraph_dev_without_allow_blocking(studio, fake_llm: Fa
     assert final["result"]["tests"]["passed"] == 1
 
 
+SCHEMA_FAILURES = ("Failed to get config schema", "Failed to get context schema", "Invalid context schema type")
+ROLE_FIELDS = ("generator", "planner", "fixer", "reviewer", "judge")
+
+
+def test_studio_context_form_roles_and_output_dirs_resolved_in_the_roots(
+    studio, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    """The context schema Studio renders as a form, a run that picks its generator there, and output_dir rules."""
+    url, log = studio
+    for assistant in _http("POST", f"{url}/assistants/search", {}):
+        schemas = _http("GET", f"{url}/assistants/{assistant['assistant_id']}/schemas")
+        props = schemas["context_schema"]["properties"]
+        for field in (*ROLE_FIELDS, "reasoning_effort", "max_tokens"):
+            assert props[field]["description"], (assistant["graph_id"], field, props)
+        assert "provider[:model]" in props["generator"]["description"] and "client" in props["fixer"]["description"]
+        assert "settings" not in props and "API_KEY" not in json.dumps(schemas)  # keys never reach the form
+    logged = log.read_text(errors="replace")
+    assert not [line for line in logged.splitlines() if any(f in line for f in SCHEMA_FAILURES)], logged[-3000:]
+
+    # A relative output_dir lands under SPEEDRUN_ROOTS, and the run uses the generator its context names.
+    fake_llm.script(f'<FILE path="calc.py">\n{CALC}</FILE>\n<FILE path="test_calc.py">\n{TEST_CALC}</FILE>\n')
+    test_cmd = f"{sys.executable} -m pytest -q -p no:cacheprovider"
+    thread = _http("POST", f"{url}/threads", {})["thread_id"]
+    final = _http(
+        "POST",
+        f"{url}/threads/{thread}/runs/wait",
+        {
+            "assistant_id": "turbo",
+            "input": {"contract": CONTRACT, "output_dir": "studio/calc", "test_command": test_cmd},
+            "context": {"generator": "cerebras:studio-picked-model", "planner": ""},
+        },
+    )
+    resolved = tmp_path / "roots" / "studio" / "calc"
+    assert final["result"]["status"] == "passed", json.dumps(final)[:2000]
+    assert final["result"]["output_dir"] == str(resolved)
+    assert (resolved / "calc.py").read_text() == CALC
+    assert [r.body["model"] for r in fake_llm.chat_requests()] == ["studio-picked-model"]
+    history = json.dumps(_http("POST", f"{url}/threads/{thread}/history", {"limit": 50}))
+    assert "sk-studio-test-key" not in history  # the key stays in the server's environment
+
+    # Outside the roots: refused in words, before any model call, and nothing is written there.
+    outside = tmp_path / "outside"
+    refused = _http(
+        "POST",
+        f"{url}/runs/wait",
+        {
+            "assistant_id": "turbo",
+            "input": {"contract": CONTRACT, "output_dir": str(outside), "test_command": test_cmd},
+        },
+    )
+    assert refused["__error__"]["error"] == "InputError", refused
+    logged = log.read_text(errors="replace")
+    assert f"output_dir {str(outside)!r} resolves to" in logged and "outside the allowed roots" in logged
+    assert not outside.exists() and len(fake_llm.chat_requests()) == 1
+    assert "BlockingError" not in logged
+    if "outside the allowed roots" not in json.dumps(refused):
+        # langgraph-api shows the message of ValueError and a few other builtins only; speed-run's InputError is
+        # not one yet (speedrun/errors.py), so Studio's user sees "An internal error occurred" and the log has it.
+        pytest.xfail("Studio hides InputError's message until InputError is also a ValueError")
+    assert "BlockingError" not in log.read_text(errors="replace")
+
+
 def test_client_fix_interrupt_and_resume_over_the_studio_api(studio, fake_llm: FakeLLM, tmp_path: Path) -> None:
     url, log = studio
     fake_llm.script(f'<FILE path="calc.py">\n{BUGGY_CALC}</FILE>\n<FILE path="test_calc.py">\n{TEST_CALC}</FILE>\n')
-    out = tmp_path / "ws"
+    out = tmp_path / "roots" / "ws"
     thread = _http("POST", f"{url}/threads", {})["thread_id"]
     paused = _http(
         "POST",
@@ -188,7 +252,11 @@ def test_judge_runs_in_langgraph_dev(studio, fake_llm: FakeLLM, tmp_path: Path) 
         f"{url}/runs/wait",
         {
             "assistant_id": "judge",
-            "input": {"implementations": impls, "design": "add two integers", "worksheet_dir": str(tmp_path / "ws")},
+            "input": {
+                "implementations": impls,
+                "design": "add two integers",
+                "worksheet_dir": str(tmp_path / "roots" / "ws"),
+            },
         },
     )
     assert "BlockingError" not in log.read_text(errors="replace")
@@ -242,7 +310,7 @@ def test_showdown_streams_each_runners_turbo_subgraph_in_langgraph_dev(
 ) -> None:
     """A 2-runner showdown over the Studio API: each runner's turbo loop streams under its own namespace."""
     url, log = studio
-    repo = make_repo(tmp_path / "repo")
+    repo = make_repo(tmp_path / "roots" / "repo")
     fake_llm.responder = RunnerScript({"runner-1": CALC, "runner-2": STRONG_CALC}, judge=Script("# STRONG"))
     inputs = {"design": "add two integers", "repo": str(repo), "feature": "calc", "test_command": PYTEST, "runners": 2}
 
@@ -266,7 +334,7 @@ def test_any_percent_streams_each_variants_turbo_subgraph_in_langgraph_dev(
     url, log = studio
     # Both pass test_calc.py (add(2, 3) == 5); only the plain one adds negative numbers right. The judge would
     # prefer the other (it holds the STRONG marker): the scenario gate must decide before it is asked.
-    repo = make_repo(tmp_path / "repo", {"scenario_check.py": "import calc\n\nassert calc.add(-2, 3) == 1\n"})
+    repo = make_repo(tmp_path / "roots" / "repo", {"scenario_check.py": "import calc\n\nassert calc.add(-2, 3) == 1\n"})
     fake_llm.responder = RunnerScript(
         {"variant-plain": CALC, "variant-typed": STRONG_CALC.replace("a + b", "abs(a) + abs(b)")},
         judge=Script("# STRONG"),
