@@ -44,21 +44,33 @@ case "$(uname -s)-$(uname -m)" in
   Darwin-arm64) platform=darwin-arm64 ;;
   *) echo "node-tools: no Node build on the npm registry for $(uname -s)-$(uname -m)" >&2; exit 1 ;;
 esac
-py="$(command -v python3 || command -v python || true)"
-[ -n "$py" ] || { echo "node-tools: python3 is needed to fetch Node" >&2; exit 1; }
+# Any Python 3 fetches the tarballs: $PYTHON (the tests pass their own), else python3 on PATH, else uv's.
+py="${PYTHON:-$(command -v python3 || command -v python || true)}"
+if [ -z "$py" ] && command -v uv >/dev/null 2>&1; then py="$(uv python find 2>/dev/null || true)"; fi
+[ -n "$py" ] || { echo "node-tools: a Python 3 is needed to fetch Node (set PYTHON or install python3)" >&2; exit 1; }
 
 started=$SECONDS
-rm -rf "$cache/node" "$cache/npm" "$cache/lib" "$bin" "$cache/.pins"
+rm -rf "$cache/node" "$cache/npm" "$cache/lib" "$cache"/*.part "$bin" "$cache/.pins"
 # Fetch a package tarball from the registry, check it against the registry's sha512, unpack it into a directory.
 "$py" - "$registry" "$cache" "node-$platform" "$node_version" node npm "$npm_version" npm <<'PY'
 import base64, hashlib, io, json, os, sys, tarfile, urllib.parse, urllib.request
 
 registry, cache, *wanted = sys.argv[1:]
+
+
+def download(name: str, version: str) -> tuple[dict, bytes]:
+    """The registry's dist record of name@version and its tarball; one line on stderr and exit 1 if unreachable."""
+    try:
+        with urllib.request.urlopen(f"{registry}/{urllib.parse.quote(name, safe='@')}/{version}", timeout=60) as reply:
+            dist = json.load(reply)["dist"]
+        with urllib.request.urlopen(dist["tarball"], timeout=600) as reply:
+            return dist, reply.read()
+    except (OSError, ValueError, KeyError) as exc:
+        sys.exit(f"node-tools: could not fetch {name}@{version} from {registry}: {exc}")
+
+
 for name, version, target in zip(wanted[0::3], wanted[1::3], wanted[2::3]):
-    with urllib.request.urlopen(f"{registry}/{urllib.parse.quote(name, safe='@')}/{version}", timeout=60) as reply:
-        dist = json.load(reply)["dist"]
-    with urllib.request.urlopen(dist["tarball"], timeout=600) as reply:
-        data = reply.read()
+    dist, data = download(name, version)
     algorithm, _, digest = dist["integrity"].partition("-")
     if algorithm != "sha512" or base64.b64encode(hashlib.sha512(data).digest()).decode() != digest:
         sys.exit(f"node-tools: {name}@{version} does not match the registry's checksum; not installed")

@@ -89,7 +89,11 @@ def node_bin() -> Path:
     started = time.monotonic()
     try:
         done = subprocess.run(
-            ["bash", str(REPO / "scripts" / "node-tools.sh")], capture_output=True, text=True, timeout=900
+            ["bash", str(REPO / "scripts" / "node-tools.sh")],
+            env={**os.environ, "PYTHON": sys.executable},
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
     except subprocess.TimeoutExpired:
         pytest.skip("scripts/node-tools.sh did not install Node 22 and the MCP clients within 15 minutes")
