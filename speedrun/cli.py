@@ -623,6 +623,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="protected path the generator may write anyway, e.g. .github/workflows/ci.yml (repeatable)",
     )
+    _run_parsers(sub)
+    return parser
+
+
+def _run_parsers(sub: Any) -> None:
+    """The subcommands that pick up, judge, list, clean and draw runs."""
     res = sub.add_parser("resume", help="continue a run (after a crash, cancel, or your own fix)", **RUN_KW)
     res.add_argument("run_id", help="the run to continue, as `speedrun runs` lists it")
     res.add_argument(
@@ -653,7 +659,6 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument(
         "name", type=lambda v: v.replace("-", "_"), choices=GRAPHS, help=f"the workflow: {', '.join(GRAPHS)}"
     )
-    return parser
 
 
 def _positive(value: str) -> int:
