@@ -40,7 +40,7 @@ builder.add_node("measure", node(measure), input_schema=MeasureTask)
 builder.add_node("fresh_eyes_review", node(fresh_eyes_review), input_schema=ReviewTask)
 builder.add_node("score", node(score))
 builder.add_node("decide", node(decide))
-builder.add_node("worksheet", node(confined(worksheet, "worksheet_dir")))  # checks a Studio run's path
+builder.add_node("worksheet", node(confined(worksheet, "worksheet_dir", home_too=True)))  # checks a Studio run's path
 builder.add_conditional_edges(START, fan_out_measure, ["measure"])
 builder.add_node("measured", _join)  # waits for every measure branch, so reviews fan out once
 builder.add_edge("measure", "measured")

@@ -24,13 +24,14 @@ def run_settings(runtime: Any, roles: dict[str, str] | None = None) -> Settings:
     return with_roles(base, roles)
 
 
-def confined(func: Node, field: str) -> Node:
-    """`func`, run as a graph's first node, with the state's `field` path checked first when no edge started the run.
+def confined(func: Node, field: str, *, home_too: bool = False) -> Node:
+    """`func` as a node whose state's `field` path is checked first when no edge started the run.
 
     An edge (CLI, MCP) checks paths against its roots and passes its Settings in the context. A run without them
     (Studio, Python) gets MCP's rule here: a relative path resolves against SPEEDRUN_ROOTS (else the working
     directory), a path outside them is an InputError, and the resolved path goes into the state, so the result
-    shows it.
+    shows it. With `home_too`, SPEEDRUN_HOME counts as a root as well: the judge's worksheet goes there by default,
+    and a showdown's judge step names a folder there.
     """
 
     async def wrapped(state: Any, runtime: Any) -> dict[str, Any]:
@@ -40,12 +41,17 @@ def confined(func: Node, field: str) -> Node:
         given = getattr(state, field)
         if given is None:  # an optional place left to its default (e.g. the judge's worksheet under SPEEDRUN_HOME)
             return await func(state, runtime)
-        roots = run_settings(runtime).write_roots()
-        resolved, _ = await asyncio.to_thread(resolve_output_dir, given, roots, field)  # resolve() reads the disk
-        if str(resolved) == given:
+        settings = run_settings(runtime)
+
+        def resolve() -> str:  # resolve() reads the disk: off the event loop
+            roots = settings.write_roots() + ([settings.home.expanduser().resolve()] if home_too else [])
+            return str(resolve_output_dir(given, roots, field)[0])
+
+        resolved = await asyncio.to_thread(resolve)
+        if resolved == given:
             return await func(state, runtime)
-        out = await func(state.model_copy(update={field: str(resolved)}), runtime)
-        return {field: str(resolved), **out}
+        out = await func(state.model_copy(update={field: resolved}), runtime)
+        return {field: resolved, **out}
 
     wrapped.__name__ = wrapped.__qualname__ = func.__name__
     wrapped.__doc__ = func.__doc__
