@@ -121,3 +121,24 @@ async def test_without_an_answer_the_choice_comes_back_in_the_result(
     assert speedrun_branches(repo) == BRANCHES  # nothing deleted: the user still chooses
     assert "Chosen by the user" not in Path(done["report_path"]).read_text()
     assert "STRONG" not in json.dumps(done)
+
+
+@pytest.mark.anyio
+async def test_a_pick_git_cannot_merge_keeps_every_branch_and_says_why(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    repo = make_repo(tmp_path / "root" / "repo")
+    fake_llm.responder = RunnerScript({"runner-1": SUM, "runner-2": STRONG}, judge=Script("# STRONG"))
+
+    async def pick_while_editing(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        (repo / "README.md").write_text("# demo\nmy unsaved work\n")  # the user edits while deciding
+        return types.ElicitResult(action="accept", content={"branch": BRANCHES[1], "merge": True})
+
+    with anyio.fail_after(150):
+        async with session_with(tmp_path, fake_llm, elicitation_callback=pick_while_editing) as session:
+            done = await showdown(session)
+
+    result = done["result"]
+    assert result["status"] == "awaiting_choice" and "winner" not in result
+    assert result["warnings"][0].startswith("not promoted: did not merge calc/speed-run/runner-2")
+    assert "uncommitted changes" in result["warnings"][0]
+    assert speedrun_branches(repo) == BRANCHES  # nothing deleted: the user can still merge by hand
+    assert (repo / "README.md").read_text() == "# demo\nmy unsaved work\n"

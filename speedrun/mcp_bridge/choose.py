@@ -105,7 +105,8 @@ async def _apply(
             "winner_branch": picked.branch if picked else None,
             "why": result.why if picked and picked.name == result.winner else "",  # the judge's reason, if its pick
             "promotion": choice.line[:300],
-            "warnings": [*result.warnings, *choice.warnings],
+            # A refused merge is said first: the compact result shows only the first warning.
+            "warnings": [choice.line] * (choice.status == "awaiting_choice") + [*result.warnings, *choice.warnings],
         }
     )
     graph = runs.graphs[status.workflow]
