@@ -163,6 +163,32 @@ def test_inspector_cli_lists_the_tools_and_calls_check_status_over_stdio(
     assert MCP_KEY not in done.stdout + done.stderr
 
 
+def _expand(text: str, values: dict[str, str]) -> str:
+    """Claude Code's expansion of ${NAME} and ${NAME:-default} in .mcp.json."""
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: values.get(m.group(1), m.group(2) or ""), text)
+
+
+def test_inspector_cli_starts_the_plugin_server_from_its_mcp_json(
+    node_bin: Path, tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    """The plugin's own .mcp.json command (`uv run ... --quiet speedrun mcp`): nothing uv prints may break stdio."""
+    uv = subprocess.run(["bash", str(REPO / "scripts" / "ensure-uv.sh")], capture_output=True, text=True)
+    if uv.returncode != 0:
+        pytest.skip(f"uv could not be installed (scripts/ensure-uv.sh): {uv.stderr[-600:]}")
+    (tmp_path / "root").mkdir()
+    env = server_env(tmp_path, fake_llm)
+    config = json.loads(_expand((REPO / ".mcp.json").read_text(), {"CLAUDE_PLUGIN_ROOT": str(REPO), **env}))
+    config["mcpServers"]["speed-run"]["env"].update({k: v for k, v in env.items() if k != "PATH"})
+    (tmp_path / "mcp.json").write_text(json.dumps(config))
+    client_env = _node_env(node_bin, tmp_path / "client-home")
+    client_env["PATH"] += os.pathsep + str(Path(uv.stdout.strip()).parent)
+    cmd = [str(node_bin / "mcp-inspector"), "--cli", "--config", str(tmp_path / "mcp.json"), "--server", "speed-run"]
+    done = _run([*cmd, "--method", "tools/call", "--tool-name", "check_status"], client_env, tmp_path)
+    status = _json(done)["structuredContent"]
+    assert (status["status"], status["url"], status["model"]) == ("ok", fake_llm.base_url, "fake-model"), status
+    assert MCP_KEY not in done.stdout + done.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
