@@ -133,7 +133,11 @@ async def test_on_loopback_without_a_token_it_serves_and_writes_inside_the_roots
     tmp_path: Path, fake_llm: FakeLLM
 ) -> None:
     fake_llm.script('<FILE path="hello.py">\nprint("hi")\n</FILE>\n')
-    with http_server(tmp_path, server_env(tmp_path, fake_llm)) as url, anyio.fail_after(90):
+    env = server_env(tmp_path, fake_llm, SPEEDRUN_MCP_ALLOWED_HOSTS="speedrun.internal")
+    with http_server(tmp_path, env) as url, anyio.fail_after(90):
+        port = url.split(":")[2].split("/")[0]
+        assert (await post(url, {"Host": f"speedrun.internal:{port}"})).status_code == 200  # a listed name
+        assert (await post(url, {"Host": f"other.internal:{port}"})).status_code == 421
         async with http_session(url, None) as session:
             result = await session.call_tool("generate_and_write_files", {"prompt": "hello", "output_dir": "proj"})
     assert not result.is_error, error_text(result)

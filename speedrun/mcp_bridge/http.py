@@ -94,6 +94,20 @@ class BearerAuth:
         await JSONResponse(body, status_code=401, headers=headers)(scope, receive, send)
 
 
+class _Scrub(logging.Filter):
+    """Keeps the bearer token out of every log line (settings' redaction knows the keys, not this token)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if self.token in text:
+            record.msg, record.args = text.replace(self.token, "***"), ()
+        return True
+
+
 def build_app(server: Any, host: str, token: str | None, extra_hosts: list[str]) -> ASGIApp:
     """The ASGI app: the SDK's streamable HTTP transport at /mcp, behind the token when one is set."""
     app: ASGIApp = server.streamable_http_app(
@@ -107,6 +121,9 @@ def serve(server: Any, host: str, port: int, token: str | None, extra_hosts: lis
     import uvicorn
 
     check_binding(host, port, token)
+    if token:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_Scrub(token))
     app = build_app(server, host, token, extra_hosts)
     where = f"http://{_bracket(host)}:{port}{PATH}"
     log.info("serving MCP over streamable HTTP at %s (%s)", where, "bearer token required" if token else "loopback")
