@@ -421,3 +421,25 @@ def test_a_heartbeat_setting_outside_zero_to_ten_seconds_is_refused(tmp_path: Pa
     )
     assert proc.returncode == 2
     assert "SPEEDRUN_MCP_HEARTBEAT='30'" in proc.stderr and "(0, 10]" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.anyio
+async def test_a_slow_generation_sends_heartbeats_then_its_file_lines(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    fake_llm.script(Reply(content=file_blocks({"a.py": "A = 1\n", "b.py": "B = 2\n"}), delay=2.5))
+    env = server_env(tmp_path, fake_llm, SPEEDRUN_MCP_HEARTBEAT=str(HEARTBEAT))
+    seen: list[tuple[float, str]] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        seen.append((done, message or ""))
+
+    with anyio.fail_after(60):
+        async with mcp_session(tmp_path, env) as session:
+            result = await session.call_tool(
+                "generate_and_write_files", {"prompt": "two files", "output_dir": "p"}, progress_callback=on_progress
+            )
+    assert not result.is_error and result.structured_content["total_files"] == 2
+    messages = [m for _, m in seen]
+    beats = [m for m in messages if m.startswith("generating (")]
+    assert len(beats) >= 3 and re.fullmatch(r"generating \(\d+ s\)", beats[0]), messages
+    assert messages[-2:] == ["created: a.py", "created: b.py"]
+    assert [done for done, _ in seen] == list(range(1, len(seen) + 1))  # one rising count for beats and lines
