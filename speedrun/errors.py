@@ -17,14 +17,16 @@ class SpeedRunError(Exception):
     exit_code = 1
 
 
-class InputError(SpeedRunError):
-    """The caller gave bad input; the message names it and says how to fix it."""
+class InputError(SpeedRunError, ValueError):
+    """The caller gave bad input; the message names it and says how to fix it.
+
+    Also a ValueError: LangGraph's server shows a ValueError's message to the Studio user, and hides others'."""
 
     exit_code = 2
 
 
-class ConfigError(SpeedRunError):
-    """Settings are missing or inconsistent (no key, unknown provider, bad limit)."""
+class ConfigError(SpeedRunError, ValueError):
+    """Settings are missing or inconsistent (no key, unknown provider, bad limit). A ValueError, as InputError."""
 
     exit_code = 2
 

@@ -195,10 +195,8 @@ def test_studio_context_form_roles_and_output_dirs_resolved_in_the_roots(
     assert f"output_dir {str(outside)!r} resolves to" in logged and "outside the allowed roots" in logged
     assert not outside.exists() and len(fake_llm.chat_requests()) == 1
     assert "BlockingError" not in logged
-    if "outside the allowed roots" not in json.dumps(refused):
-        # langgraph-api shows the message of ValueError and a few other builtins only; speed-run's InputError is
-        # not one yet (speedrun/errors.py), so Studio's user sees "An internal error occurred" and the log has it.
-        pytest.xfail("Studio hides InputError's message until InputError is also a ValueError")
+    # The Studio user sees why, not "An internal error occurred" (langgraph-api shows a ValueError's message only).
+    assert "outside the allowed roots" in json.dumps(refused), refused
     assert "BlockingError" not in log.read_text(errors="replace")
 
 
