@@ -215,7 +215,7 @@ def test_the_resume_hint_is_a_command_that_runs(tmp_path: Path, fake_llm: FakeLL
     fake_llm.script(file_blocks({"calc.py": FIXED_CALC, "test_calc.py": TEST_CALC}))
     resumed = run_cli(command[1:], tmp_path, **fake_env(fake_llm))  # the hint, as the user would paste it
     assert resumed.returncode == 0, resumed.stderr
-    assert f"PASSED: 1 passed, 0 failed, 0 errors after 0 fix cycle(s); run {run_id}" in resumed.stdout
+    assert f"PASSED: 1 passed, 0 failed, 0 errors after 0 fix cycles; run {run_id}" in resumed.stdout
 
 
 # --- check: every role, a hint that matches the error ----------------------------------------------------------
@@ -464,7 +464,7 @@ def test_every_next_step_the_cli_prints_for_a_paused_run_is_a_command_that_runs(
     (tmp_path / "ws" / "calc.py").write_text(FIXED_CALC)  # the user's fix
     retest = run_cli(commands[0][1:], tmp_path, **fake_env(fake_llm))
     assert retest.returncode == 0, retest.stderr
-    assert f"PASSED: 1 passed, 0 failed, 0 errors after 1 fix cycle(s); run {run_id}" in retest.stdout
+    assert f"PASSED: 1 passed, 0 failed, 0 errors after 1 fix cycle; run {run_id}" in retest.stdout
     assert len(fake_llm.chat_requests()) == 1  # the fix was the user's: no fixer model was called
 
 
