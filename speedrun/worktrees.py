@@ -24,6 +24,7 @@ from speedrun.files import write_text_atomic
 from speedrun.procs import owner_alive, process_tag
 from speedrun.state.parallel import SLUG, Worktree
 from speedrun.state.records import CleanedWorktree, CleanResult
+from speedrun.words import plural
 
 __all__ = [
     "Journal",
@@ -543,7 +544,9 @@ async def promote(state_root: str, wt: Worktree, mode: Literal["branch", "merge"
     await remove_worktree(state_root, wt, journal, keep_branch=True)
     if repo.branch is None or repo.dirty:
         why = (
-            "HEAD is detached" if repo.branch is None else f"{len(repo.dirty)} tracked file(s) have uncommitted changes"
+            "HEAD is detached"
+            if repo.branch is None
+            else f"{plural(len(repo.dirty), 'tracked file')} with uncommitted changes"
         )
         raise InputError(
             f"did not merge {wt.branch}: {why}. The branch is kept; check out a branch with a clean tree and run "

@@ -364,7 +364,7 @@ def test_a_parallel_result_stays_within_turbos_budget_however_long_its_texts(cou
         RunnerRow(
             name=n,
             status="failed_scenario",
-            tests="13 passed, 2 failed, 1 errors (timed out)",
+            tests="13 passed, 2 failed, 1 error (timed out)",
             scenario="3 passed, 12 failed",
             fix_cycles=3,
             llm_calls=12,

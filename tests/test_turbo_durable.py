@@ -93,7 +93,7 @@ def test_killed_after_generate_resumes_in_a_new_process_without_regenerating(spe
 
     resumed = speedrun_cli("resume", run_id, env=speedrun_env)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"PASSED: 1 passed, 0 failed, 0 errors after 0 fix cycle(s); run {run_id}" in resumed.stdout
+    assert f"PASSED: 1 passed, 0 failed, 0 errors after 0 fix cycles; run {run_id}" in resumed.stdout
     assert "sk-test-not-a-real-key" not in resumed.stdout + resumed.stderr
     # The tests ran in the new process, and the generator was not asked again.
     assert [role_of(r) for r in fake_llm.chat_requests()] == ["generator"]

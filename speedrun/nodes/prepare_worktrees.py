@@ -12,6 +12,7 @@ from speedrun.config import RunContext
 from speedrun.errors import SpeedRunError
 from speedrun.nodes.common import progress, run_settings
 from speedrun.state.parallel import AnyPercentState, ShowdownState, Worktree
+from speedrun.words import plural
 from speedrun.worktrees import (
     Journal,
     base_commit,
@@ -60,7 +61,9 @@ async def prepare_worktrees(state: ShowdownState | AnyPercentState, runtime: Run
     journal = run_journal(runtime, state)
     leftovers = await discard_leftovers(journal)
     if leftovers:
-        progress(runtime, "prepare_worktrees", f"removed {len(leftovers)} worktree(s) an interrupted attempt left")
+        progress(
+            runtime, "prepare_worktrees", f"removed {plural(len(leftovers), 'worktree')} an interrupted attempt left"
+        )
     repo = await inspect_repo(state.repo)
     base = await base_commit(repo, state.include_uncommitted)
     planned = await asyncio.to_thread(plan_worktrees, repo, state.feature, runner_names(state))

@@ -14,6 +14,7 @@ from speedrun.files import write_text_atomic
 from speedrun.llm import estimate_tokens
 from speedrun.nodes.common import progress, run_settings
 from speedrun.state.turbo import TurboResult, TurboState, ledger_by_role
+from speedrun.words import plural
 
 GENERATING_ROLES = ("generator", "fixer", "planner")
 
@@ -69,5 +70,7 @@ async def report(state: TurboState, runtime: Runtime[RunContext]) -> dict[str, A
         except OSError as exc:
             result.report_path = None
             result.warnings.append(f"could not write the full report to {path}: {exc.strerror or exc}")
-    progress(runtime, "report", f"{status}: {len(state.files)} files, {len(state.cycles)} fix cycle(s)")
+    progress(
+        runtime, "report", f"{status}: {plural(len(state.files), 'file')}, {plural(len(state.cycles), 'fix cycle')}"
+    )
     return {"result": result}

@@ -21,6 +21,7 @@ from speedrun.nodes.run_tests import run_test_command
 from speedrun.state.parallel import RunnerResult, RunnerTask
 from speedrun.state.records import FileError, GeneratedFile, LedgerEntry, TestReport, one_line
 from speedrun.state.turbo import Contract, TurboInput, TurboResult
+from speedrun.words import plural
 
 #: Each runner's tests get ports PORT_BASE + PORT_SPAN * runner .. + PORT_SPAN - 1 (SPEEDRUN_PORT_BASE).
 PORT_BASE, PORT_SPAN = 20000, 100
@@ -117,7 +118,10 @@ async def _run(
     files = await worktrees.changed_files(task.worktree, task.base)
     lines = await asyncio.to_thread(_count_lines, cwd, files)
     status = gate_status(turbo.tests, scenario, bool(s.scenario_command))
-    step("done", f"{status}; {len(files)} files, {lines} lines, {len(turbo.cycles)} fix cycle(s)")
+    step(
+        "done",
+        f"{status}; {plural(len(files), 'file')}, {plural(lines, 'line')}, {plural(len(turbo.cycles), 'fix cycle')}",
+    )
     return _base_result(
         task,
         status=status,

@@ -18,6 +18,7 @@ from speedrun.llm import structured
 from speedrun.nodes.common import progress, run_settings
 from speedrun.state.judge import Checklists, ImplementationReview, JudgeState, Measurement, Scorecard
 from speedrun.state.records import LedgerEntry
+from speedrun.words import plural
 
 JUDGE_BUDGET = 120_000  # characters of code across all implementations in one judge prompt
 
@@ -35,7 +36,7 @@ async def score(state: JudgeState, runtime: Runtime[RunContext]) -> dict[str, An
     progress(
         runtime,
         "score",
-        f"judge is scoring {len(order)} implementation(s)"
+        f"judge is scoring {plural(len(order), 'implementation')}"
         + (" in both orders" if len(orders) > 1 else " (one implementation: asked once)"),
     )
     answered = await _concurrently([_ask(settings, state, shown, blocks) for shown in orders])

@@ -22,6 +22,7 @@ from speedrun.state.edits import EditOutcome, FixPlan
 from speedrun.state.records import TestReport, one_line
 from speedrun.state.runs import ResumeAnswer
 from speedrun.state.turbo import AppliedEdit, ClientFixRequest, FixCycle, TurboState
+from speedrun.words import plural
 
 WHOLE_FILE_LINES = 200  # files up to this size are shown whole; larger ones as windows around cited lines
 WINDOW = 25
@@ -39,7 +40,7 @@ async def surgical_fix(state: TurboState, runtime: Runtime[RunContext]) -> dict[
     failures_before = (report.failed + report.errors) if report else 0
     if settings.fixer_is_client:
         return await _client_fix(state, settings, cycle, failures_before)
-    progress(runtime, "surgical_fix", f"cycle {cycle}: fixer is reading {failures_before} failure(s)")
+    progress(runtime, "surgical_fix", f"cycle {cycle}: fixer is reading {plural(failures_before, 'failure')}")
     root = Path(state.output_dir)
     # File reads and writes run in a worker thread: the event loop serves other runs and tools meanwhile,
     # and `langgraph dev` refuses blocking calls inside nodes.
@@ -61,7 +62,9 @@ async def surgical_fix(state: TurboState, runtime: Runtime[RunContext]) -> dict[
     outcomes = await asyncio.to_thread(apply_edits, root, plan.edits, **_edit_limits(settings, state))
     retry = [o for o in outcomes if o.status in ("not_found", "ambiguous")]
     if retry:  # one retry, showing the closest match with line numbers
-        progress(runtime, "surgical_fix", f"cycle {cycle}: {len(retry)} edit(s) did not match; asking once more")
+        progress(
+            runtime, "surgical_fix", f"cycle {cycle}: {plural(len(retry), 'edit')} did not match; asking once more"
+        )
         messages += [
             ("assistant", plan.model_dump_json()),
             ("user", prompts.FIX_RETRY.format(problems=_problems(retry))),
@@ -72,7 +75,7 @@ async def surgical_fix(state: TurboState, runtime: Runtime[RunContext]) -> dict[
             apply_edits, root, second.edits, **_edit_limits(settings, state)
         )
     applied = sum(o.status == "applied" for o in outcomes)
-    progress(runtime, "surgical_fix", f"cycle {cycle}: applied {applied} of {len(outcomes)} edit(s)")
+    progress(runtime, "surgical_fix", f"cycle {cycle}: applied {applied} of {plural(len(outcomes), 'edit')}")
     fix = FixCycle(
         cycle=cycle,
         source="model",

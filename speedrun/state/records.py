@@ -19,7 +19,9 @@ def one_line(text: str | None, limit: int = 160) -> str:
 def tests_line(passed: int, failed: int, errors: int, timed_out: bool = False) -> str:
     """A test run in one line, 'N passed, M failed, K errors' (+ ' (timed out)'): how every report and prompt
     shows one."""
-    return f"{passed} passed, {failed} failed, {errors} errors" + (" (timed out)" if timed_out else "")
+    from speedrun.words import plural
+
+    return f"{passed} passed, {failed} failed, {plural(errors, 'error')}" + (" (timed out)" if timed_out else "")
 
 
 class CompactModel(BaseModel):
