@@ -20,7 +20,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPDeprecationWarning
 from pydantic import Field
 
-from speedrun.config import Settings, load_settings
+from speedrun.config import Settings, load_settings, resolve_output_dir
 from speedrun.errors import ConfigError, InputError, SpeedRunError, echo
 from speedrun.mcp_bridge.progress import HEARTBEAT_S, Progress, elapsed_words
 from speedrun.state import GenerateResult, StatusResult, Usage, WriteFilesResult
@@ -79,28 +79,7 @@ async def allowed_roots(ctx: Context | None, settings: Settings) -> list[Path]:
                     return roots
             except Exception as exc:  # a client may declare roots and still fail to answer
                 log.warning("client declared roots but roots/list failed: %s", exc)
-    return settings.allowed_roots() or [Path.cwd().resolve()]
-
-
-def resolve_output_dir(output_dir: str, roots: list[Path], name: str = "output_dir") -> tuple[Path, Path]:
-    """A relative output_dir resolves against the first root; the result must lie inside some root.
-
-    Returns (the resolved directory, the root it lies in).
-    """
-    if not output_dir or not output_dir.strip():
-        raise InputError(f"{name} is empty; pass a directory (relative to the project root, or absolute).")
-    if "\x00" in output_dir:
-        raise InputError(f"{name} contains a NUL byte.")
-    path = Path(output_dir).expanduser()
-    path = (path if path.is_absolute() else roots[0] / path).resolve()
-    for root in roots:
-        if path == root or path.is_relative_to(root):
-            return path, root
-    raise InputError(
-        f"{name} {echo(output_dir)} resolves to {echo(str(path), 200)}, outside the allowed roots "
-        f"({', '.join(map(str, roots))}). Pass a directory inside them, or allow it: add it to SPEEDRUN_ROOTS "
-        "(os.pathsep-separated) in the MCP server's env, or open the client in that directory."
-    )
+    return settings.write_roots()
 
 
 class Runs:
