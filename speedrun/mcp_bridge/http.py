@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -24,13 +23,10 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
 def is_loopback(host: str) -> bool:
-    """True for localhost and the loopback addresses (127.0.0.0/8, ::1)."""
-    if host.strip("[]").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    """True for localhost and the loopback addresses (127.0.0.0/8, ::1): config's rule, for a bare host."""
+    from speedrun.config import is_loopback as url_is_loopback
+
+    return url_is_loopback(f"http://{_bracket(host)}/")
 
 
 def check_binding(host: str, port: int, token: str | None) -> None:
