@@ -400,3 +400,18 @@ class RunnerScript:
             return Reply(content=file_blocks({"calc.py": self.code[name], "test_calc.py": TEST_CALC}), delay=self.delay)
         answer = self.judge(body) if self.judge else "{}"
         return Reply(content=answer, delay=self.delay)
+
+
+def read_terminal(fd: int, seconds: float = 120) -> bytes:
+    """Everything a child wrote to its pseudo-terminal until it closed it (or `seconds` passed); closes `fd`."""
+    seen, deadline = b"", time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(fd)
+    return seen

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_llm import FakeLLM, Reply
-from tests.helpers import CONTRACT_TEXT, FIXED_CALC, PYTEST, TEST_CALC, fake_env, file_blocks, run_cli
+from tests.helpers import CONTRACT_TEXT, FIXED_CALC, PYTEST, TEST_CALC, fake_env, file_blocks, read_terminal, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 BUGGY_CALC = "def add(a, b):\n    return a - b\n"
@@ -257,16 +257,7 @@ def test_turbo_at_a_terminal_shows_step_elapsed_time_and_tokens_so_far(tmp_path:
         stderr=child,
     )
     os.close(child)
-    seen, deadline = b"", time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(main)
+    seen = read_terminal(main)
     assert proc.wait(timeout=30) == 0
     raw = seen.decode("utf-8", "replace")
     screen = ANSI.sub("", raw)

@@ -20,6 +20,7 @@ from tests.helpers import (
     git,
     make_repo,
     mcp_session,
+    read_terminal,
     run_cli,
     server_env,
 )
@@ -249,7 +250,6 @@ def test_showdown_at_a_terminal_shows_a_live_table_with_a_row_per_runner(fake_ll
     import pty
     import subprocess
     import sys
-    import time
 
     repo = make_repo(tmp_path / "repo")
     fake_llm.responder = RunnerScript({"runner-1": SUM, "runner-2": STRONG}, judge=Script("# STRONG"), delay=0.3)
@@ -264,16 +264,7 @@ def test_showdown_at_a_terminal_shows_a_live_table_with_a_row_per_runner(fake_ll
         stderr=subprocess.PIPE,
     )
     os.close(child)
-    seen, deadline = b"", time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(main)
+    seen = read_terminal(main)
     assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
     raw = seen.decode("utf-8", "replace")
     screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw)
