@@ -107,3 +107,23 @@ def speedrun_env(fake_llm: FakeLLM, tmp_path: Path, clean_env: pytest.MonkeyPatc
     for name, value in values.items():
         clean_env.setenv(name, value)
     return {**values, "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", str(tmp_path))}
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """postgresql:// URL of a PostgreSQL server this test session started on loopback (tests/servers.py).
+
+    One server per session (about 1 s to start); tests that need an empty database create their own in it."""
+    from tests.servers import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """redis:// URL of a Redis server this test session started on loopback (tests/servers.py)."""
+    from tests.servers import redis_server
+
+    with redis_server() as url:
+        yield url

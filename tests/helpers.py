@@ -90,6 +90,14 @@ def run_cli(args: list[str], tmp_path: Path, **env: str) -> subprocess.Completed
     )
 
 
+def ctrl_c_able() -> None:
+    """Popen's preexec_fn for a CLI that a test interrupts: a shell's background job (`pytest &`) starts with
+    SIGINT ignored, which children inherit and Python then keeps, so Ctrl-C would not reach the CLI."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def fake_env(fake: FakeLLM) -> dict[str, str]:
     return {"CEREBRAS_API_KEY": CLI_KEY, "CEREBRAS_URL": fake.base_url, "CEREBRAS_MODEL": "fake-model"}
 

@@ -15,7 +15,17 @@ from pathlib import Path
 import pytest
 
 from tests.fake_llm import FakeLLM, Reply
-from tests.helpers import CONTRACT_TEXT, FIXED_CALC, PYTEST, TEST_CALC, fake_env, file_blocks, read_terminal, run_cli
+from tests.helpers import (
+    CONTRACT_TEXT,
+    FIXED_CALC,
+    PYTEST,
+    TEST_CALC,
+    ctrl_c_able,
+    fake_env,
+    file_blocks,
+    read_terminal,
+    run_cli,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BUGGY_CALC = "def add(a, b):\n    return a - b\n"
@@ -217,6 +227,7 @@ def test_ctrl_c_during_a_turbo_exits_130_and_keeps_it_resumable(tmp_path: Path, 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=ctrl_c_able,
     )
     deadline = time.monotonic() + 60
     while not fake_llm.chat_requests():

@@ -16,6 +16,7 @@ from tests.helpers import (
     Caller,
     RunnerScript,
     Script,
+    ctrl_c_able,
     fake_env,
     git,
     make_repo,
@@ -320,6 +321,7 @@ def test_ctrl_c_on_a_cli_showdown_keeps_it_resumable_and_resume_prints_the_runne
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=ctrl_c_able,
     )
     deadline = time.monotonic() + 60
     while worktree_count(repo) < 3 or not fake_llm.chat_requests():

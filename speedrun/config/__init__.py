@@ -156,6 +156,18 @@ class Settings(BaseSettings):
         validation_alias="SPEEDRUN_ROOTS",
         description="os.pathsep-separated directories the MCP server may write into.",
     )
+    database_url: SecretStr | None = Field(
+        None,
+        validation_alias="SPEEDRUN_DATABASE_URL",
+        description="postgresql://... to checkpoint runs to PostgreSQL (shared by many machines); "
+        "unset: SQLite under SPEEDRUN_HOME.",
+    )
+    redis_url: SecretStr | None = Field(
+        None,
+        validation_alias="SPEEDRUN_REDIS_URL",
+        description="redis://... to share each provider's rate budget across processes and machines; "
+        "unset: a budget per process.",
+    )
     home: Path = Field(
         default_factory=lambda: _default_home(),
         validation_alias="SPEEDRUN_HOME",
@@ -319,6 +331,8 @@ class Settings(BaseSettings):
         found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value().strip()]
         for url in (self.cerebras_url, self.ollama_url, self.openai_compatible_url):
             found += url_passwords(url)
+        for secret_url in (self.database_url, self.redis_url):
+            found += url_passwords(secret_url.get_secret_value() if secret_url is not None else None)
         return found
 
     def redact_secrets(self, text: str) -> str:
