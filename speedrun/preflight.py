@@ -21,6 +21,26 @@ if TYPE_CHECKING:
 #: server resolves against the client's roots and refuses paths outside them; the CLI against its directory.
 PathResolver = Callable[[str, str], Path]
 
+#: The most characters one text input (prompt, system prompt, task, contract, design) may hold: about 125,000
+#: tokens, already more than the fast models' context windows. A larger input is refused before anything is made,
+#: rather than sent (a 10 MB prompt would be charged to the rate budget and fail at the provider). Existing code is
+#: better passed as context_files, which are cut to size.
+MAX_INPUT_CHARS = 500_000
+
+
+def check_text(value: str | None, name: str, *, required: bool = False) -> None:
+    """A text input is at most MAX_INPUT_CHARS characters and, when `required`, not empty or only whitespace."""
+    if value is None or not value.strip():
+        if required:
+            raise InputError(f"{name} is empty; pass its text.")
+        return
+    if len(value) > MAX_INPUT_CHARS:
+        raise InputError(
+            f"{name} is {len(value):,} characters, over the {MAX_INPUT_CHARS:,}-character limit for one input "
+            "(more than a fast model's context window); shorten it, and pass existing code as context_files "
+            "instead of pasting it."
+        )
+
 
 def turbo_input(
     *,
@@ -32,13 +52,17 @@ def turbo_input(
     context_files: list[str] | None = None,
     roles: dict[str, str] | None = None,
     allow_paths: list[str] | None = None,
+    test_timeout_s: float | None = None,
     names: dict[str, str] | None = None,
 ) -> TurboInput:
     """A turbo request as TurboInput, for an output dir the edge has already resolved; `names` maps fields to
-    what the caller typed (e.g. --test-cmd) for the error message."""
+    what the caller typed (e.g. --test-cmd) for the error message. `test_timeout_s`: the limit of one test run
+    (the record's default when None)."""
     from speedrun.state.turbo import TurboInput
 
-    data = {
+    for field_name, value in (("task", task), ("contract", contract)):
+        check_text(value, (names or {}).get(field_name, field_name))
+    data: dict[str, Any] = {
         "task": task,
         "contract": contract,
         "output_dir": str(output_dir),
@@ -48,6 +72,8 @@ def turbo_input(
         "roles": roles or {},
         "allow_paths": allow_paths or [],
     }
+    if test_timeout_s is not None:
+        data["test_timeout_s"] = test_timeout_s
     return parse_input(TurboInput, data, names)
 
 
@@ -64,6 +90,7 @@ def judge_input(
     are directories, 1–5 of them)."""
     from speedrun.state.judge import JudgeInput
 
+    check_text(design, "design")
     impls = []
     for i, impl in enumerate(implementations):
         if not isinstance(impl, dict) or not str(impl.get("path") or "").strip():
@@ -107,6 +134,7 @@ def parallel_input(
     """
     from speedrun.state.parallel import AnyPercentInput, ShowdownInput
 
+    check_text(design, (names or {}).get("design", "design"))
     data: dict[str, Any] = {
         "design": design,
         "repo": str(repo),
@@ -169,6 +197,7 @@ async def check_parallel(settings: Settings, inputs: ShowdownInput | AnyPercentI
     design = await asyncio.to_thread(read_design, inputs.design, repo.root)
     if not design.strip():
         raise InputError("design is empty; pass the design's text or the path of a file holding it (in the repo).")
+    check_text(design, "design")  # a path's file may hold more than the text passed
 
 
 #: The roles the default workflow (turbo with a task) needs: what `check` and check_status verify.
@@ -190,6 +219,14 @@ def check_max_tokens(max_tokens: int | None, name: str = "max_tokens") -> None:
         )
 
 
+def check_prompt(prompt: str, system_prompt: str | None = None, *, name: str = "prompt") -> None:
+    """A one-shot generation's prompt is given and within MAX_INPUT_CHARS, as is its optional system prompt."""
+    if not prompt.strip():
+        raise InputError(f"{name} is empty; describe what to generate (ideally as a contract).")
+    check_text(prompt, name)
+    check_text(system_prompt, "system_prompt")
+
+
 async def check_output_dir(path: Path, root: Path, allow_paths: list[str] | None = None) -> None:
     """The output dir exists or can be created (it is created), and is not in a protected place."""
     from speedrun.files import check_output_dir as check
@@ -205,10 +242,16 @@ async def check_generate(
     max_tokens: int | None,
     allow_paths: list[str] | None = None,
     max_tokens_name: str = "max_tokens",
+    prompt: str | None = None,
+    system_prompt: str | None = None,
+    prompt_name: str = "prompt",
 ) -> None:
-    """Everything a one-shot generate-and-write needs before its model call."""
+    """Everything a one-shot generate-and-write needs before its model call; the output dir is made last, so a
+    refused request leaves nothing behind. `prompt` (and system_prompt) are checked when given."""
     settings.require("generator")
     check_max_tokens(max_tokens, max_tokens_name)
+    if prompt is not None:
+        check_prompt(prompt, system_prompt, name=prompt_name)
     await asyncio.to_thread(check_apart_from_home, settings.home, out)
     await check_output_dir(out, root, allow_paths)
 

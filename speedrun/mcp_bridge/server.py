@@ -8,7 +8,7 @@ import logging
 import sys
 import threading
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +21,14 @@ from mcp.shared.exceptions import MCPDeprecationWarning
 from pydantic import Field
 
 from speedrun.config import Settings, load_settings, resolve_output_dir
-from speedrun.errors import ConfigError, InputError, SpeedRunError, echo
+from speedrun.errors import ECHO_LIMIT, ConfigError, InputError, SpeedRunError, describe_validation, echo
 from speedrun.mcp_bridge.progress import HEARTBEAT_S, Progress, elapsed_words
 from speedrun.state import GenerateResult, StatusResult, Usage, WriteFilesResult
 from speedrun.state.records import CleanResult, RunList, RunStatus
 
 if TYPE_CHECKING:  # imported inside Runs.get: langgraph and sqlite stay out of start-up
+    from mcp.types import CallToolResult, InputRequiredResult
+
     from speedrun.runs import RunManager
 
 log = logging.getLogger("speedrun.mcp")
@@ -269,18 +271,19 @@ WaitSeconds = Annotated[float, Field(ge=0, le=600, description="How long to wait
 
 @tool_errors()
 async def generate(
-    prompt: Annotated[str, Field(description="What to generate; a contract prompt works best.")],
+    prompt: Annotated[
+        str, Field(description="What to generate; a contract prompt works best. At most 500,000 characters.")
+    ],
     ctx: Context,
     system_prompt: Annotated[str | None, Field(description="Optional system prompt.")] = None,
     max_tokens: MaxTokens = None,
 ) -> GenerateResult:
     """Send a prompt to the fast generator model and return its raw text answer."""
     from speedrun.llm import complete
-    from speedrun.preflight import check_max_tokens
+    from speedrun.preflight import check_max_tokens, check_prompt
 
     settings = app_of(ctx).settings
-    if not prompt.strip():
-        raise InputError("prompt is empty.")
+    check_prompt(prompt, system_prompt)
     check_max_tokens(max_tokens)  # here, in words, rather than as a schema error with a pydantic link
     messages = ([("system", system_prompt)] if system_prompt else []) + [("user", prompt)]
     progress = _generating(ctx)
@@ -299,7 +302,9 @@ async def generate(
 
 @tool_errors()
 async def generate_and_write_files(
-    prompt: Annotated[str, Field(description="Contract prompt describing the files to write.")],
+    prompt: Annotated[
+        str, Field(description="Contract prompt describing the files to write (at most 500,000 characters).")
+    ],
     output_dir: Annotated[
         str,
         Field(description="Directory to write into, relative to the project root or absolute inside an allowed root."),
@@ -325,7 +330,9 @@ async def generate_and_write_files(
     settings = app_of(ctx).settings
     roots = await allowed_roots(ctx, settings)
     out, root = resolve_output_dir(output_dir, roots)
-    await check_generate(settings, out, root, max_tokens=max_tokens, allow_paths=allow_paths)
+    await check_generate(
+        settings, out, root, max_tokens=max_tokens, allow_paths=allow_paths, prompt=prompt, system_prompt=system_prompt
+    )
     context = await asyncio.to_thread(read_context_files, context_files or [], out, roots)
     progress = _generating(ctx)
 
@@ -408,6 +415,15 @@ async def turbo(
             "to output_dir."
         ),
     ] = None,
+    test_timeout_s: Annotated[
+        float | None,
+        Field(
+            description="Wall-clock limit of one test run in seconds (default 300); on expiry the test process "
+            "group is killed and the run reports the timeout.",
+            gt=0,
+            le=3600,
+        ),
+    ] = None,
 ) -> RunStatus:
     """Run the turbo workflow: contract → generate → test → surgical fixes. Returns compact metadata (never
     code) and report_path, a JSON file with the full report."""
@@ -424,6 +440,7 @@ async def turbo(
         context_files=context_files,
         roles=roles,
         allow_paths=allow_paths,
+        test_timeout_s=test_timeout_s,
     )
     await check_turbo(app.settings, inputs, root)
     run_id = await (await app.runs.get()).start("turbo", inputs.model_dump())
@@ -671,6 +688,63 @@ TOOLS: tuple[Callable[..., Awaitable[Any]], ...] = (
 )
 
 
+class SpeedRunServer(MCPServer[App]):
+    """The SDK's server, with arguments that do not match a tool's schema refused in the caller's words."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[App, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        """Call a tool; a schema mismatch (a string for a number, a list for a string, null) becomes one short
+        error naming each bad argument and its expected type, without pydantic's class names, links or input."""
+        from pydantic import ValidationError
+
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if not isinstance(exc.__cause__, ValidationError):
+                raise
+            problems = describe_validation(exc.__cause__, where=_argument, reword=_expected)
+            raise ToolError(
+                f"Error executing tool {name}: invalid arguments: {problems}. Fix the argument's type as the "
+                "tool's input schema gives it (tools/list), or leave an optional one out."
+            ) from None
+
+
+def _argument(loc: tuple[str | int, ...]) -> str:
+    """Where a bad argument is, as the caller wrote it: name[0].key, without pydantic's union branch tags."""
+    shown = ""
+    for part in loc:
+        text = str(part)[:ECHO_LIMIT]
+        if isinstance(part, int):
+            shown += f"[{part}]"
+        elif not (text in _TYPE_TAGS or text.startswith(("literal[", "function-"))):
+            shown += f".{text}" if shown else text
+    return shown
+
+
+#: pydantic's tags for the branches of a union, which name a type, not an argument.
+_TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "none", "list[str]", "dict[str,any]", "dict[str,str]"}
+
+
+def _expected(err: Mapping[str, Any]) -> str | None:
+    """pydantic's wording for a wrong type, said plainly (its own message otherwise)."""
+    kind = str(err.get("type", ""))
+    plain = {
+        "string_type": "must be a string",
+        "int_type": "must be a whole number",
+        "int_parsing": "must be a whole number",
+        "int_from_float": "must be a whole number",
+        "float_type": "must be a number",
+        "float_parsing": "must be a number",
+        "bool_type": "must be true or false",
+        "bool_parsing": "must be true or false",
+        "list_type": "must be a list",
+        "dict_type": "must be an object (a JSON mapping)",
+        "missing": "is required",
+    }
+    return plain.get(kind)
+
+
 def create_server(
     settings: Settings | None = None, *, heartbeat_s: float = HEARTBEAT_S, client_roots: bool = True
 ) -> MCPServer[App]:
@@ -686,7 +760,7 @@ def create_server(
     redactor = _Redactor(settings)
     for handler in logging.getLogger().handlers:
         handler.addFilter(redactor)
-    server: MCPServer[App] = MCPServer(
+    server: MCPServer[App] = SpeedRunServer(
         "speed-run",
         instructions=INSTRUCTIONS,
         version=_version(),
