@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
+import socket
 from pathlib import Path
 
-__all__ = ["group_alive", "owner_alive", "process_tag", "tag_alive"]
+__all__ = ["group_alive", "host_id", "owner_alive", "process_tag", "run_owner", "split_owner", "tag_alive"]
 
 _PROC = Path("/proc")
 _DEAD_STATES = ("Z", "X")  # a zombie runs nothing; it only waits to be reaped
@@ -47,10 +50,42 @@ def tag_alive(tag: str | None) -> bool:
 
 
 def owner_alive(tag: str | None) -> bool:
-    """True while the process that tagged a run still runs; this process never counts (its tasks say)."""
+    """True while the process that tagged a run still runs; this process never counts (its tasks say).
+
+    `tag` is a process_tag of this host; a run_owner of another host is never judged alive here (see split_owner).
+    """
     if not tag:
         return False
+    host, tag = split_owner(tag)
+    if host is not None and host != host_id():
+        return False
     return int(tag.split(":")[0]) != os.getpid() and tag_alive(tag)
+
+
+@functools.cache
+def host_id() -> str:
+    """'hostname~hash': the scope in which a pid names one process. The hash covers the boot and the pid namespace,
+    so two containers (or two boots) that share a hostname still count as different hosts."""
+    scope = []
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            scope.append(os.readlink(path) if path.endswith("/pid") else Path(path).read_text().strip())
+        except OSError:  # no /proc (macOS): the hostname alone
+            scope.append("")
+    digest = hashlib.sha256("\0".join(scope).encode()).hexdigest()[:8]
+    return f"{socket.gethostname().replace('/', '_')}~{digest}"
+
+
+def run_owner() -> str | None:
+    """'host/pid:start-time' of this process: who drives a run, in a run store that several hosts may share."""
+    tag = process_tag()
+    return None if tag is None else f"{host_id()}/{tag}"
+
+
+def split_owner(owner: str) -> tuple[str | None, str]:
+    """(host, process_tag) of a run owner; host None for an owner recorded before hosts were (this host's)."""
+    host, _, tag = owner.rpartition("/")
+    return host or None, tag
 
 
 def group_alive(pgid: int) -> bool:

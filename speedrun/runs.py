@@ -1,4 +1,4 @@
-"""Durable runs, each a LangGraph thread in a SQLite checkpointer; this service starts, watches and resumes them."""
+"""Durable runs, each a LangGraph thread in a checkpointer (SQLite or PostgreSQL): start, watch and resume them."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import json
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from speedrun.config import RunContext, Settings
 from speedrun.errors import InputError, RunNotFoundError, SpeedRunError, echo
-from speedrun.procs import owner_alive, process_tag
-from speedrun.runs_db import Liveness, get_liveness, migrate, now, set_liveness
+from speedrun.procs import run_owner
+from speedrun.runs_db import LEASE_REFRESH_SECONDS, Liveness, RunStore, SqliteStore, driven_elsewhere, migrate, now
 from speedrun.state.records import CleanResult, NextAction, RunRow, RunStatus, one_line
 from speedrun.state.runs import META_OUTPUT_DIR, META_WORKFLOW, ResumeAnswer, RunMeta
 
@@ -104,43 +104,60 @@ def new_run_id(workflow: str) -> str:
 class RunManager:
     """Owns the checkpointer and the in-process tasks of runs. Use `async with RunManager.open(settings)`."""
 
-    def __init__(self, settings: Settings, saver: Any):
+    def __init__(self, settings: Settings, saver: Any, store: RunStore | None = None):
         self.settings = settings
         self.saver = saver
+        self.store: RunStore = store if store is not None else SqliteStore(saver.conn)
         self.graphs = {name: b.compile(checkpointer=saver, name=name) for name, b in _graph_builders().items()}
         self.live: dict[str, _Live] = {}
 
     @classmethod
     @asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[RunManager]:
-        """Open (creating if needed) the run database under SPEEDRUN_HOME."""
-        import aiosqlite
+        """Open (creating if needed) the run database: PostgreSQL at SPEEDRUN_DATABASE_URL when it is set, else
+        SQLite under SPEEDRUN_HOME."""
         from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
         from speedrun.config import ensure_home
         from speedrun.state import checkpoint_types
 
-        try:
+        try:  # the home holds worktree journals and test-group records with either database
             await asyncio.to_thread(ensure_home, settings.home)  # 0700: checkpoints hold code and test output
         except OSError as exc:
             raise InputError(
                 f"cannot create the state directory {settings.home} ({exc}); set SPEEDRUN_HOME to a writable directory."
             ) from None
         serde = JsonPlusSerializer(allowed_msgpack_modules=checkpoint_types())
-        async with aiosqlite.connect(str(settings.home / "runs.sqlite")) as conn:
-            saver = AsyncSqliteSaver(conn, serde=serde)
-            await saver.setup()
-            await migrate(saver.conn, str(settings.home / "runs.sqlite"))
+        backend: AbstractAsyncContextManager[tuple[Any, RunStore]]
+        if settings.database_url is not None:
+            from speedrun.runs_pg import open_postgres
+
+            backend = open_postgres(settings, serde)
+        else:
+            backend = _open_sqlite(settings, serde)
+        async with backend as (saver, store):
             # Test process groups that a killed speed-run left behind die before any run is started or resumed.
-            manager = cls(settings, saver)
+            manager = cls(settings, saver, store)
             await manager.sweep()
+            leases = asyncio.create_task(manager._renew_leases(), name="speedrun:leases")
             try:
                 yield manager
             finally:
+                leases.cancel()
                 for live in manager.live.values():
                     live.task.cancel()
-                await asyncio.gather(*(live.task for live in manager.live.values()), return_exceptions=True)
+                await asyncio.gather(leases, *(live.task for live in manager.live.values()), return_exceptions=True)
+
+    async def _renew_leases(self) -> None:
+        """Renew the rows of the runs this process drives, so other hosts sharing the database see them driven."""
+        while True:
+            await asyncio.sleep(LEASE_REFRESH_SECONDS)
+            run_ids, owner = self.live_run_ids(), run_owner()
+            if run_ids and owner:
+                try:
+                    await self.store.renew(run_ids, owner)
+                except Exception:  # a database blip must not end the runs; the next renewal retries
+                    continue
 
     # --- index -------------------------------------------------------------------------------------
     async def _meta(self, run_id: str) -> RunMeta:
@@ -159,16 +176,15 @@ class RunManager:
         raise RunNotFoundError(f"no run {echo(run_id)}; list runs with `speedrun runs` or the list_runs tool.")
 
     async def _liveness(self, run_id: str) -> Liveness:
-        return await get_liveness(self.saver.conn, run_id) or Liveness(state="interrupted")
+        return await self.store.get(run_id) or Liveness(state="interrupted")
 
     async def _mark(self, run_id: str, state: str, error: str | None = None) -> None:
-        owner = process_tag() if state == "running" else None
-        await set_liveness(self.saver.conn, run_id, Liveness(state=state, owner=owner, error=error))
+        owner = run_owner() if state == "running" else None
+        await self.store.set(run_id, Liveness(state=state, owner=owner, error=error))
 
     async def _driven_elsewhere(self, run_id: str) -> bool:
-        """True when another live process (a CLI, another MCP server) is driving this run right now."""
-        live = await get_liveness(self.saver.conn, run_id)
-        return live is not None and live.state == "running" and owner_alive(live.owner)
+        """True when another live process (a CLI, another MCP server, on any host) is driving this run right now."""
+        return driven_elsewhere(await self.store.get(run_id))
 
     async def _started(self, limit: int | None, **meta: str) -> list[tuple[str, RunMeta]]:
         """(run id, what it is) of the newest runs whose metadata matches `meta`, newest first."""
@@ -462,6 +478,19 @@ class RunManager:
                     "generation_ms": sum(u.duration_ms for u in ledger),
                 }
         return None
+
+
+@asynccontextmanager
+async def _open_sqlite(settings: Settings, serde: Any) -> AsyncIterator[tuple[Any, RunStore]]:
+    """The SQLite checkpointer and liveness store in SPEEDRUN_HOME/runs.sqlite, set up and migrated."""
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    async with aiosqlite.connect(str(settings.home / "runs.sqlite")) as conn:
+        saver = AsyncSqliteSaver(conn, serde=serde)
+        await saver.setup()
+        await migrate(saver.conn, str(settings.home / "runs.sqlite"))
+        yield saver, SqliteStore(saver.conn)
 
 
 def _act(tool: str, run_id: str, why: str, **args: str) -> NextAction:
