@@ -25,11 +25,15 @@ from pydantic import BaseModel, SecretStr
 from speedrun import prompts
 from speedrun.config import ModelSpec, Role, Settings
 from speedrun.config.providers import ProviderLimits
-from speedrun.errors import InputError, ProviderError, describe_validation, echo
+from speedrun.errors import InputError, ProviderError, SpeedRunError, describe_validation, echo
 from speedrun.state import LedgerEntry, Usage
 
 if TYPE_CHECKING:  # langchain is imported lazily: the MCP server must start fast
+    from types import ModuleType
+
     from langchain_openai import ChatOpenAI
+
+    from speedrun.budget_redis import SharedBudget
 
 T = TypeVar("T", bound=BaseModel)
 Messages = Sequence[tuple[str, str]]  # (role, text) pairs: ("system", ...), ("user", ...), ("assistant", ...)
@@ -101,6 +105,7 @@ class _Charge:
     at: float
     tokens: int
     settled: bool = False
+    lease: Any = None  # the shared budget's slot lease (budget_redis.Lease), when there is one
 
 
 @dataclass
@@ -138,9 +143,10 @@ class RateBudget:
     The provider's x-ratelimit-* headers, when sent, override the local estimate.
     """
 
-    def __init__(self, limits: ProviderLimits, name: str = "provider"):
+    def __init__(self, limits: ProviderLimits, name: str = "provider", shared: SharedBudget | None = None):
         self.limits = limits
         self.name = name
+        self.shared = shared  # the budget in Redis that every process with this key shares (SPEEDRUN_REDIS_URL)
         self.rpm, self.tpm = limits.rpm, limits.tpm  # the headers' limit-*-minute values replace these
         self.refused_formats: set[tuple[str, str]] = set()  # (model, response_format type) answered with 400
         self._lock = threading.Lock()
@@ -155,7 +161,8 @@ class RateBudget:
     async def acquire(self, tokens: int, max_wait_s: float = math.inf) -> _Charge:
         """Wait (FIFO) for a slot and room in every window, then charge `tokens`; announce long waits.
 
-        Raises BudgetWaitTooLong at once when the time-based wait would exceed `max_wait_s`.
+        Raises BudgetWaitTooLong at once when the time-based wait would exceed `max_wait_s`. With a shared budget
+        (Redis), the head of this process's queue also needs room there: a slot lease and the shared windows.
         """
         me = _Waiter(asyncio.get_running_loop(), asyncio.Event())
         started = time.monotonic()
@@ -167,26 +174,27 @@ class RateBudget:
                 me.event.clear()
                 with self._lock:
                     now = time.monotonic()
-                    head = self._queue[0] is me
-                    if head and self._in_flight < self.limits.concurrency:
-                        delay, why = self._delay(tokens, now)
-                        if delay is not None and delay <= 0:
-                            self._queue.popleft()
-                            return self._charge(tokens, now)
-                    elif head:
-                        delay, why = None, f"concurrency {self.limits.concurrency}, all slots busy"
-                    else:
-                        delay, why = None, f"{self._queue.index(me)} calls queued ahead"
+                    delay, why = self._local_wait(me, tokens, now)
+                    if delay == 0 and self.shared is None:
+                        self._queue.popleft()
+                        return self._charge(tokens, now)
+                poll = 1.0  # woken early when a slot frees or a charge settles here; the poll paces announcements
+                if delay == 0:
+                    charge, delay, why = await self._take_shared(tokens)
+                    if charge is not None:
+                        return charge
+                    poll = budget_redis().POLL_S  # other processes cannot wake this one
                 if delay is not None and delay > max_wait_s:
                     raise BudgetWaitTooLong(why, delay)
+                now = time.monotonic()
                 waited = now - started
-                if (delay is not None and delay > ANNOUNCE_AFTER_S) or waited >= ANNOUNCE_AFTER_S:
-                    if now >= next_note:
-                        left = f"{delay:.0f} s left" if delay is not None else f"waited {waited:.0f} s so far"
-                        await _announce(f"{self.name}: waiting for the rate limit ({why}), {left}.")
-                        next_note = now + ANNOUNCE_EVERY_S
-                # Woken early when a slot frees or a charge settles; the 1 s poll also paces the announcements.
-                pause = 1.0 if delay is None else min(delay, 1.0)
+                if (
+                    (delay is not None and delay > ANNOUNCE_AFTER_S) or waited >= ANNOUNCE_AFTER_S
+                ) and now >= next_note:
+                    left = f"{delay:.0f} s left" if delay is not None else f"waited {waited:.0f} s so far"
+                    await _announce(f"{self.name}: waiting for the rate limit ({why}), {left}.")
+                    next_note = now + ANNOUNCE_EVERY_S
+                pause = poll if delay is None else min(delay, poll)
                 try:
                     await asyncio.wait_for(me.event.wait(), max(0.005, pause))
                 except TimeoutError:
@@ -196,6 +204,28 @@ class RateBudget:
                 if me in self._queue:
                     self._queue.remove(me)
                 self._wake_head()
+
+    def _local_wait(self, me: _Waiter, tokens: int, now: float) -> tuple[float | None, str]:
+        """This process's view (lock held): 0 when `me` may go, else seconds to wait (None: until a slot frees)."""
+        head = self._queue[0] is me
+        if head and self._in_flight < self.limits.concurrency:
+            delay, why = self._delay(tokens, now)
+            return (0.0, why) if delay is not None and delay <= 0 else (delay, why)
+        if head:
+            return None, f"concurrency {self.limits.concurrency}, all slots busy"
+        return None, f"{self._queue.index(me)} calls queued ahead"
+
+    async def _take_shared(self, tokens: int) -> tuple[_Charge | None, float | None, str]:
+        """The head of the queue tries the shared budget once: a charge, or how long to wait and why."""
+        assert self.shared is not None
+        taken = await self.shared.take(tokens, self.limits.concurrency, self.rpm, self.tpm)
+        if taken.lease is None:
+            return None, taken.delay, taken.why
+        with self._lock:  # still the head: only the head gets this far
+            self._queue.popleft()
+            charge = self._charge(tokens, time.monotonic())
+        charge.lease = taken.lease
+        return charge, 0.0, ""
 
     def settle(self, charge: _Charge, tokens: int) -> None:
         """Replace an up-front charge with what the call really used (prompt + completion tokens)."""
@@ -219,6 +249,28 @@ class RateBudget:
             until = time.monotonic() + seconds
             if until > self._blocked_until:
                 self._blocked_until, self._blocked_why = until, why
+
+    async def finish(self, charge: _Charge, tokens: int) -> None:
+        """settle() and release() a call's charge, here and in the shared budget (Redis) when there is one.
+
+        The shared tokens/min cannot be refunded (limits has no refund): an over-charge expires with its window,
+        a call that used more than it was charged adds the rest."""
+        extra = tokens - charge.tokens
+        self.settle(charge, tokens)
+        self.release(charge)
+        if self.shared is None or charge.lease is None:
+            return
+        await self.shared.release(charge.lease)
+        try:
+            await self.shared.charge_more(extra, self.tpm)
+        except SpeedRunError as exc:  # the call itself is done; a later call will report Redis' state
+            log.warning("%s", exc)
+
+    async def pause_all(self, seconds: float, why: str) -> None:
+        """block(), and in the shared budget too: one process's 429 pauses every process on this key."""
+        self.block(seconds, why)
+        if self.shared is not None:
+            await self.shared.block(seconds, why)
 
     def observe(self, headers: Any) -> None:
         """Adopt the provider's x-ratelimit-* headers: limits, what remains, and when it resets."""
@@ -343,13 +395,28 @@ def _resources() -> _LoopResources:
     return res
 
 
-def budget_for(spec: ModelSpec) -> RateBudget:
-    """The process-wide budget for a spec's provider and key."""
+def budget_for(spec: ModelSpec, settings: Settings | None = None) -> RateBudget:
+    """The process-wide budget for a spec's provider and key; shared through Redis when settings.redis_url is set."""
+    url = settings.redis_url.get_secret_value() if settings is not None and settings.redis_url is not None else None
+    key = f"{spec.budget_key}|{url or ''}"
     with _budgets_lock:
-        budget = _budgets.get(spec.budget_key)
+        budget = _budgets.get(key)
         if budget is None or budget.limits != spec.limits:
-            budget = _budgets[spec.budget_key] = RateBudget(spec.limits, spec.provider)
+            shared = None
+            if url:
+                assert settings is not None
+                redis_mod = budget_redis()
+                redis_mod.require_extra()
+                shared = redis_mod.SharedBudget(url, spec.budget_key, spec.provider, settings.redact)
+            budget = _budgets[key] = RateBudget(spec.limits, spec.provider, shared)
         return budget
+
+
+def budget_redis() -> ModuleType:
+    """speedrun.budget_redis, imported on first use (it is only needed with SPEEDRUN_REDIS_URL)."""
+    import speedrun.budget_redis
+
+    return speedrun.budget_redis
 
 
 # --- chat model construction --------------------------------------------------------------------------
@@ -725,7 +792,7 @@ async def _call(
     piece would have to hand the others half of its state."""
     import openai
 
-    budget = budget_for(spec)
+    budget = budget_for(spec, settings)
     max_tokens = _cap_max_tokens(spec, max_tokens)
     limit_s = settings.generation_timeout_s
     queued = time.monotonic()
@@ -768,14 +835,15 @@ async def _call(
             retries += 1
             waiting_since = time.monotonic()  # the backoff below and the next acquire count as this call's waiting
             if isinstance(exc, openai.RateLimitError):
-                # Everyone on this budget holds off, and the wait is announced like any other budget wait.
-                budget.block(wait, f"provider reset, 429 Retry-After {wait:.0f} s")
+                # Everyone on this budget (every process, with Redis) holds off; announced like any budget wait.
+                await budget.pause_all(wait, f"provider reset, 429 Retry-After {wait:.0f} s")
             else:
+                # Said out loud: a dead endpoint must not look like a slow one while the retries run.
+                await _announce(_retry_note(exc, spec, settings, retries, wait))
                 await asyncio.sleep(wait)
             log.info("%s: retry %d of %d after %s", spec.describe(), retries, settings.max_retries, type(exc).__name__)
         finally:
-            budget.settle(charge, used)
-            budget.release(charge)
+            await budget.finish(charge, used)
     return Completion(
         text=text, entry=_ledger_entry(spec, queued, started, prompt_tokens, completion_tokens, meta, is_fallback)
     )
@@ -828,7 +896,26 @@ def _retry_wait(exc: BaseException, retries: int, sent: bool, wait_left: float, 
         raise _Failed(exc, retries, wait) from None
     if wait is None:  # the openai client's backoff: 0.5 s doubling to 8 s, with jitter
         wait = min(8.0, 0.5 * 2**retries) * (1 - 0.25 * random.random())
+        if wait > wait_left:  # backoffs share GENERATION_TIMEOUT too: no minutes of retries against a dead server
+            raise _Failed(exc, retries) from None
     return wait
+
+
+def _retry_note(exc: BaseException, spec: ModelSpec, settings: Settings, retries: int, wait: float) -> str:
+    """What the user is told before a retry: what failed, where, which retry of how many and when."""
+    import openai
+
+    where = settings.redact(spec.base_url)
+    if isinstance(exc, openai.APITimeoutError | TimeoutError):
+        what = f"no answer within GENERATION_TIMEOUT={settings.generation_timeout_ms} ms from {where}"
+    elif isinstance(exc, openai.APIConnectionError):
+        refused = isinstance(exc.__cause__, ConnectionRefusedError) or "refused" in str(exc.__cause__ or "").lower()
+        what = f"{'connection refused by' if refused else 'could not connect to'} {where}"
+    elif isinstance(exc, openai.APIStatusError):
+        what = f"HTTP {exc.status_code} from {where}"
+    else:
+        what = f"{type(exc).__name__} from {where}"
+    return f"{spec.provider}: {what}; retry {retries} of {settings.max_retries} in {wait:.1f} s."
 
 
 def _json_instructions(schema: dict[str, Any]) -> str:
