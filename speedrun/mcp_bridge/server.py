@@ -98,9 +98,12 @@ class Runs:
         """The RunManager; heavy imports (langgraph, sqlite) happen here, not at start-up."""
         async with self._lock:
             if self._manager is None:
-                from speedrun.runs import RunManager
+                import importlib
 
-                self._manager = await self._stack.enter_async_context(RunManager.open(self.settings))
+                # Importing langgraph takes seconds: in a thread, so other calls are answered meanwhile.
+                runs = await asyncio.to_thread(importlib.import_module, "speedrun.runs")
+                manager: RunManager = await self._stack.enter_async_context(runs.RunManager.open(self.settings))
+                self._manager = manager
         return self._manager
 
     async def aclose(self) -> None:
