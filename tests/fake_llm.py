@@ -68,6 +68,9 @@ class RecordedRequest:
     started: float  # time.monotonic() when the request line arrived
     finished: float | None  # time.monotonic() when the response was fully written
     raw_body: bytes = b""
+    # Streamed answers only: (time.monotonic() just after the write, the text) of each SSE content piece, in order,
+    # so a benchmark can tell when a given part of the answer left the server.
+    sent: list[tuple[float, str]] = field(default_factory=list)
 
 
 _ERROR_TYPES = {
@@ -391,6 +394,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers.update({k: v for k, v in reply.headers.items() if k.lower() not in ("content-length", "connection")})
         # Head and first event go out together; every later event is its own write.
         first = True
+        rec = self._rec
         for event in events:
             data = b"data: " + _splice_bad_bytes(json.dumps(event).encode(), reply.bad_bytes) + b"\n\n"
             if first:
@@ -399,6 +403,9 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 fake._sleep(reply.chunk_delay)
                 self.wfile.write(data)
+            piece = (event["choices"] or [{}])[0].get("delta", {}).get("content")
+            if piece and rec is not None:
+                rec.sent.append((time.monotonic(), piece))
         fake._sleep(reply.chunk_delay)
         self._write_last(b"data: [DONE]\n\n")
 
