@@ -150,7 +150,7 @@ def test_limit_overrides_merge_with_preset_defaults(clean_env) -> None:
     clean_env.setenv("SPEEDRUN_OPENAI_COMPATIBLE_URL", "http://127.0.0.1:8000/v1")
     s = Settings()
     cerebras = s.role("generator").primary.limits
-    assert (cerebras.concurrency, cerebras.rpm, cerebras.tpm) == (4, 5, 60_000)
+    assert (cerebras.concurrency, cerebras.rpm, cerebras.tpm) == (5, 5, 60_000)
     other = s.role("judge").primary.limits
     assert (other.concurrency, other.rpm, other.tpm) == (2, None, None)  # on loopback: concurrency only
 
@@ -255,7 +255,7 @@ def test_loopback_endpoints_get_concurrency_only_unless_limits_are_set(clean_env
     clean_env.setenv("CEREBRAS_API_KEY", KEY)
     clean_env.setenv("CEREBRAS_URL", url)
     limits = Settings().role("generator").primary.limits
-    assert (limits.concurrency, limits.rpm, limits.tpm) == (4, None, None)
+    assert (limits.concurrency, limits.rpm, limits.tpm) == (5, None, None)
     clean_env.setenv("SPEEDRUN_LIMITS__CEREBRAS__TPM", "60000")
     limits = Settings().role("generator").primary.limits
     assert (limits.rpm, limits.tpm) == (None, 60_000)

@@ -144,7 +144,7 @@ async def test_openai_style_reset_durations_are_understood(clean_env, fake_llm: 
 async def test_loopback_endpoint_gets_only_a_concurrency_limit(clean_env, fake_llm: FakeLLM) -> None:
     settings = make_settings(clean_env, fake_llm)
     limits = settings.role("generator").primary.limits
-    assert (limits.rpm, limits.tpm, limits.concurrency) == (None, None, 4)
+    assert (limits.rpm, limits.tpm, limits.concurrency) == (None, None, 5)
     fake_llm.default = Reply(content="ok", delay=0.4, usage=SMALL)
 
     async with anyio.create_task_group() as tg:
