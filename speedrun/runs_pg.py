@@ -135,7 +135,7 @@ async def open_postgres(settings: Settings, serde: Any) -> AsyncIterator[tuple[A
                 await pool.open(wait=True, timeout=CONNECT_SECONDS)
                 saver = AsyncPostgresSaver(pool, serde=serde)
                 await _set_up(setup_conn, saver, shown(settings, url))
-        except (psycopg.OperationalError, PoolTimeout) as exc:
+        except (psycopg.Error, PoolTimeout) as exc:  # e.g. no right to create the tables
             raise _unreachable(settings, url, exc) from None
         yield saver, PostgresStore(pool)
     finally:
