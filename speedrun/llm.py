@@ -660,7 +660,8 @@ def _explain(exc: BaseException, spec: ModelSpec, settings: Settings) -> str:
     elif isinstance(exc, (openai.APITimeoutError, TimeoutError)):
         msg = f"{who} did not answer within {timeout} ({tries}). Raise GENERATION_TIMEOUT or ask for less output."
     elif isinstance(exc, openai.APIConnectionError):
-        msg = f"Could not connect to {who} ({tries}). Check the URL setting and that the server is up."
+        how = "Connection refused by" if _refused(exc) else "Could not connect to"
+        msg = f"{how} {who} ({tries}). Check the URL setting and that the server is up."
     elif isinstance(exc, openai.APIStatusError):
         # Redacted before it is cut short: a key cut in two would no longer be recognised.
         msg = f"{who} failed with HTTP {exc.status_code} after {tries}: {settings.redact(str(exc.message))[:300]}"
@@ -718,6 +719,11 @@ async def complete(
             )  # fmt: skip
         except _provider_errors() as exc:
             errors.append(_explain(exc, model_spec, settings))
+            if not is_fallback and spec.fallback is not None and not streamed:
+                await _announce(
+                    f"{model_spec.describe()} failed ({_what_failed(exc, model_spec, settings)}); its fallback "
+                    f"{spec.fallback.describe()} (SPEEDRUN_{role.upper()}_FALLBACK) answers instead."
+                )
         else:
             if on_text is not None:
                 tail = redactor.flush()
@@ -831,6 +837,10 @@ async def _call(
                 budget.observe(response.headers)
             # A 429 was not served; anything else may have been (a stream cut mid-way certainly was).
             used = 0 if isinstance(exc, openai.RateLimitError) else prompt_est
+            if isinstance(exc, openai.APITimeoutError | TimeoutError):
+                # A stalled attempt spent the call's time as surely as a wait did: retrying it would multiply
+                # GENERATION_TIMEOUT (5 attempts of 30 s) while the caller's own timeout runs out.
+                wait_left -= time.monotonic() - started
             wait = _retry_wait(exc, retries, sent, wait_left, settings.max_retries)
             retries += 1
             waiting_since = time.monotonic()  # the backoff below and the next acquire count as this call's waiting
@@ -903,19 +913,38 @@ def _retry_wait(exc: BaseException, retries: int, sent: bool, wait_left: float, 
 
 def _retry_note(exc: BaseException, spec: ModelSpec, settings: Settings, retries: int, wait: float) -> str:
     """What the user is told before a retry: what failed, where, which retry of how many and when."""
+    when = f"{wait:.1f} s" if wait >= 0.1 else f"{wait * 1000:.0f} ms"
+    return f"{spec.provider}: {_what_failed(exc, spec, settings)}; retry {retries} of {settings.max_retries} in {when}."
+
+
+def _what_failed(exc: BaseException, spec: ModelSpec, settings: Settings) -> str:
+    """A failed request in a few words, naming the endpoint (password masked): 'connection refused by URL'."""
     import openai
 
+    if isinstance(exc, _Failed):
+        exc = exc.cause
     where = settings.redact(spec.base_url)
     if isinstance(exc, openai.APITimeoutError | TimeoutError):
-        what = f"no answer within GENERATION_TIMEOUT={settings.generation_timeout_ms} ms from {where}"
-    elif isinstance(exc, openai.APIConnectionError):
-        refused = isinstance(exc.__cause__, ConnectionRefusedError) or "refused" in str(exc.__cause__ or "").lower()
-        what = f"{'connection refused by' if refused else 'could not connect to'} {where}"
-    elif isinstance(exc, openai.APIStatusError):
-        what = f"HTTP {exc.status_code} from {where}"
-    else:
-        what = f"{type(exc).__name__} from {where}"
-    return f"{spec.provider}: {what}; retry {retries} of {settings.max_retries} in {wait:.1f} s."
+        return f"no answer within GENERATION_TIMEOUT={settings.generation_timeout_ms} ms from {where}"
+    if isinstance(exc, openai.APIConnectionError):
+        return f"{'connection refused by' if _refused(exc) else 'could not connect to'} {where}"
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code} from {where}"
+    if isinstance(exc, BudgetWaitTooLong):
+        return f"the rate budget would wait {exc.wait_s:.0f} s for {where}"
+    return f"{type(exc).__name__} from {where}"
+
+
+def _refused(exc: BaseException) -> bool:
+    """True when a connection error comes from a closed port (the SDK wraps the OS error three levels deep)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _json_instructions(schema: dict[str, Any]) -> str:
