@@ -155,10 +155,14 @@ class SharedBudget:
                 return Taken(None, None, f"concurrency {concurrency} across processes, all slots busy")
             # test-then-hit is not atomic: two processes may both pass the test. A hit that loses that race is not
             # charged; the call then gives its slot back and waits like any other.
-            for limiter, item, cost, label in limits:
-                if not await limiter.hit(item, self.ns, cost=cost):
-                    await self.release(lease)
-                    return Taken(None, POLL_S, f"{label}, shared through Redis")
+            try:
+                for limiter, item, cost, label in limits:
+                    if not await limiter.hit(item, self.ns, cost=cost):
+                        await self.release(lease)
+                        return Taken(None, POLL_S, f"{label}, shared through Redis")
+            except BaseException:  # cancelled or Redis gone: stop renewing, so the slot frees within its lease
+                lease.renew.cancel()
+                raise
             return Taken(lease)
 
     def _items(self, tokens: int, rpm: int | None, tpm: int | None) -> list[tuple[Any, Any, int, str]]:

@@ -140,7 +140,8 @@ class RateBudget:
 
     Thread-safe and loop-agnostic: runs on different event loops (the sync bridge) share it. A call is charged
     prompt + max_tokens up front (Cerebras reserves that much) and settled to the real usage when it ends.
-    The provider's x-ratelimit-* headers, when sent, override the local estimate.
+    The provider's x-ratelimit-* headers, when sent, override the local estimate. With `shared` (SPEEDRUN_REDIS_URL)
+    the head of the local queue must also find room in Redis, so every process with the key shares one budget.
     """
 
     def __init__(self, limits: ProviderLimits, name: str = "provider", shared: SharedBudget | None = None):

@@ -229,3 +229,33 @@ async def test_without_the_redis_extra_the_error_names_the_install_command(
     assert "uv sync --extra redis" in str(caught.value)
     assert "pip install 'speed-run[redis]'" in str(caught.value)
     assert fake_llm.chat_requests() == []
+
+
+@pytest.mark.anyio
+async def test_requests_and_tokens_per_minute_are_counted_across_budgets_sharing_a_key(redis_url: str) -> None:
+    import uuid
+
+    from speedrun.budget_redis import SharedBudget
+    from speedrun.config.providers import ProviderLimits
+    from speedrun.llm import BudgetWaitTooLong, RateBudget
+
+    def process(key: str, **limits: int) -> RateBudget:  # what another process builds for the same key
+        return RateBudget(ProviderLimits(**limits), "cerebras", SharedBudget(redis_url, key, "cerebras"))
+
+    key = f"cerebras|http://x|{uuid.uuid4().hex[:12]}"
+    first, second = process(key, rpm=2, tpm=100_000), process(key, rpm=2, tpm=100_000)
+    for _ in range(2):
+        await first.finish(await first.acquire(10, max_wait_s=1), 10)
+    with pytest.raises(BudgetWaitTooLong) as caught:
+        await second.acquire(10, max_wait_s=5)  # its own window is empty; the shared one is full
+    assert caught.value.why == "requests/min 2, shared through Redis" and caught.value.wait_s > 50
+
+    key = f"cerebras|http://x|{uuid.uuid4().hex[:12]}"
+    first, second = process(key, rpm=100, tpm=1_000), process(key, rpm=100, tpm=1_000)
+    # Charged 800 up front, used 300: limits cannot refund, so the 800 stand until the window moves on.
+    await first.finish(await first.acquire(800, max_wait_s=1), 300)
+    with pytest.raises(BudgetWaitTooLong) as caught:
+        await second.acquire(300, max_wait_s=5)
+    assert caught.value.why == "tokens/min 1,000, shared through Redis"
+    other_key = process(f"cerebras|http://x|{uuid.uuid4().hex[:12]}", rpm=100, tpm=1_000)
+    await other_key.finish(await other_key.acquire(300, max_wait_s=1), 300)  # another key has its own budget
