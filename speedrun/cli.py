@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sys
@@ -16,6 +15,8 @@ from speedrun.errors import InputError, SpeedRunError, echo
 from speedrun.words import plural
 
 if TYPE_CHECKING:
+    import argparse
+
     from speedrun.cli_live import TokenMeter
     from speedrun.runs import RunManager
     from speedrun.state.judge import JudgeResult
@@ -32,8 +33,9 @@ EXIT_CODES = f"""exit codes:
   {EXIT_NEEDS_INPUT}    waiting for your fix (--client-fix): fix the files, then speedrun resume RUN_ID --action retest
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); the run stays resumable: speedrun resume RUN_ID"""
 
-# The subcommands that run a workflow show the exit codes under their --help too.
-RUN_KW: dict[str, Any] = {"epilog": EXIT_CODES, "formatter_class": argparse.RawDescriptionHelpFormatter}
+# The subcommands that run a workflow show the exit codes under their --help too (build_parser adds the formatter
+# that keeps their line breaks: argparse is imported only there, so `speedrun mcp` starts without it).
+RUN_KW: dict[str, Any] = {"epilog": EXIT_CODES}
 #: The workflows `speedrun graph` draws.
 GRAPHS = ("turbo", "judge", "showdown", "any_percent")
 
@@ -557,10 +559,15 @@ async def cmd_clean(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_mcp(args: argparse.Namespace) -> int:
     """Run the MCP server on stdio, or with --http over streamable HTTP; a refused binding exits 2."""
+    return serve_mcp(http=args.http, host=args.host, port=args.port)
+
+
+def serve_mcp(http: bool = False, host: str = "127.0.0.1", port: int = 8000) -> int:
+    """Serve MCP until the client leaves; the exit code of `speedrun mcp`."""
     from speedrun.mcp_bridge.server import main as serve
 
     try:
-        serve(http=args.http, host=args.host, port=args.port)
+        serve(http=http, host=host, port=port)
     except SpeedRunError as exc:
         _print_err(f"speedrun mcp: {exc}")
         return exc.exit_code
@@ -578,6 +585,9 @@ def mermaid(name: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
+    import argparse
+
+    RUN_KW.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
     parser = argparse.ArgumentParser(
         prog="speedrun",
         description="Fast-model codegen with tests and surgical fixes.",
@@ -668,6 +678,8 @@ def _positive(value: str) -> int:
     except ValueError:
         number = 0
     if number < 1:
+        import argparse
+
         raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, got {echo(value, 40)}")
     return number
 
@@ -712,6 +724,9 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `speedrun` console script."""
+    if (sys.argv[1:] if argv is None else argv) == ["mcp"]:
+        # How MCP clients start the server, and they wait for it: skip building the parser of every subcommand.
+        return serve_mcp()
     args = build_parser().parse_args(argv)
     if args.command == "mcp":
         return cmd_mcp(args)
