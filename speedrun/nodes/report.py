@@ -46,6 +46,12 @@ async def report(state: TurboState, runtime: Runtime[RunContext]) -> dict[str, A
     warnings = list(state.warnings)
     if not state.files:
         warnings.append("the generator wrote no files; see file_errors and the ledger's finish reasons")
+    for role in sorted({e.role for e in state.ledger if e.fallback}):
+        used = [e for e in state.ledger if e.fallback and e.role == role]
+        warnings.append(
+            f"the {role}'s fallback {used[0].provider}:{used[0].model} answered {plural(len(used), 'call')}: "
+            "its primary provider kept failing"
+        )
     run_id = getattr(getattr(runtime, "execution_info", None), "thread_id", None)
     result = TurboResult(
         run_id=run_id,
