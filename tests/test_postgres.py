@@ -233,11 +233,30 @@ def test_without_the_postgres_extra_the_error_says_how_to_install_it(speedrun_en
     assert "Traceback" not in ran.stderr
 
 
+#: Opens the run store once `go` exists: imports (the slow part) happen before, so the set-ups really overlap.
+OPEN_AT_GO = """
+import asyncio, sys, time
+from pathlib import Path
+from speedrun.config import Settings
+from speedrun.runs import RunManager
+
+async def main():
+    async with RunManager.open(Settings()) as runs:
+        print(len(await runs.list()))
+
+Path(sys.argv[2]).touch()
+while not Path(sys.argv[1]).exists():
+    time.sleep(0.005)
+asyncio.run(main())
+"""
+
+
 def test_processes_opening_a_fresh_database_at_once_all_succeed(speedrun_env, tmp_path, database_url):
     env = {**speedrun_env, "SPEEDRUN_DATABASE_URL": database_url}
+    go = tmp_path / "go"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "speedrun", "runs"],
+            [sys.executable, "-c", OPEN_AT_GO, str(go), str(tmp_path / f"ready{n}")],
             env={**env, "SPEEDRUN_HOME": str(tmp_path / f"h{n}")},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -245,6 +264,8 @@ def test_processes_opening_a_fresh_database_at_once_all_succeed(speedrun_env, tm
         )
         for n in range(3)
     ]
+    wait_for(lambda: all((tmp_path / f"ready{n}").exists() for n in range(3)), 30, "the processes to be ready")
+    go.touch()
     results = [(p.wait(60), p.stderr.read() if p.stderr else "") for p in procs]
     assert [code for code, _ in results] == [0] * 3, results
     # Each set-up step ran once: the versions are recorded once each, the liveness table is there.
