@@ -109,17 +109,25 @@ def _unreachable(settings: Settings, url: str, exc: BaseException) -> ConfigErro
     )
 
 
+def _import_extra() -> None:
+    """Import the postgres extra's modules; ConfigError with the install command when they are missing."""
+    try:
+        import langgraph.checkpoint.postgres.aio  # noqa: F401
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        raise ConfigError(EXTRA_MISSING) from None
+
+
 @asynccontextmanager
 async def open_postgres(settings: Settings, serde: Any) -> AsyncIterator[tuple[AsyncPostgresSaver, PostgresStore]]:
     """The checkpointer and liveness store on SPEEDRUN_DATABASE_URL, set up and migrated; closed on exit."""
-    try:
-        import psycopg
-        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-        from psycopg.rows import dict_row
-        from psycopg_pool import AsyncConnectionPool, PoolTimeout
-    except ImportError:
-        raise ConfigError(EXTRA_MISSING) from None
     url = checked_url(settings)
+    await asyncio.to_thread(_import_extra)  # about a second of imports: not on the event loop of a serving process
+    import psycopg
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
     try:  # one plain connection first: its error says why (a pool's timeout would not), and it holds the set-up lock
         setup_conn = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=CONNECT_SECONDS)
     except psycopg.Error as exc:
