@@ -184,7 +184,8 @@ class RateBudget:
                     charge, delay, why = await self._take_shared(tokens)
                     if charge is not None:
                         return charge
-                    poll = budget_redis().POLL_S  # other processes cannot wake this one
+                    if delay is None:  # a slot another process holds: it cannot wake this one, so look again soon
+                        poll = budget_redis().POLL_S
                 if delay is not None and delay > max_wait_s:
                     raise BudgetWaitTooLong(why, delay)
                 now = time.monotonic()
