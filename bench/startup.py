@@ -77,10 +77,10 @@ async def measure(rounds: int, tmp: Path) -> dict[str, list[tuple[float, float, 
 def main(argv: list[str] | None = None) -> list[Result]:
     """Run the rounds, print the medians and the verdict."""
     parser = argparse.ArgumentParser(prog="python -m bench startup", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="9 rounds instead of 21")
+    parser.add_argument("--quick", action="store_true", help="7 rounds instead of 13")
     parser.add_argument("--rounds", type=int, default=None)
     args = parser.parse_args(argv)
-    rounds = args.rounds or (9 if args.quick else 21)
+    rounds = args.rounds or (7 if args.quick else 13)
     with tempfile.TemporaryDirectory() as tmp:
         seen = asyncio.run(measure(rounds, Path(tmp)))
     init = {name: [s[0] for s in v] for name, v in seen.items()}

@@ -94,8 +94,8 @@ async def measure(fake: FakeLLM, tmp: Path, rounds: int) -> list[tuple[float, fl
 def main(argv: list[str] | None = None) -> list[Result]:
     """Run turbo, split each run's wall time, print the shares and the verdict on the median."""
     parser = argparse.ArgumentParser(prog="python -m bench turbo", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="2 runs instead of 5")
-    rounds = 2 if parser.parse_args(argv).quick else 5
+    parser.add_argument("--quick", action="store_true", help="1 run instead of 3")
+    rounds = 1 if parser.parse_args(argv).quick else 3
     with FakeLLM() as fake, tempfile.TemporaryDirectory() as tmp:
         fake.responder = answer
         runs = asyncio.run(measure(fake, Path(tmp), rounds))
