@@ -266,6 +266,10 @@ def test_one_budget_is_shared_by_runs_on_different_event_loops(
     # The sync bridge runs each graph on its own loop (in its own thread); they still share the provider's budget.
     settings = make_settings(clean_env, fake_llm, SPEEDRUN_LIMITS__CEREBRAS__RPM=1)
     monkeypatch.setattr(llm, "WINDOW_S", 1.5)
+    # The first call of a process imports the chat client after it was charged; the second, waiting, does not. Kept
+    # out of the measurement (its ~0.5 s on a busy machine shrank the gap seen at the server below the window).
+    asyncio.run(complete(make_settings(clean_env, fake_llm), "generator", USER))
+    fake_llm.reset()
     errors: list[BaseException] = []
 
     def run() -> None:
