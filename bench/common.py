@@ -32,8 +32,8 @@ class Result(BaseModel):
 
     @property
     def verdict(self) -> str:
-        """OK, MISS, or 'info' for a reading without a target."""
-        return "info" if self.ok is None else ("OK" if self.ok else "MISS")
+        """OK, MISS, or 'reading' for a measurement without a target."""
+        return "reading" if self.ok is None else ("OK" if self.ok else "MISS")
 
 
 def emit(result: Result) -> Result:

@@ -43,7 +43,7 @@ def test_a_miss_is_said_in_its_line_and_in_the_table(capsys: pytest.CaptureFixtu
     assert "start-up: 1.30x (target <= 1.15x) MISS" in printed
     rows = table(parse_results(printed), quick=False).splitlines()
     assert "| start-up | 1.30x | <= 1.15x | MISS — why | `uv run python -m bench startup` |" in rows
-    assert "| RSS | 80 MB | — | info | `uv run python -m bench memory` |" in rows
+    assert "| RSS | 80 MB | — | reading | `uv run python -m bench memory` |" in rows
 
 
 def test_scripted_server_records_when_each_streamed_piece_left() -> None:
