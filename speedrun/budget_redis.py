@@ -78,18 +78,22 @@ class SharedBudget:
         self._conns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Conn] = weakref.WeakKeyDictionary()
 
     # -- connections and errors ---------------------------------------------------------------------------
-    def _conn(self) -> _Conn:
+    async def _conn(self) -> _Conn:
         loop = asyncio.get_running_loop()
         conn = self._conns.get(loop)
         if conn is None:
-            conn = self._conns[loop] = self._connect()
+            # In a thread: the first import of limits reads its Lua scripts from disk, and `langgraph dev` stops a
+            # run that blocks the event loop. Building the clients opens no connection yet.
+            conn = self._conns.setdefault(loop, await asyncio.to_thread(self._connect))
         return conn
 
     def _connect(self) -> _Conn:
+        require_extra()
         import redis.asyncio
         from limits.aio.storage import RedisStorage
         from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
         from redis.backoff import NoBackoff
+        from redis.driver_info import DriverInfo
         from redis.retry import Retry
 
         try:
@@ -99,6 +103,8 @@ class SharedBudget:
                 socket_connect_timeout=CONNECT_TIMEOUT_S,
                 socket_timeout=OP_TIMEOUT_S,
                 retry=Retry(NoBackoff(), 0),
+                # Named here, in a thread: by default each new connection looks its version up on disk, on the loop.
+                driver_info=DriverInfo(),
             )
         except ValueError as exc:
             raise ConfigError(
@@ -120,10 +126,11 @@ class SharedBudget:
     @contextlib.asynccontextmanager
     async def _talking(self) -> AsyncIterator[_Conn]:
         """Redis errors become one ConfigError naming the (masked) URL and the fix."""
-        import redis.exceptions
+        conn = await self._conn()
+        import redis.exceptions  # imported with the clients, off the event loop
 
         try:
-            yield self._conn()
+            yield conn
         except redis.exceptions.AuthenticationError:
             raise ConfigError(
                 f"The Redis at SPEEDRUN_REDIS_URL={self.where} refused the password or user. Fix the URL "
@@ -145,7 +152,7 @@ class SharedBudget:
             pause = await self._pause(conn)
             if pause is not None:
                 return Taken(None, *pause)
-            limits = self._items(tokens, rpm, tpm)
+            limits = self._items(conn, tokens, rpm, tpm)
             for limiter, item, cost, label in limits:
                 if not await limiter.test(item, self.ns, cost=cost):
                     stats = await limiter.get_window_stats(item, self.ns)
@@ -165,10 +172,9 @@ class SharedBudget:
                 raise
             return Taken(lease)
 
-    def _items(self, tokens: int, rpm: int | None, tpm: int | None) -> list[tuple[Any, Any, int, str]]:
+    def _items(self, conn: _Conn, tokens: int, rpm: int | None, tpm: int | None) -> list[tuple[Any, Any, int, str]]:
         from limits import RateLimitItemPerMinute
 
-        conn = self._conn()
         found: list[tuple[Any, Any, int, str]] = []
         if rpm is not None:
             found.append((conn.moving, RateLimitItemPerMinute(rpm, namespace="requests"), 1, f"requests/min {rpm:,}"))
@@ -188,8 +194,10 @@ class SharedBudget:
             await conn.sliding.hit(RateLimitItemPerMinute(tpm, namespace="tokens"), self.ns, cost=min(tokens, tpm))
 
     async def _pause(self, conn: _Conn) -> tuple[float, str] | None:
-        why, ms = await conn.redis.pipeline().get(f"{self.ns}:block").pttl(f"{self.ns}:block").execute()
-        if why is None or ms is None or ms <= 0:
+        # Two plain commands, not a pipeline: redis-py looks its version up on disk for each pipeline it builds.
+        ms = await conn.redis.pttl(f"{self.ns}:block")
+        why = await conn.redis.get(f"{self.ns}:block") if ms is not None and ms > 0 else None
+        if why is None:
             return None
         return ms / 1000, f"{why.decode(errors='replace')}, shared through Redis"
 

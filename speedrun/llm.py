@@ -406,10 +406,8 @@ def budget_for(spec: ModelSpec, settings: Settings | None = None) -> RateBudget:
         if budget is None or budget.limits != spec.limits:
             shared = None
             if url:
-                assert settings is not None
-                redis_mod = budget_redis()
-                redis_mod.require_extra()
-                shared = redis_mod.SharedBudget(url, spec.budget_key, spec.provider, settings.redact)
+                assert settings is not None  # the redis extra is imported (or found missing) at the first call
+                shared = budget_redis().SharedBudget(url, spec.budget_key, spec.provider, settings.redact)
             budget = _budgets[key] = RateBudget(spec.limits, spec.provider, shared)
         return budget
 

@@ -259,3 +259,42 @@ async def test_requests_and_tokens_per_minute_are_counted_across_budgets_sharing
     assert caught.value.why == "tokens/min 1,000, shared through Redis"
     other_key = process(f"cerebras|http://x|{uuid.uuid4().hex[:12]}", rpm=100, tpm=1_000)
     await other_key.finish(await other_key.acquire(300, max_wait_s=1), 300)  # another key has its own budget
+
+
+_UNDER_BLOCKBUSTER = textwrap.dedent(
+    """
+    import asyncio, os
+    from blockbuster import blockbuster_ctx
+    from speedrun.config import load_settings
+    from speedrun.llm import complete
+
+    async def main():
+        settings = load_settings()
+        # The chat client's own first use (SDK imports, HTTP client) is not what this checks: warm it without Redis.
+        await complete(settings.model_copy(update={"redis_url": None}), "generator", [("user", "warm up")])
+        with blockbuster_ctx():  # what `langgraph dev` runs nodes under: any blocking call raises
+            texts = [(await complete(settings, "generator", [("user", "hi")])).text for _ in range(2)]
+        print(*texts, flush=True)
+
+    asyncio.run(main())
+    os._exit(0)  # blockbuster's patches make the interpreter's own teardown crash; the answer is in by now
+    """
+)
+
+
+def test_the_first_use_of_the_redis_budget_does_not_block_the_event_loop(
+    tmp_path: Path, fake_llm: FakeLLM, redis_url: str
+) -> None:
+    # `langgraph dev` stopped a run at the budget's first connection: limits read its Lua scripts from disk and
+    # redis-py looked its version up on disk for every connection, both on the event loop.
+    pytest.importorskip("blockbuster")
+    fake_llm.default = Reply(content="answered")
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "SPEEDRUN_HOME": str(tmp_path / "state")}
+    proc = subprocess.run(
+        [sys.executable, "-c", _UNDER_BLOCKBUSTER],
+        env={**env, **fake_env(fake_llm), "SPEEDRUN_REDIS_URL": redis_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and proc.stdout.split() == ["answered", "answered"], proc.stderr[-2000:]
