@@ -660,8 +660,8 @@ def _explain(exc: BaseException, spec: ModelSpec, settings: Settings) -> str:
     elif isinstance(exc, (openai.APITimeoutError, TimeoutError)):
         msg = f"{who} did not answer within {timeout} ({tries}). Raise GENERATION_TIMEOUT or ask for less output."
     elif isinstance(exc, openai.APIConnectionError):
-        how = "Connection refused by" if _refused(exc) else "Could not connect to"
-        msg = f"{how} {who} ({tries}). Check the URL setting and that the server is up."
+        refused = ": connection refused" if _refused(exc) else ""
+        msg = f"Could not connect to {who}{refused} ({tries}). Check the URL setting and that the server is up."
     elif isinstance(exc, openai.APIStatusError):
         # Redacted before it is cut short: a key cut in two would no longer be recognised.
         msg = f"{who} failed with HTTP {exc.status_code} after {tries}: {settings.redact(str(exc.message))[:300]}"
