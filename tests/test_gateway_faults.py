@@ -116,3 +116,8 @@ def test_a_configured_fallback_takes_over_when_the_primary_keeps_failing(tmp_pat
     ), err
     report = json.loads(Path(re.search(r"^report: (.*)$", out, re.M).group(1)).read_text())  # type: ignore[union-attr]
     assert report["status"] == "passed" and report["ledger"]["generator"]["calls"] == 1
+    # The result says so too, not only the progress lines.
+    assert (
+        "the generator's fallback openai-compatible:backup-model answered 1 call: its primary provider kept failing"
+        in (report["warnings"])
+    ), report["warnings"]
