@@ -56,9 +56,12 @@ def _http(method: str, url: str, body: dict | None = None, timeout: float = 120)
 
 
 @pytest.fixture
-def studio(tmp_path: Path, fake_llm: FakeLLM):
+def studio(request: pytest.FixtureRequest, tmp_path: Path, fake_llm: FakeLLM):
     """`langgraph dev --no-browser --no-reload` on a free loopback port, the project copied outside the repo
-    (the dev server writes .langgraph_api/ next to langgraph.json), logs outside the project folder."""
+    (the dev server writes .langgraph_api/ next to langgraph.json), logs outside the project folder.
+
+    Parametrized indirectly with "redis", the server shares its rate budget through a real Redis (with an explicit
+    requests/min limit, so the shared counters are used even for the loopback endpoint)."""
     if not LANGGRAPH.exists():
         pytest.skip("langgraph CLI not installed in this environment")
     project = tmp_path / "project"
@@ -82,6 +85,9 @@ def studio(tmp_path: Path, fake_llm: FakeLLM):
         "SPEEDRUN_ROOTS": str(tmp_path / "roots"),  # Studio runs write only here (relative paths resolve here)
         "PYTHONPATH": str(project),
     }
+    if getattr(request, "param", None) == "redis":
+        env["SPEEDRUN_REDIS_URL"] = request.getfixturevalue("redis_url")
+        env["SPEEDRUN_LIMITS__CEREBRAS__RPM"] = "1000"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [str(LANGGRAPH), "dev", "--no-browser", "--no-reload", "--port", str(port)],
@@ -119,7 +125,10 @@ def studio(tmp_path: Path, fake_llm: FakeLLM):
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def test_turbo_runs_in_langgraph_dev_without_allow_blocking(studio, fake_llm: FakeLLM, tmp_path: Path) -> None:
+@pytest.mark.parametrize("studio", [None, "redis"], ids=["own-budget", "redis-budget"], indirect=True)
+def test_turbo_runs_in_langgraph_dev_without_allow_blocking(
+    studio, fake_llm: FakeLLM, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     url, log = studio
     assistants = _http("POST", f"{url}/assistants/search", {})
     assert {"turbo", "judge", "showdown", "any_percent"} <= {a["graph_id"] for a in assistants}
@@ -138,6 +147,12 @@ def test_turbo_runs_in_langgraph_dev_without_allow_blocking(studio, fake_llm: Fa
     assert final["result"]["status"] == "passed", json.dumps(final)[:2000]
     assert (out / "calc.py").read_text() == CALC
     assert final["result"]["tests"]["passed"] == 1
+    if request.node.callspec.params["studio"] == "redis":
+        import redis
+
+        # The budget really lived in Redis: its requests/min window holds this run's call.
+        keys = redis.Redis.from_url(request.getfixturevalue("redis_url")).keys("speedrun:budget:*")
+        assert any(b"requests" in key for key in keys), keys
 
 
 SCHEMA_FAILURES = ("Failed to get config schema", "Failed to get context schema", "Invalid context schema type")
