@@ -150,6 +150,8 @@ async def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         allow_paths=args.allow_path,
         max_tokens_name="--max-tokens",
+        prompt=prompt,
+        system_prompt=args.system,
     )
     context = await asyncio.to_thread(read_context_files, args.context or [], Path.cwd(), [Path.cwd().resolve(), out])
 
@@ -733,7 +735,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "graph":  # needs no settings or key
         print(mermaid(args.name), end="")
         return EXIT_PASSED
-    from speedrun.sandbox import harden_process
+    from speedrun.procs import harden_process
 
     harden_process()  # same-user test code cannot read this process's environment (the keys)
     settings: Settings | None = None

@@ -108,3 +108,26 @@ def group_alive(pgid: int) -> bool:
         if len(fields) >= 3 and fields[2] == str(pgid) and fields[0] not in _DEAD_STATES:
             return True
     return False
+
+
+# prctl(2) option (the sandbox's watchdog script uses PR_SET_PDEATHSIG=1 and PR_SET_CHILD_SUBREAPER=36)
+_PR_SET_DUMPABLE = 4
+
+
+def harden_process() -> bool:
+    """Mark this process non-dumpable so same-user processes cannot read its ``/proc/<pid>/environ``.
+
+    Linux only; root can still read it. Returns True when the flag is set. Lives here rather than in the sandbox
+    module so `speedrun mcp` can harden itself without importing the sandbox (and its junit/xml imports) at start.
+    """
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return False
+    return bool(libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)

@@ -11,8 +11,8 @@ Entry points:
   is not on the PATH the tests will see.
 * :func:`scrubbed_env` builds the environment a test process sees: an allow-list (:data:`ALLOWED_ENV_NAMES`
   plus ``LC_*``) without secret-looking names or ``scheme://user:pass@`` values.
-* :func:`isolation_summary` says which isolation is in force; :func:`harden_process` makes the
-  speed-run process non-dumpable (its ``/proc/<pid>/environ`` unreadable to same-user processes).
+* :func:`isolation_summary` says which isolation is in force (``speedrun.procs.harden_process`` makes the
+  speed-run process non-dumpable: its ``/proc/<pid>/environ`` unreadable to same-user processes).
 * :func:`sweep_test_groups` kills the recorded test process groups of speed-run processes that died
   (the run manager calls it when it opens, before any run starts or resumes).
 
@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-import ctypes
 import logging
 import os
 import re
@@ -71,7 +70,6 @@ __all__ = [
     "check_extra_env",
     "check_test_command",
     "group_records_dir",
-    "harden_process",
     "isolation_summary",
     "run_tests",
     "scrubbed_env",
@@ -515,9 +513,6 @@ _probe_lock = threading.Lock()
 _probe_result: tuple[bool, str] | None = None
 _warned = False
 
-# prctl(2) option (the watchdog script uses PR_SET_PDEATHSIG=1 and PR_SET_CHILD_SUBREAPER=36)
-_PR_SET_DUMPABLE = 4
-
 
 def _bwrap_binary() -> str | None:
     return shutil.which("bwrap")
@@ -617,24 +612,6 @@ def isolation_summary(mode: str = "auto", network: bool = False) -> str:
         f"no OS sandbox ({reason}): tests get a scrubbed environment and an empty temporary HOME, and a "
         "watchdog kills their processes, but they can read your files and use the network"
     )
-
-
-def _libc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-
-
-def harden_process() -> bool:
-    """Mark this process non-dumpable so same-user processes cannot read its ``/proc/<pid>/environ``.
-
-    Linux only; root can still read it. Returns True when the flag is set.
-    """
-    libc = _libc() if sys.platform.startswith("linux") else None
-    if libc is None:
-        return False
-    return bool(libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
 
 
 def _secret_places(home: Path | None) -> list[Path]:

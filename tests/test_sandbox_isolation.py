@@ -241,7 +241,7 @@ async def test_auto_falls_back_with_one_warning_and_bwrap_refuses(
 
 def test_harden_process_makes_the_process_non_dumpable() -> None:
     code = (
-        "import ctypes; from speedrun.sandbox import harden_process; libc = ctypes.CDLL(None); "
+        "import ctypes; from speedrun.procs import harden_process; libc = ctypes.CDLL(None); "
         "before = libc.prctl(3, 0, 0, 0, 0); ok = harden_process(); print(before, ok, libc.prctl(3, 0, 0, 0, 0))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

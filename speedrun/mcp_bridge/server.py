@@ -831,6 +831,6 @@ def _heartbeat(value: str | None) -> float:
 
 def harden() -> None:
     """Make this process non-dumpable, so same-user test code cannot read its environment (the keys)."""
-    from speedrun.sandbox import harden_process
+    from speedrun.procs import harden_process  # not speedrun.sandbox: its imports would slow the start
 
     harden_process()
