@@ -25,13 +25,15 @@ if TYPE_CHECKING:
     from speedrun.state.turbo import TurboResult
 
 # Exit codes, one meaning each; the --help epilog and the README list them.
-EXIT_PASSED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NEEDS_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_PASSED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NEEDS_INPUT, EXIT_RUNNING, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 EXIT_CODES = f"""exit codes:
   {EXIT_PASSED}    passed (tests pass, a winner was picked, the command did what it says)
   {EXIT_FAILED}    failed (tests still fail, no winner, the run ended in an error)
-  {EXIT_BAD_INPUT}    bad input or setup (a flag, a missing file, no API key); nothing was run
+  {EXIT_BAD_INPUT}    bad input or setup (a flag, a missing file, no API key, an unknown run id); nothing was run
   {EXIT_NEEDS_INPUT}    waiting for your fix (--client-fix): fix the files, then speedrun resume RUN_ID --action retest
-  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); the run stays resumable: speedrun resume RUN_ID"""
+  {EXIT_RUNNING}    still running (speedrun status only): poll again later
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C, or its process died or it was cancelled); the run stays resumable:
+       speedrun resume RUN_ID"""
 
 # The subcommands that run a workflow show the exit codes under their --help too (build_parser adds the formatter
 # that keeps their line breaks: argparse is imported only there, so `speedrun mcp` starts without it).
@@ -48,6 +50,7 @@ TURBO_FLAGS = {
     "max_fix_cycles": "--max-fix-cycles",
     "context_files": "--context",
     "allow_paths": "--allow-path",
+    "test_timeout_s": "--test-timeout",
 }
 # Showdown / any-percent input fields as the CLI user types them, for error messages.
 PARALLEL_FLAGS = {
@@ -62,6 +65,7 @@ PARALLEL_FLAGS = {
     "max_fix_cycles": "--max-fix-cycles",
     "promote": "--promote",
     "roles": "--role",
+    "test_timeout_s": "--test-timeout",
 }
 
 
@@ -243,20 +247,7 @@ async def _follow(
         clean = " (or remove its worktrees: speedrun clean)" if parallel else ""
         _print_err(f"cancelled; continue later with: speedrun resume {run_id}{clean}")
         return EXIT_INTERRUPTED
-    full = await runs.full_result(run_id)
-    if before_summary is not None:
-        before_summary(status, full)
-    if full is None:
-        return _print_status(status)
-    if first.workflow == "judge":
-        code = _print_verdict(full)
-        where = str(Path(full.worksheet_path).parent)
-    elif parallel:
-        code, where = _print_parallel(full, status.result or {}), first.output_dir or ""
-    else:
-        code, where = _print_status(status, full), full.output_dir
-    print(f"output: {where}  (run {run_id})")
-    return code
+    return await _summary(runs, status, first.output_dir, before_summary)
 
 
 def _metered() -> AbstractContextManager[TokenMeter]:
@@ -264,6 +255,50 @@ def _metered() -> AbstractContextManager[TokenMeter]:
     from speedrun.cli_live import metered
 
     return metered()
+
+
+def outcome_code(status: RunStatus, full: Any) -> int:
+    """The exit code for how a run stands: its full result once it has one, else its state (see EXIT_CODES)."""
+    from speedrun.runs import PARALLEL
+
+    if status.status == "needs_input":
+        return EXIT_NEEDS_INPUT
+    if full is None:
+        waiting = {"running": EXIT_RUNNING, "interrupted": EXIT_INTERRUPTED, "cancelled": EXIT_INTERRUPTED}
+        return waiting.get(status.status, EXIT_FAILED)
+    if status.workflow == "judge":
+        return EXIT_PASSED if full.winner else EXIT_FAILED
+    if status.workflow in PARALLEL:
+        return EXIT_PASSED if full.status in ("promoted", "awaiting_choice") else EXIT_FAILED
+    return EXIT_PASSED if full.status == "passed" else EXIT_FAILED
+
+
+async def _summary(
+    runs: RunManager,
+    status: RunStatus,
+    where: str | None = None,
+    before_summary: Callable[[RunStatus, Any], None] | None = None,
+) -> int:
+    """The summary a run's workflow prints (ending with where it wrote and its run id), or, while it has no result,
+    how it stands and what to do next; the exit code. `where`: a parallel run's repo."""
+    from speedrun.runs import PARALLEL
+
+    full = await runs.full_result(status.run_id)
+    if before_summary is not None:
+        before_summary(status, full)
+    if full is None:
+        _print_status(status)
+        return outcome_code(status, full)
+    if status.workflow == "judge":
+        _print_verdict(full)
+        where = str(Path(full.worksheet_path).parent)
+    elif status.workflow in PARALLEL:
+        _print_parallel(full, status.result or {})
+    else:
+        _print_status(status, full)
+        where = full.output_dir
+    print(f"output: {where or ''}  (run {status.run_id})")
+    return outcome_code(status, full)
 
 
 def command_for(action: NextAction) -> str:
@@ -274,7 +309,7 @@ def command_for(action: NextAction) -> str:
         return f"speedrun resume {run_id}" + ("" if step == "continue" else f" --action {step}")
     if action.tool == "cancel_run":
         return f"Ctrl-C in the terminal that runs {run_id}"
-    return "speedrun runs"
+    return f"speedrun status {run_id}"
 
 
 def _print_next(status: RunStatus) -> None:
@@ -298,17 +333,18 @@ def _print_needs(status: RunStatus) -> None:
     _print_next(status)
 
 
-def _print_status(status: RunStatus, full: TurboResult | None = None) -> int:
-    """Print a finished turbo run (its full result) or what to do next; returns the exit code."""
+def _print_status(status: RunStatus, full: TurboResult | None = None) -> None:
+    """Print a finished turbo run (its full result) or what to do next (outcome_code gives the exit code)."""
     from speedrun.state.records import tests_line
 
     if status.status == "needs_input":
         _print_needs(status)
-        return 3
+        return
     if full is None:
-        _print_err(f"run {status.run_id} is {status.status}" + (f": {status.error}" if status.error else ""))
+        state = status.status.replace("_", " ")
+        _print_err(f"run {status.run_id} is {state}" + (f": {status.error}" if status.error else ""))
         _print_next(status)
-        return 1
+        return
     r = full
     if r.files:
         print(_table([[f.path, str(f.lines), f.action] for f in r.files], ["file", "lines", "action"]))
@@ -330,7 +366,6 @@ def _print_status(status: RunStatus, full: TurboResult | None = None) -> int:
     print(f"\n{r.status.upper()}: {counts} after {plural(len(r.cycles), 'fix cycle')}; run {status.run_id}")
     if r.report_path:
         print(f"report: {r.report_path}")
-    return 0 if r.status == "passed" else 1
 
 
 async def cmd_turbo(settings: Settings, args: argparse.Namespace) -> int:
@@ -357,6 +392,7 @@ async def cmd_turbo(settings: Settings, args: argparse.Namespace) -> int:
         context_files=args.context,
         roles={"fixer": "client"} if args.client_fix else None,
         allow_paths=args.allow_path,
+        test_timeout_s=args.test_timeout,
         names=TURBO_FLAGS,
     )
     await check_turbo(settings, inputs, _root_for(out))
@@ -415,6 +451,38 @@ def _print_edits(status: RunStatus, full: TurboResult | None, cycle: int | None,
         print(f"  not applied: {path}: {outcome.replace('_', ' ')}" + (f": {reason}" if reason else ""))
 
 
+async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    """Print one run's status without taking it over: what it is, where it stands (its step, each runner's), then
+    the summary its workflow prints when it ended, or what to do next; --json prints the RunStatus as run_status."""
+    from speedrun.runs import RunManager
+
+    async with RunManager.open(settings) as runs:  # reads only: no run is marked, resumed or started here
+        status = await runs.status(args.run_id)
+        full = await runs.full_result(args.run_id)
+        if args.json:
+            print(json.dumps(status.model_dump(mode="json"), indent=2))
+            return outcome_code(status, full)
+        values, step = await _checkpoint(runs, status)
+        where = status.output_dir or str(values.get("repo") or "")  # a finished parallel run: its repo
+        rows = [["run", status.run_id], ["workflow", status.workflow], ["status", status.status.replace("_", " ")]]
+        if full is None:
+            rows += [["step", step]] if step else []
+            rows += [[f"  {name}", runner_step] for name, runner_step in sorted(status.runners.items())]
+            rows += [["output", where]] if where else []
+        print("\n".join(f"{label:9} {value}" for label, value in rows), end="\n\n")
+        return await _summary(runs, status, where)
+
+
+async def _checkpoint(runs: RunManager, status: RunStatus) -> tuple[dict[str, Any], str]:
+    """The run's latest checkpointed values and its current step: the latest progress line's step while this
+    process drives it, else the step its checkpoint runs next (where another process is, or where it stopped)."""
+    snapshot = await runs.graphs[status.workflow].aget_state({"configurable": {"thread_id": status.run_id}})
+    values = snapshot.values if isinstance(snapshot.values, dict) else {}
+    if status.progress:
+        return values, status.progress[-1].split(":", 1)[0].strip()
+    return values, ", ".join(snapshot.next)
+
+
 async def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
     """List recent runs."""
     from speedrun.runs import RunManager
@@ -452,8 +520,8 @@ async def cmd_judge(settings: Settings, args: argparse.Namespace) -> int:
             return await _follow(runs, await runs.start("judge", await runs.with_metrics(inputs)), meter)
 
 
-def _print_verdict(result: JudgeResult) -> int:
-    """The judge's scorecard table, winner and where the worksheet is; exit 0 when there is a winner."""
+def _print_verdict(result: JudgeResult) -> None:
+    """The judge's scorecard table, winner and where the worksheet is."""
     rows = [
         [c.name, *map(str, c.scores.as_dict().values()), str(c.total), "eliminated" if c.eliminated else ""]
         for c in result.scorecards
@@ -466,7 +534,6 @@ def _print_verdict(result: JudgeResult) -> int:
     if result.flip_rate is not None:
         print(f"flip rate: {result.flip_rate:.0%} of checklist answers changed when the order was swapped")
     print(f"worksheet: {result.worksheet_path}\nscorecard: {result.scorecard_path}")
-    return 0 if result.winner else 1
 
 
 def _design_text(value: str) -> str:
@@ -509,6 +576,7 @@ async def cmd_parallel(settings: Settings, args: argparse.Namespace) -> int:
         promote=args.promote,
         roles=_roles(args.role),
         include_uncommitted=args.include_uncommitted,
+        test_timeout_s=args.test_timeout,
         names=PARALLEL_FLAGS,
     )
     await check_parallel(settings, inputs)
@@ -517,9 +585,8 @@ async def cmd_parallel(settings: Settings, args: argparse.Namespace) -> int:
             return await _follow(runs, await runs.start(workflow, inputs.model_dump(mode="json")), meter)
 
 
-def _print_parallel(result: ParallelResult, compact: dict[str, Any]) -> int:
-    """The runners table, winner, flags and where result.md is; exit 0 when a winner was promoted or awaits the
-    caller's choice, 1 when nobody survived."""
+def _print_parallel(result: ParallelResult, compact: dict[str, Any]) -> None:
+    """The runners table, winner, flags and where result.md is."""
     rows = [
         [r.name, r.status, r.tests or "-", r.scenario or "-", str(r.fix_cycles), str(r.llm_calls), str(r.lines)]
         + [f"{r.wall_s:.1f}"]
@@ -544,7 +611,6 @@ def _print_parallel(result: ParallelResult, compact: dict[str, Any]) -> int:
         print(f"warning: {warning}")
     if result.result_path:
         print(f"result: {result.result_path}")
-    return 0 if result.status in ("promoted", "awaiting_choice") else 1
 
 
 async def cmd_clean(settings: Settings, args: argparse.Namespace) -> int:
@@ -628,6 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
     tur.add_argument("--out", required=True, help="workspace directory to write into and test in")
     tur.add_argument("--test-cmd", default="pytest -q", help="test command run in --out (default: pytest -q)")
     tur.add_argument("--max-fix-cycles", type=int, default=3, help="surgical fix rounds (default 3)")
+    _test_timeout_flag(tur)
     tur.add_argument("--context", action="append", help="existing file in --out to show the generator")
     tur.add_argument("--client-fix", action="store_true", help="pause on failures so you fix them yourself")
     tur.add_argument(
@@ -665,11 +732,31 @@ def _run_parsers(sub: Any) -> None:
         sub, "any-percent", "2-5 approaches to one problem in git worktrees; the judged winner is promoted"
     )
     sub.add_parser("clean", help="remove worktrees and branches that dead or cancelled parallel runs left behind")
+    sta = sub.add_parser(
+        "status",
+        help="show one run's status (from any machine sharing its database) without taking it over",
+        epilog=f"{EXIT_CODES}\n\nIt exits as the run's own command would have; {EXIT_RUNNING} while the run "
+        f"still runs, {EXIT_INTERRUPTED} once its process died or it was cancelled (resume it).",
+        formatter_class=RUN_KW["formatter_class"],
+    )
+    sta.add_argument("run_id", help="the run to show, as `speedrun runs` lists it")
+    sta.add_argument("--json", action="store_true", help="print the status as JSON (what MCP's run_status returns)")
     runs = sub.add_parser("runs", help="list recent runs")
     runs.add_argument("--limit", type=_positive, default=20, help="how many runs to list (default 20)")
     graph = sub.add_parser("graph", help="print a workflow's graph as a Mermaid diagram")
     graph.add_argument(
         "name", type=lambda v: v.replace("-", "_"), choices=GRAPHS, help=f"the workflow: {', '.join(GRAPHS)}"
+    )
+
+
+def _test_timeout_flag(cmd: Any) -> None:
+    """--test-timeout SECONDS: the limit of one test run (the input record checks its range)."""
+    cmd.add_argument(
+        "--test-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="wall-clock limit of one test run, over 0 and at most 3600 (default 300); when it expires the "
+        "test process group is killed and the run reports 'Timed out after N s'",
     )
 
 
@@ -702,6 +789,7 @@ def _parallel_parser(sub: Any, name: str, help_text: str) -> None:
     cmd.add_argument("--scenario-cmd", help="a second gate every survivor must pass, e.g. scenario tests")
     cmd.add_argument("--setup-cmd", help="run once in each worktree before its tests, e.g. 'uv sync'")
     cmd.add_argument("--max-fix-cycles", type=int, default=3, help="surgical fix rounds per runner (default 3)")
+    _test_timeout_flag(cmd)
     cmd.add_argument(
         "--promote", choices=["branch", "merge", "ask"], default="branch", help="what to do with the winner"
     )
@@ -717,6 +805,7 @@ COMMANDS = {
     "turbo": cmd_turbo,
     "resume": cmd_resume,
     "runs": cmd_runs,
+    "status": cmd_status,
     "judge": cmd_judge,
     "showdown": cmd_parallel,
     "any-percent": cmd_parallel,

@@ -26,6 +26,8 @@ PathResolver = Callable[[str, str], Path]
 #: rather than sent (a 10 MB prompt would be charged to the rate budget and fail at the provider). Existing code is
 #: better passed as context_files, which are cut to size.
 MAX_INPUT_CHARS = 500_000
+#: The longest one test run may be given, in seconds: an hour; a longer hang is a bug, not a slow suite.
+MAX_TEST_TIMEOUT_S = 3600
 
 
 def check_text(value: str | None, name: str, *, required: bool = False) -> None:
@@ -40,6 +42,12 @@ def check_text(value: str | None, name: str, *, required: bool = False) -> None:
             "(more than a fast model's context window); shorten it, and pass existing code as context_files "
             "instead of pasting it."
         )
+
+
+def check_test_timeout(value: float | None, name: str = "test_timeout_s") -> None:
+    """A test run's time limit, when given, is over 0 and at most MAX_TEST_TIMEOUT_S seconds."""
+    if value is not None and not 0 < value <= MAX_TEST_TIMEOUT_S:
+        raise InputError(f"{name} {echo(value, 40)} must be over 0 and at most {MAX_TEST_TIMEOUT_S} seconds, e.g. 120.")
 
 
 def turbo_input(
@@ -73,6 +81,7 @@ def turbo_input(
         "allow_paths": allow_paths or [],
     }
     if test_timeout_s is not None:
+        check_test_timeout(test_timeout_s, (names or {}).get("test_timeout_s", "test_timeout_s"))
         data["test_timeout_s"] = test_timeout_s
     return parse_input(TurboInput, data, names)
 
@@ -125,12 +134,14 @@ def parallel_input(
     promote: str = "branch",
     roles: dict[str, str] | None = None,
     include_uncommitted: bool = False,
+    test_timeout_s: float | None = None,
     names: dict[str, str] | None = None,
 ) -> ShowdownInput | AnyPercentInput:
     """A showdown or any-percent request as its input record, for a repo the edge has already resolved.
 
     `runners` is 2-5 or 'auto' (a digit string counts); an approach is {slug, summary, pros?, cons?} or the
     text 'slug: summary'. `names` maps fields to what the caller typed (e.g. --test-cmd) for the error message.
+    `test_timeout_s`: the limit of one test run (the record's default when None).
     """
     from speedrun.state.parallel import AnyPercentInput, ShowdownInput
 
@@ -147,6 +158,9 @@ def parallel_input(
         "roles": roles or {},
         "include_uncommitted": include_uncommitted,
     }
+    if test_timeout_s is not None:
+        check_test_timeout(test_timeout_s, (names or {}).get("test_timeout_s", "test_timeout_s"))
+        data["test_timeout_s"] = test_timeout_s
     if workflow == "showdown":
         count = runners.strip().lower() if isinstance(runners, str) else runners
         if isinstance(count, str) and count != "auto" and not count.isdigit():
