@@ -177,6 +177,8 @@ def repeats(
     Only work in flight at the kill may be asked again, at most once: a request not yet answered when the kill
     came or less than SAVE_GRACE_S before it, or the last answered request of its lane (a runner, a role: its
     answer may not have been saved yet). Every other earlier request is finished work."""
+    # A request the kill cut off while it was being sent reaches the server without a body: it asked nothing.
+    before = [r for r in before if (r.body or {}).get("messages")]
     last: dict[str, tuple[str, str]] = {}
     in_flight = set()
     for r in before:

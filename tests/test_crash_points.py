@@ -130,7 +130,9 @@ def test_turbo_killed_at_a_seeded_point_resumes_in_a_new_process(
     killer = Killer(cli.pid)
     arm_turbo(point, killer, fake_llm, script, out)
     cli.wait(90)
-    assert killer.fired.is_set() and killer.killed_live, f"{point}: the run ended before the kill"
+    assert killer.fired.is_set() and killer.killed_live, (
+        f"{point}: the run ended before the kill: {(tmp_path / 'first.log').read_text(errors='replace')[-3000:]}"
+    )
     script.on_arrival = lambda n: None
     before = fake_llm.chat_requests()
 
@@ -271,7 +273,9 @@ def test_showdown_killed_at_a_seeded_point_resumes_in_a_new_process(
     killer = Killer(cli.pid)
     arm_showdown(point, killer, fake_llm, script, repo)
     cli.wait(120)
-    assert killer.fired.is_set() and killer.killed_live, f"{point}: the run ended before the kill"
+    assert killer.fired.is_set() and killer.killed_live, (
+        f"{point}: the run ended before the kill: {(tmp_path / 'first.log').read_text(errors='replace')[-3000:]}"
+    )
     script.on_arrival = lambda n: None
     before = fake_llm.chat_requests()
 
