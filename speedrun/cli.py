@@ -480,7 +480,9 @@ async def _checkpoint(runs: RunManager, status: RunStatus) -> tuple[dict[str, An
     values = snapshot.values if isinstance(snapshot.values, dict) else {}
     if status.progress:
         return values, status.progress[-1].split(":", 1)[0].strip()
-    return values, ", ".join(snapshot.next)
+    # Parallel branches of one step (each runner's run_runner) are named once, with how many run at once.
+    counts = {name: snapshot.next.count(name) for name in snapshot.next}
+    return values, ", ".join(name if n == 1 else f"{name} ×{n}" for name, n in counts.items())
 
 
 async def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:

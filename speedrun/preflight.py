@@ -47,7 +47,8 @@ def check_text(value: str | None, name: str, *, required: bool = False) -> None:
 def check_test_timeout(value: float | None, name: str = "test_timeout_s") -> None:
     """A test run's time limit, when given, is over 0 and at most MAX_TEST_TIMEOUT_S seconds."""
     if value is not None and not 0 < value <= MAX_TEST_TIMEOUT_S:
-        raise InputError(f"{name} {echo(value, 40)} must be over 0 and at most {MAX_TEST_TIMEOUT_S} seconds, e.g. 120.")
+        shown = echo(f"{value:g}", 40)  # as typed: 3601, not 3601.0
+        raise InputError(f"{name} {shown} must be over 0 and at most {MAX_TEST_TIMEOUT_S} seconds, e.g. 120.")
 
 
 def turbo_input(

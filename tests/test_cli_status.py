@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from speedrun.cli import TURBO_FLAGS
 from speedrun.config import Settings
+from speedrun.errors import InputError
+from speedrun.preflight import turbo_input
 from speedrun.procs import group_alive
 from speedrun.runs import RunManager
 from speedrun.state.records import RunStatus
@@ -168,11 +171,21 @@ def _alive_with(marker: str) -> list[int]:
 def test_test_timeout_ends_a_hanging_test_command_with_exit_1_and_nothing_left(
     speedrun_env: dict[str, str], fake_llm: FakeLLM, tmp_path: Path
 ) -> None:
-    for bad in ("0", "-1", "3601", "nan"):
-        refused = cli(*turbo_args(tmp_path, PYTEST, "--test-timeout", bad), env=speedrun_env, cwd=tmp_path)
-        assert refused.returncode == 2, (bad, refused.stderr)
-        assert "--test-timeout" in refused.stderr and "at most 3600 seconds" in refused.stderr, refused.stderr
+    refused = cli(*turbo_args(tmp_path, PYTEST, "--test-timeout", "3601"), env=speedrun_env, cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert "--test-timeout '3601' must be over 0 and at most 3600 seconds" in refused.stderr, refused.stderr
     assert fake_llm.chat_requests() == [] and not (tmp_path / "ws").exists()
+    for bad in (0.0, -1.0, float("nan"), float("inf")):  # the same check, without a process each
+        with pytest.raises(InputError, match="--test-timeout .* at most 3600 seconds"):
+            turbo_input(
+                output_dir=tmp_path / "ws",
+                task="t",
+                contract=None,
+                test_command=PYTEST,
+                max_fix_cycles=0,
+                test_timeout_s=bad,
+                names=TURBO_FLAGS,
+            )
 
     fake_llm.script(file_blocks({"calc.py": FIXED_CALC, "test_calc.py": TEST_CALC}))
     marker = f"302.{os.getpid()}{secrets.randbelow(1000)}"
@@ -224,3 +237,25 @@ def test_a_run_in_postgres_is_polled_from_another_machine(
     assert f"PASSED: 1 passed, 0 failed, 0 errors after 0 fix cycles; run {run_id}" in shown.stdout
     alone = cli("status", run_id, env=speedrun_env, cwd=elsewhere)  # SQLite on this machine: no such run
     assert alone.returncode == 2 and f"no run '{run_id}'" in alone.stderr
+
+
+def test_showdown_and_any_percent_take_test_timeout_into_their_input(tmp_path: Path) -> None:
+    from speedrun.cli import PARALLEL_FLAGS, build_parser
+    from speedrun.preflight import parallel_input
+
+    for command, extra in (("showdown", ["--runners", "2"]), ("any-percent", ["--approach", "a: one"] * 2)):
+        args = build_parser().parse_args([command, "--design", "d", "--feature", "f", "--test-timeout", "7", *extra])
+        assert args.test_timeout == 7.0
+        inputs = parallel_input(
+            command.replace("-", "_"),
+            design="d",
+            repo=tmp_path,
+            feature="f",
+            test_command=PYTEST,
+            test_timeout_s=args.test_timeout,
+            names=PARALLEL_FLAGS,
+        )
+        assert inputs.test_timeout_s == 7.0
+    with pytest.raises(InputError, match="--test-timeout '5000' must be over 0 and at most 3600 seconds"):
+        parallel_input("showdown", design="d", repo=tmp_path, feature="f", test_command=PYTEST, test_timeout_s=5000,
+                       names=PARALLEL_FLAGS)  # fmt: skip
