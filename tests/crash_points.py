@@ -141,23 +141,6 @@ def only_run_id(env: dict[str, str], cwd: Path) -> str:
     return ids[0]
 
 
-def processes_marked(marker: str) -> list[int]:
-    """Live processes whose command line holds `marker` (a test command run by the killed process, or its child)."""
-    found = []
-    needle = marker.encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in cmdline and state != "Z":
-            found.append(int(entry.name))
-    return found
-
-
 def temp_leftovers(*roots: Path) -> list[Path]:
     """Temp files of speed-run's atomic writers (`.speedrun-*.tmp`) under `roots`."""
     return sorted(p for root in roots if root.exists() for p in root.rglob(".speedrun-*.tmp"))

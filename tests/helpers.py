@@ -423,3 +423,20 @@ def read_terminal(fd: int, seconds: float = 120) -> bytes:
         seen += chunk
     os.close(fd)
     return seen
+
+
+def processes_marked(marker: str) -> list[int]:
+    """Live processes whose command line holds `marker` (a test command run by the killed process, or its child)."""
+    found = []
+    needle = marker.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found

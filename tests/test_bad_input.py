@@ -22,6 +22,7 @@ from tests.helpers import (
     git,
     make_repo,
     mcp_session,
+    processes_marked,
     run_cli,
     server_env,
 )
@@ -174,22 +175,6 @@ async def test_a_wrong_type_names_the_argument_and_the_type_wanted(tmp_path: Pat
     assert fake_llm.chat_requests() == []
 
 
-def _alive_with(marker: str) -> list[int]:
-    """Live processes whose command line holds `marker` (zombies count as gone)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker.encode() in cmdline and state != "Z":
-            found.append(int(entry.name))
-    return found
-
-
 def _daemons(tag: str) -> tuple[str, list[str]]:
     """A shell snippet that leaves sleepers behind in four ways (background, nohup, setsid, double fork); each
     sleeps a fractional number of seconds unique to this test, so /proc tells them apart from anything else."""
@@ -238,7 +223,7 @@ async def test_hanging_and_daemon_forking_test_commands_end_with_nothing_left(
 
             tg.start_soon(run_hanging)
             with anyio.fail_after(30):
-                while not _alive_with(hang_mark):
+                while not processes_marked(hang_mark):
                     await anyio.sleep(0.05)
             runs = await _list_runs_promptly(session)  # answered while the tests hang
             assert [r["status"] for r in runs] == ["running"]
@@ -246,7 +231,7 @@ async def test_hanging_and_daemon_forking_test_commands_end_with_nothing_left(
         assert out["status"] == "failed", out
         assert "Timed out after 2 s" in str(out), out
         assert time.monotonic() - started < 30
-        assert _alive_with(hang_mark) == []
+        assert processes_marked(hang_mark) == []
 
         # a test command that leaves daemons behind: once the run is over, none of them is alive
         forked = tmp_path / "root" / "forked"
@@ -263,7 +248,7 @@ async def test_hanging_and_daemon_forking_test_commands_end_with_nothing_left(
         assert result.structured_content["status"] == "passed", result.structured_content
         assert sorted(p.name for p in forked.glob(".daemon-*")) == [f".daemon-{i}" for i in range(1, 5)]
         with anyio.fail_after(5):  # the kill is sent when the tests end; the kernel reaps at its pace
-            while alive := [m for m in marks if _alive_with(m)]:
+            while alive := [m for m in marks if processes_marked(m)]:
                 await anyio.sleep(0.1)
         assert not alive
 
