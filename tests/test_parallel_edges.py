@@ -78,10 +78,11 @@ async def test_showdown_over_mcp_polled_to_the_end_is_compact_and_promotes_the_w
     tables = [s["runners"] for s in seen if s.get("runners")]
     assert tables and set(tables[-1]) <= {"runner-1", "runner-2", "runner-3"}
     assert any(len(t) == 3 for t in tables), tables
-    # Progress notifications went out per runner and per step, the runners' turbo steps included.
+    # Progress notifications went out per runner and per step, the runners' turbo steps included. (Which steps a
+    # poll sees depends on timing: a step that ends between two polls, e.g. the plan on a loaded machine, is missed.)
     for name in ("runner-1", "runner-2", "runner-3"):
-        assert any(f"{name}: writing its plan" in p for p in caller.progress), caller.progress
-        assert any(p.startswith(f"{name}: run_tests:") for p in caller.progress), caller.progress
+        steps = {p.split(": ")[1] for p in caller.progress if p.startswith(f"{name}: ")}
+        assert "run_tests" in steps and len(steps) >= 2, (name, caller.progress)
 
     assert done["status"] == "done"
     result = done["result"]
