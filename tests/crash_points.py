@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.fake_llm import FakeLLM, RecordedRequest
+from tests.helpers import run_cli
 
 POLL_S = 0.003
 #: An answer that arrived this recently before the kill may not be saved yet (the node still parses it, returns,
@@ -121,21 +122,9 @@ def start_cli(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> sub
         )
 
 
-def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 150) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "speedrun", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def only_run_id(env: dict[str, str], cwd: Path) -> str:
     """The one run `speedrun runs` lists (each crash point has its own SPEEDRUN_HOME)."""
-    listed = run_cli(["runs"], env, cwd, timeout=60)
+    listed = run_cli(["runs"], cwd, **env)
     ids = re.findall(r"^((?:turbo|showdown)-\S+)", listed.stdout, re.M)
     assert len(ids) == 1, (listed.stdout, listed.stderr)
     return ids[0]

@@ -72,7 +72,7 @@ HANG_ONCE = f"test -f .pid || {{ echo $$ > .pid.tmp && mv .pid.tmp .pid; sleep 6
 CLI_KEY = "csk-cli-SECRET-7777"
 
 
-def run_cli(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def run_cli(args: list[str], tmp_path: Path, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
     """Run `python -m speedrun ARGS` in tmp_path with only PATH, a temp HOME and the given variables."""
     base = {
         "PATH": os.environ.get("PATH", ""),
@@ -85,7 +85,7 @@ def run_cli(args: list[str], tmp_path: Path, **env: str) -> subprocess.Completed
         env={**base, **env},
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
 

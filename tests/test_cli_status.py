@@ -23,19 +23,21 @@ from speedrun.procs import group_alive
 from speedrun.runs import RunManager
 from speedrun.state.records import RunStatus
 from tests.fake_llm import FakeLLM
-from tests.helpers import CONTRACT_TEXT, FIXED_CALC, HANG_ONCE, PYTEST, TEST_CALC, file_blocks, wait_for
+from tests.helpers import (
+    CONTRACT_TEXT,
+    FIXED_CALC,
+    HANG_ONCE,
+    PYTEST,
+    TEST_CALC,
+    file_blocks,
+    processes_marked,
+    run_cli,
+    wait_for,
+)
 
 
 def cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "speedrun", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    return run_cli(list(args), cwd, **env)
 
 
 def turbo_args(tmp_path: Path, test_cmd: str, *extra: str) -> list[str]:
@@ -155,19 +157,6 @@ def test_an_unknown_run_id_exits_2_naming_it_and_how_to_list_runs(speedrun_env: 
     assert len(huge.stderr) < 400 and "Traceback" not in huge.stderr  # the id is echoed cut short
 
 
-def _alive_with(marker: str) -> list[int]:
-    """Live processes whose command line holds `marker` (zombies count as gone)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
-                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                    found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
 def test_test_timeout_ends_a_hanging_test_command_with_exit_1_and_nothing_left(
     speedrun_env: dict[str, str], fake_llm: FakeLLM, tmp_path: Path
 ) -> None:
@@ -199,7 +188,7 @@ def test_test_timeout_ends_a_hanging_test_command_with_exit_1_and_nothing_left(
     assert time.monotonic() - started < 30
     assert "Timed out after 2 s" in ran.stdout + ran.stderr, ran.stdout
     assert "FAILED:" in ran.stdout
-    assert _alive_with(marker) == []
+    assert processes_marked(marker) == []
 
 
 @pytest.fixture

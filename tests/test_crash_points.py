@@ -24,7 +24,6 @@ from tests.crash_points import (
     nth_arrived,
     only_run_id,
     repeats,
-    run_cli,
     seeded,
     start_cli,
     temp_leftovers,
@@ -42,6 +41,7 @@ from tests.helpers import (
     make_repo,
     processes_marked,
     role_of,
+    run_cli,
     runner_of,
     wait_for,
 )
@@ -142,7 +142,7 @@ def test_turbo_killed_at_a_seeded_point_resumes_in_a_new_process(
 
     home = Path(speedrun_env["SPEEDRUN_HOME"])
     run_id = only_run_id(speedrun_env, tmp_path)
-    resumed = run_cli(["resume", run_id], speedrun_env, tmp_path)
+    resumed = run_cli(["resume", run_id], tmp_path, timeout=150, **speedrun_env)
     assert resumed.returncode == 0, f"{point}: {resumed.stderr[-3000:]}"
     assert re.search(rf"PASSED: 1 passed, 0 failed, 0 errors after \d fix cycles?; run {run_id}", resumed.stdout)
     assert (out / "calc.py").read_text() == FIXED and (out / "test_calc.py").read_text() == TEST_CALC
@@ -286,7 +286,7 @@ def test_showdown_killed_at_a_seeded_point_resumes_in_a_new_process(
 
     home = Path(speedrun_env["SPEEDRUN_HOME"])
     run_id = only_run_id(speedrun_env, tmp_path)
-    resumed = run_cli(["resume", run_id], speedrun_env, tmp_path)
+    resumed = run_cli(["resume", run_id], tmp_path, timeout=150, **speedrun_env)
     if point.kind == "result" and "already finished (done)" in resumed.stderr:
         pass  # killed after write_result's state was saved: the run is over, and nothing may be left either
     else:
@@ -301,6 +301,6 @@ def test_showdown_killed_at_a_seeded_point_resumes_in_a_new_process(
     assert git(repo, "branch", "--format=%(refname:short)").split() == ["calc/speed-run/runner-2", "main"]
     assert worktree_dirs(repo) == []
     assert_nothing_left(marker, repo, home)
-    cleaned = run_cli(["clean"], speedrun_env, tmp_path, timeout=60)
+    cleaned = run_cli(["clean"], tmp_path, **speedrun_env)
     assert cleaned.stdout.strip() == "nothing to clean: no run left worktrees or branches behind", cleaned.stdout
     assert not (repo / ".git" / "worktrees").exists() or os.listdir(repo / ".git" / "worktrees") == []
