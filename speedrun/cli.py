@@ -111,14 +111,67 @@ async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
         print(f"tests     {status.isolation}")
     if status.timeout_note:
         print(f"timeout   {status.timeout_note}")
+    store_errors = [error for error in (await _check_runs(settings), await _check_budget(settings)) if error]
     if status.status != "ok":
         _print_err(
             f"error: {status.error}"
             + (f"\n{status.setup_hint}" if status.setup_hint and status.setup_hint not in (status.error or "") else "")
         )
+    for error in store_errors:
+        _print_err(f"error: {error}")
+    if store_errors:  # a run store or budget that cannot be opened is bad setup: no run would start
+        print("status    error")
+        return EXIT_BAD_INPUT
+    if status.status != "ok":
         return 1
     print("status    ok")
     return 0
+
+
+async def _check_runs(settings: Settings) -> str | None:
+    """Open the run store as every run does and print its line; the error text when it cannot be opened."""
+    import sqlite3
+
+    from speedrun.runs import RunManager
+
+    if settings.database_url is not None:
+        from speedrun.runs_pg import shown
+
+        where = f"PostgreSQL at {shown(settings, settings.database_url.get_secret_value())}"
+    else:
+        where = f"SQLite at {settings.home / 'runs.sqlite'}"  # where runs._open_sqlite keeps it
+    try:
+        async with RunManager.open(settings):
+            pass
+    except SpeedRunError as exc:
+        error: str | None = str(exc)
+    except (sqlite3.Error, OSError) as exc:  # e.g. a runs.sqlite that is not a database
+        error = f"cannot open the run database {where} ({type(exc).__name__}: {exc}); move that file away."
+    else:
+        error = None
+    print(f"runs      {where}: {'error' if error else 'ok'}")
+    return error
+
+
+async def _check_budget(settings: Settings) -> str | None:
+    """Reach the shared rate budget in Redis (when SPEEDRUN_REDIS_URL is set) and print its line; the error text
+    when it cannot be used."""
+    if settings.redis_url is None:
+        print("budget    per process (set SPEEDRUN_REDIS_URL to share one across processes)")
+        return None
+    from speedrun.budget_redis import SharedBudget
+
+    budget = SharedBudget(settings.redis_url.get_secret_value(), "speedrun check", "check", settings.redact)
+    try:
+        # A try with no slots and no limits: it reads this probe key's 429 pause (logging in first) and writes
+        # nothing, so a check never takes budget from the runs.
+        await budget.take(tokens=0, concurrency=0, rpm=None, tpm=None)
+    except SpeedRunError as exc:
+        error: str | None = str(exc)
+    else:
+        error = None
+    print(f"budget    Redis at {budget.where[:200]}: {'error' if error else 'ok'}")
+    return error
 
 
 class _SetupError(SpeedRunError):
@@ -665,7 +718,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("check", help="check the key and that the generator endpoint answers")
+    sub.add_parser(
+        "check", help="check the key, that the generator endpoint answers, and the run store and rate budget"
+    )
     gen = sub.add_parser("generate", help="generate files from a prompt and write them to --out")
     gen.add_argument("prompt", nargs="?", help="the prompt text, or '-' to read stdin")
     gen.add_argument("--prompt-file", help="read the prompt from this file")

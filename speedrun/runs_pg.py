@@ -102,10 +102,14 @@ def shown(settings: Settings, url: str) -> str:
 def _unreachable(settings: Settings, url: str, exc: BaseException) -> ConfigError:
     # libpq's first line says which: refused, no such host, password authentication failed, no such database.
     reason = settings.redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    if "permission denied for schema" in reason:  # PostgreSQL 15+: only the database owner may create in public
+        user = (urlsplit(url).username or "USER")[:63]  # PostgreSQL names are at most 63 bytes
+        fix = f"The user needs CREATE there: `createdb -O {user}` or `GRANT CREATE ON SCHEMA public TO {user}`"
+    else:
+        fix = "Check that PostgreSQL runs there and that the user, password and database in the URL are right"
     return ConfigError(
         f"cannot open the run database at SPEEDRUN_DATABASE_URL {shown(settings, url)}: {reason[:300]}. "
-        "Check that PostgreSQL runs there and that the user, password and database in the URL are right, "
-        "or unset SPEEDRUN_DATABASE_URL to keep runs in SQLite under SPEEDRUN_HOME."
+        f"{fix}, or unset SPEEDRUN_DATABASE_URL to keep runs in SQLite under SPEEDRUN_HOME."
     )
 
 

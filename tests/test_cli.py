@@ -82,6 +82,10 @@ def test_check_against_the_endpoint(tmp_path: Path, fake_llm: FakeLLM) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "status    ok" in proc.stdout
     assert "fake-model" in proc.stdout
+    # Without SPEEDRUN_DATABASE_URL / SPEEDRUN_REDIS_URL: the SQLite store, opened (so created), and no shared budget.
+    assert f"runs      SQLite at {tmp_path / 'state' / 'runs.sqlite'}: ok" in proc.stdout.splitlines()
+    assert (tmp_path / "state" / "runs.sqlite").is_file()
+    assert "budget    per process (set SPEEDRUN_REDIS_URL to share one across processes)" in proc.stdout.splitlines()
     assert KEY not in proc.stdout + proc.stderr
     assert fake_llm.requests[0].path == "/v1/models"
     assert fake_llm.requests[0].headers["authorization"] == f"Bearer {KEY}"
