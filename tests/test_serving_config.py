@@ -40,3 +40,39 @@ def test_the_compose_example_keeps_the_two_stores_apart() -> None:
     assert env["REDIS_URI"].endswith("/0") and env["SPEEDRUN_REDIS_URL"].endswith("/1")
     assert "CREATE DATABASE speedrun" in (SERVING / "initdb" / "10-speedrun.sql").read_text()
     assert ".env" in (SERVING / ".gitignore").read_text().split()
+
+
+def _ignored(patterns: list[str], path: str) -> bool:
+    """Whether Docker leaves `path` out of the build context: the last matching pattern wins (`!` re-includes), and
+    a pattern that matches a directory leaves out everything below it."""
+    result = False
+    for raw in patterns:
+        keep = raw.startswith("!")
+        pattern = raw[1:].strip("/") if keep else raw.strip("/")
+        # Docker's syntax: `**` any number of directories, `*` and `?` within one name (never a `/`).
+        regex = re.escape(pattern).replace(r"\*\*/", "(.*/)?").replace(r"\*\*", ".*")
+        regex = regex.replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+        parts = path.split("/")
+        if any(re.fullmatch(regex, "/".join(parts[:n])) for n in range(1, len(parts) + 1)):
+            result = not keep
+    return result
+
+
+def test_dockerignore_keeps_secrets_and_local_environments_out_of_images() -> None:
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for secret in (".env", "docs/serving/.env", "docs/serving/processes.env", "examples/x/.env.local"):
+        assert _ignored(patterns, secret), secret
+    for local in (
+        ".venv/bin/python",
+        ".git/config",
+        "speedrun/__pycache__/cli.cpython-311.pyc",
+        ".speedrun/runs.sqlite",
+    ):
+        assert _ignored(patterns, local), local
+    # What the image installs and serves stays in.
+    for needed in ("pyproject.toml", "README.md", "speedrun/graphs/turbo.py", "docs/serving/env.example"):
+        assert not _ignored(patterns, needed), needed
