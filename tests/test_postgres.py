@@ -229,7 +229,7 @@ def test_without_the_postgres_extra_the_error_says_how_to_install_it(speedrun_en
         env=env, capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
     assert ran.returncode == 2
-    assert "the postgres extra is not installed: uv sync --extra postgres" in ran.stderr
+    assert "the postgres extra is not installed: `uv sync --inexact --extra postgres`" in ran.stderr
     assert "Traceback" not in ran.stderr
 
 

@@ -16,7 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mcp import ClientSession, stdio_client
 
-from speedrun.config import Settings, StreamRedactor, mask_url_credentials
+from speedrun.config import Settings, StreamRedactor, load_settings, mask_url_credentials
+from speedrun.errors import ConfigError
 from speedrun.llm import complete, structured
 from speedrun.sandbox import _bwrap_works
 from tests.fake_llm import FakeLLM, Reply
@@ -83,7 +84,20 @@ def echo_authorization(fake: FakeLLM, template: str = "{}", **reply: object):
             "two: amqp://guest:guest@mq:5672/ and http://me:pw@proxy:3128",
             "two: amqp://guest:***@mq:5672/ and http://me:***@proxy:3128",
         ),
-        # Left as they are: no password in them.
+        # An unencoded / as well as @ in the password (found by an outside trial: the tail used to show).
+        (
+            "at 'postgresql://speedrun:p@ss/w0rd@127.0.0.1:5432/db': refused",
+            "at 'postgresql://speedrun:***@127.0.0.1:5432/db': refused",
+        ),
+        # The password as a query parameter, as libpq and redis-py accept it.
+        (
+            "postgresql://127.0.0.1:55432/speedrun?user=speedrun&password=QueryPw-9 failed",
+            "postgresql://127.0.0.1:55432/speedrun?user=speedrun&password=*** failed",
+        ),
+        ("redis://127.0.0.1:56379/1?password=QueryRedisPw-1", "redis://127.0.0.1:56379/1?password=***"),
+        ("redis://h/0?db=1&PassWd=x1;other", "redis://h/0?db=1&PassWd=***;other"),
+        # Left as they are: no password in them, or the placeholder that docs and hints write.
+        ("postgresql://USER:PASSWORD@HOST:5432/DB", "postgresql://USER:PASSWORD@HOST:5432/DB"),
         ("http://localhost:8080/v1", "http://localhost:8080/v1"),
         ("ssh://git@github.com/o/r.git", "ssh://git@github.com/o/r.git"),
         ("mailto:someone@example.com; ratio 3:4@home", "mailto:someone@example.com; ratio 3:4@home"),
@@ -391,3 +405,60 @@ async def test_a_workspace_that_holds_or_lies_in_speedrun_home_is_refused(tmp_pa
     assert cli.returncode != 0
     assert "contains speed-run's state directory" in cli.stderr and "Traceback" not in cli.stderr
     assert fake_llm.chat_requests() == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "url", "password"),
+    [
+        ("SPEEDRUN_REDIS_URL", "redis://127.0.0.1:56379/1?password=QueryRedisPw-1", "QueryRedisPw-1"),
+        ("SPEEDRUN_DATABASE_URL", "postgresql://h:5432/db?user=u&password=QueryPw-9", "QueryPw-9"),
+        ("SPEEDRUN_DATABASE_URL", "postgresql://u:Sec%40ret-77@h:5432/db", "Sec@ret-77"),
+    ],
+)
+def test_a_shared_service_password_is_a_secret_wherever_it_appears(
+    clean_env: pytest.MonkeyPatch, variable: str, url: str, password: str
+) -> None:
+    clean_env.setenv(variable, url)
+    settings = Settings()
+    assert password in settings.secrets()
+    # Masked even where it appears without its URL (a server quoting it back, a traceback).
+    assert password not in settings.redact(f"auth failed for {password!r}")
+
+
+@pytest.mark.parametrize(
+    ("variable", "url", "said"),
+    [
+        ("SPEEDRUN_DATABASE_URL", "mysql://u:TopSecret-1@h/db", "'mysql://u:***@h/db' is not a PostgreSQL URL"),
+        ("SPEEDRUN_REDIS_URL", "http://:TopSecret-1@h:6379/0", "'http://:***@h:6379/0' is not a Redis URL"),
+        ("SPEEDRUN_DATABASE_URL", "postgresql://u:p@ss/TopSecret-1@h/db", "holds @, /, ? or # unencoded"),
+    ],
+)
+def test_a_bad_shared_service_url_stops_the_cli_at_start_without_its_password(
+    tmp_path: Path, variable: str, url: str, said: str
+) -> None:
+    done = run_cli(["runs"], tmp_path, **{variable: url})
+    assert done.returncode == 2, done.stderr
+    assert f"Invalid speed-run settings: {variable}: " in done.stderr and said in done.stderr, done.stderr
+    assert "TopSecret-1" not in done.stderr + done.stdout and "Traceback" not in done.stderr
+
+
+def test_an_empty_shared_service_url_means_unset(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("SPEEDRUN_DATABASE_URL", "")
+    clean_env.setenv("SPEEDRUN_REDIS_URL", "  ")
+    settings = Settings()
+    assert settings.database_url is None and settings.redis_url is None
+
+
+def test_a_shared_service_without_its_extra_names_the_install_command(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    clean_env.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "limits" else real(name, *a))
+    clean_env.setenv("SPEEDRUN_REDIS_URL", "redis://:pw-123456@127.0.0.1:6379/0")
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    said = str(refused.value)
+    assert "SPEEDRUN_REDIS_URL: the redis extra is not installed: `uv sync --inexact --extra redis`" in said, said
+    assert "pw-123456" not in said

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib.util
 import ipaddress
 import logging
 import os
@@ -14,7 +15,16 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -70,6 +80,14 @@ class RoleSpec(BaseModel):
 
     primary: ModelSpec
     fallback: ModelSpec | None = None
+
+
+#: Per shared-service setting: the service, its URL schemes, the extra that serves it, and that extra's top-level
+#: modules.
+_SHARED_SERVICES: dict[str, tuple[str, tuple[str, ...], str, tuple[str, ...]]] = {
+    "database_url": ("PostgreSQL", ("postgresql", "postgres"), "postgres", ("psycopg", "psycopg_pool")),
+    "redis_url": ("Redis", ("redis", "rediss", "unix"), "redis", ("redis", "limits")),
+}
 
 
 class Settings(BaseSettings):
@@ -173,6 +191,42 @@ class Settings(BaseSettings):
         validation_alias="SPEEDRUN_HOME",
         description="State directory: run checkpoints, worksheets.",
     )
+
+    @field_validator("database_url", "redis_url", mode="before")
+    @classmethod
+    def _blank_url_is_unset(cls, value: object) -> object:
+        """`SPEEDRUN_DATABASE_URL=` (empty, as `env -u` cannot express in some launchers) means not set."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("database_url", "redis_url")
+    @classmethod
+    def _shared_service_url(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """A run store or budget URL with the right scheme and its optional extra installed, checked at load, so a
+        mistake stops every entry point at once (exit 2) instead of failing a run at its first model call."""
+        if value is None:
+            return None
+        service, schemes, extra, modules = _SHARED_SERVICES[str(info.field_name)]
+        url = value.get_secret_value().strip()
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in schemes:
+            example = f"{schemes[0]}://USER:PASSWORD@HOST/..."
+            raise ValueError(
+                f"{mask_url_credentials(url)[:200]!r} is not a {service} URL: give one like {example} "
+                f"({' or '.join(s + '://' for s in schemes)}), or leave the variable unset"
+            )
+        credentials = _URL_CREDENTIALS.search(url)
+        if credentials and any(c in credentials["password"] for c in "@/?#"):
+            # Unencoded, these end the host part early: the client then reports part of the password as a host.
+            raise ValueError(
+                f"the password in {mask_url_credentials(url)[:200]!r} holds @, /, ? or # unencoded; percent-encode "
+                "them (@ as %40, / as %2F, ? as %3F, # as %23)"
+            )
+        if any(importlib.util.find_spec(m) is None for m in modules):
+            raise ValueError(
+                f"the {extra} extra is not installed: `uv sync --inexact --extra {extra}` (or "
+                f"`pip install 'speed-run[{extra}]'`), or leave the variable unset"
+            )
+        return SecretStr(url)
 
     @field_validator("limits", mode="before")
     @classmethod
@@ -402,7 +456,13 @@ class Settings(BaseSettings):
 
 # scheme://user:password@ — the password runs to the last "@" before the path (an unencoded "@" in it is common),
 # and never across whitespace or quotes, so two URLs on one line stay apart.
-_URL_CREDENTIALS = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:'\"<>]*):(?P<password>[^\s/?#'\"<>]*)@")
+# The password runs to the LAST @ of the URL: an unencoded @ or / inside a password (`p@ss/w0rd`) must not leave its
+# tail shown. Over-masking a path that holds an @ is the price.
+_URL_CREDENTIALS = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:'\"<>]*):(?P<password>[^\s'\"<>]*)@")
+# libpq and redis-py also take the password as a query parameter (`?password=...`).
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&;](?:password|passwd|pwd)=)(?P<password>[^&;#\s'\"<>]*)", re.IGNORECASE)
+#: What documentation and hints write in place of a password: shown as written, never masked.
+PASSWORD_PLACEHOLDERS = frozenset({"PASSWORD", "PASS", "<password>"})
 
 
 def _cut_edge(line: str, secrets: list[str], *, at_end: bool) -> str:
@@ -419,19 +479,24 @@ def _cut_edge(line: str, secrets: list[str], *, at_end: bool) -> str:
 
 def mask_url_credentials(text: str) -> str:
     """Every `scheme://user:pass@host` in text shown as `scheme://user:***@host` (the user name stays: it helps
-    tell which account is meant). The one rule for credentials in URLs; Settings.redact applies it."""
-    return _URL_CREDENTIALS.sub(lambda m: f"{m['head']}:***@" if m["password"] else m[0], text)
+    tell which account is meant), and every `?password=...` query value as `***`. The one rule for credentials in
+    URLs; Settings.redact applies it."""
+
+    def masked(m: re.Match[str], template: str) -> str:
+        return m[0] if not m["password"] or m["password"] in PASSWORD_PLACEHOLDERS else template.format(m["head"])
+
+    text = _URL_CREDENTIALS.sub(lambda m: masked(m, "{}:***@"), text)
+    return _QUERY_PASSWORD.sub(lambda m: masked(m, "{}***"), text)
 
 
 def url_passwords(url: str | None) -> list[str]:
-    """The password of a URL, as written and percent-decoded (both may appear in messages); empty when none."""
-    if not url or "@" not in url:
+    """The passwords in a URL (before its host, or as a `password=` query parameter), as written and
+    percent-decoded (both may appear in messages); empty when none. Found by the same patterns that mask them."""
+    if not url:
         return []
-    try:
-        password = urlsplit(url.strip()).password
-    except ValueError:
-        return []
-    return list(dict.fromkeys(p for p in (password, unquote(password or "")) if p))
+    found = [m["password"] for pattern in (_URL_CREDENTIALS, _QUERY_PASSWORD) for m in pattern.finditer(url.strip())]
+    found = [p for p in found if p and p not in PASSWORD_PLACEHOLDERS]
+    return list(dict.fromkeys(v for p in found for v in (p, unquote(p)) if v))
 
 
 class StreamRedactor:
