@@ -26,7 +26,6 @@ EXTRA_MISSING = (
     "SPEEDRUN_DATABASE_URL is set but the postgres extra is not installed: uv sync --extra postgres "
     "(or pip install 'speed-run[postgres]')"
 )
-SCHEMES = ("postgresql", "postgres")
 CONNECT_SECONDS = 10  # a server that does not answer within this is reported, not waited on for minutes
 SETUP_SECONDS = 120.0  # another process holding the set-up lock longer than this has hung
 POOL_SIZE = 4  # the saver uses one connection at a time (it holds a lock); the rest serve liveness rows
@@ -79,18 +78,10 @@ class PostgresStore:
 
 
 def checked_url(settings: Settings) -> str:
-    """SPEEDRUN_DATABASE_URL when it is a postgresql:// URL; a ConfigError naming it (password masked) otherwise."""
-    url = settings.database_url.get_secret_value().strip() if settings.database_url else ""
-    try:
-        scheme = urlsplit(url).scheme.lower()
-    except ValueError:
-        scheme = ""
-    if scheme not in SCHEMES:
-        raise ConfigError(
-            f"SPEEDRUN_DATABASE_URL {shown(settings, url)} is not a PostgreSQL URL: use "
-            "postgresql://USER:PASSWORD@HOST:5432/DATABASE, or unset it to keep runs in SQLite under SPEEDRUN_HOME."
-        )
-    return url
+    """SPEEDRUN_DATABASE_URL, as Settings checked it at load (its scheme and password: config owns that rule)."""
+    if settings.database_url is None:
+        raise ConfigError("SPEEDRUN_DATABASE_URL is not set; the PostgreSQL run store needs it.")
+    return settings.database_url.get_secret_value()
 
 
 def shown(settings: Settings, url: str) -> str:
