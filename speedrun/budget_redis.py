@@ -22,7 +22,7 @@ SLOT_LEASE_S = 10.0  # a concurrency slot of a process that died (SIGKILL) frees
 CONNECT_TIMEOUT_S = 3.0  # Redis down must fail the call, never hang it
 OP_TIMEOUT_S = 5.0
 POLL_S = 0.05  # how often a call waiting on another process's slot looks again (others cannot wake it)
-INSTALL_HINT = "install the redis extra: `uv sync --extra redis` or `pip install 'speed-run[redis]'`"
+INSTALL_HINT = "install the redis extra: `uv sync --inexact --extra redis` or `pip install 'speed-run[redis]'`"
 
 
 def require_extra() -> None:
@@ -142,6 +142,11 @@ class SharedBudget:
                 f"({type(exc).__name__}: {self._said(exc)}). Start Redis there, fix the URL, or unset "
                 "SPEEDRUN_REDIS_URL to keep a budget per process."
             ) from None
+
+    async def ping(self) -> None:
+        """Log in to the Redis and ask it for a PONG; the same ConfigError as any budget call when that fails."""
+        async with self._talking() as conn:
+            await conn.redis.ping()
 
     # -- the budget -----------------------------------------------------------------------------------------
     async def take(self, tokens: int, concurrency: int, rpm: int | None, tpm: int | None) -> Taken:

@@ -163,9 +163,7 @@ async def _check_budget(settings: Settings) -> str | None:
 
     budget = SharedBudget(settings.redis_url.get_secret_value(), "speedrun check", "check", settings.redact)
     try:
-        # A try with no slots and no limits: it reads this probe key's 429 pause (logging in first) and writes
-        # nothing, so a check never takes budget from the runs.
-        await budget.take(tokens=0, concurrency=0, rpm=None, tpm=None)
+        await budget.ping()
     except SpeedRunError as exc:
         error: str | None = str(exc)
     else:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["EXTRA_MISSING", "MIGRATIONS", "PostgresStore", "open_postgres"]
 
 EXTRA_MISSING = (
-    "SPEEDRUN_DATABASE_URL is set but the postgres extra is not installed: uv sync --extra postgres "
+    "SPEEDRUN_DATABASE_URL is set but the postgres extra is not installed: uv sync --inexact --extra postgres "
     "(or pip install 'speed-run[postgres]')"
 )
 CONNECT_SECONDS = 10  # a server that does not answer within this is reported, not waited on for minutes

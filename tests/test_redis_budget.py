@@ -228,7 +228,7 @@ async def test_without_the_redis_extra_the_error_names_the_install_command(
 
     with pytest.raises(ConfigError) as caught:
         await complete(load_settings(), "generator", USER)
-    assert "uv sync --extra redis" in str(caught.value)
+    assert "uv sync --inexact --extra redis" in str(caught.value)
     assert "pip install 'speed-run[redis]'" in str(caught.value)
     assert fake_llm.chat_requests() == []
 
