@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +30,7 @@ from tests.crash_points import (
     start_cli,
     temp_leftovers,
 )
-from tests.fake_llm import FakeLLM, Reply
+from tests.fake_llm import FakeLLM, RecordedRequest, Reply
 from tests.helpers import (
     CONTRACT_TEXT,
     PYTEST,
@@ -129,12 +131,7 @@ def test_turbo_killed_at_a_seeded_point_resumes_in_a_new_process(
     cli = start_cli([*args, "--max-fix-cycles", "3"], speedrun_env, tmp_path, tmp_path / "first.log")
     killer = Killer(cli.pid)
     arm_turbo(point, killer, fake_llm, script, out)
-    cli.wait(90)
-    assert killer.fired.is_set() and killer.killed_live, (
-        f"{point}: the run ended before the kill: {(tmp_path / 'first.log').read_text(errors='replace')[-3000:]}"
-    )
-    script.on_arrival = lambda n: None
-    before = fake_llm.chat_requests()
+    before = killed_by(point, cli, killer, script, fake_llm, tmp_path / "first.log", within=90)
 
     # What the kill left: no test process (the sandbox's watchdog dies with speed-run), no half-written file.
     wait_for(lambda: not processes_marked(marker), 10, f"{point}: the killed run's test processes to end")
@@ -192,6 +189,18 @@ class ShowdownScript(RunnerScript):
         self.arrivals += 1
         self.on_arrival(self.arrivals)
         return super().__call__(body)
+
+
+def killed_by(
+    point: Point, cli: subprocess.Popen[bytes], killer: Killer, script: Any, fake: FakeLLM, log: Path, within: float
+) -> list[RecordedRequest]:
+    """Wait for the killed CLI; check the kill came before the run ended; stop arming; the requests seen so far."""
+    cli.wait(within)
+    assert killer.fired.is_set() and killer.killed_live, (
+        f"{point}: the run ended before the kill: {log.read_text(errors='replace')[-3000:]}"
+    )
+    script.on_arrival = lambda n: None
+    return fake.chat_requests()
 
 
 def lane_of(body: dict) -> str:
@@ -272,12 +281,7 @@ def test_showdown_killed_at_a_seeded_point_resumes_in_a_new_process(
     cli = start_cli([*args, "--test-cmd", marked_command(marker)], speedrun_env, tmp_path, tmp_path / "first.log")
     killer = Killer(cli.pid)
     arm_showdown(point, killer, fake_llm, script, repo)
-    cli.wait(120)
-    assert killer.fired.is_set() and killer.killed_live, (
-        f"{point}: the run ended before the kill: {(tmp_path / 'first.log').read_text(errors='replace')[-3000:]}"
-    )
-    script.on_arrival = lambda n: None
-    before = fake_llm.chat_requests()
+    before = killed_by(point, cli, killer, script, fake_llm, tmp_path / "first.log", within=120)
 
     wait_for(lambda: not processes_marked(marker), 10, f"{point}: the killed run's test processes to end")
     for wt in worktree_dirs(repo):

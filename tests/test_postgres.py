@@ -148,12 +148,7 @@ async def test_a_driver_on_another_host_holds_its_run_until_its_lease_runs_out(
     fake_llm.script(file_blocks({"calc.py": FIXED_CALC, "test_calc.py": TEST_CALC}))
     out = tmp_path / "ws"
     async with RunManager.open(Settings()) as runs:
-        run_id = await runs.start(
-            "turbo", {"contract": CONTRACT_TEXT, "output_dir": str(out), "test_command": HANG_ONCE}
-        )
-        with anyio.fail_after(30):
-            while not (out / ".pid").is_file():
-                await anyio.sleep(0.05)
+        run_id = await _start_held_at_its_tests(runs, out)
         await runs.cancel(run_id)
         # As if a process on another host drove it and renewed its lease a moment ago: pids here say nothing of it.
         set_owner = "UPDATE speedrun_liveness SET owner = %s, state = 'running', updated = now()"
@@ -178,12 +173,7 @@ async def test_the_driving_process_renews_its_lease(speedrun_env, fake_llm, tmp_
     fake_llm.script(file_blocks({"calc.py": FIXED_CALC, "test_calc.py": TEST_CALC}))
     out = tmp_path / "ws"
     async with RunManager.open(Settings()) as runs:
-        run_id = await runs.start(
-            "turbo", {"contract": CONTRACT_TEXT, "output_dir": str(out), "test_command": HANG_ONCE}
-        )
-        with anyio.fail_after(30):
-            while not (out / ".pid").is_file():
-                await anyio.sleep(0.05)
+        run_id = await _start_held_at_its_tests(runs, out)
         await asyncio.to_thread(_sql, database_url, "UPDATE speedrun_liveness SET updated = now() - interval '1 hour'")
         await anyio.sleep(0.5)
         [(age,)] = await asyncio.to_thread(
@@ -194,6 +184,15 @@ async def test_the_driving_process_renews_its_lease(speedrun_env, fake_llm, tmp_
         )
         assert float(age) < 5  # renewed since it was set back an hour
         await runs.cancel(run_id)
+
+
+async def _start_held_at_its_tests(runs: RunManager, out: Path) -> str:
+    """Start a turbo run whose first test run hangs (HANG_ONCE), and return its id once the tests are running."""
+    run_id = await runs.start("turbo", {"contract": CONTRACT_TEXT, "output_dir": str(out), "test_command": HANG_ONCE})
+    with anyio.fail_after(30):
+        while not (out / ".pid").is_file():
+            await anyio.sleep(0.05)
+    return run_id
 
 
 @pytest.mark.parametrize(
