@@ -298,7 +298,7 @@ async def _follow(
         clean = " (or remove its worktrees: speedrun clean)" if parallel else ""
         _print_err(f"cancelled; continue later with: speedrun resume {run_id}{clean}")
         return EXIT_INTERRUPTED
-    return await _summary(runs, status, first.output_dir, before_summary)
+    return _summary(status, await runs.full_result(run_id), first.output_dir, before_summary)
 
 
 def _metered() -> AbstractContextManager[TokenMeter]:
@@ -324,17 +324,17 @@ def outcome_code(status: RunStatus, full: Any) -> int:
     return EXIT_PASSED if full.status == "passed" else EXIT_FAILED
 
 
-async def _summary(
-    runs: RunManager,
+def _summary(
     status: RunStatus,
+    full: Any,
     where: str | None = None,
     before_summary: Callable[[RunStatus, Any], None] | None = None,
 ) -> int:
-    """The summary a run's workflow prints (ending with where it wrote and its run id), or, while it has no result,
-    how it stands and what to do next; the exit code. `where`: a parallel run's repo."""
+    """The summary a run's workflow prints (ending with where it wrote and its run id), or, while it has no result
+    (`full`, RunManager.full_result), how it stands and what to do next; the exit code. `where`: a parallel run's
+    repo."""
     from speedrun.runs import PARALLEL
 
-    full = await runs.full_result(status.run_id)
     if before_summary is not None:
         before_summary(status, full)
     if full is None:
@@ -521,7 +521,7 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             rows += [[f"  {name}", runner_step] for name, runner_step in sorted(status.runners.items())]
             rows += [["output", where]] if where else []
         print("\n".join(f"{label:9} {value}" for label, value in rows), end="\n\n")
-        return await _summary(runs, status, where)
+        return _summary(status, full, where)
 
 
 async def _checkpoint(runs: RunManager, status: RunStatus) -> tuple[dict[str, Any], str]:

@@ -23,6 +23,7 @@ from pydantic import Field
 from speedrun.config import Settings, load_settings, resolve_output_dir
 from speedrun.errors import ECHO_LIMIT, ConfigError, InputError, SpeedRunError, describe_validation, echo
 from speedrun.mcp_bridge.progress import HEARTBEAT_S, Progress, elapsed_words
+from speedrun.preflight import MAX_TEST_TIMEOUT_S
 from speedrun.state import GenerateResult, StatusResult, Usage, WriteFilesResult
 from speedrun.state.records import CleanResult, RunList, RunStatus
 
@@ -424,7 +425,7 @@ async def turbo(
             description="Wall-clock limit of one test run in seconds (default 300); on expiry the test process "
             "group is killed and the run reports the timeout.",
             gt=0,
-            le=3600,
+            le=MAX_TEST_TIMEOUT_S,
         ),
     ] = None,
 ) -> RunStatus:
